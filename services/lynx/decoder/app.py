@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from lynx.decoder.engine import BatchingEngine
+from lynx.decoder.model import DecoderModel
+from lynx.decoder.routes import router
+from lynx.decoder.settings import DecoderSettings
+from lynx.service import create_service_app
+from lynx.tokenizer.detok import IncrementalDetokenizer
+from lynx.tokenizer.text import ModelTokenizer
+
+
+def create_app(settings: DecoderSettings | None = None) -> FastAPI:
+    settings = settings or DecoderSettings()
+
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model, tokenizer = await asyncio.to_thread(
+            lambda: (DecoderModel(settings.model_dir, settings.threads), ModelTokenizer(settings.model_dir)))
+        max_context = min(settings.max_context, model.context_length)
+        engine = BatchingEngine(
+            model, slots=settings.kv_slots, queue_capacity=settings.queue_capacity, max_context=max_context,
+            prefill_token_budget=settings.prefill_token_budget, static_batching=settings.batching == "static",
+            detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer.decode))
+        engine.start()
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    return create_service_app(name="decoder", settings=settings, lifespan=lifespan, router=router)

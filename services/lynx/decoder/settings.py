@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from lynx.settings import ServiceSettings, default_cache_dir
+
+
+class DecoderSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LYNX_DECODER_", extra="ignore", frozen=True)
+
+    port: int = Field(default=8083, ge=1, le=65535)
+    model_dir: Path = Field(default=default_cache_dir() / "models" / "int4" / "decoder")
+    model_name: str = "SmolLM2-135M-Instruct"
+    kv_slots: int = Field(default=8, ge=1, le=256, description="Sequences decoded at once (KV-cache slots).")
+    queue_capacity: int = Field(default=32, ge=0, le=10_000, description="Requests that may wait for a slot.")
+    max_context: int = Field(default=2048, ge=16, le=8192, description="Prompt + completion tokens per slot.")
+    threads: int = Field(default=2, ge=1, le=256, description="onnxruntime intra-op threads.")
+    batching: Literal["continuous", "static"] = Field(
+        default="continuous",
+        description="continuous admits new sequences every step; static waits for the whole batch to finish.")
+    prefill_token_budget: int = Field(
+        default=512, ge=1, description="Prompt tokens prefilled per engine step before decoding resumes.")
+    retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent when the queue is full.")

@@ -1,0 +1,1 @@
+"""The gateway: OpenAI-compatible API, tenants, and the request orchestrator."""

@@ -1,0 +1,88 @@
+"""OpenAI response bodies and SSE chunks for both endpoints, plus lynx's own ``lynx`` field."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+from lynx.gateway.orchestrator import Generation, Outcome
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one endpoint spells its objects: chat puts text in a message, completions in ``text``."""
+
+    object_name: str
+    chunk_object_name: str
+    id_prefix: str
+    chat: bool
+
+    def choice(self, text: str, finish_reason: str | None, *, streaming: bool, first: bool = False) -> dict:
+        if not self.chat:
+            return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        if not streaming:
+            return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+        delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+        return {"index": 0, "delta": delta, "finish_reason": finish_reason}
+
+
+CHAT = Shape("chat.completion", "chat.completion.chunk", "chatcmpl-", chat=True)
+COMPLETION = Shape("text_completion", "text_completion", "cmpl-", chat=False)
+
+
+def usage(outcome: Outcome) -> dict:
+    return {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
+
+
+def lynx_field(generation: Generation, request_id: str) -> dict:
+    """lynx's additions: the trace id, the cost by stage, timings, and which passages were used."""
+    outcome = generation.outcome
+    return {
+        "trace_id": generation.trace_id,
+        "request_id": request_id,
+        "cost": outcome.cost.as_dict(),
+        "cost_identity_ok": not outcome.identity_violations,
+        "timings": outcome.timings,
+        "passages": [{"id": p["id"], "source": p["source"], "score": p["score"]} for p in generation.passages],
+    }
+
+
+class Envelope:
+    """Builds the bodies of one response (all chunks share an id and creation time)."""
+
+    def __init__(self, shape: Shape, model: str) -> None:
+        self.shape = shape
+        self.model = model
+        self.id = shape.id_prefix + uuid.uuid4().hex
+        self.created = int(time.time())
+
+    def _base(self, object_name: str) -> dict:
+        return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
+
+    def complete(self, text: str, generation: Generation, request_id: str) -> dict:
+        outcome = generation.outcome
+        return {**self._base(self.shape.object_name),
+                "choices": [self.shape.choice(text, outcome.finish_reason, streaming=False)],
+                "usage": usage(outcome), "lynx": lynx_field(generation, request_id)}
+
+    def chunk(self, text: str, *, first: bool = False) -> str:
+        body = {**self._base(self.shape.chunk_object_name),
+                "choices": [self.shape.choice(text, None, streaming=True, first=first)]}
+        return sse(body)
+
+    def final_chunks(self, generation: Generation, request_id: str, include_usage: bool) -> str:
+        outcome = generation.outcome
+        last = {**self._base(self.shape.chunk_object_name),
+                "choices": [self.shape.choice("", outcome.finish_reason, streaming=True)],
+                "lynx": lynx_field(generation, request_id)}
+        chunks = sse(last)
+        if include_usage:
+            chunks += sse({**self._base(self.shape.chunk_object_name), "choices": [], "usage": usage(outcome)})
+        return chunks + "data: [DONE]\n\n"
+
+
+def sse(body: dict) -> str:
+    return f"data: {json.dumps(body)}\n\n"

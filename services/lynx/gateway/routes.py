@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from lynx.errors import LynxError
+from lynx.gateway.orchestrator import Generation, Job, Pipeline
+from lynx.gateway.responses import CHAT, COMPLETION, Envelope, Shape, sse
+from lynx.gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
+from lynx.gateway.settings import GatewaySettings
+from lynx.gateway.tenants import Tenant, TenantRegistry
+from lynx.telemetry.logs import request_id_var
+
+router = APIRouter(prefix="/v1")
+TRACE_HEADER = "X-Lynx-Trace-Id"
+COST_HEADER = "X-Lynx-Cost-EUR"
+DEFAULT_MAX_TOKENS = {"chat": 256, "text_completion": 16}
+
+
+def authenticate(request: Request) -> Tenant:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise LynxError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key",
+                        "authentication_error", headers={"WWW-Authenticate": "Bearer"})
+    registry: TenantRegistry = request.app.state.tenants
+    tenant = registry.authenticate(key.strip())
+    if tenant is None:
+        raise LynxError(401, "Invalid API key.", "invalid_api_key", "authentication_error",
+                        headers={"WWW-Authenticate": "Bearer"})
+    return tenant
+
+
+def job_fields(body: GenerationFields, operation: str, settings: GatewaySettings, tenant: Tenant) -> dict:
+    """The parts of a Job both endpoints fill the same way, checked against this deployment."""
+    if body.model != settings.model_name:
+        raise LynxError(404, f"The model '{body.model}' does not exist; this gateway serves "
+                        f"'{settings.model_name}' (see GET /v1/models).", "model_not_found", param="model")
+    max_tokens = body.requested_max_tokens or min(DEFAULT_MAX_TOKENS[operation], settings.max_tokens_limit)
+    if max_tokens > settings.max_tokens_limit:
+        raise LynxError(400, f"max_tokens is {max_tokens}; it must be at most {settings.max_tokens_limit}.",
+                        "invalid_value", param="max_tokens")
+    return {"tenant": tenant, "operation": operation, "max_tokens": max_tokens, "temperature": body.temperature,
+            "top_p": body.top_p, "stop": body.stop_list(), "seed": body.seed, "started": time.perf_counter()}
+
+
+@router.get("/models")
+async def list_models(request: Request, _: Tenant = Depends(authenticate)) -> dict:
+    settings: GatewaySettings = request.app.state.settings
+    return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0,
+                                        "owned_by": "lynx"}]}
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request, tenant: Tenant = Depends(authenticate)):
+    settings: GatewaySettings = request.app.state.settings
+    top_k = settings.retrieval_top_k if body.retrieval_top_k is None else body.retrieval_top_k
+    job = Job(**job_fields(body, "chat", settings, tenant),
+              messages=[{"role": m.role, "content": m.text()} for m in body.messages], retrieval_top_k=top_k)
+    return await respond(request, job, CHAT, body)
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request, tenant: Tenant = Depends(authenticate)):
+    settings: GatewaySettings = request.app.state.settings
+    job = Job(**job_fields(body, "text_completion", settings, tenant), prompt=body.prompt_text())
+    return await respond(request, job, COMPLETION, body)
+
+
+async def respond(request: Request, job: Job, shape: Shape, body: GenerationFields):
+    pipeline: Pipeline = request.app.state.pipeline
+    generation = await pipeline.start(job)
+    envelope = Envelope(shape, pipeline.settings.model_name)
+    request_id = request_id_var.get()
+    if body.stream:
+        return StreamingResponse(stream(generation, envelope, request_id, body.include_usage),
+                                 media_type="text/event-stream",
+                                 headers={TRACE_HEADER: generation.trace_id, "Cache-Control": "no-cache"})
+    text = "".join([delta async for delta in generation.text()])
+    return JSONResponse(envelope.complete(text, generation, request_id), headers={
+        TRACE_HEADER: generation.trace_id, COST_HEADER: f"{generation.outcome.cost.total:.12f}"})
+
+
+async def stream(generation: Generation, envelope: Envelope, request_id: str,
+                 include_usage: bool) -> AsyncIterator[str]:
+    token = request_id_var.set(request_id)
+    try:
+        yield envelope.chunk("", first=True)
+        async for delta in generation.text():
+            yield envelope.chunk(delta)
+        yield envelope.final_chunks(generation, request_id, include_usage)
+    except LynxError as error:  # the status line is gone; say it in the stream
+        yield sse(error.body()) + "data: [DONE]\n\n"
+    finally:
+        request_id_var.reset(token)
+

@@ -1,0 +1,79 @@
+"""Tenants and their API keys. Keys are stored and compared only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+KEY_PREFIX = "lynx-"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(24)
+
+
+def parse_tenants(document: dict) -> dict[str, Tenant]:
+    """{key_sha256: Tenant} from ``{"tenants": [{"id": ..., "key_sha256": ...}]}``."""
+    by_hash: dict[str, Tenant] = {}
+    for entry in document.get("tenants", []):
+        digest = str(entry["key_sha256"]).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"tenant {entry.get('id')!r}: key_sha256 must be 64 hex characters")
+        by_hash[digest] = Tenant(id=str(entry["id"]))
+    return by_hash
+
+
+class TenantRegistry:
+    """Looks keys up by hash; re-reads the file when it changes, so tenants can be added live."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._by_hash: dict[str, Tenant] = {}
+
+    def _refresh(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._by_hash, self._stamp = {}, None
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._by_hash = parse_tenants(json.loads(self.path.read_text()))
+            self._stamp = stamp
+
+    def authenticate(self, key: str) -> Tenant | None:
+        self._refresh()
+        digest = hash_key(key)
+        for known, tenant in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return tenant
+        return None
+
+    def known_ids(self) -> set[str]:
+        self._refresh()
+        return {t.id for t in self._by_hash.values()}
+
+    def add(self, tenant_id: str) -> str:
+        """Create a tenant with a fresh key; returns the key (shown once, stored only hashed)."""
+        document = json.loads(self.path.read_text()) if self.path.exists() else {"tenants": []}
+        key = new_key()
+        document["tenants"] = [t for t in document["tenants"] if t["id"] != tenant_id]
+        document["tenants"].append({"id": tenant_id, "key_sha256": hash_key(key)})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(document, indent=2) + "\n")
+        self.path.chmod(0o600)
+        return key

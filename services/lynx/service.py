@@ -1,0 +1,104 @@
+"""The FastAPI scaffolding every lynx service shares: probes, metrics, errors, tracing, logs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from lynx.errors import LynxError, error_body, validation_message
+from lynx.settings import ServiceSettings
+from lynx.telemetry.http import BodySizeLimit, ObservedRequests, metrics_response
+from lynx.telemetry.logs import configure_logging
+from lynx.telemetry.tracing import create_tracer_provider, instrument_app
+
+log = logging.getLogger("lynx.service")
+Lifespan = Callable[[FastAPI], "AsyncIterator[None]"]
+Readiness = Callable[[FastAPI], Awaitable[bool]]
+
+
+async def ready_when_loaded(app: FastAPI) -> bool:
+    return bool(getattr(app.state, "ready", False))
+
+
+def create_service_app(
+    *,
+    name: str,
+    settings: ServiceSettings,
+    lifespan: Lifespan,
+    router: APIRouter,
+    readiness: Readiness = ready_when_loaded,
+) -> FastAPI:
+    """Build one service's app; heavy loading happens in ``lifespan``, never here."""
+    configure_logging(f"lynx-{name}", settings.log_level)
+    provider = create_tracer_provider(f"lynx-{name}")
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        app.state.ready = False
+        try:
+            async with asynccontextmanager(lifespan)(app):
+                app.state.ready = True
+                log.info("ready", extra={"fields": {"port": settings.port}})
+                yield
+                app.state.ready = False
+        finally:
+            provider.shutdown()  # flushes spans still queued for export
+
+    app = FastAPI(title=f"lynx {name}", lifespan=run)
+    app.state.settings = settings
+    app.state.tracer_provider = provider
+    app.state.tracer = provider.get_tracer(f"lynx.{name}")
+    app.include_router(router)
+    app.include_router(probes_router(readiness))
+    add_error_handlers(app)
+    instrument_app(app, provider)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservedRequests)
+    return app
+
+
+def probes_router(readiness: Readiness) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @router.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        ready = await readiness(request.app)
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request):
+        return metrics_response(request)
+
+    return router
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LynxError)
+    async def lynx_error(_: Request, exc: LynxError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(list(exc.errors()))
+        return JSONResponse(error_body(message, "invalid_request", param=param), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error")
+        return JSONResponse(error_body("Internal error; the request id in X-Request-ID finds it in the logs.",
+                                       "internal_error", "server_error"), status_code=500)

@@ -1,0 +1,119 @@
+"""ASGI middleware every service runs: request id, RED metrics by route template, body limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
+from prometheus_client.exposition import choose_encoder
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lynx.telemetry.logs import request_id_var
+from lynx.telemetry.metrics import http_metrics
+
+log = logging.getLogger("lynx.http")
+UNKNOWN_ROUTE = "unknown"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (set by the router), never the raw path: raw paths
+    are unbounded label values."""
+    return getattr(scope.get("route"), "path", UNKNOWN_ROUTE)
+
+
+def valid_request_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+
+
+class ObservedRequests:
+    """Counts and times every request, tags it with a request id, and logs one line for it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = incoming if valid_request_id(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        method = scope["method"]
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            endpoint = route_template(scope)
+            metrics = http_metrics()
+            metrics.requests.labels(endpoint, method, str(status)).inc()
+            metrics.duration.labels(endpoint, method).observe(elapsed)
+            if endpoint not in ("/healthz", "/readyz", "/metrics"):
+                log.info("request", extra={"fields": {
+                    "endpoint": endpoint, "method": method, "status": status, "duration_s": round(elapsed, 6)}})
+            request_id_var.reset(token)
+
+
+class BodySizeLimit:
+    """Refuses bodies over ``max_bytes`` with 413, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except BodyTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"error": {
+            "message": f"Request body is larger than {self.max_bytes} bytes; send a smaller body.",
+            "type": "invalid_request_error", "param": None, "code": "request_too_large"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def metrics_response(request: Request) -> Response:
+    """Prometheus text, or OpenMetrics (which carries exemplars) when the scraper asks for it."""
+    encoder, content_type = choose_encoder(request.headers.get("accept", CONTENT_TYPE_LATEST))
+    return Response(encoder(REGISTRY), media_type=content_type)

@@ -1,0 +1,131 @@
+"""Every Prometheus instrument lynx exports, each created once per process, on first use.
+
+Instruments live in the default registry (what ``/metrics`` serves). They are grouped by
+the component that owns them, so a process only exports what it actually measures: the
+decoder's KV-slot gauge never appears, stuck at zero, on the gateway.
+Label values come only from closed sets; see ``docs/METRICS.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+STAGE_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+COST_BUCKETS = (1e-8, 2.5e-8, 5e-8, 1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3)
+COST_PER_1K_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2)
+
+
+@dataclass(frozen=True)
+class HttpMetrics:
+    requests: Counter
+    duration: Histogram
+
+
+@functools.cache
+def http_metrics() -> HttpMetrics:
+    """RED metrics, recorded by every service's middleware."""
+    return HttpMetrics(
+        requests=Counter(
+            "lynx_request_total", "HTTP requests handled, by route template, method and status code.",
+            ["endpoint", "method", "status"],
+        ),
+        duration=Histogram(
+            "lynx_request_duration_seconds",
+            "Wall time from request start to the last byte of the response (streams included).",
+            ["endpoint", "method"], buckets=REQUEST_DURATION_BUCKETS, unit="seconds",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class GenerationMetrics:
+    tokens: Counter
+    time_to_first_token: Histogram
+    stage_duration: Histogram
+
+
+@functools.cache
+def generation_metrics() -> GenerationMetrics:
+    """What a client sees of generation, recorded by the gateway."""
+    return GenerationMetrics(
+        tokens=Counter(
+            "lynx_tokens", "Tokens processed: kind=input (prompt) or output (completion).",
+            ["kind", "model_name"],
+        ),
+        time_to_first_token=Histogram(
+            "lynx_time_to_first_token_seconds",
+            "From the gateway receiving a request to the first completion token being ready.",
+            ["model_name"], buckets=TTFT_BUCKETS, unit="seconds",
+        ),
+        stage_duration=Histogram(
+            "lynx_stage_duration_seconds",
+            "Wall time of one pipeline stage of one request, as the gateway saw it.",
+            ["stage"], buckets=STAGE_DURATION_BUCKETS, unit="seconds",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    slots_used: Gauge
+    slots_total: Gauge
+    queue_depth: Gauge
+    busy_seconds: Counter
+    step_duration: Histogram
+    rejected: Counter
+
+
+@functools.cache
+def engine_metrics() -> EngineMetrics:
+    """USE metrics of the decoder's batching engine."""
+    return EngineMetrics(
+        slots_used=Gauge("lynx_kv_cache_slots_used", "KV-cache slots held by running sequences."),
+        slots_total=Gauge("lynx_kv_cache_slots", "KV-cache slots in the pool (capacity)."),
+        queue_depth=Gauge("lynx_queue_depth", "Requests waiting for a KV-cache slot."),
+        busy_seconds=Counter(
+            "lynx_decoder_busy_seconds", "Seconds the decoder spent running the model, by phase.",
+            ["phase"], unit="seconds",
+        ),
+        step_duration=Histogram(
+            "lynx_decoder_step_duration_seconds", "Wall time of one engine model call, by phase.",
+            ["phase"], buckets=STAGE_DURATION_BUCKETS, unit="seconds",
+        ),
+        rejected=Counter(
+            "lynx_decoder_rejected_requests", "Requests turned away because the wait queue was full.",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class CostMetrics:
+    per_request: Histogram
+    stage: Counter
+    tenant: Counter
+    per_1k_output_tokens: Histogram
+    identity_violations: Counter
+
+
+@functools.cache
+def cost_metrics() -> CostMetrics:
+    """The cost model's outputs, recorded by the gateway's cost recorder only."""
+    return CostMetrics(
+        per_request=Histogram(
+            "lynx_cost_eur_per_request", "Total cost of one request in EUR.", buckets=COST_BUCKETS,
+        ),
+        stage=Counter("lynx_cost_stage_eur", "Cost in EUR attributed to each pipeline stage.", ["stage"]),
+        tenant=Counter("lynx_tenant_cost_eur", "Cost in EUR spent by each tenant.", ["tenant"]),
+        per_1k_output_tokens=Histogram(
+            "lynx_cost_eur_per_1k_output_tokens", "Request cost in EUR per 1000 completion tokens.",
+            buckets=COST_PER_1K_BUCKETS,
+        ),
+        identity_violations=Counter(
+            "lynx_cost_identity_violations",
+            "Requests whose stage costs did not add up to the total (reason says which check failed).",
+            ["reason"],
+        ),
+    )

@@ -1,0 +1,62 @@
+"""OpenTelemetry tracing: one TracerProvider per app, configured by the standard OTEL_* variables.
+
+With no OTLP endpoint configured nothing is exported and nothing errors; spans still
+carry trace ids so logs and responses can name them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, format_span_id, format_trace_id
+
+_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+UNINSTRUMENTED_PATHS = "healthz,readyz,metrics"
+
+
+def otlp_export_enabled(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
+    """True when the standard variables name an endpoint and do not switch traces off."""
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return any(environ.get(name) for name in _ENDPOINT_VARIABLES)
+
+
+def create_tracer_provider(service_name: str) -> TracerProvider:
+    """A provider for one service; OTEL_RESOURCE_ATTRIBUTES and OTEL_TRACES_SAMPLER still apply."""
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    if otlp_export_enabled():
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def instrument_app(app: FastAPI, provider: TracerProvider) -> None:
+    """Server spans for every route except the probes; joins an incoming traceparent."""
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=UNINSTRUMENTED_PATHS,
+        exclude_spans=["send", "receive"],
+    )
+
+
+def instrumented_client(provider: TracerProvider, base_url: str, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """An HTTP client whose requests carry traceparent and make client spans."""
+    client = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+    return client
+
+
+def trace_ids(span: Span) -> tuple[str, str]:
+    """(trace_id, span_id) as lowercase hex, empty when the span is not recording a valid context."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return "", ""
+    return format_trace_id(context.trace_id), format_span_id(context.span_id)

@@ -1,0 +1,1 @@
+"""The tokenizer service: encode, count, chat template, incremental decode."""

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from lynx.service import create_service_app
+from lynx.tokenizer.routes import router
+from lynx.tokenizer.settings import TokenizerSettings
+from lynx.tokenizer.text import ModelTokenizer
+
+
+def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
+    settings = settings or TokenizerSettings()
+
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.tokenizer = ModelTokenizer(settings.model_dir)
+        yield
+
+    return create_service_app(name="tokenizer", settings=settings, lifespan=lifespan, router=router)

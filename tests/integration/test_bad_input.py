@@ -1,0 +1,98 @@
+"""Every kind of bad request gets the right 4xx and an OpenAI-style body that says what to fix."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import MODEL_NAME, Stack
+
+
+def post(stack: Stack, path: str, *, headers: dict | None = None, **kwargs) -> httpx.Response:
+    return httpx.post(f"{stack.gateway.url}{path}", headers=stack.headers() if headers is None else headers,
+                      timeout=60, **kwargs)
+
+
+def assert_error(response: httpx.Response, status: int, code: str, mentions: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert mentions in error["message"]
+    assert error["type"]
+
+
+def test_invalid_json(stack: Stack):
+    response = post(stack, "/v1/chat/completions", content=b'{"model": ', headers={
+        **stack.headers(), "content-type": "application/json"})
+    assert_error(response, 400, "invalid_request", "not valid JSON")
+
+
+def test_wrong_type(stack: Stack):
+    response = post(stack, "/v1/chat/completions", json={"model": MODEL_NAME, "max_tokens": "many",
+                                                          "messages": [{"role": "user", "content": "hi"}]})
+    assert_error(response, 400, "invalid_request", "max_tokens")
+    assert response.json()["error"]["param"] == "max_tokens"
+
+
+def test_missing_messages(stack: Stack):
+    assert_error(post(stack, "/v1/chat/completions", json={"model": MODEL_NAME}), 400, "invalid_request", "messages")
+
+
+def test_unknown_model(stack: Stack):
+    response = post(stack, "/v1/chat/completions", json={"model": "gpt-17",
+                                                          "messages": [{"role": "user", "content": "hi"}]})
+    assert_error(response, 404, "model_not_found", MODEL_NAME)
+
+
+@pytest.mark.parametrize("max_tokens", [0, -3, 100_000])
+def test_max_tokens_out_of_range(stack: Stack, max_tokens: int):
+    response = post(stack, "/v1/completions", json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": max_tokens})
+    assert response.status_code == 400
+    assert "max_tokens" in response.json()["error"]["message"]
+
+
+def test_prompt_longer_than_the_context(stack: Stack):
+    response = post(stack, "/v1/completions", json={"model": MODEL_NAME, "prompt": "lynx " * 3000,
+                                                     "max_tokens": 16})
+    assert_error(response, 400, "context_length_exceeded", "exceeds the context")
+
+
+def test_oversized_body(stack: Stack):
+    response = post(stack, "/v1/completions", json={"model": MODEL_NAME, "prompt": "x" * 2_000_000})
+    assert_error(response, 413, "request_too_large", "smaller body")
+
+
+def test_missing_key(stack: Stack):
+    response = post(stack, "/v1/chat/completions", headers={},
+                    json={"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}]})
+    assert_error(response, 401, "missing_api_key", "Bearer")
+
+
+def test_wrong_key(stack: Stack):
+    response = post(stack, "/v1/chat/completions", headers={"Authorization": "Bearer lynx-not-a-key"},
+                    json={"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}]})
+    assert_error(response, 401, "invalid_api_key", "Invalid API key")
+
+
+def test_more_than_one_choice(stack: Stack):
+    response = post(stack, "/v1/chat/completions", json={"model": MODEL_NAME, "n": 3,
+                                                          "messages": [{"role": "user", "content": "hi"}]})
+    assert_error(response, 400, "invalid_request", "n")
+
+
+def test_unknown_route_is_a_json_404(stack: Stack):
+    response = httpx.get(f"{stack.gateway.url}/v1/nothing-here")
+    assert response.status_code == 404 and "error" in response.json()
+
+
+def test_decoder_refuses_token_ids_outside_the_vocabulary(stack: Stack):
+    response = httpx.post(f"{stack.decoder.url}/v1/generate", json={"input_ids": [1, 10**9], "max_tokens": 1})
+    assert_error(response, 400, "invalid_token_id", "input_ids")
+
+
+def test_the_key_never_reaches_the_logs(stack: Stack):
+    post(stack, "/v1/chat/completions", json={"model": MODEL_NAME, "max_tokens": 2,
+                                              "messages": [{"role": "user", "content": "secret prompt text"}]})
+    log = stack.gateway.log.read_text()
+    assert stack.key not in log
+    assert "secret prompt text" not in log

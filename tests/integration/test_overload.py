@@ -1,0 +1,83 @@
+"""Queue full, client disconnects and deadlines, on a decoder with one slot and one queue place."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from .conftest import MODEL_NAME, Stack, metric_value
+
+LONG = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 400, "retrieval_top_k": 0,
+        "messages": [{"role": "user", "content": "Write a long story about a lynx in the snow."}]}
+
+
+def slots_used(stack: Stack) -> float:
+    return metric_value(httpx.get(f"{stack.decoder.url}/metrics").text, "lynx_kv_cache_slots_used")
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def open_stream(stack: Stack, started: threading.Event, stop: threading.Event) -> None:
+    with httpx.stream("POST", f"{stack.gateway.url}/v1/chat/completions", headers=stack.headers(),
+                      json={**LONG, "stream": True}, timeout=60) as response:
+        for _ in response.iter_lines():
+            started.set()
+            if stop.is_set():
+                return
+
+
+def test_a_full_queue_is_refused_fast_with_retry_after(tight_stack: Stack):
+    stop = threading.Event()
+    first, second = threading.Event(), threading.Event()
+    holders = [threading.Thread(target=open_stream, args=(tight_stack, first, stop)),
+               threading.Thread(target=open_stream, args=(tight_stack, second, stop))]
+    holders[0].start()
+    assert first.wait(30)
+    holders[1].start()  # waits in the single queue place
+    assert wait_until(lambda: metric_value(httpx.get(f"{tight_stack.decoder.url}/metrics").text,
+                                           "lynx_queue_depth") == 1, 10)
+    started = time.monotonic()
+    response = httpx.post(f"{tight_stack.gateway.url}/v1/chat/completions", headers=tight_stack.headers(),
+                          json=LONG, timeout=30)
+    elapsed = time.monotonic() - started
+    stop.set()
+    for holder in holders:
+        holder.join(timeout=60)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "queue_full"
+    assert elapsed < 2.0
+    assert wait_until(lambda: slots_used(tight_stack) == 0, 10)
+
+
+def test_a_client_that_disconnects_frees_its_slot_at_once(tight_stack: Stack):
+    with httpx.stream("POST", f"{tight_stack.gateway.url}/v1/chat/completions", headers=tight_stack.headers(),
+                      json={**LONG, "stream": True}, timeout=60) as response:
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+        assert slots_used(tight_stack) == 1
+        disconnected = time.monotonic()
+    assert wait_until(lambda: slots_used(tight_stack) == 0, 5)
+    assert time.monotonic() - disconnected < 2.0
+
+
+def test_the_deadline_ends_generation_with_a_clean_partial_answer(tight_stack: Stack):
+    started = time.monotonic()
+    response = httpx.post(f"{tight_stack.gateway.url}/v1/chat/completions", headers=tight_stack.headers(),
+                          json={**LONG, "max_tokens": 1000}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["choices"][0]["finish_reason"] == "deadline"
+    assert body["choices"][0]["message"]["content"]
+    assert 0 < body["usage"]["completion_tokens"] < 1000
+    assert time.monotonic() - started < 8.0

@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from lynx.gateway.tenants import TenantRegistry, hash_key, parse_tenants
+
+
+def test_keys_are_stored_hashed_and_authenticate(tmp_path):
+    registry = TenantRegistry(tmp_path / "tenants.json")
+    key = registry.add("acme")
+    stored = (tmp_path / "tenants.json").read_text()
+    assert key not in stored and hash_key(key) in stored
+    assert registry.authenticate(key).id == "acme"
+    assert registry.authenticate(key + "x") is None
+
+
+def test_the_file_is_reread_when_it_changes(tmp_path):
+    registry = TenantRegistry(tmp_path / "tenants.json")
+    assert registry.authenticate("anything") is None
+    first = registry.add("one")
+    second = TenantRegistry(tmp_path / "tenants.json").add("two")
+    assert registry.authenticate(first).id == "one"
+    assert registry.authenticate(second).id == "two"
+    assert registry.known_ids() == {"one", "two"}
+
+
+def test_rotating_a_key_revokes_the_old_one(tmp_path):
+    registry = TenantRegistry(tmp_path / "tenants.json")
+    old = registry.add("acme")
+    new = registry.add("acme")
+    assert registry.authenticate(old) is None and registry.authenticate(new).id == "acme"
+
+
+def test_malformed_hashes_are_refused():
+    with pytest.raises(ValueError, match="64 hex"):
+        parse_tenants(json.loads('{"tenants": [{"id": "x", "key_sha256": "plain-text-key"}]}'))
