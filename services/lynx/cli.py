@@ -6,13 +6,10 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
+from lynx.processes import start_service, wait_ready
 from lynx.settings import default_cache_dir
 
 SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
@@ -39,6 +36,18 @@ def run_dir() -> Path:
     return default_cache_dir() / "run"
 
 
+def configured_port(service: str) -> int:
+    """The port the service's settings give (LYNX_<SERVICE>_PORT or its default)."""
+    from lynx.decoder.settings import DecoderSettings
+    from lynx.gateway.settings import GatewaySettings
+    from lynx.retriever.settings import RetrieverSettings
+    from lynx.tokenizer.settings import TokenizerSettings
+
+    settings = {"tokenizer": TokenizerSettings, "retriever": RetrieverSettings, "decoder": DecoderSettings,
+                "gateway": GatewaySettings}[service]
+    return settings().port
+
+
 def service_environment(precision: str) -> dict[str, str]:
     from lynx.models.cache import models_dir
 
@@ -51,21 +60,6 @@ def service_environment(precision: str) -> dict[str, str]:
     }
 
 
-def wait_ready(url: str, timeout: float, processes: dict[str, subprocess.Popen]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, process in processes.items():
-            if process.poll() is not None:
-                raise SystemExit(f"the {name} service exited with {process.returncode}; see {run_dir() / name}.log")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} was not ready after {timeout:.0f} s; logs are in {run_dir()}")
-
-
 def up(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenants import TenantRegistry
@@ -76,15 +70,15 @@ def up(args: argparse.Namespace) -> None:
     down(args, quiet=True)
     run_dir().mkdir(parents=True, exist_ok=True)
     env = service_environment(args.precision)
-    processes = {}
-    for name in SERVICES:
-        log = (run_dir() / f"{name}.log").open("ab")
-        processes[name] = subprocess.Popen([sys.executable, "-m", "lynx.cli", "serve", name], env=env,
-                                           stdout=log, stderr=log, start_new_session=True)
-    (run_dir() / "pids.json").write_text(json.dumps({n: p.pid for n, p in processes.items()}))
     settings = GatewaySettings()
+    services = [start_service(name, env, run_dir() / f"{name}.log", port=configured_port(name), detached=True)
+                for name in SERVICES]
+    (run_dir() / "pids.json").write_text(json.dumps({s.name: s.process.pid for s in services}))
     base = f"http://{settings.host}:{settings.port}"
-    wait_ready(f"{base}/readyz", READY_TIMEOUT_SECONDS, processes)
+    try:
+        wait_ready(services, READY_TIMEOUT_SECONDS)
+    except RuntimeError as error:
+        raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
     key = TenantRegistry(settings.tenants_file).add(args.tenant)
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
     print(f"tenant '{args.tenant}' API key: {key}")

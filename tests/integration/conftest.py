@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
+from lynx.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 
 from .otlp_sink import OtlpSink
@@ -25,61 +20,12 @@ MODEL_NAME = "SmolLM2-135M-Instruct"
 START_TIMEOUT_SECONDS = 120
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Service:
-    name: str
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def start_service(name: str, env: dict[str, str], log_dir: Path) -> Service:
-    port = free_port()
-    prefix = f"LYNX_{name.upper()}_"
-    log = log_dir / f"{name}-{port}.log"
-    process = subprocess.Popen([sys.executable, "-m", "lynx.cli", "serve", name],
-                               env={**env, f"{prefix}PORT": str(port)}, stdout=log.open("wb"),
-                               stderr=subprocess.STDOUT)
-    return Service(name, f"http://127.0.0.1:{port}", process, log)
-
-
-def wait_ready(services: list[Service]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    pending = list(services)
-    while pending and time.monotonic() < deadline:
-        for service in list(pending):
-            if service.process.poll() is not None:
-                raise RuntimeError(f"{service.name} exited:\n{service.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
-                    pending.remove(service)
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.3)
-    if pending:
-        raise RuntimeError(f"not ready after {START_TIMEOUT_SECONDS} s: {[s.name for s in pending]}")
-
-
 @dataclass
 class Stack:
-    gateway: Service
-    tokenizer: Service
-    retriever: Service
-    decoder: Service
+    gateway: ServiceProcess
+    tokenizer: ServiceProcess
+    retriever: ServiceProcess
+    decoder: ServiceProcess
     key: str
     sink: OtlpSink
 
@@ -118,16 +64,17 @@ def base_env(models: Path, sink: OtlpSink, tmp_path_factory) -> dict[str, str]:
 
 def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink, decoder_env: dict[str, str],
                 gateway_env: dict[str, str]) -> Stack:
-    tokenizer = start_service("tokenizer", env, log_dir)
-    retriever = start_service("retriever", env, log_dir)
-    decoder = start_service("decoder", {**env, **decoder_env}, log_dir)
+    tokenizer = start_service("tokenizer", env, log_dir / "tokenizer.log")
+    retriever = start_service("retriever", env, log_dir / "retriever.log")
+    decoder = start_service("decoder", {**env, **decoder_env}, log_dir / "decoder.log")
     gateway = start_service("gateway", {
         **env, **gateway_env, "LYNX_GATEWAY_TOKENIZER_URL": tokenizer.url,
-        "LYNX_GATEWAY_RETRIEVER_URL": retriever.url, "LYNX_GATEWAY_DECODER_URL": decoder.url}, log_dir)
+        "LYNX_GATEWAY_RETRIEVER_URL": retriever.url, "LYNX_GATEWAY_DECODER_URL": decoder.url},
+        log_dir / "gateway.log")
     stack = Stack(gateway, tokenizer, retriever, decoder, "", sink)
     services = [tokenizer, retriever, decoder, gateway]
     try:
-        wait_ready(services)
+        wait_ready(services, START_TIMEOUT_SECONDS)
     except Exception:
         for service in services:
             service.stop()

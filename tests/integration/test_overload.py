@@ -26,9 +26,10 @@ def wait_until(predicate, timeout: float) -> bool:
     return False
 
 
-def open_stream(stack: Stack, started: threading.Event, stop: threading.Event) -> None:
-    with httpx.stream("POST", f"{stack.gateway.url}/v1/chat/completions", headers=stack.headers(),
-                      json={**LONG, "stream": True}, timeout=60) as response:
+def hold_slot(stack: Stack, started: threading.Event, stop: threading.Event) -> None:
+    """A decoder stream that runs until told to stop (end-of-sequence ignored)."""
+    with httpx.stream("POST", f"{stack.decoder.url}/v1/generate", timeout=60,
+                      json={"input_ids": [1, 9690, 198], "max_tokens": 1500, "ignore_eos": True}) as response:
         for _ in response.iter_lines():
             started.set()
             if stop.is_set():
@@ -38,10 +39,10 @@ def open_stream(stack: Stack, started: threading.Event, stop: threading.Event) -
 def test_a_full_queue_is_refused_fast_with_retry_after(tight_stack: Stack):
     stop = threading.Event()
     first, second = threading.Event(), threading.Event()
-    holders = [threading.Thread(target=open_stream, args=(tight_stack, first, stop)),
-               threading.Thread(target=open_stream, args=(tight_stack, second, stop))]
+    holders = [threading.Thread(target=hold_slot, args=(tight_stack, first, stop)),
+               threading.Thread(target=hold_slot, args=(tight_stack, second, stop))]
     holders[0].start()
-    assert first.wait(30)
+    assert first.wait(30) and wait_until(lambda: slots_used(tight_stack) == 1, 10)
     holders[1].start()  # waits in the single queue place
     assert wait_until(lambda: metric_value(httpx.get(f"{tight_stack.decoder.url}/metrics").text,
                                            "lynx_queue_depth") == 1, 10)

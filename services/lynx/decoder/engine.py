@@ -43,6 +43,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() value after which generation ends
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: always generate max_tokens
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ class BatchingEngine:
         sequence.last_token = token
         sequence.generated += 1
         request = sequence.request
-        if token == self.model.eos_token_id:
+        if token == self.model.eos_token_id and not request.ignore_eos:
             sequence.emit(Delta([token], ""))
             return "stop"
         text = sequence.stopper.feed(sequence.detokenizer.push(token))

@@ -28,6 +28,7 @@ class GenerateRequest(BaseModel):
     deadline_seconds: float | None = Field(default=None, gt=0, le=3600,
                                            description="Wall-clock budget from arrival; ends with reason 'deadline'.")
     seed: int | None = None
+    ignore_eos: bool = Field(default=False, description="Generate max_tokens even past end-of-sequence (benchmarks).")
 
 
 def validate_against_model(body: GenerateRequest, engine: BatchingEngine) -> None:
@@ -58,7 +59,7 @@ async def generate(body: GenerateRequest, request: Request) -> StreamingResponse
         sequence = engine.submit(GenerationRequest(
             prompt_ids=body.input_ids, max_tokens=body.max_tokens,
             sampling=SamplingParams(body.temperature, body.top_p), stop=tuple(body.stop),
-            deadline=deadline, seed=body.seed))
+            deadline=deadline, seed=body.seed, ignore_eos=body.ignore_eos))
     except QueueFull:
         retry = str(state.settings.retry_after_seconds)
         raise LynxError(503, f"The decoder's {engine.slots} slots and {engine.queue_capacity} queue places are "
