@@ -19,7 +19,7 @@ def create_app(settings: DecoderSettings | None = None) -> FastAPI:
 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model, tokenizer = await asyncio.to_thread(
-            lambda: (DecoderModel(settings.model_dir, settings.threads), ModelTokenizer(settings.model_dir)))
+            lambda: (DecoderModel(settings.model_dir, settings.threads, settings.spin_wait), ModelTokenizer(settings.model_dir)))
         max_context = min(settings.max_context, model.context_length)
         engine = BatchingEngine(
             model, slots=settings.kv_slots, queue_capacity=settings.queue_capacity, max_context=max_context,

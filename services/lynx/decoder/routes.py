@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from opentelemetry import trace
 from pydantic import BaseModel, Field
 
-from lynx.decoder.engine import BatchingEngine, Delta, Finish, GenerationRequest, QueueFull, Sequence
+from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence
 from lynx.decoder.sampling import SamplingParams
 from lynx.errors import LynxError
 
@@ -69,17 +69,22 @@ async def generate(body: GenerateRequest, request: Request) -> StreamingResponse
 
 
 async def stream_events(sequence: Sequence, engine: BatchingEngine, tracer: trace.Tracer) -> AsyncIterator[bytes]:
+    """NDJSON lines; events that piled up while the client was being written to go out in one write."""
     finished = False
     try:
-        while True:
-            event = await sequence.events.get()
-            if isinstance(event, Delta):
-                yield (json.dumps({"ids": event.token_ids, "text": event.text}) + "\n").encode()
-                continue
-            finished = True
-            record_stage_spans(tracer, event)
-            yield (json.dumps(finish_line(event)) + "\n").encode()
-            return
+        while not finished:
+            events = [await sequence.events.get()]
+            while not sequence.events.empty():
+                events.append(sequence.events.get_nowait())
+            lines = []
+            for event in events:
+                if isinstance(event, Finish):
+                    finished = True
+                    record_stage_spans(tracer, event)
+                    lines.append(finish_line(event))
+                else:
+                    lines.append({"ids": event.token_ids, "text": event.text})
+            yield "".join(json.dumps(line) + "\n" for line in lines).encode()
     finally:
         if not finished:  # the client went away: give the slot back now
             engine.cancel(sequence)

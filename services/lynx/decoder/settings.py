@@ -19,6 +19,7 @@ class DecoderSettings(ServiceSettings):
     queue_capacity: int = Field(default=32, ge=0, le=10_000, description="Requests that may wait for a slot.")
     max_context: int = Field(default=2048, ge=16, le=8192, description="Prompt + completion tokens per slot.")
     threads: int = Field(default=2, ge=1, le=256, description="onnxruntime intra-op threads.")
+    spin_wait: bool = Field(default=True, description="Let onnxruntime threads spin between steps.")
     batching: Literal["continuous", "static"] = Field(
         default="continuous",
         description="continuous admits new sequences every step; static waits for the whole batch to finish.")
