@@ -13,6 +13,7 @@ from lynx.processes import start_service, wait_ready
 from lynx.settings import default_cache_dir
 
 SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
+SERVEABLE = (*SERVICES, "auditor")
 READY_TIMEOUT_SECONDS = 300
 GRACEFUL_SHUTDOWN_SECONDS = 25
 
@@ -38,13 +39,14 @@ def run_dir() -> Path:
 
 def configured_port(service: str) -> int:
     """The port the service's settings give (LYNX_<SERVICE>_PORT or its default)."""
+    from lynx.auditor.settings import AuditorSettings
     from lynx.decoder.settings import DecoderSettings
     from lynx.gateway.settings import GatewaySettings
     from lynx.retriever.settings import RetrieverSettings
     from lynx.tokenizer.settings import TokenizerSettings
 
     settings = {"tokenizer": TokenizerSettings, "retriever": RetrieverSettings, "decoder": DecoderSettings,
-                "gateway": GatewaySettings}[service]
+                "gateway": GatewaySettings, "auditor": AuditorSettings}[service]
     return settings().port
 
 
@@ -60,6 +62,34 @@ def service_environment(precision: str) -> dict[str, str]:
     }
 
 
+def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
+    """Tempo (+ the auditor) and Prometheus when their binaries exist; says what it skipped and why."""
+    from lynx.stack import (
+        TempoPorts, find_binary, load_config, prometheus_config, start_prometheus, start_tempo,
+    )
+
+    started, service_env = [], {}
+    tempo_binary = find_binary("tempo")
+    if tempo_binary:
+        tempo, ports = start_tempo(tempo_binary, load_config("tempo.yaml"), run_dir() / "tempo",
+                                   TempoPorts(http=3200, grpc=9095, otlp_http=4318, memberlist=7946), detached=True)
+        service_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports.otlp_http}"}
+        auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TEMPO_URL": tempo.url}, run_dir() / "auditor.log",
+                                port=configured_port("auditor"), detached=True)
+        started += [tempo, auditor]
+    else:
+        print("skipped Tempo and the trace auditor: no `tempo` binary on PATH or in ~/.cache/lynx-tools/bin "
+              "(scripts/build_tools.sh tempo builds it); spans are not exported", file=sys.stderr)
+    prometheus_binary = find_binary("prometheus")
+    if prometheus_binary:
+        targets = {name: f"127.0.0.1:{configured_port(name)}" for name in (*SERVICES, "auditor")}
+        started.append(start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"), targets),
+                                        run_dir() / "prometheus", port=9090, detached=True))
+    else:
+        print("skipped Prometheus: no `prometheus` binary (apt-get install prometheus)", file=sys.stderr)
+    return started, service_env
+
+
 def up(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenants import TenantRegistry
@@ -70,17 +100,21 @@ def up(args: argparse.Namespace) -> None:
     down(args, quiet=True)
     run_dir().mkdir(parents=True, exist_ok=True)
     env = service_environment(args.precision)
+    observability, service_env = start_observability(env) if args.observability else ([], {})
+    services = [start_service(name, {**env, **service_env}, run_dir() / f"{name}.log", port=configured_port(name),
+                              detached=True) for name in SERVICES]
+    everything = [*observability, *services]
+    (run_dir() / "pids.json").write_text(json.dumps({p.name: p.process.pid for p in everything}))
     settings = GatewaySettings()
-    services = [start_service(name, env, run_dir() / f"{name}.log", port=configured_port(name), detached=True)
-                for name in SERVICES]
-    (run_dir() / "pids.json").write_text(json.dumps({s.name: s.process.pid for s in services}))
     base = f"http://{settings.host}:{settings.port}"
     try:
-        wait_ready(services, READY_TIMEOUT_SECONDS)
+        wait_ready(everything, READY_TIMEOUT_SECONDS)
     except RuntimeError as error:
         raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
     key = TenantRegistry(settings.tenants_file).add(args.tenant)
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
+    for process in observability:
+        print(f"  {process.name}: {process.url}")
     print(f"tenant '{args.tenant}' API key: {key}")
     print("try:")
     body = json.dumps({"model": settings.model_name, "temperature": 0, "max_tokens": 64,
@@ -135,17 +169,40 @@ def tenant_add(args: argparse.Namespace) -> None:
     print(TenantRegistry(GatewaySettings().tenants_file).add(args.tenant))
 
 
+def dashboards_build(args: argparse.Namespace) -> None:
+    from lynx.dashboards.build import DASHBOARDS_DIR, write
+
+    for path in write(args.out or DASHBOARDS_DIR):
+        print(path)
+
+
+def cpqu(args: argparse.Namespace) -> None:
+    from lynx.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, write
+    from lynx.gateway.settings import GatewaySettings
+    from lynx.quality.cpqu import run, update_document
+
+    row = run(args.gateway, args.prometheus, args.key, args.tenant, GatewaySettings().model_name)
+    document = args.doc or COSTS_DOC
+    document.write_text(update_document(document.read_text(), row, CPQU_START, CPQU_END))
+    print(json.dumps({"week": row.week, "questions": row.questions, "correct": row.correct,
+                      "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu}))
+    if args.doc is None:  # the dashboard's CpQU panel copies the table
+        write()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lynx", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run one service in the foreground")
-    serve_cmd.add_argument("service", choices=SERVICES)
+    serve_cmd.add_argument("service", choices=SERVEABLE)
     serve_cmd.set_defaults(run=serve)
 
     up_cmd = commands.add_parser("up", help="build what is missing and start all four services locally")
     up_cmd.add_argument("--precision", choices=["int4", "fp32"], default="int4")
     up_cmd.add_argument("--tenant", default="demo")
+    up_cmd.add_argument("--no-observability", dest="observability", action="store_false",
+                        help="do not start Prometheus, Tempo and the trace auditor")
     up_cmd.set_defaults(run=up)
 
     commands.add_parser("down", help="stop the services `lynx up` started").set_defaults(run=down)
@@ -165,6 +222,20 @@ def main(argv: list[str] | None = None) -> None:
     add_cmd = tenant_cmd.add_parser("add", help="create a tenant (or rotate its key); prints the key once")
     add_cmd.add_argument("tenant")
     add_cmd.set_defaults(run=tenant_add)
+
+    dashboards_cmd = commands.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
+        dest="action", required=True)
+    dash_build = dashboards_cmd.add_parser("build", help="write dashboards/*.json from lynx.dashboards")
+    dash_build.add_argument("--out", type=Path, default=None, help="default: the repository's dashboards/")
+    dash_build.set_defaults(run=dashboards_build)
+
+    cpqu_cmd = commands.add_parser("cpqu", help="measure cost per quality unit into docs/COSTS.md")
+    cpqu_cmd.add_argument("--gateway", default="http://127.0.0.1:8080")
+    cpqu_cmd.add_argument("--prometheus", default="http://127.0.0.1:9090")
+    cpqu_cmd.add_argument("--key", required=True, help="API key of the tenant the evaluation is charged to")
+    cpqu_cmd.add_argument("--tenant", required=True, help="that tenant's id (its spend is read from Prometheus)")
+    cpqu_cmd.add_argument("--doc", type=Path, default=None, help="write here instead of docs/COSTS.md")
+    cpqu_cmd.set_defaults(run=cpqu)
 
     args = parser.parse_args(argv)
     args.run(args)

@@ -13,6 +13,7 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
 from lynx.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
+from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus, start_tempo
 
 from .otlp_sink import OtlpSink
 
@@ -101,6 +102,70 @@ def tight_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
     yield running
     for service in (running.gateway, running.decoder, running.retriever, running.tokenizer):
         service.stop()
+
+
+@dataclass
+class ObservedStack:
+    """The services exporting to a real Tempo, scraped by a real Prometheus, audited by the auditor."""
+
+    services: Stack
+    tempo: ServiceProcess
+    tempo_otlp: str
+    prometheus: ServiceProcess | None
+    auditor: ServiceProcess
+
+    def query(self, expr: str, prometheus: ServiceProcess | None = None) -> list[dict]:
+        import httpx
+
+        url = (prometheus or self.prometheus).url
+        response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+        assert response.status_code == 200, f"{expr}: {response.text}"
+        return response.json()["data"]["result"]
+
+    def start_prometheus(self, work_dir: Path) -> ServiceProcess:
+        """Another Prometheus scraping everything every 2 s, with an empty TSDB."""
+        targets = {name: getattr(self.services, name).url.removeprefix("http://")
+                   for name in ("gateway", "tokenizer", "retriever", "decoder")}
+        targets["auditor"] = self.auditor.url.removeprefix("http://")
+        config = prometheus_config(load_config("prometheus.yml"), targets)
+        config["global"]["scrape_interval"] = "2s"
+        prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config, work_dir)
+        wait_ready([prometheus], START_TIMEOUT_SECONDS)
+        return prometheus
+
+
+def required_binary(name: str, how: str) -> Path:
+    binary = find_binary(name)
+    if binary is None:
+        pytest.fail(f"`{name}` is required by the test suite and was not found: {how}")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
+    work = tmp_path_factory.mktemp("observed")
+    tempo_binary = required_binary("tempo", "scripts/build_tools.sh tempo")
+    prometheus_binary = required_binary("prometheus", "apt-get install prometheus")
+    tempo, ports = start_tempo(tempo_binary, load_config("tempo.yaml"), work / "tempo")
+    started: list[ServiceProcess] = [tempo]
+    try:
+        wait_ready([tempo], START_TIMEOUT_SECONDS)
+        otlp = f"http://127.0.0.1:{ports.otlp_http}"
+        env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
+        auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TEMPO_URL": tempo.url, "LYNX_AUDITOR_SETTLE_SECONDS": "3",
+                                             "LYNX_AUDITOR_INTERVAL_SECONDS": "2", "LYNX_AUDITOR_LOOKBACK_SECONDS": "900"},
+                                work / "auditor.log")
+        started.append(auditor)
+        services = start_stack(env, work, sink, {}, {})
+        started += [services.gateway, services.decoder, services.retriever, services.tokenizer]
+        wait_ready([auditor], START_TIMEOUT_SECONDS)
+        observed_stack = ObservedStack(services, tempo, otlp, None, auditor)
+        observed_stack.prometheus = observed_stack.start_prometheus(work / "prometheus")
+        started.append(observed_stack.prometheus)
+        yield observed_stack
+    finally:
+        for process in reversed(started):
+            process.stop()
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:

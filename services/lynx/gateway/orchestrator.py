@@ -80,6 +80,8 @@ class Pipeline:
         self.recorder = recorder
         self.tracer = tracer
         self.metrics = generation_metrics()
+        for stage, budget in settings.stage_budgets_seconds.items():
+            self.metrics.stage_budget.labels(stage).set(budget)
 
     async def start(self, job: Job) -> Generation:
         span = self.tracer.start_span(f"{job.operation} {self.settings.model_name}", attributes={

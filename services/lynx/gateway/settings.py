@@ -23,4 +23,7 @@ class GatewaySettings(ServiceSettings):
     retrieval_top_k: int = Field(default=3, ge=0, le=20, description="Passages added to chat prompts (0: none).")
     retrieval_min_score: float = Field(default=0.3, ge=-1, le=1,
                                        description="Passages scoring below this cosine similarity are left out.")
+    stage_budgets_seconds: dict[str, float] = Field(
+        default={"retrieve": 0.1, "tokenize": 0.05, "queue": 0.5, "prefill": 2.0, "decode": 10.0},
+        description="Latency budget of each stage, shown against the measured p95 on the capstone dashboard.")
     upstream_timeout_seconds: float = Field(default=10.0, gt=0)

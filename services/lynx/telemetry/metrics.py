@@ -47,6 +47,7 @@ class GenerationMetrics:
     tokens: Counter
     time_to_first_token: Histogram
     stage_duration: Histogram
+    stage_budget: Gauge
 
 
 @functools.cache
@@ -66,6 +67,10 @@ def generation_metrics() -> GenerationMetrics:
             "lynx_stage_duration_seconds",
             "Wall time of one pipeline stage of one request, as the gateway saw it.",
             ["stage"], buckets=STAGE_DURATION_BUCKETS, unit="seconds",
+        ),
+        stage_budget=Gauge(
+            "lynx_stage_latency_budget_seconds", "The latency budget configured for each stage.", ["stage"],
+            unit="seconds",
         ),
     )
 
@@ -128,4 +133,32 @@ def cost_metrics() -> CostMetrics:
             "Requests whose stage costs did not add up to the total (reason says which check failed).",
             ["reason"],
         ),
+    )
+
+
+@dataclass(frozen=True)
+class AuditorMetrics:
+    orphan_spans: Gauge
+    window_spans: Gauge
+    window_traces: Gauge
+    spans_checked: Counter
+    traces_checked: Counter
+    orphans_found: Counter
+    failures: Counter
+    last_run: Gauge
+
+
+@functools.cache
+def auditor_metrics() -> AuditorMetrics:
+    """What the trace auditor found in Tempo."""
+    return AuditorMetrics(
+        orphan_spans=Gauge("lynx_trace_orphan_spans",
+                           "Spans whose parent is missing from their trace, among traces of the lookback window."),
+        window_spans=Gauge("lynx_trace_audit_window_spans", "Spans checked in the lookback window."),
+        window_traces=Gauge("lynx_trace_audit_window_traces", "Traces checked in the lookback window."),
+        spans_checked=Counter("lynx_trace_audit_spans_checked", "Spans checked by the auditor."),
+        traces_checked=Counter("lynx_trace_audit_traces_checked", "Traces checked by the auditor."),
+        orphans_found=Counter("lynx_trace_audit_orphan_spans_found", "Orphan spans found by the auditor."),
+        failures=Counter("lynx_trace_audit_failures", "Audit runs that could not read Tempo."),
+        last_run=Gauge("lynx_trace_audit_last_run_timestamp_seconds", "When the last audit run finished."),
     )

@@ -1,0 +1,101 @@
+{{/* Chart name, cut to 63 characters. */}}
+{{- define "lynx.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name, cut to 63 characters. */}}
+{{- define "lynx.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A component's object name: <fullname>-<component>, cut to 63 characters. Call with (dict "root" $ "name" "gateway"). */}}
+{{- define "lynx.componentName" -}}
+{{- printf "%s-%s" (include "lynx.fullname" .root | trunc (int (sub 62 (len .name)))) .name | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lynx.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select a component's pods. Call with (dict "root" $ "name" "gateway"). */}}
+{{- define "lynx.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lynx.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{/* Labels on every object. Call with (dict "root" $ "name" "gateway"); name may be "". */}}
+{{- define "lynx.labels" -}}
+helm.sh/chart: {{ include "lynx.chart" .root }}
+app.kubernetes.io/name: {{ include "lynx.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: lynx
+{{- with .name }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* A component's image: its own `image` if set (skaffold sets it), else <registry>/<repository>-<component>:<tag or appVersion>. */}}
+{{- define "lynx.image" -}}
+{{- $image := .root.Values.image }}
+{{- $own := (index .root.Values.components .name | default dict).image }}
+{{- if $own }}
+{{- $own }}
+{{- else }}
+{{- $repository := printf "%s-%s" $image.repository .name }}
+{{- if $image.registry }}{{ $repository = printf "%s/%s" $image.registry $repository }}{{ end }}
+{{- printf "%s:%s" $repository (default .root.Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the services send OTLP/HTTP: the value, or the chart's own Tempo. */}}
+{{- define "lynx.otlpEndpoint" -}}
+{{- if .Values.otlp.endpoint }}
+{{- .Values.otlp.endpoint }}
+{{- else if .Values.tempo.enabled }}
+{{- printf "http://%s:4318" (include "lynx.tempoHost" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The Tempo chart's Service name (mirrors its own fullname rule). */}}
+{{- define "lynx.tempoHost" -}}
+{{- if .Values.tempo.fullnameOverride }}
+{{- .Values.tempo.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains "tempo" .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-tempo" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Tempo's query URL, for the auditor and Grafana. */}}
+{{- define "lynx.tempoQueryUrl" -}}
+{{- default (printf "http://%s:3200" (include "lynx.tempoHost" .)) .Values.components.auditor.tempoUrl }}
+{{- end }}
+
+{{/* Labels the kube-prometheus-stack Prometheus selects ServiceMonitors and rules by. */}}
+{{- define "lynx.monitoringLabels" -}}
+release: {{ .Release.Name }}
+{{- with .Values.monitoring.extraSelectorLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the tenants file. */}}
+{{- define "lynx.tenantsSecret" -}}
+{{- default (printf "%s-tenants" (include "lynx.fullname" .)) .Values.tenants.existingSecret }}
+{{- end }}

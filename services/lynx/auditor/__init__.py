@@ -1,0 +1,1 @@
+"""The trace auditor: counts spans whose parent never reached the trace store."""

@@ -1,0 +1,128 @@
+"""The dashboards, as data: ``lynx dashboards build`` writes them to the top-level dashboards/ folder.
+
+capstone: the ten panels of the design. serving: the six core metrics and USE views.
+Every panel's queries are run against a real Prometheus by tests/integration/test_dashboards.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from lynx.dashboards.panels import (
+    COMPLETION_ENDPOINTS, EXACT, bucket_bars, dashboard, quantiles, stat, target, text, timeseries,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+DASHBOARDS_DIR = REPO / "dashboards"
+COSTS_DOC = REPO / "docs" / "COSTS.md"
+CPQU_START, CPQU_END = "<!-- cpqu:start -->", "<!-- cpqu:end -->"
+TRACE_SAMPLING = ("Traces (exemplars, Tempo links) are sampled at the rate set by OTEL_TRACES_SAMPLER: "
+                  "100% (parentbased_always_on) by default.")
+
+
+def cpqu_table(costs_doc: Path = COSTS_DOC) -> str:
+    """The CpQU table as docs/COSTS.md holds it (the batch command writes it; dashboards only read it)."""
+    document = costs_doc.read_text()
+    match = re.search(re.escape(CPQU_START) + r"(.*?)" + re.escape(CPQU_END), document, re.S)
+    if not match:
+        raise ValueError(f"{costs_doc} has no {CPQU_START} ... {CPQU_END} section")
+    return match.group(1).strip()
+
+
+def capstone(costs_doc: Path = COSTS_DOC) -> dict:
+    requests = f"lynx_request_total{{{COMPLETION_ENDPOINTS}}}"
+    return dashboard("lynx-capstone", "lynx / capstone",
+                     "Health, latency and cost of the lynx pipeline; every number traces back to one source.", [
+        timeseries("Request rate", f"Completion requests per second at the gateway. {EXACT}",
+                   [target(f"sum(rate({requests}[$__rate_interval]))", "requests/s")], "reqps"),
+        timeseries("Error rate", f"Share of completion requests answered 5xx. {EXACT}",
+                   [target(f'(sum(rate(lynx_request_total{{{COMPLETION_ENDPOINTS},status=~"5.."}}[$__rate_interval]))'
+                           f" or vector(0)) / sum(rate({requests}[$__rate_interval]))", "5xx share")],
+                   "percentunit", red_above=0.01),
+        timeseries("Request duration p50 / p95 / p99", f"Gateway arrival to last byte, streams included. {EXACT}",
+                   quantiles("lynx_request_duration_seconds", COMPLETION_ENDPOINTS), "s"),
+        timeseries("Per-stage latency (mean, stacked)",
+                   f"Mean wall time per request of each stage as the gateway saw it. {EXACT} {TRACE_SAMPLING}",
+                   [target("sum by (stage) (rate(lynx_stage_duration_seconds_sum[$__rate_interval]))"
+                           " / sum by (stage) (rate(lynx_stage_duration_seconds_count[$__rate_interval]))",
+                           "{{stage}}")], "s", stacked=True),
+        timeseries("Latency budget vs actual (p95 per stage)",
+                   f"p95 of each stage against the budget set in LYNX_GATEWAY_STAGE_BUDGETS_SECONDS. {EXACT}",
+                   [*quantiles("lynx_stage_duration_seconds", "", by="stage", qs=(0.95,)),
+                    target("max by (stage) (lynx_stage_latency_budget_seconds)", "budget {{stage}}", ref="B")], "s"),
+        bucket_bars("Cost per request (last hour)",
+                    f"Requests per cost bucket (EUR, cumulative upper bounds) and p50/p95 over the last hour. {EXACT}",
+                    [target("sum by (le) (increase(lynx_cost_eur_per_request_bucket[1h]))", "<= {{le}} EUR",
+                            instant=True),
+                     target("histogram_quantile(0.5, sum by (le) (rate(lynx_cost_eur_per_request_bucket[1h])))",
+                            "p50", ref="B", instant=True),
+                     target("histogram_quantile(0.95, sum by (le) (rate(lynx_cost_eur_per_request_bucket[1h])))",
+                            "p95", ref="C", instant=True)], "currencyEUR"),
+        timeseries("Cost decomposition per stage (and identity check)",
+                   "EUR per second attributed to each stage (stacked); the last series counts identity "
+                   f"violations in the window and must stay 0. {EXACT}",
+                   [target("sum by (stage) (rate(lynx_cost_stage_eur_total[$__rate_interval]))", "{{stage}}"),
+                    target("sum(increase(lynx_cost_identity_violations_total[$__rate_interval]))",
+                           "identity violations", ref="B")], "currencyEUR", stacked=True),
+        text("Cost per quality unit (CpQU)",
+             "Static: copied from docs/COSTS.md, where `lynx cpqu` writes it (cost from Prometheus divided by "
+             "correct answers on the fixed question set). This panel never recomputes it.",
+             cpqu_table(costs_doc)),
+        stat("Orphan spans", "Spans whose parent is missing from their trace, among the traces the auditor read "
+             f"from Tempo in its lookback window. Must be 0. {TRACE_SAMPLING}",
+             [target("max(lynx_trace_orphan_spans)", "orphan spans")], "short", red_above=0.5),
+        stat("Cost identity violations (1h)", f"Requests whose stage costs did not add up. Must be 0. {EXACT}",
+             [target("sum(increase(lynx_cost_identity_violations_total[1h]))", "violations")], "short",
+             red_above=0.5),
+    ])
+
+
+def serving() -> dict:
+    job = 'job=~"$job"'
+    return dashboard("lynx-serving", "lynx / serving",
+                     "The six core metrics and the USE view of every lynx service.", [
+        timeseries("Requests by endpoint and status", f"lynx_request_total. {EXACT}",
+                   [target(f"sum by (job, endpoint, status) (rate(lynx_request_total{{{job}}}[$__rate_interval]))",
+                           "{{job}} {{endpoint}} {{status}}")], "reqps"),
+        timeseries("Request duration p95 by endpoint", f"lynx_request_duration_seconds. {EXACT}",
+                   quantiles("lynx_request_duration_seconds", job, by="endpoint", qs=(0.95,)), "s"),
+        timeseries("Tokens per second", f"lynx_tokens_total by kind (input = prompt, output = completion). {EXACT}",
+                   [target("sum by (kind) (rate(lynx_tokens_total[$__rate_interval]))", "{{kind}}")], "short"),
+        timeseries("Time to first token p50 / p95", f"lynx_time_to_first_token_seconds. {EXACT}",
+                   quantiles("lynx_time_to_first_token_seconds", "", qs=(0.5, 0.95)), "s"),
+        timeseries("KV-cache slots", "Slots held by running sequences, against the pool's capacity.",
+                   [target("sum(lynx_kv_cache_slots_used)", "used"),
+                    target("sum(lynx_kv_cache_slots)", "capacity", ref="B")], "short"),
+        timeseries("Queue depth", "Requests waiting for a KV-cache slot (saturation).",
+                   [target("sum(lynx_queue_depth)", "waiting")], "short"),
+        timeseries("Decoder utilisation", "Share of wall time the decoder spent running the model, by phase.",
+                   [target("sum by (phase) (rate(lynx_decoder_busy_seconds_total[$__rate_interval]))", "{{phase}}")],
+                   "percentunit", stacked=True),
+        timeseries("CPU by service", "CPU cores used by each service process.",
+                   [target(f"sum by (job) (rate(process_cpu_seconds_total{{{job}}}[$__rate_interval]))", "{{job}}")],
+                   "short"),
+        timeseries("Memory by service", "Resident memory of each service process.",
+                   [target(f"sum by (job) (process_resident_memory_bytes{{{job}}})", "{{job}}")], "bytes"),
+        timeseries("Decoder step duration p95", "One engine model call, by phase.",
+                   quantiles("lynx_decoder_step_duration_seconds", "", by="phase", qs=(0.95,)), "s"),
+    ], with_job=True)
+
+
+def all_dashboards() -> dict[str, dict]:
+    return {"capstone": capstone(), "serving": serving()}
+
+
+def render(board: dict) -> str:
+    return json.dumps(board, indent=2, sort_keys=False) + "\n"
+
+
+def write(out_dir: Path = DASHBOARDS_DIR) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, board in all_dashboards().items():
+        path = out_dir / f"{name}.json"
+        path.write_text(render(board))
+        written.append(path)
+    return written

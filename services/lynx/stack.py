@@ -1,0 +1,86 @@
+"""The observability stack beside the services: a Prometheus and a Tempo, from the configs in config/."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lynx.processes import ServiceProcess, free_port, start_process
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "config"
+TOOLS_BIN = Path(os.environ.get("LYNX_TOOLS_CACHE", Path.home() / ".cache" / "lynx-tools")) / "bin"
+
+
+def find_binary(name: str) -> Path | None:
+    """On PATH, or in the tool cache scripts/build_tools.sh fills."""
+    found = shutil.which(name) or shutil.which(name, path=str(TOOLS_BIN))
+    return Path(found) if found else None
+
+
+def load_config(name: str) -> dict:
+    return yaml.safe_load((CONFIG_DIR / name).read_text())
+
+
+def prometheus_config(template: dict, targets: dict[str, str]) -> dict:
+    """The template with each job's target replaced (jobs are named lynx-<service>); others kept."""
+    config = copy.deepcopy(template)
+    for job in config["scrape_configs"]:
+        service = job["job_name"].removeprefix("lynx-")
+        if service in targets:
+            job["static_configs"] = [{"targets": [targets[service]]}]
+    config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"].removeprefix("lynx-") in targets]
+    return config
+
+
+@dataclass(frozen=True)
+class TempoPorts:
+    http: int
+    grpc: int
+    otlp_http: int
+    memberlist: int
+
+    @classmethod
+    def free(cls) -> TempoPorts:
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+
+def tempo_config(template: dict, data_dir: Path, ports: TempoPorts) -> dict:
+    config = copy.deepcopy(template)
+    config["server"]["http_listen_port"] = ports.http
+    config["server"]["grpc_listen_port"] = ports.grpc
+    config["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"] = f"127.0.0.1:{ports.otlp_http}"
+    config["memberlist"]["bind_port"] = ports.memberlist
+    config["storage"]["trace"]["wal"]["path"] = str(data_dir / "wal")
+    config["storage"]["trace"]["local"]["path"] = str(data_dir / "blocks")
+    return config
+
+
+def start_prometheus(binary: Path, config: dict, work_dir: Path, port: int | None = None,
+                     detached: bool = False) -> ServiceProcess:
+    port = port or free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_file = work_dir / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    argv = [str(binary), f"--config.file={config_file}", f"--storage.tsdb.path={work_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage",
+            "--web.enable-lifecycle", "--log.level=warn"]
+    return start_process("prometheus", argv, dict(os.environ), work_dir / "prometheus.log",
+                         f"http://127.0.0.1:{port}", ready_path="/-/ready", detached=detached)
+
+
+def start_tempo(binary: Path, template: dict, work_dir: Path, ports: TempoPorts | None = None,
+                detached: bool = False) -> tuple[ServiceProcess, TempoPorts]:
+    ports = ports or TempoPorts.free()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_file = work_dir / "tempo.yaml"
+    config_file.write_text(yaml.safe_dump(tempo_config(template, work_dir / "data", ports)))
+    process = start_process("tempo", [str(binary), f"-config.file={config_file}"], dict(os.environ),
+                            work_dir / "tempo.log", f"http://127.0.0.1:{ports.http}", ready_path="/ready",
+                            detached=detached)
+    return process, ports

