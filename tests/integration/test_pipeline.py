@@ -180,3 +180,12 @@ def test_decode_costs_add_up_to_the_decoders_busy_time(stack: Stack):
     assert attributed == pytest.approx(busy() - before, rel=1e-6)
     # Shared steps: each request is charged less than the wall time it spent decoding.
     assert max(b["lynx"]["timings"]["decode_steps"] for b in bodies) > 1
+
+
+def test_readiness_probes_make_no_traces(stack: Stack):
+    before = len(stack.sink.spans)
+    for _ in range(3):
+        assert httpx.get(f"{stack.gateway.url}/readyz").status_code == 200
+    time.sleep(1.0)  # more than the exporters' 200 ms schedule delay
+    probe_spans = [s for s in stack.sink.spans[before:] if s.service == "lynx-gateway" and not s.parent_span_id]
+    assert probe_spans == []
