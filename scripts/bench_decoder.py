@@ -92,7 +92,7 @@ async def arrival_pattern(url: str, prompts: list[list[int]], plan: list[tuple[f
             await asyncio.sleep(max(0.0, offset - (time.perf_counter() - started)))
             return await generate(client, ids, tokens)
 
-        results = await asyncio.gather(*(one(o, n, p) for (o, n), p in zip(plan, prompts)))
+        results = await asyncio.gather(*(one(o, n, p) for (o, n), p in zip(plan, prompts[:len(plan)], strict=True)))
         makespan = time.perf_counter() - started
     latencies = sorted(r[1] for r in results)
     ttfts = sorted(r[0] for r in results)
@@ -143,7 +143,7 @@ def main() -> None:
 
     rng = np.random.default_rng(11)
     offsets = np.cumsum(rng.exponential(ARRIVAL_MEAN_SECONDS, args.arrivals)).tolist()
-    plan = [(o, int(n)) for o, n in zip(offsets, rng.integers(16, 129, args.arrivals))]
+    plan = [(o, int(n)) for o, n in zip(offsets, rng.integers(16, 129, args.arrivals), strict=True)]
     batching = {}
     for mode in ("continuous", "static"):
         decoder = start_decoder(models, log_dir, batching=mode, kv_slots="8", queue_capacity="64")
@@ -181,15 +181,16 @@ def render(args, throughput, prefill_raw, ttft_service, batching) -> str:
     for n, runs in throughput.items():
         raw, service = med(runs["raw"]), med(runs["service"])
         lines.append(f"| {n} | {raw:.0f} | {service:.0f} | {service / raw:.0%} |")
-    overhead = [t - p for t, p in zip(ttft_service, prefill_raw)]
+    overhead = [t - p for t, p in zip(ttft_service, prefill_raw, strict=True)]
     lines += [
         "", "## Time to first token at low load", "",
         f"One request at a time, {PROMPT_TOKENS}-token prompt; {len(overhead)} alternating pairs.", "",
         "| raw prefill (median) | service TTFT (median) | overhead (median of pairs) |", "| --- | --- | --- |",
         f"| {med(prefill_raw) * 1000:.1f} ms | {med(ttft_service) * 1000:.1f} ms | {med(overhead) * 1000:.1f} ms |",
         "", "## Continuous vs static batching, same arrivals", "",
-        f"{args.arrivals} requests, exponential inter-arrival times (mean {ARRIVAL_MEAN_SECONDS * 1000:.0f} ms, seed 11), 16-128 output tokens "
-        "each (uniform), 8 KV slots. Static admits a new batch only when the previous one has finished.", "",
+        f"{args.arrivals} requests, exponential inter-arrival times (mean {ARRIVAL_MEAN_SECONDS * 1000:.0f} ms, "
+        "seed 11), 16-128 output tokens each (uniform), 8 KV slots. "
+        "Static admits a new batch only when the previous one has finished.", "",
         "| batching | makespan | latency p50 | latency p95 | TTFT p50 | tokens/s |", "| --- | --- | --- | --- | --- | --- |",
     ]
     for mode, r in batching.items():

@@ -145,16 +145,16 @@ def required_binary(name: str, how: str) -> Path:
 def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
     work = tmp_path_factory.mktemp("observed")
     tempo_binary = required_binary("tempo", "scripts/build_tools.sh tempo")
-    prometheus_binary = required_binary("prometheus", "apt-get install prometheus")
+    required_binary("prometheus", "apt-get install prometheus")  # fail before starting anything
     tempo, ports = start_tempo(tempo_binary, load_config("tempo.yaml"), work / "tempo")
     started: list[ServiceProcess] = [tempo]
     try:
         wait_ready([tempo], START_TIMEOUT_SECONDS)
         otlp = f"http://127.0.0.1:{ports.otlp_http}"
         env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
-        auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TEMPO_URL": tempo.url, "LYNX_AUDITOR_SETTLE_SECONDS": "3",
-                                             "LYNX_AUDITOR_INTERVAL_SECONDS": "2", "LYNX_AUDITOR_LOOKBACK_SECONDS": "900"},
-                                work / "auditor.log")
+        auditor_env = {"LYNX_AUDITOR_TEMPO_URL": tempo.url, "LYNX_AUDITOR_SETTLE_SECONDS": "3",
+                       "LYNX_AUDITOR_INTERVAL_SECONDS": "2", "LYNX_AUDITOR_LOOKBACK_SECONDS": "900"}
+        auditor = start_service("auditor", {**env, **auditor_env}, work / "auditor.log")
         started.append(auditor)
         services = start_stack(env, work, sink, {}, {})
         started += [services.gateway, services.decoder, services.retriever, services.tokenizer]

@@ -75,7 +75,7 @@ def test_every_panel_returns_data_within_a_minute_of_one_request(observed: Obser
         time.sleep(1)
     with capsys.disabled():
         print("\npanel time-to-first-data:")
-        for (board, title, expr), seconds in sorted(first_data.items(), key=lambda item: item[1]):
+        for (board, title, _), seconds in sorted(first_data.items(), key=lambda item: item[1]):
             print(f"  {seconds:5.1f} s  {board} / {title}")
     assert not waiting, "panels with no data after 60 s:\n" + "\n".join(f"{b} / {t}: {e}" for b, t, e in waiting)
 

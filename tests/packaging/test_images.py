@@ -68,7 +68,7 @@ def test_skaffold_builds_and_wires_every_image_the_chart_uses():
     config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
     artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
     assert set(artifacts) == {f"lynx-{s}" for s in SERVICES} | {"lynx-models"}
-    for image, artifact in artifacts.items():
+    for artifact in artifacts.values():
         assert (REPO / artifact["docker"]["dockerfile"]).is_file()
         needs_models = "MODELS_IMAGE" in (REPO / artifact["docker"]["dockerfile"]).read_text()
         assert needs_models == any(r["alias"] == "MODELS_IMAGE" for r in artifact.get("requires", []))

@@ -99,3 +99,9 @@ release: {{ .Release.Name }}
 {{- define "lynx.tenantsSecret" -}}
 {{- default (printf "%s-tenants" (include "lynx.fullname" .)) .Values.tenants.existingSecret }}
 {{- end }}
+
+{{/* "true" when a component is deployed: enabled, and for the auditor, a Tempo to read. Call with (dict "root" $ "name" "auditor"). */}}
+{{- define "lynx.componentEnabled" -}}
+{{- $component := index .root.Values.components .name }}
+{{- if and $component.enabled (or (ne .name "auditor") .root.Values.tempo.enabled $component.tempoUrl) }}true{{ end }}
+{{- end }}

@@ -23,8 +23,10 @@ def create_app(settings: DecoderSettings | None = None) -> FastAPI:
         max_context = min(settings.max_context, model.context_length)
         engine = BatchingEngine(
             model, slots=settings.kv_slots, queue_capacity=settings.queue_capacity, max_context=max_context,
-            prefill_token_budget=settings.prefill_token_budget, static_batching=settings.batching == "static",
-            detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer.decode))
+            prefill_token_budget=settings.prefill_token_budget,
+            static_batching=settings.batching == "static",
+            detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer.decode),
+        )
         engine.start()
         app.state.engine = engine
         try:

@@ -27,7 +27,7 @@ def join(running: list[np.ndarray] | None, joining: list[np.ndarray]) -> list[np
         return joining
     width = max(running[0].shape[SEQ_AXIS], joining[0].shape[SEQ_AXIS])
     running, joining = pad_to_width(running, width), pad_to_width(joining, width)
-    return [np.concatenate(pair, axis=0) for pair in zip(running, joining)]
+    return [np.concatenate(pair, axis=0) for pair in zip(running, joining, strict=True)]
 
 
 def keep_rows(cache: list[np.ndarray], rows: list[int], lengths: list[int]) -> list[np.ndarray] | None:

@@ -47,7 +47,7 @@ class DecoderModel:
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray,
             past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """One forward pass; returns logits of the last position of every row and the new cache."""
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **dict(zip(self.past_names, past))}
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **dict(zip(self.past_names, past, strict=True))}
         outputs = self.session.run(self.output_names, feeds)
         return outputs[0], outputs[1:]
 

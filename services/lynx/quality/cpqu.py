@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 QUESTIONS_FILE = Path(__file__).with_name("questions.json")
-TABLE_HEADER = ("| ISO week | run at (UTC) | questions | correct | quality | cost (EUR) | CpQU (EUR per correct answer) "
-                "| week-over-week |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+TABLE_HEADER = ("| ISO week | run at (UTC) | questions | correct | quality | cost (EUR) "
+                "| CpQU (EUR per correct answer) | week-over-week |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 @dataclass(frozen=True)
@@ -134,5 +134,5 @@ def run(gateway_url: str, prometheus_url: str, key: str, tenant: str, model: str
             raise RuntimeError(f"Prometheus shows {spent:.3e} EUR for tenant {tenant!r}, the responses {reported:.3e}:"
                                " is it scraping the gateway?")
         time.sleep(1)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return CpquRow(iso_week(now), now.strftime("%Y-%m-%d %H:%M"), len(questions), correct, spent)

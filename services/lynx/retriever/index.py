@@ -34,7 +34,7 @@ class PassageIndex:
     def search(self, query: np.ndarray, top_k: int) -> list[tuple[Passage, float]]:
         self.index.hnsw.efSearch = max(64, top_k * 2)
         scores, ids = self.index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), top_k)
-        return [(self.passages[i], float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        return [(self.passages[i], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def save(self, folder: Path, manifest: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)

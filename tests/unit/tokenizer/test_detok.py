@@ -1,7 +1,7 @@
 from lynx.tokenizer.detok import IncrementalDetokenizer
 
 # A byte-level toy vocabulary: token i is one byte, as byte-BPE tokenizers do for rare characters.
-BYTES = list("hi ".encode()) + list("é".encode()) + list("!".encode())
+BYTES = list("hi é!".encode())
 
 
 def decode(ids: list[int]) -> str:
