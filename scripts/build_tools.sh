@@ -56,20 +56,25 @@ wrapper_module() {
   fi
 }
 
+# Build PACKAGE of MODULE@VERSION (with the module's own replaces) into OUTPUT.
+build_wrapped() {
+  local module="$1" version="$2" package="$3" output="$4" ldflags="$5" work
+  work="$(mktemp -d)"
+  (
+    wrapper_module "$work" "$module" "$version"
+    copy_replaces "$module" "$version"
+    go get "$package@$version"
+    mkdir -p "$(dirname "$output")"
+    go build -trimpath -ldflags "$ldflags" -o "$output" "$package"
+  )
+  rm -rf "$work"
+}
+
 build_etcd() {
   local dir="$CACHE/etcd-$ETCD_VERSION"
   have "$dir/etcd" "Version: ${ETCD_VERSION#v}" --version && return
   log "etcd $ETCD_VERSION"
-  local work
-  work="$(mktemp -d)"
-  (
-    wrapper_module "$work" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
-    copy_replaces go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
-    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-    mkdir -p "$dir"
-    go build -trimpath -ldflags "-s -w" -o "$dir/etcd" go.etcd.io/etcd/server/v3
-  )
-  rm -rf "$work"
+  build_wrapped go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$dir/etcd" "-s -w"
 }
 
 # The go.mod of $1@$2, as `go mod edit -json` prints it, in a temporary file; prints the file's path.
@@ -93,18 +98,8 @@ build_tempo() {
   local dir="$CACHE/tempo-${TEMPO_VERSION##*-}"
   have "$dir/tempo" "version" --version && return
   log "tempo $TEMPO_VERSION"
-  local work
-  work="$(mktemp -d)"
-  (
-    export GONOSUMDB=github.com/grafana/tempo
-    wrapper_module "$work" github.com/grafana/tempo "$TEMPO_VERSION"
-    copy_replaces github.com/grafana/tempo "$TEMPO_VERSION"
-    go get "github.com/grafana/tempo/cmd/tempo@$TEMPO_VERSION"
-    mkdir -p "$dir"
-    go build -trimpath -ldflags "-s -w -X main.Version=${TEMPO_VERSION}" -o "$dir/tempo" \
-      github.com/grafana/tempo/cmd/tempo
-  )
-  rm -rf "$work"
+  GONOSUMDB=github.com/grafana/tempo build_wrapped github.com/grafana/tempo "$TEMPO_VERSION" \
+    github.com/grafana/tempo/cmd/tempo "$dir/tempo" "-s -w -X main.Version=${TEMPO_VERSION}"
 }
 
 build_kubernetes() {

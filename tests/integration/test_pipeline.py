@@ -183,9 +183,13 @@ def test_decode_costs_add_up_to_the_decoders_busy_time(stack: Stack):
 
 
 def test_readiness_probes_make_no_traces(stack: Stack):
-    before = len(stack.sink.spans)
+    """The gateway's /readyz asks the three services theirs; none of that may become a span."""
+    assert chat(stack, "Hi", max_tokens=2).status_code == 200  # instrumentation demonstrably on
     for _ in range(3):
         assert httpx.get(f"{stack.gateway.url}/readyz").status_code == 200
     time.sleep(1.0)  # more than the exporters' 200 ms schedule delay
-    probe_spans = [s for s in stack.sink.spans[before:] if s.service == "lynx-gateway" and not s.parent_span_id]
-    assert probe_spans == []
+
+    def url_of(span) -> str:
+        return " ".join(str(span.attributes.get(k, "")) for k in ("http.url", "url.full", "http.target", "url.path"))
+    assert any("/v1/" in url_of(s) for s in stack.sink.spans), "the sink saw no HTTP spans at all"
+    assert [s for s in stack.sink.spans if "/readyz" in url_of(s)] == []
