@@ -28,7 +28,7 @@ def load_config(name: str) -> dict:
 
 
 def prometheus_config(template: dict, targets: dict[str, str]) -> dict:
-    """The template with each job's target replaced (jobs are named lynx-<service>); others kept."""
+    """The template's jobs (named lynx-<service>) pointed at ``targets``; jobs with no target are dropped."""
     config = copy.deepcopy(template)
     for job in config["scrape_configs"]:
         service = job["job_name"].removeprefix("lynx-")

@@ -30,6 +30,10 @@ class Stack:
     key: str
     sink: OtlpSink
 
+    def processes(self) -> list[ServiceProcess]:
+        """The four services, in the order they should stop (the gateway first)."""
+        return [self.gateway, self.decoder, self.retriever, self.tokenizer]
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
@@ -89,7 +93,7 @@ def stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
     """The default deployment: 8 slots, a roomy queue."""
     running = start_stack(base_env, tmp_path_factory.mktemp("logs"), sink, {}, {})
     yield running
-    for service in (running.gateway, running.decoder, running.retriever, running.tokenizer):
+    for service in running.processes():
         service.stop()
 
 
@@ -100,7 +104,7 @@ def tight_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
                           {"LYNX_DECODER_KV_SLOTS": "1", "LYNX_DECODER_QUEUE_CAPACITY": "1"},
                           {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "6"})
     yield running
-    for service in (running.gateway, running.decoder, running.retriever, running.tokenizer):
+    for service in running.processes():
         service.stop()
 
 
@@ -111,7 +115,7 @@ class ObservedStack:
     services: Stack
     tempo: ServiceProcess
     tempo_otlp: str
-    prometheus: ServiceProcess | None
+    prometheus: ServiceProcess
     auditor: ServiceProcess
 
     def query(self, expr: str, prometheus: ServiceProcess | None = None) -> list[dict]:
@@ -123,15 +127,17 @@ class ObservedStack:
         return response.json()["data"]["result"]
 
     def start_prometheus(self, work_dir: Path) -> ServiceProcess:
-        """Another Prometheus scraping everything every 2 s, with an empty TSDB."""
-        targets = {name: getattr(self.services, name).url.removeprefix("http://")
-                   for name in ("gateway", "tokenizer", "retriever", "decoder")}
-        targets["auditor"] = self.auditor.url.removeprefix("http://")
-        config = prometheus_config(load_config("prometheus.yml"), targets)
-        config["global"]["scrape_interval"] = "2s"
-        prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config, work_dir)
-        wait_ready([prometheus], START_TIMEOUT_SECONDS)
-        return prometheus
+        return scraping_prometheus(self.services, self.auditor, work_dir)
+
+
+def scraping_prometheus(services: Stack, auditor: ServiceProcess, work_dir: Path) -> ServiceProcess:
+    """A Prometheus scraping the services and the auditor every 2 s, with an empty TSDB."""
+    targets = {p.name: p.url.removeprefix("http://") for p in [*services.processes(), auditor]}
+    config = prometheus_config(load_config("prometheus.yml"), targets)
+    config["global"]["scrape_interval"] = "2s"
+    prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config, work_dir)
+    wait_ready([prometheus], START_TIMEOUT_SECONDS)
+    return prometheus
 
 
 def required_binary(name: str, how: str) -> Path:
@@ -157,12 +163,11 @@ def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
         auditor = start_service("auditor", {**env, **auditor_env}, work / "auditor.log")
         started.append(auditor)
         services = start_stack(env, work, sink, {}, {})
-        started += [services.gateway, services.decoder, services.retriever, services.tokenizer]
+        started += services.processes()
         wait_ready([auditor], START_TIMEOUT_SECONDS)
-        observed_stack = ObservedStack(services, tempo, otlp, None, auditor)
-        observed_stack.prometheus = observed_stack.start_prometheus(work / "prometheus")
-        started.append(observed_stack.prometheus)
-        yield observed_stack
+        prometheus = scraping_prometheus(services, auditor, work / "prometheus")
+        started.append(prometheus)
+        yield ObservedStack(services, tempo, otlp, prometheus, auditor)
     finally:
         for process in reversed(started):
             process.stop()

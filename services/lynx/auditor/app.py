@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
@@ -13,7 +12,6 @@ from lynx.auditor.tempo import TempoClient
 from lynx.errors import LynxError
 from lynx.service import create_service_app
 
-log = logging.getLogger("lynx.auditor")
 router = APIRouter(prefix="/v1")
 
 

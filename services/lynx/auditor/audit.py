@@ -53,7 +53,4 @@ class AuditWindow:
         self._audited = {t: v for t, v in self._audited.items() if now - v[0] <= self.lookback}
 
     def totals(self) -> AuditResult:
-        total = EMPTY
-        for _, result in self._audited.values():
-            total = total + result
-        return total
+        return sum((result for _, result in self._audited.values()), EMPTY)

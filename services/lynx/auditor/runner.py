@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from lynx.auditor.audit import AuditResult, AuditWindow, audit_trace
+from lynx.auditor.audit import EMPTY, AuditResult, AuditWindow, audit_trace
 from lynx.auditor.settings import AuditorSettings
 from lynx.auditor.tempo import TempoClient
 from lynx.telemetry.metrics import auditor_metrics
@@ -27,7 +27,7 @@ class Auditor:
         try:
             candidates = self.tempo.recent_trace_ids(end - self.settings.lookback_seconds, end,
                                                      self.settings.max_traces_per_run)
-            fresh = AuditResult(0, 0, 0)
+            fresh = EMPTY
             for trace_id in self.window.pending(candidates):
                 result = audit_trace(self.tempo.trace(trace_id))
                 self.window.add(trace_id, result, now)
