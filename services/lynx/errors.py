@@ -1,8 +1,15 @@
-"""Errors in the OpenAI shape: ``{"error": {"message", "type", "param", "code"}}``."""
+"""Errors in the OpenAI shape, ``{"error": {"message", "type", "param", "code"}}``, plus a ``lynx`` object
+with the trace id and request id that find the request in traces and logs (and its cost, when charged)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from opentelemetry import trace
+
+from lynx.contracts.errors import ErrorBody, ErrorCorrelation, ErrorDetail
+from lynx.telemetry.request_id import request_id_var
+from lynx.telemetry.tracing import trace_ids
 
 
 @dataclass
@@ -15,13 +22,19 @@ class LynxError(Exception):
     type: str = "invalid_request_error"
     param: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    cost: dict | None = None  # set once the failed request has been charged
 
     def body(self) -> dict:
-        return error_body(self.message, self.code, self.type, self.param)
+        return error_body(self.message, self.code, self.type, self.param, self.cost)
 
 
-def error_body(message: str, code: str, type_: str = "invalid_request_error", param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+def error_body(message: str, code: str, type_: str = "invalid_request_error", param: str | None = None,
+               cost: dict | None = None) -> dict:
+    """The body, correlated with the current span and request id."""
+    trace_id, _ = trace_ids(trace.get_current_span())
+    body = ErrorBody(error=ErrorDetail(message=message, type=type_, param=param, code=code),
+                     lynx=ErrorCorrelation(trace_id=trace_id, request_id=request_id_var.get(), cost=cost))
+    return body.model_dump(exclude={"lynx": {"cost"}} if cost is None else None)
 
 
 def validation_message(errors: list[dict]) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lynx.errors import LynxError, error_body, validation_message
+from lynx.faults import FaultState, InjectedFaults, faults_router
 from lynx.settings import ServiceSettings
 from lynx.telemetry.http import BodySizeLimit, ObservedRequests, metrics_response
 from lynx.telemetry.logs import configure_logging
@@ -54,11 +55,17 @@ def create_service_app(
     app.state.settings = settings
     app.state.tracer_provider = provider
     app.state.tracer = provider.get_tracer(f"lynx.{name}")
+    app.state.faults = FaultState()
     app.include_router(router)
     app.include_router(probes_router(readiness))
     add_error_handlers(app)
     instrument_app(app, provider)
+    if settings.faults_enabled:
+        log.warning("faults_enabled", extra={"fields": {"route": "/admin/faults"}})
+        app.include_router(faults_router())
+        app.add_middleware(InjectedFaults, state=app.state.faults)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost of lynx's middleware, inside OpenTelemetry's: it sees the server span of every request.
     app.add_middleware(ObservedRequests)
     return app
 

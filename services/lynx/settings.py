@@ -26,3 +26,5 @@ class ServiceSettings(BaseSettings):
         description="Debug only: allow prompt and completion text in logs and spans.",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body accepted.")
+    faults_enabled: bool = Field(
+        default=False, description="Chaos testing only: serve PUT /admin/faults to inject latency and errors.")

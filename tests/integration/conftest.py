@@ -29,6 +29,7 @@ class Stack:
     decoder: ServiceProcess
     key: str
     sink: OtlpSink
+    tenant: str = ""
 
     def processes(self) -> list[ServiceProcess]:
         """The four services, in the order they should stop (the gateway first)."""
@@ -67,13 +68,15 @@ def base_env(models: Path, sink: OtlpSink, tmp_path_factory) -> dict[str, str]:
     }
 
 
-def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink, decoder_env: dict[str, str],
-                gateway_env: dict[str, str]) -> Stack:
-    tokenizer = start_service("tokenizer", env, log_dir / "tokenizer.log")
-    retriever = start_service("retriever", env, log_dir / "retriever.log")
-    decoder = start_service("decoder", {**env, **decoder_env}, log_dir / "decoder.log")
+def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink,
+                overrides: dict[str, dict[str, str]] | None = None) -> Stack:
+    """The four services; ``overrides`` adds environment variables per service name."""
+    overrides = overrides or {}
+    tokenizer = start_service("tokenizer", {**env, **overrides.get("tokenizer", {})}, log_dir / "tokenizer.log")
+    retriever = start_service("retriever", {**env, **overrides.get("retriever", {})}, log_dir / "retriever.log")
+    decoder = start_service("decoder", {**env, **overrides.get("decoder", {})}, log_dir / "decoder.log")
     gateway = start_service("gateway", {
-        **env, **gateway_env, "LYNX_GATEWAY_TOKENIZER_URL": tokenizer.url,
+        **env, **overrides.get("gateway", {}), "LYNX_GATEWAY_TOKENIZER_URL": tokenizer.url,
         "LYNX_GATEWAY_RETRIEVER_URL": retriever.url, "LYNX_GATEWAY_DECODER_URL": decoder.url},
         log_dir / "gateway.log")
     stack = Stack(gateway, tokenizer, retriever, decoder, "", sink)
@@ -84,14 +87,15 @@ def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink, decoder_env:
         for service in services:
             service.stop()
         raise
-    stack.key = TenantRegistry(Path(env["LYNX_GATEWAY_TENANTS_FILE"])).add(f"tenant-{gateway.url[-5:]}")
+    stack.tenant = f"tenant-{gateway.url.rsplit(':', 1)[1]}"
+    stack.key = TenantRegistry(Path(env["LYNX_GATEWAY_TENANTS_FILE"])).add(stack.tenant)
     return stack
 
 
 @pytest.fixture(scope="session")
 def stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
     """The default deployment: 8 slots, a roomy queue."""
-    running = start_stack(base_env, tmp_path_factory.mktemp("logs"), sink, {}, {})
+    running = start_stack(base_env, tmp_path_factory.mktemp("logs"), sink)
     yield running
     for service in running.processes():
         service.stop()
@@ -100,9 +104,9 @@ def stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def tight_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
     """One slot, one queue place and a 6-second deadline: for overload and deadline paths."""
-    running = start_stack(base_env, tmp_path_factory.mktemp("tight-logs"), sink,
-                          {"LYNX_DECODER_KV_SLOTS": "1", "LYNX_DECODER_QUEUE_CAPACITY": "1"},
-                          {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "6"})
+    running = start_stack(base_env, tmp_path_factory.mktemp("tight-logs"), sink, {
+        "decoder": {"LYNX_DECODER_KV_SLOTS": "1", "LYNX_DECODER_QUEUE_CAPACITY": "1"},
+        "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "6"}})
     yield running
     for service in running.processes():
         service.stop()
@@ -162,7 +166,7 @@ def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
                        "LYNX_AUDITOR_INTERVAL_SECONDS": "2", "LYNX_AUDITOR_LOOKBACK_SECONDS": "900"}
         auditor = start_service("auditor", {**env, **auditor_env}, work / "auditor.log")
         started.append(auditor)
-        services = start_stack(env, work, sink, {}, {})
+        services = start_stack(env, work, sink)
         started += services.processes()
         wait_ready([auditor], START_TIMEOUT_SECONDS)
         prometheus = scraping_prometheus(services, auditor, work / "prometheus")
@@ -186,3 +190,16 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     if not found:
         raise KeyError(f"{name}{labels or ''} not exported")
     return total
+
+
+@pytest.fixture(scope="session")
+def faulty(observed: ObservedStack, base_env, sink, tmp_path_factory) -> Iterator[Stack]:
+    """Services exporting to the observed stack's Tempo, with fault injection on and a 5 s deadline."""
+    env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.tempo_otlp}
+    running = start_stack(env, tmp_path_factory.mktemp("faulty-logs"), sink, {
+        "tokenizer": {"LYNX_TOKENIZER_FAULTS_ENABLED": "true"},
+        "decoder": {"LYNX_DECODER_FAULTS_ENABLED": "true", "LYNX_DECODER_KV_SLOTS": "4"},
+        "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "5"}})
+    yield running
+    for service in running.processes():
+        service.stop()

@@ -147,7 +147,7 @@ def test_all_core_metrics_are_exported_with_route_templates(stack: Stack):
     gateway = httpx.get(f"{stack.gateway.url}/metrics").text
     assert metric_value(gateway, "lynx_request_total",
                         {"endpoint": "/v1/chat/completions", "method": "POST", "status": "200"}) >= 1
-    assert metric_value(gateway, "lynx_tokens_total", {"kind": "output", "model_name": MODEL_NAME}) > 0
+    assert metric_value(gateway, "lynx_tokens_total", {"kind": "completion", "model_name": MODEL_NAME}) > 0
     assert metric_value(gateway, "lynx_cost_eur_per_request_count") >= 1
     assert metric_value(gateway, "lynx_cost_identity_violations_total") == 0
     assert "lynx_kv_cache_slots_used" not in gateway, "decoder gauges must not appear on the gateway"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -17,6 +17,7 @@ class StoredSpan:
     name: str
     service: str
     linked_span_ids: tuple[str, ...] = ()
+    attributes: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 def hex_id(value: str) -> str:
@@ -29,6 +30,16 @@ def hex_id(value: str) -> str:
         return base64.b64decode(value, validate=True).hex()
     except (binascii.Error, ValueError):
         return value.lower()
+
+
+def attribute_value(value: dict):
+    """One OTLP JSON AnyValue as Python (int64 values are strings in JSON)."""
+    if "arrayValue" in value:
+        return [attribute_value(v) for v in value["arrayValue"].get("values", [])]
+    for key, convert in (("stringValue", str), ("boolValue", bool), ("intValue", int), ("doubleValue", float)):
+        if key in value:
+            return convert(value[key])
+    return None
 
 
 def spans_from_otlp_json(document: dict) -> list[StoredSpan]:
@@ -45,7 +56,8 @@ def spans_from_otlp_json(document: dict) -> list[StoredSpan]:
                     trace_id=hex_id(span.get("traceId", "")), span_id=hex_id(span.get("spanId", "")),
                     parent_span_id=hex_id(span.get("parentSpanId", "")), name=span.get("name", ""),
                     service=service,
-                    linked_span_ids=tuple(hex_id(link.get("spanId", "")) for link in span.get("links", []))))
+                    linked_span_ids=tuple(hex_id(link.get("spanId", "")) for link in span.get("links", [])),
+                    attributes={a["key"]: attribute_value(a.get("value", {})) for a in span.get("attributes", [])}))
     return spans
 
 

@@ -24,9 +24,10 @@ def create_app(settings: DecoderSettings | None = None) -> FastAPI:
         engine = BatchingEngine(
             model, slots=settings.kv_slots, queue_capacity=settings.queue_capacity, max_context=max_context,
             prefill_token_budget=settings.prefill_token_budget,
-            static_batching=settings.batching == "static",
+            static_batching=settings.batching == "static", step_cost=settings.step_cost(),
             detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer.decode),
         )
+        engine.faults = app.state.faults
         engine.start()
         app.state.engine = engine
         try:

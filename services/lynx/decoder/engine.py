@@ -1,20 +1,27 @@
 """Iteration-level continuous batching over a fixed pool of KV-cache slots.
 
-One engine thread owns the model. Each iteration it (1) drops cancelled or expired
-sequences, (2) admits waiting sequences into free slots and prefills them, within a token
-budget so running streams are not starved, and (3) runs one decode step for every running
-sequence at once. Requests beyond the slots wait in a bounded queue; beyond that they are
-refused at once. Time is attributed as it is spent: a prefill call to the sequence it
-prefilled, a decode step's wall time split evenly across the sequences in that step, so the
-attributed seconds of all requests add up to the engine's busy time.
+One engine thread owns the model. Each iteration it (1) ends waiting sequences that were
+cancelled or ran out of time and drops cancelled running ones, (2) admits waiting sequences
+into free slots and prefills them, within a token budget so running streams are not starved,
+and (3) runs one decode step for every running sequence at once. Requests beyond the slots
+wait in a bounded queue; beyond that they are refused at once.
+
+Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
+with a prefill is charged to the sequence prefilled, a lap that ends with a decode step is
+split between the rows of that step (``shares.py``), and every other lap (waiting for work) is
+idle; so attributed + idle = the thread's wall time. Every sequence the engine accepts ends
+with exactly one ``Finish`` carrying what it consumed, however it ends (stop, length,
+deadline, cancelled, error), so no path leaves a consumed second uncharged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,15 +31,22 @@ import numpy as np
 from lynx.decoder import kv
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.sampling import SamplingParams, sample
+from lynx.decoder.shares import StepCostModel, step_shares
 from lynx.decoder.stopping import StopMatcher
+from lynx.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
 from lynx.tokenizer.detok import IncrementalDetokenizer
 
 log = logging.getLogger("lynx.decoder.engine")
+SHUTDOWN_MESSAGE = "the decoder is shutting down"
 
 
 class QueueFull(Exception):
     """Every slot is taken and the wait queue is at capacity."""
+
+
+class InjectedFault(RuntimeError):
+    """A step failure asked for by the fault plan (chaos testing only)."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +58,18 @@ class GenerationRequest:
     deadline: float | None = None  # time.monotonic() value after which generation ends
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: always generate max_tokens
+    tenant: str = ""
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
 class Delta:
+    """Tokens generated, their text, and what the sequence had consumed when they were."""
+
     token_ids: list[int]
     text: str
+    prefill_seconds: float
+    decode_seconds: float
 
 
 @dataclass(frozen=True)
@@ -60,18 +80,21 @@ class Timings:
     prefill_seconds: float
     decode_seconds: float
     decode_steps: int
+    resident_seconds: float
+    engine_busy_seconds: float
     submitted_ns: int
-    admitted_ns: int
+    admitted_ns: int  # 0: never admitted (ended while waiting)
     first_token_ns: int
     finished_ns: int
 
 
 @dataclass(frozen=True)
 class Finish:
-    reason: str  # stop | length | deadline
+    reason: str  # stop | length | deadline | cancelled | error
     prompt_tokens: int
     completion_tokens: int
     timings: Timings
+    error: str | None = None
 
 
 @dataclass(eq=False)
@@ -79,8 +102,11 @@ class Sequence:
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop
     detokenizer: IncrementalDetokenizer
+    busy_at_submit: float
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
+    detached: bool = False  # nobody reads its events any more
     length: int = 0
     last_token: int = -1
     generated: int = 0
@@ -92,6 +118,8 @@ class Sequence:
     admitted_ns: int = 0
     admitted_at: float = 0.0
     first_token_ns: int = 0
+    pending_ids: list[int] = field(default_factory=list)
+    pending_text: str = ""
 
     def __post_init__(self) -> None:
         self.stopper = StopMatcher(list(self.request.stop))
@@ -101,12 +129,55 @@ class Sequence:
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the request's event loop is gone; nobody is listening
-            self.cancelled = True
+            self.detached = True
+
+    def flush(self) -> None:
+        """Send the tokens accepted since the last flush, with the consumption charged so far."""
+        if self.pending_ids or self.pending_text:
+            self.emit(Delta(self.pending_ids, self.pending_text, self.prefill_seconds, self.decode_seconds))
+            self.pending_ids, self.pending_text = [], ""
+
+
+class EngineClock:
+    """Cuts the engine thread's time into contiguous laps, each one busy or idle."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mark = time.perf_counter()
+        self._waiting = False
+        self.busy_seconds = 0.0
+        self._idle_seconds = 0.0
+
+    def _lap(self) -> float:
+        now = time.perf_counter()
+        elapsed, self._mark = now - self._mark, now
+        return elapsed
+
+    def busy_lap(self) -> float:
+        with self._lock:
+            elapsed = self._lap()
+            self.busy_seconds += elapsed
+            return elapsed
+
+    def start_waiting(self) -> None:
+        with self._lock:
+            self._idle_seconds += self._lap()
+            self._waiting = True
+
+    def stop_waiting(self) -> None:
+        with self._lock:
+            self._idle_seconds += self._lap()
+            self._waiting = False
+
+    def idle_seconds(self) -> float:
+        """Idle so far, including a wait still in progress."""
+        with self._lock:
+            return self._idle_seconds + (time.perf_counter() - self._mark if self._waiting else 0.0)
 
 
 class BatchingEngine:
     def __init__(self, model: DecoderModel, *, slots: int, queue_capacity: int, max_context: int,
-                 prefill_token_budget: int, static_batching: bool,
+                 prefill_token_budget: int, static_batching: bool, step_cost: StepCostModel,
                  detokenizer_factory: Callable[[], IncrementalDetokenizer]) -> None:
         self.model = model
         self.slots = slots
@@ -114,15 +185,22 @@ class BatchingEngine:
         self.max_context = max_context
         self.prefill_token_budget = prefill_token_budget
         self.static_batching = static_batching
+        self.step_cost = step_cost
         self.detokenizer_factory = detokenizer_factory
+        self.faults = FaultState()  # the app replaces it with the one its /admin/faults route sets
+        self.clock = EngineClock()
+        self._fault_rng = random.Random()
         self._waiting: deque[Sequence] = deque()
+        self._admitting: list[Sequence] = []
         self._running: list[Sequence] = []
+        self._by_id: dict[str, Sequence] = {}
         self._cache: list[np.ndarray] | None = None
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="lynx-engine", daemon=True)
         self.metrics = engine_metrics()
         self.metrics.slots_total.set(slots)
+        self.metrics.idle_seconds.source = self.clock.idle_seconds
         self._publish_occupancy()
 
     # --- called from the event loop -------------------------------------------------------
@@ -137,22 +215,37 @@ class BatchingEngine:
 
     def submit(self, request: GenerationRequest) -> Sequence:
         sequence = Sequence(request=request, loop=asyncio.get_running_loop(),
-                            detokenizer=self.detokenizer_factory())
+                            detokenizer=self.detokenizer_factory(), busy_at_submit=self.clock.busy_seconds)
         with self._wake:
-            free_slots = self.slots - len(self._running)
-            if len(self._waiting) >= self.queue_capacity + max(free_slots, 0):
+            free_slots = self.slots - len(self._running) - len(self._admitting)
+            if self._stopping or len(self._waiting) >= self.queue_capacity + max(free_slots, 0):
                 self.metrics.rejected.inc()
                 raise QueueFull
             self._waiting.append(sequence)
+            self._by_id[sequence.id] = sequence
             self._wake.notify()
         self._publish_occupancy()
         return sequence
 
     def cancel(self, sequence: Sequence) -> None:
-        """Free the sequence's slot at the next step boundary (a few milliseconds)."""
+        """End the sequence at the next step boundary (a few milliseconds); it still gets its Finish."""
         sequence.cancelled = True
         with self._wake:
             self._wake.notify()
+
+    def cancel_by_id(self, sequence_id: str) -> bool:
+        """False when no such sequence is held (it has already finished)."""
+        with self._wake:
+            sequence = self._by_id.get(sequence_id)
+        if sequence is None:
+            return False
+        self.cancel(sequence)
+        return True
+
+    def detach(self, sequence: Sequence) -> None:
+        """Its reader is gone: stop it, and log what it consumed since nobody will charge it."""
+        sequence.detached = True
+        self.cancel(sequence)
 
     @property
     def slots_used(self) -> int:
@@ -163,57 +256,62 @@ class BatchingEngine:
         return len(self._waiting)
 
     # --- the engine thread ----------------------------------------------------------------
+    def _has_work(self) -> bool:
+        return self._stopping or bool(self._waiting) or bool(self._running)
+
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not (self._stopping or self._waiting or self._running):
-                    self._wake.wait()
+                if not self._has_work():
+                    self.clock.start_waiting()
+                    while not self._has_work():
+                        self._wake.wait()
+                    self.clock.stop_waiting()
                 if self._stopping:
-                    return
+                    break
             try:
-                self._drop_cancelled()
+                self._end_cancelled_and_expired()
                 self._admit()
                 if self._running:
                     self._decode_step()
-            except Exception:  # never leave waiting clients hanging on a dead engine
+            except Exception as error:  # never leave waiting clients hanging on a dead engine
                 log.exception("engine_step_failed")
-                self._fail_all()
+                self._fail_all(f"{type(error).__name__}: {error}")
+        self._fail_all(SHUTDOWN_MESSAGE)
 
-    def _drop_cancelled(self) -> None:
+    def _end_cancelled_and_expired(self) -> None:
         with self._wake:
-            expired = [s for s in self._waiting if s.cancelled or self._past_deadline(s)]
-            for sequence in expired:
+            ended = [s for s in self._waiting if s.cancelled or self._past_deadline(s)]
+            for sequence in ended:
                 self._waiting.remove(sequence)
-        for sequence in expired:
-            if not sequence.cancelled:
-                sequence.admitted_ns = sequence.first_token_ns = time.time_ns()
-                sequence.admitted_at = time.perf_counter()
-                self._finish(sequence, "deadline")
+        for sequence in ended:
+            self._finish(sequence, "cancelled" if sequence.cancelled else "deadline")
         gone = [s for s in self._running if s.cancelled]
         if gone:
             self._keep([s for s in self._running if not s.cancelled])
-        if expired or gone:
+            for sequence in gone:
+                self._finish(sequence, "cancelled")
+        if ended or gone:
             self._publish_occupancy()
 
     def _admit(self) -> None:
         if self.static_batching and self._running:
             return
-        admitted: list[Sequence] = []
         budget = self.prefill_token_budget
         with self._wake:
-            while self._waiting and len(self._running) + len(admitted) < self.slots:
+            while self._waiting and len(self._running) + len(self._admitting) < self.slots:
                 prompt_tokens = len(self._waiting[0].request.prompt_ids)
-                if admitted and not self.static_batching and prompt_tokens > budget:
+                if self._admitting and not self.static_batching and prompt_tokens > budget:
                     break
-                admitted.append(self._waiting.popleft())
+                self._admitting.append(self._waiting.popleft())
                 budget -= prompt_tokens
-        if not admitted:
+        if not self._admitting:
             return
         joining: list[np.ndarray] | None = None
         joined: list[Sequence] = []
-        for sequence in admitted:
-            started = time.perf_counter()
-            sequence.admitted_at, sequence.admitted_ns = started, time.time_ns()
+        for sequence in list(self._admitting):
+            sequence.admitted_at, sequence.admitted_ns = time.perf_counter(), time.time_ns()
+            self._maybe_inject_fault()
             logits, cache = self.model.prefill([sequence.request.prompt_ids])
             sequence.length = len(sequence.request.prompt_ids)
             reason = self._accept(sequence, sample(logits[0], sequence.request.sampling, sequence.rng))
@@ -221,27 +319,26 @@ class BatchingEngine:
             if reason is None:
                 joining = kv.join(joining, cache)
                 joined.append(sequence)
-            elapsed = time.perf_counter() - started
-            sequence.prefill_seconds += elapsed
-            self._record_busy("prefill", elapsed)
+            sequence.prefill_seconds += self._busy_lap("prefill")
+            sequence.flush()
             if reason is not None:
+                self._admitting.remove(sequence)
                 self._finish(sequence, reason)
         if joined:
-            started = time.perf_counter()
             self._cache = kv.join(self._cache, joining)
             self._running.extend(joined)
-            elapsed = time.perf_counter() - started
+            self._admitting = []
+            elapsed = self._busy_lap("prefill")
             for sequence in joined:  # joining the batch is part of getting these sequences going
                 sequence.prefill_seconds += elapsed / len(joined)
-            self._record_busy("prefill", elapsed)
         self._publish_occupancy()
 
     def _decode_step(self) -> None:
-        started = time.perf_counter()
         running = self._running
         lengths = [s.length for s in running]
         input_ids = np.array([[s.last_token] for s in running], dtype=np.int64)
         mask = kv.decode_attention_mask(lengths, self._cache[0].shape[kv.SEQ_AXIS])
+        self._maybe_inject_fault()
         logits, self._cache = self.model.run(input_ids, mask, self._cache)
         finished: list[tuple[Sequence, str]] = []
         for row, sequence in enumerate(running):
@@ -249,30 +346,27 @@ class BatchingEngine:
             reason = self._accept(sequence, sample(logits[row, -1], sequence.request.sampling, sequence.rng))
             if reason is not None:
                 finished.append((sequence, reason))
+        elapsed = self._busy_lap("decode")
+        for sequence, share in zip(running, step_shares(elapsed, lengths, self.step_cost), strict=True):
+            sequence.decode_seconds += share
+            sequence.decode_steps += 1
+            sequence.flush()
         if finished:
             done = {id(s) for s, _ in finished}
             self._keep([s for s in running if id(s) not in done])
-        elapsed = time.perf_counter() - started
-        share = elapsed / len(running)
-        for sequence in running:
-            sequence.decode_seconds += share
-            sequence.decode_steps += 1
-        self._record_busy("decode", elapsed)
-        for sequence, reason in finished:
-            self._finish(sequence, reason)
-        if finished:
+            for sequence, reason in finished:
+                self._finish(sequence, reason)
             self._publish_occupancy()
 
     def _accept(self, sequence: Sequence, token: int) -> str | None:
-        """Record one generated token, stream its text; the finish reason if it ends the sequence."""
+        """Record one generated token and its text; the finish reason if it ends the sequence."""
         sequence.last_token = token
         sequence.generated += 1
+        sequence.pending_ids.append(token)
         request = sequence.request
         if token == self.model.eos_token_id and not request.ignore_eos:
-            sequence.emit(Delta([token], ""))
             return "stop"
-        text = sequence.stopper.feed(sequence.detokenizer.push(token))
-        sequence.emit(Delta([token], text))
+        sequence.pending_text += sequence.stopper.feed(sequence.detokenizer.push(token))
         if sequence.stopper.stopped:
             return "stop"
         if sequence.generated >= request.max_tokens or sequence.length + 1 >= self.max_context:
@@ -281,51 +375,84 @@ class BatchingEngine:
             return "deadline"
         return None
 
-    def _finish(self, sequence: Sequence, reason: str) -> None:
-        tail = sequence.stopper.flush()
-        if tail:
-            sequence.emit(Delta([], tail))
-        finished_ns = time.time_ns()
-        sequence.emit(Finish(
+    def _finish(self, sequence: Sequence, reason: str, error: str | None = None) -> None:
+        sequence.pending_text += sequence.stopper.flush()
+        sequence.flush()
+        finished_ns, finished_at = time.time_ns(), time.perf_counter()
+        finish = Finish(
             reason=reason,
             prompt_tokens=len(sequence.request.prompt_ids),
             completion_tokens=sequence.generated,
             timings=Timings(
-                queue_seconds=sequence.admitted_at - sequence.submitted_at,
+                queue_seconds=(sequence.admitted_at or finished_at) - sequence.submitted_at,
                 prefill_seconds=sequence.prefill_seconds,
                 decode_seconds=sequence.decode_seconds,
                 decode_steps=sequence.decode_steps,
+                resident_seconds=finished_at - sequence.submitted_at,
+                engine_busy_seconds=self.clock.busy_seconds - sequence.busy_at_submit,
                 submitted_ns=sequence.submitted_ns,
                 admitted_ns=sequence.admitted_ns,
                 first_token_ns=sequence.first_token_ns or finished_ns,
                 finished_ns=finished_ns,
             ),
-        ))
+            error=error,
+        )
+        with self._wake:
+            self._by_id.pop(sequence.id, None)
+        sequence.emit(finish)
+        self.metrics.sequences.labels(reason).inc()
+        if sequence.detached:
+            self._report_unread(sequence, finish)
+
+    def _report_unread(self, sequence: Sequence, finish: Finish) -> None:
+        """The caller left without reading the end: the decoder's own record of what it consumed."""
+        t = finish.timings
+        self.metrics.unread_seconds.labels("prefill").inc(t.prefill_seconds)
+        self.metrics.unread_seconds.labels("decode").inc(t.decode_seconds)
+        log.warning("sequence_unread", extra={"fields": {
+            "sequence_id": sequence.id, "request_id": sequence.request.request_id, "tenant": sequence.request.tenant,
+            "finish_reason": finish.reason, "prefill_seconds": t.prefill_seconds, "decode_seconds": t.decode_seconds,
+            "completion_tokens": finish.completion_tokens}})
 
     def _keep(self, survivors: list[Sequence]) -> None:
         rows = [i for i, s in enumerate(self._running) if any(s is kept for kept in survivors)]
         self._cache = kv.keep_rows(self._cache, rows, [self._running[i].length for i in rows])
         self._running = [self._running[i] for i in rows]
 
-    def _fail_all(self) -> None:
+    def _fail_all(self, error: str) -> None:
+        """End every sequence held: those in the failed step are charged its time so far."""
         with self._wake:
-            victims = [*self._running, *self._waiting]
+            waiting = list(self._waiting)
             self._waiting.clear()
-        self._running, self._cache = [], None
-        for sequence in victims:
-            sequence.emit(Finish("error", len(sequence.request.prompt_ids), sequence.generated, Timings(
-                0.0, sequence.prefill_seconds, sequence.decode_seconds, sequence.decode_steps,
-                sequence.submitted_ns, sequence.admitted_ns, sequence.first_token_ns, time.time_ns())))
+        held = [*self._running, *self._admitting]
+        in_step, phase = (self._admitting, "prefill") if self._admitting else (self._running, "decode")
+        if in_step:
+            share = self._busy_lap(phase) / len(in_step)
+            for sequence in in_step:
+                if phase == "decode":
+                    sequence.decode_seconds += share
+                else:
+                    sequence.prefill_seconds += share
+        self._running, self._admitting, self._cache = [], [], None
+        for sequence in [*held, *waiting]:
+            self._finish(sequence, "error", error)
         self._publish_occupancy()
+
+    def _maybe_inject_fault(self) -> None:
+        rate = self.faults.plan.step_error_rate
+        if rate and self._fault_rng.random() < rate:
+            raise InjectedFault("injected step failure (fault plan)")
 
     @staticmethod
     def _past_deadline(sequence: Sequence) -> bool:
         deadline = sequence.request.deadline
         return deadline is not None and time.monotonic() >= deadline
 
-    def _record_busy(self, phase: str, seconds: float) -> None:
+    def _busy_lap(self, phase: str) -> float:
+        seconds = self.clock.busy_lap()
         self.metrics.busy_seconds.labels(phase).inc(seconds)
         self.metrics.step_duration.labels(phase).observe(seconds)
+        return seconds
 
     def _publish_occupancy(self) -> None:
         self.metrics.slots_used.set(len(self._running))

@@ -1,34 +1,24 @@
-"""POST /v1/generate streams newline-delimited JSON over one connection: token deltas, then a summary."""
+"""POST /v1/generate streams newline-delimited JSON events over one connection (lynx.contracts.decoder)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from opentelemetry import trace
-from pydantic import BaseModel, Field
 
+from lynx.contracts.decoder import (
+    CancelResponse, DecoderTimings, GenerateRequest, StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
+)
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence
 from lynx.decoder.sampling import SamplingParams
 from lynx.errors import LynxError
+from lynx.streaming import ObservedStream, StreamEnd
+from lynx.telemetry.request_id import request_id_var
 
 router = APIRouter(prefix="/v1")
 NDJSON = "application/x-ndjson"
-
-
-class GenerateRequest(BaseModel):
-    input_ids: list[int] = Field(min_length=1, max_length=8192)
-    max_tokens: int = Field(default=128, ge=1, le=8192)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: list[str] = Field(default_factory=list, max_length=4)
-    deadline_seconds: float | None = Field(default=None, gt=0, le=3600,
-                                           description="Wall-clock budget from arrival; ends with reason 'deadline'.")
-    seed: int | None = None
-    ignore_eos: bool = Field(default=False, description="Generate max_tokens even past end-of-sequence (benchmarks).")
 
 
 def validate_against_model(body: GenerateRequest, engine: BatchingEngine) -> None:
@@ -50,7 +40,7 @@ async def info(request: Request) -> dict:
 
 
 @router.post("/generate")
-async def generate(body: GenerateRequest, request: Request) -> StreamingResponse:
+async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
     state = request.app.state
     engine: BatchingEngine = state.engine
     validate_against_model(body, engine)
@@ -59,58 +49,81 @@ async def generate(body: GenerateRequest, request: Request) -> StreamingResponse
         sequence = engine.submit(GenerationRequest(
             prompt_ids=body.input_ids, max_tokens=body.max_tokens,
             sampling=SamplingParams(body.temperature, body.top_p), stop=tuple(body.stop),
-            deadline=deadline, seed=body.seed, ignore_eos=body.ignore_eos))
+            deadline=deadline, seed=body.seed, ignore_eos=body.ignore_eos, tenant=body.tenant,
+            request_id=request_id_var.get()))
     except QueueFull:
         retry = str(state.settings.retry_after_seconds)
         raise LynxError(503, f"The decoder's {engine.slots} slots and {engine.queue_capacity} queue places are "
                         f"all taken; retry after {retry} s.", "queue_full", "server_overloaded",
                         headers={"Retry-After": retry}) from None
-    return StreamingResponse(stream_events(sequence, engine, state.tracer), media_type=NDJSON)
+    started = StreamStarted(sequence_id=sequence.id,
+                            cancel_url=f"{state.settings.advertised_url()}/v1/generate/{sequence.id}/cancel")
+    progress = {"finished": False}
+
+    def on_end(_: StreamEnd) -> None:
+        if not progress["finished"]:  # the reader is gone: stop the sequence and let the decoder log its cost
+            engine.detach(sequence)
+
+    return ObservedStream(stream_events(sequence, started, state.tracer, progress), media_type=NDJSON, on_end=on_end)
 
 
-async def stream_events(sequence: Sequence, engine: BatchingEngine, tracer: trace.Tracer) -> AsyncIterator[bytes]:
-    """NDJSON lines; events that piled up while the client was being written to go out in one write."""
-    finished = False
-    try:
-        while not finished:
-            events = [await sequence.events.get()]
-            while not sequence.events.empty():
-                events.append(sequence.events.get_nowait())
-            lines = []
-            for event in events:
-                if isinstance(event, Finish):
-                    finished = True
-                    record_stage_spans(tracer, event)
-                    lines.append(finish_line(event))
-                else:
-                    lines.append({"ids": event.token_ids, "text": event.text})
-            yield "".join(json.dumps(line) + "\n" for line in lines).encode()
-    finally:
-        if not finished:  # the client went away: give the slot back now
-            engine.cancel(sequence)
+@router.post("/generate/{sequence_id}/cancel")
+async def cancel(sequence_id: str, request: Request) -> CancelResponse:
+    """Stop a sequence at the next step; its stream still ends with a ``finished`` event."""
+    return CancelResponse(cancelled=request.app.state.engine.cancel_by_id(sequence_id))
 
 
-def finish_line(event: Finish) -> dict:
+async def stream_events(sequence: Sequence, started: StreamStarted, tracer: trace.Tracer,
+                        progress: dict[str, bool]) -> AsyncIterator[bytes]:
+    """Events that piled up while the client was being written to go out in one write."""
+    yield encode_events([started])
+    while not progress["finished"]:
+        events = [await sequence.events.get()]
+        while not sequence.events.empty():
+            events.append(sequence.events.get_nowait())
+        lines: list[TokenDelta | StreamFinished] = []
+        for event in events:
+            if isinstance(event, Finish):
+                progress["finished"] = True
+                record_stage_spans(tracer, event)
+                lines.append(finished_event(event))
+            else:
+                lines.append(TokenDelta(ids=event.token_ids, text=event.text, prefill_seconds=event.prefill_seconds,
+                                        decode_seconds=event.decode_seconds))
+        yield encode_events(lines)
+
+
+def finished_event(event: Finish) -> StreamFinished:
     t = event.timings
-    return {
-        "finish_reason": event.reason,
-        "usage": {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens},
-        "timings": {"queue_seconds": t.queue_seconds, "prefill_seconds": t.prefill_seconds,
-                    "decode_seconds": t.decode_seconds, "decode_steps": t.decode_steps},
-    }
+    return StreamFinished(
+        finish_reason=event.reason,
+        usage=Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens),
+        timings=DecoderTimings(queue_seconds=t.queue_seconds, prefill_seconds=t.prefill_seconds,
+                               decode_seconds=t.decode_seconds, decode_steps=t.decode_steps,
+                               resident_seconds=t.resident_seconds, engine_busy_seconds=t.engine_busy_seconds),
+        error=event.error,
+    )
 
 
 def record_stage_spans(tracer: trace.Tracer, event: Finish) -> None:
-    """queue, prefill and decode spans, placed at the times the engine measured."""
+    """queue, prefill and decode spans, placed at the times the engine measured (queue only, if never admitted)."""
     t = event.timings
-    stages = (
-        ("queue", t.submitted_ns, t.admitted_ns, {}),
-        ("prefill", t.admitted_ns, t.first_token_ns,
-         {"gen_ai.usage.input_tokens": event.prompt_tokens, "lynx.attributed_seconds": t.prefill_seconds}),
-        ("decode", t.first_token_ns, t.finished_ns,
-         {"gen_ai.usage.output_tokens": event.completion_tokens, "lynx.attributed_seconds": t.decode_seconds,
-          "lynx.decode.steps": t.decode_steps, "gen_ai.response.finish_reasons": [event.reason]}),
-    )
+    common = {"lynx.finish_reason": event.reason}
+    if not t.admitted_ns:
+        stages = [("queue", t.submitted_ns, t.finished_ns, common)]
+    else:
+        stages = [
+            ("queue", t.submitted_ns, t.admitted_ns, common),
+            ("prefill", t.admitted_ns, t.first_token_ns,
+             {**common, "gen_ai.usage.input_tokens": event.prompt_tokens,
+              "lynx.attributed_seconds": t.prefill_seconds}),
+            ("decode", t.first_token_ns, t.finished_ns,
+             {**common, "gen_ai.usage.output_tokens": event.completion_tokens,
+              "lynx.attributed_seconds": t.decode_seconds, "lynx.decode.steps": t.decode_steps,
+              "gen_ai.response.finish_reasons": [event.reason]}),
+        ]
     for name, start, end, attributes in stages:
         span = tracer.start_span(name, start_time=start, attributes=attributes)
+        if event.reason == "error":
+            span.set_status(trace.Status(trace.StatusCode.ERROR, event.error or "engine failure"))
         span.end(end_time=max(end, start))

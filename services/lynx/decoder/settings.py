@@ -6,7 +6,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from lynx.decoder.shares import StepCostModel
 from lynx.settings import ServiceSettings, default_cache_dir
+
+UNROUTABLE_HOSTS = ("0.0.0.0", "::", "")
 
 
 class DecoderSettings(ServiceSettings):
@@ -26,3 +29,20 @@ class DecoderSettings(ServiceSettings):
     prefill_token_budget: int = Field(
         default=512, ge=1, description="Prompt tokens prefilled per engine step before decoding resumes.")
     retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent when the queue is full.")
+    advertise_url: str | None = Field(
+        default=None, description="How callers reach this very instance (to cancel a sequence it holds), e.g. "
+        "http://$(POD_IP):8083. Default: http://host:port, or the caller's decoder URL when host is 0.0.0.0.")
+    step_fixed_seconds: float = Field(default=0.0, ge=0, description="Decode step cost model: the part shared "
+                                      "evenly by a step's rows (docs/COSTS.md has the measurement).")
+    step_row_seconds: float = Field(default=1.0, ge=0, description="Decode step cost model: the part each row adds.")
+    step_context_token_seconds: float = Field(
+        default=0.0, ge=0, description="Decode step cost model: the part each token of a row's context adds.")
+
+    def advertised_url(self) -> str:
+        """The base URL in cancel links; empty means 'relative to whatever URL reached this decoder'."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        return "" if self.host in UNROUTABLE_HOSTS else f"http://{self.host}:{self.port}"
+
+    def step_cost(self) -> StepCostModel:
+        return StepCostModel(self.step_fixed_seconds, self.step_row_seconds, self.step_context_token_seconds)

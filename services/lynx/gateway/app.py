@@ -9,8 +9,12 @@ from lynx.gateway.routes import router
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.gateway.upstream import Upstreams
+from lynx.accounting.ledger import Ledger
+from lynx.accounting.pricing import CostSettings
 from lynx.service import create_service_app, ready_when_loaded
-from lynx.telemetry.cost import CostRecorder, CostSettings
+
+# On shutdown, how long open streams get to bring their decoder's final report so they can be charged.
+DRAIN_SECONDS = 10.0
 
 
 async def ready_with_upstreams(app: FastAPI) -> bool:
@@ -26,10 +30,12 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
         upstreams = Upstreams.connect(settings, app.state.tracer_provider)
         app.state.upstreams = upstreams
         app.state.tenants = TenantRegistry(settings.tenants_file)
-        app.state.pipeline = Pipeline(settings, upstreams, CostRecorder(cost_settings), app.state.tracer)
+        pipeline = Pipeline(settings, upstreams, Ledger(cost_settings), app.state.tracer)
+        app.state.pipeline = pipeline
         try:
             yield
         finally:
+            await pipeline.drain(DRAIN_SECONDS)
             await upstreams.aclose()
 
     return create_service_app(name="gateway", settings=settings, lifespan=lifespan, router=router,

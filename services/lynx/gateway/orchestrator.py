@@ -1,34 +1,47 @@
-"""One request's path: retrieve -> chat template + tokenize -> decode (streamed) -> cost.
+"""One request's path: retrieve -> chat template + tokenize -> decode (streamed) -> one ledger entry.
 
-``Pipeline.start`` does everything that can still fail with a clean HTTP status (bad key
-budget, context too long, queue full) before any byte of the response is sent; the returned
-``Generation`` then streams text and closes the cost record when the decoder finishes.
+``Pipeline.start`` does everything that can still fail with a clean HTTP status (context too
+long, queue full, a deadline that runs out before the first token) before any byte of the
+response is sent, and returns a ``Generation`` once the first token is ready. The decoder's
+stream is read by a task of its own that the client cannot cancel: whether the client reads to
+the end, leaves, or the gateway shuts down, that task reads the decoder's final report (after
+asking the decoder to stop, if nobody is listening any more) and makes the request's one ledger
+entry before anything that awaits. docs/COSTS.md says why the entry is made here.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
+from pydantic import ValidationError
 
+from lynx.accounting.clock import StageClock
+from lynx.accounting.ledger import Charge, Ledger, Settlement
+from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes
+from lynx.contracts.decoder import GenerateRequest, StreamFinished, StreamStarted, TokenDelta, parse_event
+from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
+from lynx.contracts.tokenizer import ChatMessage, ChatTemplateRequest, TokenizeRequest, TokenizeResponse
 from lynx.errors import LynxError
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams, post_json, unreachable, upstream_failure
-from lynx.telemetry.cost import CostBreakdown, CostRecorder, RemoteCall, RequestTimes
 from lynx.telemetry.metrics import generation_metrics
+from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.tracing import trace_ids
 
 log = logging.getLogger("lynx.gateway")
-NO_CALL = RemoteCall(0.0, 0.0)
 CONTEXT_INSTRUCTION = (
     "Answer the user's question. The passages below may help; use them only if they are relevant.\n\n")
+# How long an abandoned stream may take to bring the decoder's final report before the gateway
+# charges the last figures the decoder sent (the decoder then logs the rest as unread).
+CANCEL_GRACE_SECONDS = 5.0
+END = object()
+DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
 @dataclass(frozen=True)
@@ -42,44 +55,81 @@ class Job:
     top_p: float
     stop: list[str]
     seed: int | None
-    messages: list[dict[str, str]] = field(default_factory=list)
+    messages: list[ChatMessage] = field(default_factory=list)
     prompt: str = ""
     retrieval_top_k: int = 0
-    started: float = field(default_factory=time.perf_counter)
+    clock: StageClock = field(default_factory=StageClock)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost: CostBreakdown
-    identity_violations: list[str]
-    timings: dict[str, float]
-
-
-def with_passages(messages: list[dict[str, str]], passages: list[dict]) -> list[dict[str, str]]:
+def with_passages(messages: list[ChatMessage], passages: list[RetrievedPassage]) -> list[ChatMessage]:
     """Put the retrieved passages into the system message (creating one if needed)."""
     if not passages:
         return messages
-    context = CONTEXT_INSTRUCTION + "\n\n".join(f"[{p['source']}] {p['text']}" for p in passages)
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": messages[0]["content"] + "\n\n" + context}, *messages[1:]]
-    return [{"role": "system", "content": context}, *messages]
+    context = CONTEXT_INSTRUCTION + "\n\n".join(f"[{p.source}] {p.text}" for p in passages)
+    if messages and messages[0].role == "system":
+        return [ChatMessage(role="system", content=messages[0].content + "\n\n" + context), *messages[1:]]
+    return [ChatMessage(role="system", content=context), *messages]
 
 
-def last_user_text(messages: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+def last_user_text(messages: list[ChatMessage]) -> str:
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+
+
+def outcome_of(abandoned: str | None, failure: LynxError | None, finished: StreamFinished | None) -> str:
+    """The ledger's outcome: completed, client_closed, failed or deadline."""
+    if abandoned:
+        return abandoned
+    if failure is not None or finished is None:
+        return "failed"
+    return {"deadline": "deadline", "error": "failed", "cancelled": "failed"}.get(finished.finish_reason, "completed")
+
+
+class RequestAccount:
+    """The request span and the request's one ledger entry, made exactly once, whatever path gets there first."""
+
+    def __init__(self, ledger: Ledger, model: str, job: Job, span: Span) -> None:
+        self.ledger = ledger
+        self.model = model
+        self.job = job
+        self.span = span
+        self.trace_id, _ = trace_ids(span)
+        self.request_id = request_id_var.get()
+        self.tokenize = NO_CALL
+        self.retrieve = NO_CALL
+        self.prompt_tokens = 0
+        self.settlement: Settlement | None = None
+        self.times: RequestTimes | None = None
+        self.outcome: str | None = None
+
+    def settle(self, outcome: str, decoder: DecoderUse, completion_tokens: int, finish_reason: str | None,
+               error: str | None = None) -> Settlement:
+        if self.settlement is not None:
+            return self.settlement
+        clock = self.job.clock
+        times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
+                             tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder)
+        self.outcome, self.times = outcome, times
+        self.settlement = self.ledger.charge(Charge(
+            tenant=self.job.tenant.id, model=self.model, outcome=outcome, times=times,
+            prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens, finish_reason=finish_reason,
+            trace_id=self.trace_id, request_id=self.request_id, error=error), self.span)
+        if finish_reason:
+            self.span.set_attribute("gen_ai.response.finish_reasons", [finish_reason])
+        if outcome in ("failed", "deadline"):
+            self.span.set_status(Status(StatusCode.ERROR, error or outcome))
+        self.span.end()
+        return self.settlement
 
 
 class Pipeline:
-    def __init__(self, settings: GatewaySettings, upstreams: Upstreams, recorder: CostRecorder,
+    def __init__(self, settings: GatewaySettings, upstreams: Upstreams, ledger: Ledger,
                  tracer: trace.Tracer) -> None:
         self.settings = settings
         self.upstreams = upstreams
-        self.recorder = recorder
+        self.ledger = ledger
         self.tracer = tracer
         self.metrics = generation_metrics()
+        self.generations: set[Generation] = set()
         for stage, budget in settings.stage_budgets_seconds.items():
             self.metrics.stage_budget.labels(stage).set(budget)
 
@@ -92,121 +142,274 @@ class Pipeline:
             "gen_ai.request.top_p": job.top_p,
             "lynx.tenant": job.tenant.id,
         })
+        account = RequestAccount(self.ledger, self.settings.model_name, job, span)
+        generation: Generation | None = None
         try:
             with trace.use_span(span, end_on_exit=False):
-                return await self._open(job, span)
+                generation = await self._open(job, account)
+                await generation.first_token()
+                return generation
         except BaseException as error:
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            span.end()
+            if generation is not None:
+                generation.abandon("failed")  # a no-op once its stream has settled the request
+            else:
+                timed_out = isinstance(error, LynxError) and error.code == DEADLINE_EXCEEDED
+                account.settle("deadline" if timed_out else "failed", DecoderUse(wall_seconds=0.0), 0, None,
+                               describe(error))
+            if isinstance(error, LynxError) and account.settlement is not None:
+                error.cost = account.settlement.cost.as_dict()
             raise
 
-    async def _open(self, job: Job, span: Span) -> Generation:
-        passages, retrieve = await self._retrieve(job)
-        if job.operation == "chat":
-            answer, tokenize_wall = await post_json(self.upstreams.tokenizer, "tokenizer", "/v1/chat",
-                                                    {"messages": with_passages(job.messages, passages)})
-        else:
-            answer, tokenize_wall = await post_json(self.upstreams.tokenizer, "tokenizer", "/v1/tokenize",
-                                                    {"text": job.prompt})
-        tokenize = RemoteCall(answer["seconds"], tokenize_wall)
-        self.metrics.stage_duration.labels("tokenize").observe(tokenize_wall)
-        span.set_attribute("gen_ai.usage.input_tokens", answer["count"])
-        remaining = self.settings.request_deadline_seconds - (time.perf_counter() - job.started)
-        payload = {"input_ids": answer["ids"], "max_tokens": job.max_tokens, "temperature": job.temperature,
-                   "top_p": job.top_p, "stop": job.stop, "seed": job.seed, "deadline_seconds": max(remaining, 0.001)}
-        decoder_started = time.perf_counter()
-        request = self.upstreams.decoder.build_request("POST", "/v1/generate", json=payload)
-        try:
-            response = await self.upstreams.decoder.send(request, stream=True)
-        except httpx.HTTPError as error:
-            raise unreachable("decoder", error) from error
-        if response.status_code != 200:
-            await response.aread()
-            await response.aclose()
-            raise upstream_failure("decoder", response)
-        return Generation(self, job, span, response, passages, retrieve, tokenize, decoder_started)
+    async def drain(self, timeout: float) -> None:
+        """Gateway shutdown: stop the streams still open and wait (bounded) until each is charged."""
+        pending = list(self.generations)
+        for generation in pending:
+            generation.abandon("failed")
+        if pending:
+            await asyncio.wait([g.task for g in pending if g.task], timeout=timeout)
 
-    async def _retrieve(self, job: Job) -> tuple[list[dict], RemoteCall]:
+    async def _open(self, job: Job, account: RequestAccount) -> Generation:
+        clock = job.clock
+        passages = await self._retrieve(job, account)
+        with clock.stage("gateway"):
+            if job.operation == "chat":
+                path, body = "/v1/chat", ChatTemplateRequest(messages=with_passages(job.messages, passages))
+            else:
+                path, body = "/v1/tokenize", TokenizeRequest(text=job.prompt)
+        with clock.stage("tokenize"):
+            answer = await post_json(self.upstreams.tokenizer, "tokenizer", path, body, TokenizeResponse)
+        with clock.stage("gateway"):
+            account.tokenize = RemoteCall(answer.seconds, clock.seconds["tokenize"])
+            account.prompt_tokens = answer.count
+            account.span.set_attribute("gen_ai.usage.input_tokens", answer.count)
+            self.metrics.stage_duration.labels("tokenize").observe(clock.seconds["tokenize"])
+            remaining = self.settings.request_deadline_seconds - clock.elapsed()
+            if remaining <= 0:
+                raise self.deadline_error()
+            request = GenerateRequest(
+                input_ids=answer.ids, max_tokens=job.max_tokens, temperature=job.temperature, top_p=job.top_p,
+                stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id)
+            generation = Generation(self, job, account, passages, request)
+            generation.start()
+        return generation
+
+    def deadline_error(self) -> LynxError:
+        return LynxError(504, f"The request's deadline ({self.settings.request_deadline_seconds:g} s) ran out before "
+                         "its first token was ready; retry later, or send a shorter prompt.", DEADLINE_EXCEEDED,
+                         "timeout_error")
+
+    async def _retrieve(self, job: Job, account: RequestAccount) -> list[RetrievedPassage]:
         query = last_user_text(job.messages)
         if job.operation != "chat" or job.retrieval_top_k == 0 or not query:
-            return [], NO_CALL
-        answer, wall = await post_json(self.upstreams.retriever, "retriever", "/v1/retrieve",
-                                       {"query": query, "top_k": job.retrieval_top_k})
-        self.metrics.stage_duration.labels("retrieve").observe(wall)
-        relevant = [p for p in answer["passages"] if p["score"] >= self.settings.retrieval_min_score]
-        return relevant, RemoteCall(answer["seconds"], wall)
+            return []
+        clock = job.clock
+        with clock.stage("retrieve"):
+            answer = await post_json(self.upstreams.retriever, "retriever", "/v1/retrieve",
+                                     RetrieveRequest(query=query, top_k=job.retrieval_top_k), RetrieveResponse)
+        with clock.stage("gateway"):
+            account.retrieve = RemoteCall(answer.seconds, clock.seconds["retrieve"])
+            self.metrics.stage_duration.labels("retrieve").observe(clock.seconds["retrieve"])
+            return [p for p in answer.passages if p.score >= self.settings.retrieval_min_score]
+
+
+def describe(error: BaseException) -> str:
+    return error.message if isinstance(error, LynxError) else type(error).__name__
 
 
 class Generation:
-    """A decoder stream in progress; iterate ``text()``, then read ``outcome``."""
+    """A decoder stream in progress, read by its own task; iterate ``text()``, then read the settlement."""
 
-    def __init__(self, pipeline: Pipeline, job: Job, span: Span, response: httpx.Response, passages: list[dict],
-                 retrieve: RemoteCall, tokenize: RemoteCall, decoder_started: float) -> None:
+    def __init__(self, pipeline: Pipeline, job: Job, account: RequestAccount, passages: list[RetrievedPassage],
+                 request: GenerateRequest) -> None:
         self.pipeline = pipeline
         self.job = job
-        self.span = span
-        self.response = response
+        self.account = account
         self.passages = passages
-        self.retrieve = retrieve
-        self.tokenize = tokenize
-        self.decoder_started = decoder_started
-        self.trace_id, _ = trace_ids(span)
-        self.outcome: Outcome | None = None
+        self.request = request
+        self.deltas: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.started: StreamStarted | None = None
+        self.finished: StreamFinished | None = None
+        self.failure: LynxError | None = None
+        self.abandoned: str | None = None
+        self.completion_tokens = 0
+        self.consumed = (0.0, 0.0)  # prefill and decode seconds, as of the decoder's last delta
+        self._first = asyncio.Event()
+        self._response: httpx.Response | None = None
+        self._helpers: set[asyncio.Task] = set()
 
-    async def text(self) -> AsyncIterator[str]:
-        """Text deltas as the decoder produces them; sets ``outcome`` at the end."""
-        metrics = self.pipeline.metrics
-        model = self.pipeline.settings.model_name
-        first_token_seen = False
+    @property
+    def trace_id(self) -> str:
+        return self.account.trace_id
+
+    @property
+    def settlement(self) -> Settlement | None:
+        return self.account.settlement
+
+    @property
+    def finish_reason(self) -> str:
+        """What the client is told: stop, length or deadline."""
+        reason = self.finished.finish_reason if self.finished else "stop"
+        return reason if reason in ("stop", "length", "deadline") else "stop"
+
+    def timings(self) -> dict[str, float]:
+        """The settled request's seconds, as charged (for the response's ``lynx.timings``)."""
+        times = self.account.times
+        t = self.finished.timings if self.finished else None
+        return {"queue_seconds": t.queue_seconds if t else 0.0, "prefill_seconds": times.decoder.prefill_seconds,
+                "decode_seconds": times.decoder.decode_seconds, "decode_steps": t.decode_steps if t else 0,
+                "wall_seconds": times.wall_seconds, "other_seconds": times.gateway_seconds,
+                "tokenize_seconds": times.tokenize.busy_seconds, "retrieve_seconds": times.retrieve.busy_seconds}
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        stop_timer = self.job.clock.start_stage("decoder")  # from now: no gap before the task runs
+        self.task = asyncio.create_task(self._pump(stop_timer), name="lynx-decoder-stream")
+        self.pipeline.generations.add(self)
+
+    async def first_token(self) -> None:
+        """Returns once a token is ready; raises when the request ended before its first one."""
+        await self._first.wait()
+        if self.completion_tokens == 0 and self.settlement is not None:
+            raise self._with_cost(self.failure or self._ended_without_tokens())
+
+    async def text(self):
+        """Text deltas as the decoder produces them; raises the failure, if the generation failed."""
+        while (delta := await self.deltas.get()) is not END:
+            yield delta
+        if self.failure is not None:
+            raise self._with_cost(self.failure)
+
+    def abandon(self, outcome: str) -> None:
+        """Nobody will read the rest (the client left, or the gateway is stopping): stop the decoder early.
+
+        Synchronous, so it runs even from a cancelled task; the stream task keeps reading until the
+        decoder's final report arrives (or CANCEL_GRACE_SECONDS pass) and charges the request."""
+        if self.settlement is not None or self.abandoned:
+            return
+        self.abandoned = outcome
+        if self.started is not None:
+            self._spawn(self._cancel_upstream())
+        asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, self._give_up)
+
+    # --- the stream task --------------------------------------------------------------------
+    async def _pump(self, stop_timer) -> None:
         try:
-            with trace.use_span(self.span, end_on_exit=False):
-                async for line in self.response.aiter_lines():
-                    if not line:
-                        continue
-                    event = json.loads(line)
-                    if "finish_reason" in event:
-                        self.outcome = self._close(event)
-                        return
-                    if event["ids"] and not first_token_seen:
-                        first_token_seen = True
-                        metrics.time_to_first_token.labels(model).observe(
-                            time.perf_counter() - self.job.started, {"trace_id": self.trace_id} if self.trace_id else None)
-                    if event["text"]:
-                        yield event["text"]
-            raise LynxError(502, "The decoder stream ended without finishing.", "upstream_error", "server_error")
+            with trace.use_span(self.account.span, end_on_exit=False):
+                await self._read()
+        except LynxError as error:
+            self.failure = error
+        except httpx.HTTPError as error:
+            self.failure = unreachable("decoder", error)
+        except ValidationError:
+            self.failure = LynxError(502, "The decoder sent an event this gateway cannot read; check that both run "
+                                     "the same lynx version.", "upstream_error", "server_error")
+        except asyncio.CancelledError:
+            self.failure = LynxError(503, "The gateway stopped before the decoder finished; retry.",
+                                     "gateway_stopping", "server_error", headers={"Retry-After": "1"})
+            self.abandoned = self.abandoned or "failed"
+            raise
+        finally:
+            stop_timer()
+            try:
+                self._settle()
+            finally:  # the reader must never wait forever, even if charging failed
+                self._first.set()
+                self.deltas.put_nowait(END)
+                self.pipeline.generations.discard(self)
+            if self._response is not None:
+                await self._response.aclose()
+
+    async def _read(self) -> None:
+        client = self.pipeline.upstreams.decoder
+        request = client.build_request("POST", "/v1/generate", content=self.request.model_dump_json(),
+                                       headers={"content-type": "application/json"})
+        try:
+            self._response = await client.send(request, stream=True)
         except httpx.HTTPError as error:
             raise unreachable("decoder", error) from error
-        finally:
-            await self.response.aclose()  # also tells the decoder to free the slot if we stopped early
-            if self.outcome is None:
-                self.span.set_status(Status(StatusCode.ERROR, "stream ended early"))
-                log.info("stream_abandoned")
-            self.span.end()
+        if self._response.status_code != 200:
+            await self._response.aread()
+            raise upstream_failure("decoder", self._response)
+        async for line in self._response.aiter_lines():
+            if not line:
+                continue
+            event = parse_event(line)
+            if isinstance(event, StreamStarted):
+                self.started = event
+                if self.abandoned:
+                    self._spawn(self._cancel_upstream())
+            elif isinstance(event, TokenDelta):
+                self._on_delta(event)
+            else:
+                self.finished = event
+                if event.finish_reason == "error":
+                    self.failure = LynxError(502, "The decoder failed while generating; the request id in "
+                                             "X-Request-ID finds it in the logs.", "upstream_error", "server_error")
+                return
+        raise LynxError(502, "The decoder's stream ended without its final report.", "upstream_error",
+                        "server_error")
 
-    def _close(self, event: dict) -> Outcome:
-        now = time.perf_counter()
-        timings, usage = event["timings"], event["usage"]
-        if event["finish_reason"] == "error":
-            raise LynxError(502, "The decoder failed while generating.", "upstream_error", "server_error")
-        times = RequestTimes(
-            wall_seconds=now - self.job.started, tokenize=self.tokenize, retrieve=self.retrieve,
-            decoder_wall_seconds=now - self.decoder_started,
-            prefill_seconds=timings["prefill_seconds"], decode_seconds=timings["decode_seconds"])
-        model = self.pipeline.settings.model_name
-        metrics = self.pipeline.metrics
-        metrics.tokens.labels("input", model).inc(usage["prompt_tokens"])
-        metrics.tokens.labels("output", model).inc(usage["completion_tokens"])
-        for stage in ("queue", "prefill", "decode"):
-            metrics.stage_duration.labels(stage).observe(timings[f"{stage}_seconds"])
-        self.span.set_attributes({
-            "gen_ai.usage.input_tokens": usage["prompt_tokens"],
-            "gen_ai.usage.output_tokens": usage["completion_tokens"],
-            "gen_ai.response.model": model,
-            "gen_ai.response.finish_reasons": [event["finish_reason"]],
-        })
-        cost, violations = self.pipeline.recorder.record(
-            times, tenant=self.job.tenant.id, output_tokens=usage["completion_tokens"], span=self.span,
-            trace_id=self.trace_id)
-        return Outcome(event["finish_reason"], usage["prompt_tokens"], usage["completion_tokens"], cost, violations,
-                       {**timings, "wall_seconds": times.wall_seconds, "other_seconds": times.other_seconds,
-                        "tokenize_seconds": self.tokenize.busy_seconds, "retrieve_seconds": self.retrieve.busy_seconds})
+    def _on_delta(self, event: TokenDelta) -> None:
+        self.consumed = (event.prefill_seconds, event.decode_seconds)
+        if event.ids:
+            if self.completion_tokens == 0:
+                exemplar = {"trace_id": self.trace_id} if self.trace_id else None
+                self.pipeline.metrics.time_to_first_token.labels(self.pipeline.settings.model_name).observe(
+                    self.job.clock.elapsed(), exemplar)
+            self.completion_tokens += len(event.ids)
+            self._first.set()
+        if event.text and not self.abandoned:
+            self.deltas.put_nowait(event.text)
+
+    def account_use(self) -> DecoderUse:
+        """What the decoder consumed: its final report, or the last figures it sent before it went silent."""
+        wall = self.job.clock.seconds["decoder"]
+        if self.finished is None:
+            return DecoderUse(wall_seconds=wall, prefill_seconds=self.consumed[0], decode_seconds=self.consumed[1])
+        t = self.finished.timings
+        return DecoderUse(wall_seconds=wall, prefill_seconds=t.prefill_seconds, decode_seconds=t.decode_seconds,
+                          resident_seconds=t.resident_seconds, engine_busy_seconds=t.engine_busy_seconds)
+
+    def _settle(self) -> None:
+        finished = self.finished
+        completion_tokens = finished.usage.completion_tokens if finished else self.completion_tokens
+        error = self.failure.message if self.failure else None
+        if finished is not None:
+            for stage, seconds in (("queue", finished.timings.queue_seconds),
+                                   ("prefill", finished.timings.prefill_seconds),
+                                   ("decode", finished.timings.decode_seconds)):
+                self.pipeline.metrics.stage_duration.labels(stage).observe(seconds)
+            error = error if finished.error is None else f"{error}: {finished.error}"
+        self.account.settle(outcome_of(self.abandoned, self.failure, finished), self.account_use(), completion_tokens,
+                            finished.finish_reason if finished else None, error)
+
+    def _ended_without_tokens(self) -> LynxError:
+        if self.finished is not None and self.finished.finish_reason == "deadline":
+            return self.pipeline.deadline_error()
+        return LynxError(502, "The decoder ended the request before its first token.", "upstream_error",
+                         "server_error")
+
+    def _with_cost(self, error: LynxError) -> LynxError:
+        if self.settlement is not None:
+            error.cost = self.settlement.cost.as_dict()
+        return error
+
+    async def _cancel_upstream(self) -> None:
+        with trace.use_span(self.account.span, end_on_exit=False):
+            try:
+                await self.pipeline.upstreams.decoder.post(self.started.cancel_url)
+            except httpx.HTTPError as error:  # closing the stream makes the decoder stop and log it instead
+                log.warning("decoder_cancel_failed", extra={"fields": {"error": type(error).__name__}})
+                if self._response is not None:
+                    await self._response.aclose()
+
+    def _give_up(self) -> None:
+        if self.task is not None and not self.task.done():
+            log.warning("decoder_final_report_missing", extra={"fields": {"after_s": CANCEL_GRACE_SECONDS}})
+            self.task.cancel()
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)

@@ -7,7 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from lynx.gateway.orchestrator import Generation, Outcome
+from lynx.gateway.orchestrator import Generation
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,22 @@ CHAT = Shape("chat.completion", "chat.completion.chunk", "chatcmpl-", chat=True)
 COMPLETION = Shape("text_completion", "text_completion", "cmpl-", chat=False)
 
 
-def usage(outcome: Outcome) -> dict:
-    return {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
+def usage(generation: Generation) -> dict:
+    prompt, completion = generation.account.prompt_tokens, generation.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def lynx_field(generation: Generation, request_id: str) -> dict:
     """lynx's additions: the trace id, the cost by stage, timings, and which passages were used."""
-    outcome = generation.outcome
+    settlement = generation.settlement
     return {
         "trace_id": generation.trace_id,
         "request_id": request_id,
-        "cost": outcome.cost.as_dict(),
-        "cost_identity_ok": not outcome.identity_violations,
-        "timings": outcome.timings,
-        "passages": [{"id": p["id"], "source": p["source"], "score": p["score"]} for p in generation.passages],
+        "cost": settlement.cost.as_dict(),
+        "cost_identity_ok": settlement.identity_ok,
+        "outcome": generation.account.outcome,
+        "timings": generation.timings(),
+        "passages": [{"id": p.id, "source": p.source, "score": p.score} for p in generation.passages],
     }
 
 
@@ -63,10 +64,9 @@ class Envelope:
         return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
 
     def complete(self, text: str, generation: Generation, request_id: str) -> dict:
-        outcome = generation.outcome
         return {**self._base(self.shape.object_name),
-                "choices": [self.shape.choice(text, outcome.finish_reason, streaming=False)],
-                "usage": usage(outcome), "lynx": lynx_field(generation, request_id)}
+                "choices": [self.shape.choice(text, generation.finish_reason, streaming=False)],
+                "usage": usage(generation), "lynx": lynx_field(generation, request_id)}
 
     def chunk(self, text: str, *, first: bool = False) -> str:
         body = {**self._base(self.shape.chunk_object_name),
@@ -74,13 +74,12 @@ class Envelope:
         return sse(body)
 
     def final_chunks(self, generation: Generation, request_id: str, include_usage: bool) -> str:
-        outcome = generation.outcome
         last = {**self._base(self.shape.chunk_object_name),
-                "choices": [self.shape.choice("", outcome.finish_reason, streaming=True)],
+                "choices": [self.shape.choice("", generation.finish_reason, streaming=True)],
                 "lynx": lynx_field(generation, request_id)}
         chunks = sse(last)
         if include_usage:
-            chunks += sse({**self._base(self.shape.chunk_object_name), "choices": [], "usage": usage(outcome)})
+            chunks += sse({**self._base(self.shape.chunk_object_name), "choices": [], "usage": usage(generation)})
         return chunks + "data: [DONE]\n\n"
 
 

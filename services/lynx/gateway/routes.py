@@ -1,21 +1,25 @@
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from starlette.datastructures import State
 
+from lynx.accounting.clock import StageClock
+from lynx.contracts.tokenizer import ChatMessage
 from lynx.errors import LynxError
 from lynx.gateway.orchestrator import Generation, Job, Pipeline
 from lynx.gateway.responses import CHAT, COMPLETION, Envelope, Shape, sse
 from lynx.gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant, TenantRegistry
-from lynx.telemetry.logs import request_id_var
+from lynx.streaming import ObservedStream, StreamEnd
+from lynx.telemetry.http import CLIENT_CLOSED_STATUS, EFFECTIVE_STATUS
+from lynx.telemetry.request_id import request_id_var
 
 router = APIRouter(prefix="/v1")
-TRACE_HEADER = "X-Lynx-Trace-Id"
 COST_HEADER = "X-Lynx-Cost-EUR"
 DEFAULT_MAX_TOKENS = {"chat": 256, "text_completion": 16}
 
@@ -43,7 +47,7 @@ def job_fields(body: GenerationFields, operation: str, settings: GatewaySettings
         raise LynxError(400, f"max_tokens is {max_tokens}; it must be at most {settings.max_tokens_limit}.",
                         "invalid_value", param="max_tokens")
     return {"tenant": tenant, "operation": operation, "max_tokens": max_tokens, "temperature": body.temperature,
-            "top_p": body.top_p, "stop": body.stop_list(), "seed": body.seed, "started": time.perf_counter()}
+            "top_p": body.top_p, "stop": body.stop_list(), "seed": body.seed, "clock": StageClock()}
 
 
 @router.get("/models")
@@ -58,7 +62,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, tenant
     settings: GatewaySettings = request.app.state.settings
     top_k = settings.retrieval_top_k if body.retrieval_top_k is None else body.retrieval_top_k
     job = Job(**job_fields(body, "chat", settings, tenant),
-              messages=[{"role": m.role, "content": m.text()} for m in body.messages], retrieval_top_k=top_k)
+              messages=[ChatMessage(role=m.role, content=m.text()) for m in body.messages], retrieval_top_k=top_k)
     return await respond(request, job, CHAT, body)
 
 
@@ -75,24 +79,31 @@ async def respond(request: Request, job: Job, shape: Shape, body: GenerationFiel
     envelope = Envelope(shape, pipeline.settings.model_name)
     request_id = request_id_var.get()
     if body.stream:
-        return StreamingResponse(stream(generation, envelope, request_id, body.include_usage),
-                                 media_type="text/event-stream",
-                                 headers={TRACE_HEADER: generation.trace_id, "Cache-Control": "no-cache"})
-    text = "".join([delta async for delta in generation.text()])
-    return JSONResponse(envelope.complete(text, generation, request_id), headers={
-        TRACE_HEADER: generation.trace_id, COST_HEADER: f"{generation.outcome.cost.total:.12f}"})
+        def on_end(end: StreamEnd) -> None:
+            if generation.settlement is None:
+                generation.abandon("failed" if end is StreamEnd.INTERRUPTED else "client_closed")
+            if generation.abandoned == "client_closed":
+                setattr(request.state, EFFECTIVE_STATUS, CLIENT_CLOSED_STATUS)
 
-
-async def stream(generation: Generation, envelope: Envelope, request_id: str,
-                 include_usage: bool) -> AsyncIterator[str]:
-    token = request_id_var.set(request_id)
+        return ObservedStream(stream(generation, envelope, request_id, body.include_usage, request.state),
+                              media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, on_end=on_end)
     try:
-        yield envelope.chunk("", first=True)
+        text = "".join([delta async for delta in generation.text()])
+    except asyncio.CancelledError:  # the server is stopping under us
+        generation.abandon("failed")
+        raise
+    return JSONResponse(envelope.complete(text, generation, request_id),
+                        headers={COST_HEADER: f"{generation.settlement.cost.total:.12f}"})
+
+
+async def stream(generation: Generation, envelope: Envelope, request_id: str, include_usage: bool,
+                 state: State) -> AsyncIterator[str]:
+    yield envelope.chunk("", first=True)
+    try:
         async for delta in generation.text():
             yield envelope.chunk(delta)
-        yield envelope.final_chunks(generation, request_id, include_usage)
-    except LynxError as error:  # the status line is gone; say it in the stream
+    except LynxError as error:  # the status line is gone: say it in the stream, count it as the error it is
+        setattr(state, EFFECTIVE_STATUS, error.status)
         yield sse(error.body()) + "data: [DONE]\n\n"
-    finally:
-        request_id_var.reset(token)
-
+        return
+    yield envelope.final_chunks(generation, request_id, include_usage)

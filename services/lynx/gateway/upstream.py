@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
+from pydantic import BaseModel, ValidationError
 
 from lynx.errors import LynxError
 from lynx.gateway.settings import GatewaySettings
 from lynx.telemetry.tracing import instrumented_client
 
 READINESS_TIMEOUT = httpx.Timeout(2.0)
+# Upstream refusals that are the client's to fix (or to retry), passed through as they are; any other
+# upstream error is the deployment's fault and becomes a 502.
+CLIENT_FAULT_CODES = {"context_length_exceeded", "queue_full"}
 
 
-@dataclass
 class Upstreams:
-    tokenizer: httpx.AsyncClient
-    retriever: httpx.AsyncClient
-    decoder: httpx.AsyncClient
+    def __init__(self, tokenizer: httpx.AsyncClient, retriever: httpx.AsyncClient, decoder: httpx.AsyncClient) -> None:
+        self.tokenizer = tokenizer
+        self.retriever = retriever
+        self.decoder = decoder
 
     @classmethod
     def connect(cls, settings: GatewaySettings, provider: TracerProvider) -> Upstreams:
@@ -58,28 +61,36 @@ def unreachable(service: str, error: Exception) -> LynxError:
 
 
 def upstream_failure(service: str, response: httpx.Response) -> LynxError:
-    """A client error upstream is the caller's to fix and passes through; anything else is ours."""
+    """Context too long or queue full pass through as the service said them; anything else is a 502."""
     try:
-        error = response.json()["error"]
+        error = dict(response.json()["error"])
     except (ValueError, KeyError, TypeError):
         error = {}
-    retry_after = response.headers.get("retry-after")
-    headers = {"Retry-After": retry_after} if retry_after else {}
-    if 400 <= response.status_code < 500 or response.status_code == 503:
-        return LynxError(response.status_code, error.get("message", f"{service} refused the request"),
-                         error.get("code", "upstream_rejected"), error.get("type", "invalid_request_error"),
-                         error.get("param"), headers)
-    return LynxError(502, f"The {service} service failed ({response.status_code}).", "upstream_error",
-                     "server_error")
+    code, message = str(error.get("code", "")), str(error.get("message", ""))
+    if code in CLIENT_FAULT_CODES:
+        retry_after = response.headers.get("retry-after")
+        return LynxError(response.status_code, message, code, error.get("type", "invalid_request_error"),
+                         error.get("param"), {"Retry-After": retry_after} if retry_after else {})
+    detail = f" ({code}: {message})" if code else ""
+    return LynxError(502, f"The {service} service refused the gateway's call with {response.status_code}{detail}; "
+                     "this is a deployment fault, not the request's.", "upstream_error", "server_error")
 
 
-async def post_json(client: httpx.AsyncClient, service: str, path: str, payload: dict) -> tuple[dict, float]:
-    """The JSON answer and the wall time the call took."""
-    started = time.perf_counter()
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+async def post_json(client: httpx.AsyncClient, service: str, path: str, payload: BaseModel,
+                    answer: type[Answer]) -> Answer:
+    """POST a typed payload and read a typed answer."""
     try:
-        response = await client.post(path, json=payload)
+        response = await client.post(path, content=payload.model_dump_json(),
+                                     headers={"content-type": "application/json"})
     except httpx.HTTPError as error:
         raise unreachable(service, error) from error
     if response.status_code != 200:
         raise upstream_failure(service, response)
-    return response.json(), time.perf_counter() - started
+    try:
+        return answer.model_validate_json(response.content)
+    except ValidationError as error:
+        raise LynxError(502, f"The {service} service answered in a shape this gateway cannot read.",
+                        "upstream_error", "server_error") from error

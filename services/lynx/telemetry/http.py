@@ -1,4 +1,4 @@
-"""ASGI middleware every service runs: request id, RED metrics by route template, body limit."""
+"""ASGI middleware every service runs: request and trace ids, RED metrics by route template, body limit."""
 
 from __future__ import annotations
 
@@ -7,18 +7,26 @@ import logging
 import time
 import uuid
 
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lynx.telemetry.logs import request_id_var
+from lynx.errors import error_body
+from lynx.telemetry.request_id import HEADER as REQUEST_ID_HEADER
+from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.metrics import http_metrics
+from lynx.telemetry.tracing import trace_ids
 
 log = logging.getLogger("lynx.http")
 UNKNOWN_ROUTE = "unknown"
-REQUEST_ID_HEADER = "x-request-id"
+TRACE_ID_HEADER = "x-lynx-trace-id"
+# A handler whose response failed after its status line was sent records what the status would have been
+# here (in the request's state), so RED metrics count it as the error it was.
+EFFECTIVE_STATUS = "lynx_effective_status"
+CLIENT_CLOSED_STATUS = 499  # nginx's code for "the client closed the connection before the answer ended"
 
 
 def route_template(scope: Scope) -> str:
@@ -31,8 +39,16 @@ def valid_request_id(value: str) -> bool:
     return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
 
 
+def effective_status(scope: Scope, sent: int) -> int:
+    return int(scope.get("state", {}).get(EFFECTIVE_STATUS, sent))
+
+
 class ObservedRequests:
-    """Counts and times every request, tags it with a request id, and logs one line for it."""
+    """Counts and times every request, tags it with its request and trace ids, and logs one line for it.
+
+    The request id comes from ``X-Request-ID`` when the caller sent a valid one (so it travels along a
+    request's hops), else it is minted here.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -44,25 +60,32 @@ class ObservedRequests:
         incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         request_id = incoming if valid_request_id(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        scope.setdefault("state", {})
+        trace_id, _ = trace_ids(trace.get_current_span())
+        ids = [(REQUEST_ID_HEADER.encode(), request_id.encode())]
+        if trace_id:
+            ids.append((TRACE_ID_HEADER.encode(), trace_id.encode()))
         method = scope["method"]
         status = 500
         started = time.perf_counter()
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_ids(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [*message.get("headers", []), *ids]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_ids)
         finally:
             elapsed = time.perf_counter() - started
             endpoint = route_template(scope)
+            status = effective_status(scope, status)
+            exemplar = {"trace_id": trace_id} if trace_id else None
             metrics = http_metrics()
-            metrics.requests.labels(endpoint, method, str(status)).inc()
-            metrics.duration.labels(endpoint, method).observe(elapsed)
+            metrics.requests.labels(endpoint, method, str(status)).inc(1, exemplar if status >= 400 else None)
+            metrics.duration.labels(endpoint, method).observe(elapsed, exemplar)
             if endpoint not in ("/healthz", "/readyz", "/metrics"):
                 log.info("request", extra={"fields": {
                     "endpoint": endpoint, "method": method, "status": status, "duration_s": round(elapsed, 6)}})
@@ -101,9 +124,8 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": {
-            "message": f"Request body is larger than {self.max_bytes} bytes; send a smaller body.",
-            "type": "invalid_request_error", "param": None, "code": "request_too_large"}}).encode()
+        body = json.dumps(error_body(f"Request body is larger than {self.max_bytes} bytes; send a smaller body.",
+                                     "request_too_large")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

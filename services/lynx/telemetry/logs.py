@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
@@ -10,9 +9,9 @@ import time
 
 from opentelemetry import trace
 
+from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.tracing import trace_ids
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("lynx_request_id", default="")
 
 
 class JsonFormatter(logging.Formatter):

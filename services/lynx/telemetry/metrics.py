@@ -9,15 +9,22 @@ Label values come only from closed sets; see ``docs/METRICS.md``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 STAGE_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
-COST_BUCKETS = (1e-8, 2.5e-8, 5e-8, 1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3)
-COST_PER_1K_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2)
+COST_BUCKETS = (1e-8, 2.5e-8, 5e-8, 1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
+                1e-3, 2.5e-3, 5e-3, 1e-2)
+# From a long completion on a shared batch (~1e-5) to a one-token answer behind a long prefill (~0.5).
+COST_PER_1K_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
+                       0.5, 1.0)
+# How a charged request ended: the label set of the ledger's counters.
+OUTCOMES = ("completed", "client_closed", "failed", "deadline")
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,8 @@ def generation_metrics() -> GenerationMetrics:
     """What a client sees of generation, recorded by the gateway."""
     return GenerationMetrics(
         tokens=Counter(
-            "lynx_tokens", "Tokens processed: kind=input (prompt) or output (completion).",
-            ["kind", "model_name"],
+            "lynx_tokens", "Tokens charged: kind=prompt or completion, by how the request ended (outcome).",
+            ["kind", "model_name", "outcome"],
         ),
         time_to_first_token=Histogram(
             "lynx_time_to_first_token_seconds",
@@ -75,33 +82,64 @@ def generation_metrics() -> GenerationMetrics:
     )
 
 
+class CallbackCounter:
+    """A counter whose value is read when scraped (e.g. idle time that includes a wait in progress)."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.source: Callable[[], float] | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        if self.source is not None:
+            family = CounterMetricFamily(self.name, self.documentation, unit="seconds")
+            family.add_metric([], self.source())
+            yield family
+
+    def describe(self) -> list:
+        return []
+
+
 @dataclass(frozen=True)
 class EngineMetrics:
     slots_used: Gauge
     slots_total: Gauge
     queue_depth: Gauge
     busy_seconds: Counter
+    idle_seconds: CallbackCounter
     step_duration: Histogram
     rejected: Counter
+    sequences: Counter
+    unread_seconds: Counter
 
 
 @functools.cache
 def engine_metrics() -> EngineMetrics:
     """USE metrics of the decoder's batching engine."""
+    idle = CallbackCounter("lynx_decoder_idle_seconds",
+                           "Seconds the engine thread waited with no sequence to run; busy + idle = its wall time.")
+    REGISTRY.register(idle)
     return EngineMetrics(
         slots_used=Gauge("lynx_kv_cache_slots_used", "KV-cache slots held by running sequences."),
         slots_total=Gauge("lynx_kv_cache_slots", "KV-cache slots in the pool (capacity)."),
         queue_depth=Gauge("lynx_queue_depth", "Requests waiting for a KV-cache slot."),
         busy_seconds=Counter(
-            "lynx_decoder_busy_seconds", "Seconds the decoder spent running the model, by phase.",
+            "lynx_decoder_busy_seconds", "Seconds the engine spent on sequences, by phase; all attributed to them.",
             ["phase"], unit="seconds",
         ),
+        idle_seconds=idle,
         step_duration=Histogram(
             "lynx_decoder_step_duration_seconds", "Wall time of one engine model call, by phase.",
             ["phase"], buckets=STAGE_DURATION_BUCKETS, unit="seconds",
         ),
         rejected=Counter(
             "lynx_decoder_rejected_requests", "Requests turned away because the wait queue was full.",
+        ),
+        sequences=Counter("lynx_decoder_sequences", "Sequences ended, by finish reason.", ["reason"]),
+        unread_seconds=Counter(
+            "lynx_decoder_unread_seconds",
+            "Attributed seconds of sequences whose caller left before reading their end (the decoder's own record).",
+            ["phase"], unit="seconds",
         ),
     )
 
@@ -111,26 +149,30 @@ class CostMetrics:
     per_request: Histogram
     stage: Counter
     tenant: Counter
+    charged_requests: Counter
     per_1k_output_tokens: Histogram
     identity_violations: Counter
 
 
 @functools.cache
 def cost_metrics() -> CostMetrics:
-    """The cost model's outputs, recorded by the gateway's cost recorder only."""
+    """The ledger's outputs, recorded by the gateway's ledger only (one entry per request, every outcome)."""
     return CostMetrics(
         per_request=Histogram(
             "lynx_cost_eur_per_request", "Total cost of one request in EUR.", buckets=COST_BUCKETS,
         ),
         stage=Counter("lynx_cost_stage_eur", "Cost in EUR attributed to each pipeline stage.", ["stage"]),
-        tenant=Counter("lynx_tenant_cost_eur", "Cost in EUR spent by each tenant.", ["tenant"]),
+        tenant=Counter("lynx_tenant_cost_eur", "Cost in EUR charged to each tenant, by how the request ended.",
+                       ["tenant", "outcome"]),
+        charged_requests=Counter("lynx_charged_requests", "Requests charged by the ledger, by how they ended.",
+                                 ["outcome"]),
         per_1k_output_tokens=Histogram(
             "lynx_cost_eur_per_1k_output_tokens", "Request cost in EUR per 1000 completion tokens.",
             buckets=COST_PER_1K_BUCKETS,
         ),
         identity_violations=Counter(
             "lynx_cost_identity_violations",
-            "Requests whose stage costs did not add up to the total (reason says which check failed).",
+            "Requests whose stages disagreed with an independent measurement (reason says which check failed).",
             ["reason"],
         ),
     )

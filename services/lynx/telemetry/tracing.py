@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
+from lynx.telemetry.request_id import forward_request_id
+
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 UNINSTRUMENTED_PATHS = "healthz,readyz,metrics"
 
@@ -48,8 +50,8 @@ def instrument_app(app: FastAPI, provider: TracerProvider) -> None:
 
 
 def instrumented_client(provider: TracerProvider, base_url: str, timeout: httpx.Timeout) -> httpx.AsyncClient:
-    """An HTTP client whose requests carry traceparent and make client spans."""
-    client = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    """An HTTP client whose requests carry traceparent and the request id, and make client spans."""
+    client = httpx.AsyncClient(base_url=base_url, timeout=timeout, event_hooks={"request": [forward_request_id]})
     HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
     return client
 

@@ -1,0 +1,111 @@
+"""The ledger: the one call every request that entered the pipeline ends in, whatever its outcome.
+
+``Ledger.charge`` prices the request (pricing.py), checks its identity, and publishes the one
+result everywhere it is read: the tenant's cost counter, the token counters, the cost
+histograms, the request span's attributes, and one ``request_finished`` / ``request_failed`` log
+event. It is synchronous and cannot be cancelled half-way, so it can run before any cleanup
+that awaits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from opentelemetry.trace import Span
+
+from lynx.accounting.pricing import (
+    STAGES, VIOLATION_REASONS, CostBreakdown, CostSettings, RequestTimes, attribute_costs, cost_span_attributes,
+    identity_violations,
+)
+from lynx.telemetry.metrics import OUTCOMES, cost_metrics, generation_metrics
+
+log = logging.getLogger("lynx.ledger")
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Everything the ledger needs about one request."""
+
+    tenant: str
+    model: str
+    outcome: str  # one of OUTCOMES
+    times: RequestTimes
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    trace_id: str
+    request_id: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    cost: CostBreakdown
+    violations: list[str]
+
+    @property
+    def identity_ok(self) -> bool:
+        return not self.violations
+
+
+class Ledger:
+    def __init__(self, rates: CostSettings) -> None:
+        self.rates = rates
+        self.metrics = cost_metrics()
+        self.tokens = generation_metrics().tokens
+        # Every series exists from the start, so "zero violations" reads 0, not "no data".
+        for reason in VIOLATION_REASONS:
+            self.metrics.identity_violations.labels(reason)
+        for stage in STAGES:
+            self.metrics.stage.labels(stage)
+        for outcome in OUTCOMES:
+            self.metrics.charged_requests.labels(outcome)
+
+    def charge(self, charge: Charge, span: Span) -> Settlement:
+        if charge.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {charge.outcome!r}")
+        cost = attribute_costs(charge.times, self.rates)
+        violations = identity_violations(charge.times, self.rates)
+        self._count(charge, cost, violations)
+        span.set_attributes({
+            **cost_span_attributes(cost),
+            "lynx.outcome": charge.outcome,
+            "lynx.cost.identity_ok": not violations,
+            "gen_ai.usage.input_tokens": charge.prompt_tokens,
+            "gen_ai.usage.output_tokens": charge.completion_tokens,
+        })
+        self._log(charge, cost, violations)
+        return Settlement(cost, violations)
+
+    def _count(self, charge: Charge, cost: CostBreakdown, violations: list[str]) -> None:
+        metrics = self.metrics
+        exemplar = {"trace_id": charge.trace_id} if charge.trace_id else None
+        metrics.per_request.observe(cost.total, exemplar)
+        for stage, value in cost.stages.items():
+            metrics.stage.labels(stage).inc(max(value, 0.0))
+        metrics.tenant.labels(charge.tenant, charge.outcome).inc(max(cost.total, 0.0))
+        metrics.charged_requests.labels(charge.outcome).inc()
+        self.tokens.labels("prompt", charge.model, charge.outcome).inc(charge.prompt_tokens)
+        self.tokens.labels("completion", charge.model, charge.outcome).inc(charge.completion_tokens)
+        if charge.completion_tokens:
+            metrics.per_1k_output_tokens.observe(cost.total * 1000 / charge.completion_tokens, exemplar)
+        for reason in violations:
+            metrics.identity_violations.labels(reason).inc()
+
+    @staticmethod
+    def _log(charge: Charge, cost: CostBreakdown, violations: list[str]) -> None:
+        fields = {
+            "tenant": charge.tenant, "request_id": charge.request_id, "trace_id": charge.trace_id,
+            "model": charge.model, "outcome": charge.outcome, "finish_reason": charge.finish_reason,
+            "prompt_tokens": charge.prompt_tokens, "completion_tokens": charge.completion_tokens,
+            "cost_eur": cost.total, "duration_s": charge.times.wall_seconds,
+            "stage_seconds": charge.times.stage_seconds(),
+        }
+        if charge.error:
+            fields["error"] = charge.error
+        if violations:
+            fields.update({"identity_violations": violations,
+                           "untimed_seconds": charge.times.wall_seconds - charge.times.timed_seconds})
+        log.info("request_finished" if charge.outcome == "completed" else "request_failed",
+                 extra={"fields": fields})

@@ -1,0 +1,128 @@
+"""The cost model: one source of truth for what a request cost, by stage, and its identity check.
+
+cost(stage) = hardware seconds attributed to the request in that stage x the EUR/s rate of
+the tier that ran it. ``other`` is the gateway's own time, measured by its own stage timers.
+The identity check compares those figures with quantities measured independently: the
+request's own stopwatch, the wall time the gateway saw for each call, and the decoder
+engine's busy counter while the sequence was resident. See docs/COSTS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STAGES = ("tokenize", "retrieve", "prefill", "decode", "other")
+STAGE_TIER = {"tokenize": "tokenizer", "retrieve": "retriever", "prefill": "decoder", "decode": "decoder",
+              "other": "gateway"}
+SECONDS_PER_HOUR = 3600.0
+VIOLATION_REASONS = ("stage_counted_twice", "stage_missing_timer", "busy_exceeds_wall", "decoder_exceeds_busy",
+                     "negative_stage")
+CLOCK_SLACK_SECONDS = 1e-3  # clock granularity, and the bytes still in flight when a call's timer stops
+
+
+class CostSettings(BaseSettings):
+    """Rates of the hardware tiers, in the currency named (EUR unless told otherwise)."""
+
+    model_config = SettingsConfigDict(env_prefix="LYNX_COST_", extra="ignore", frozen=True)
+
+    currency: str = "EUR"
+    gateway_per_hour: float = Field(default=0.04, ge=0, description="Gateway pod (CPU) rate per hour.")
+    tokenizer_per_hour: float = Field(default=0.04, ge=0, description="Tokenizer pod (CPU) rate per hour.")
+    retriever_per_hour: float = Field(default=0.08, ge=0, description="Retriever pod (CPU) rate per hour.")
+    decoder_per_hour: float = Field(default=0.36, ge=0, description="Decoder node rate per hour.")
+    untimed_bound_seconds: float = Field(
+        default=0.02, gt=0,
+        description="Request time outside every stage timer above which a stage is taken to be missing its timer.")
+
+    def per_second(self, tier: str) -> float:
+        return getattr(self, f"{tier}_per_hour") / SECONDS_PER_HOUR
+
+
+@dataclass(frozen=True)
+class RemoteCall:
+    """One call to another service: the hardware seconds it reports, the wall time the gateway saw."""
+
+    busy_seconds: float
+    wall_seconds: float
+
+
+NO_CALL = RemoteCall(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class DecoderUse:
+    """What the decoder reported for one sequence, and the wall time the gateway saw the call take."""
+
+    wall_seconds: float
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    resident_seconds: float = 0.0
+    engine_busy_seconds: float | None = None  # None: the decoder's final report never arrived
+
+
+@dataclass(frozen=True)
+class RequestTimes:
+    wall_seconds: float  # the request's own stopwatch
+    gateway_seconds: float  # the gateway's own stage timers, summed
+    tokenize: RemoteCall
+    retrieve: RemoteCall
+    decoder: DecoderUse
+
+    @property
+    def timed_seconds(self) -> float:
+        return (self.gateway_seconds + self.tokenize.wall_seconds + self.retrieve.wall_seconds
+                + self.decoder.wall_seconds)
+
+    def stage_seconds(self) -> dict[str, float]:
+        return {"tokenize": self.tokenize.busy_seconds, "retrieve": self.retrieve.busy_seconds,
+                "prefill": self.decoder.prefill_seconds, "decode": self.decoder.decode_seconds,
+                "other": self.gateway_seconds}
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    currency: str
+    stages: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.stages.values())
+
+    def as_dict(self) -> dict:
+        return {"currency": self.currency, "total": self.total, "stages": dict(self.stages)}
+
+
+def attribute_costs(times: RequestTimes, rates: CostSettings) -> CostBreakdown:
+    return CostBreakdown(rates.currency, {stage: seconds * rates.per_second(STAGE_TIER[stage])
+                                          for stage, seconds in times.stage_seconds().items()})
+
+
+def identity_violations(times: RequestTimes, rates: CostSettings) -> list[str]:
+    """Where this request's stages disagree with an independent measurement; empty when they agree."""
+    reasons = set()
+    gap = times.wall_seconds - times.timed_seconds
+    if gap < -CLOCK_SLACK_SECONDS:
+        reasons.add("stage_counted_twice")
+    if gap > rates.untimed_bound_seconds:
+        reasons.add("stage_missing_timer")
+    decoder = times.decoder
+    for busy, wall in ((times.tokenize.busy_seconds, times.tokenize.wall_seconds),
+                       (times.retrieve.busy_seconds, times.retrieve.wall_seconds),
+                       (decoder.resident_seconds, decoder.wall_seconds)):
+        if busy > wall + CLOCK_SLACK_SECONDS:
+            reasons.add("busy_exceeds_wall")
+    attributed = decoder.prefill_seconds + decoder.decode_seconds
+    if decoder.engine_busy_seconds is not None and attributed > decoder.engine_busy_seconds + CLOCK_SLACK_SECONDS:
+        reasons.add("decoder_exceeds_busy")
+    if any(seconds < 0 for seconds in times.stage_seconds().values()):
+        reasons.add("negative_stage")
+    return sorted(reasons)
+
+
+def cost_span_attributes(cost: CostBreakdown) -> dict[str, float | str]:
+    attributes: dict[str, float | str] = {"lynx.cost.eur": cost.total, "lynx.cost.currency": cost.currency}
+    attributes.update({f"lynx.cost.stage.{stage}.eur": value for stage, value in cost.stages.items()})
+    return attributes

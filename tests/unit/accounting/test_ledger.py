@@ -1,0 +1,104 @@
+"""The ledger with the real StageClock and the real metric registry: planted timing bugs move the counter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
+
+from lynx.accounting.clock import StageClock
+from lynx.accounting.ledger import Charge, Ledger
+from lynx.accounting.pricing import NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes
+from lynx.telemetry.logs import JsonFormatter
+
+LEDGER = Ledger(CostSettings())
+TRACER = TracerProvider().get_tracer("test")
+
+
+def violations(reason: str) -> float:
+    return REGISTRY.get_sample_value("lynx_cost_identity_violations_total", {"reason": reason}) or 0.0
+
+
+def tenant_spend(tenant: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("lynx_tenant_cost_eur_total", {"tenant": tenant, "outcome": outcome}) or 0.0
+
+
+def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed"):
+    times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
+                         tokenize=RemoteCall(0.0, clock.seconds["tokenize"]), retrieve=NO_CALL,
+                         decoder=DecoderUse(wall_seconds=clock.seconds["decoder"]))
+    span = TRACER.start_span("request")
+    settlement = LEDGER.charge(Charge(tenant=tenant, model="m", outcome=outcome, times=times, prompt_tokens=3,
+                                      completion_tokens=2, finish_reason="stop", trace_id="ab" * 16,
+                                      request_id="r1"), span)
+    return settlement, span
+
+
+def test_a_request_timed_stage_by_stage_passes():
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.002)
+    with clock.stage("tokenize"):
+        time.sleep(0.002)
+    with clock.stage("decoder"):
+        time.sleep(0.005)
+    settlement, _ = charge_timed_by(clock)
+    assert settlement.identity_ok, settlement.violations
+
+
+def test_a_planted_double_counted_stage_moves_the_violation_counter():
+    before = violations("stage_counted_twice")
+    clock = StageClock()
+    with clock.stage("gateway"), clock.stage("tokenize"):  # the tokenizer call is timed inside the gateway's own time
+        time.sleep(0.03)
+    settlement, span = charge_timed_by(clock)
+    assert settlement.violations == ["stage_counted_twice"]
+    assert violations("stage_counted_twice") == before + 1
+    assert span.attributes["lynx.cost.identity_ok"] is False
+
+
+def test_a_planted_untimed_stage_moves_the_violation_counter():
+    before = violations("stage_missing_timer")
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.002)
+    time.sleep(0.05)  # work no stage timer covers
+    settlement, _ = charge_timed_by(clock)
+    assert settlement.violations == ["stage_missing_timer"]
+    assert violations("stage_missing_timer") == before + 1
+
+
+@pytest.mark.parametrize("outcome", ["completed", "client_closed", "failed", "deadline"])
+def test_every_outcome_is_charged_to_the_tenant_under_its_label(outcome):
+    before = tenant_spend("acme", outcome)
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.001)
+    settlement, span = charge_timed_by(clock, tenant="acme", outcome=outcome)
+    assert tenant_spend("acme", outcome) - before == pytest.approx(settlement.cost.total, rel=1e-9)
+    assert span.attributes["lynx.outcome"] == outcome
+    assert span.attributes["lynx.cost.eur"] == settlement.cost.total
+
+
+def test_an_unknown_outcome_is_refused():
+    clock = StageClock()
+    with pytest.raises(ValueError):
+        charge_timed_by(clock, outcome="vanished")
+
+
+def test_the_log_event_names_the_request_and_its_cost(caplog):
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.001)
+    with caplog.at_level(logging.INFO, logger="lynx.ledger"):
+        settlement, _ = charge_timed_by(clock, tenant="acme", outcome="client_closed")
+    record = next(r for r in caplog.records if r.name == "lynx.ledger")
+    event = json.loads(JsonFormatter("lynx-gateway").format(record))
+    assert event["event"] == "request_failed"
+    assert event["tenant"] == "acme" and event["outcome"] == "client_closed" and event["request_id"] == "r1"
+    assert event["trace_id"] == "ab" * 16 and event["prompt_tokens"] == 3 and event["completion_tokens"] == 2
+    assert event["cost_eur"] == settlement.cost.total

@@ -1,0 +1,192 @@
+"""The batching engine on a fake model: admission, batching modes, every way a sequence ends, accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, Sequence
+from lynx.decoder.shares import StepCostModel
+from lynx.tokenizer.detok import IncrementalDetokenizer
+
+from .fake_model import FakeModel
+
+EVEN_SPLIT = StepCostModel(fixed_seconds=0.0, per_row_seconds=1.0, per_context_token_seconds=0.0)
+YEAR_2020_NS = 1_577_836_800 * 10**9
+
+
+def make_engine(model: FakeModel, *, slots: int = 4, budget: int = 512, static: bool = False,
+                step_cost: StepCostModel = EVEN_SPLIT, start: bool = True) -> BatchingEngine:
+    engine = BatchingEngine(model, slots=slots, queue_capacity=16, max_context=4096, prefill_token_budget=budget,
+                            static_batching=static, step_cost=step_cost,
+                            detokenizer_factory=lambda: IncrementalDetokenizer(
+                                lambda ids: "".join(chr(97 + i % 26) for i in ids)))
+    if start:
+        engine.start()
+    return engine
+
+
+def request(first: int, tokens: int, prompt_length: int = 4, **fields) -> GenerationRequest:
+    return GenerationRequest(prompt_ids=[first] * prompt_length, max_tokens=tokens, ignore_eos=True, **fields)
+
+
+async def finish_of(sequence: Sequence, timeout: float = 10.0) -> tuple[list[int], Finish]:
+    ids: list[int] = []
+    while True:
+        event = await asyncio.wait_for(sequence.events.get(), timeout)
+        if isinstance(event, Finish):
+            return ids, event
+        ids.extend(event.token_ids)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_every_sequence_generates_its_own_tokens_in_a_shared_batch():
+    async def scenario():
+        engine = make_engine(FakeModel())
+        try:
+            sequences = [engine.submit(request(first, 6)) for first in (3, 10, 20)]
+            return [await finish_of(s) for s in sequences]
+        finally:
+            engine.stop()
+    for (ids, finish), first in zip(run(scenario()), (3, 10, 20), strict=True):
+        assert ids == [first + 1 + i for i in range(6)]
+        assert finish.reason == "length" and finish.completion_tokens == 6
+
+
+def test_the_prefill_budget_lets_running_streams_decode_between_long_prompts():
+    def calls_with(budget: int) -> list[str]:
+        model = FakeModel()
+
+        async def scenario():
+            engine = make_engine(model, budget=budget, start=False)
+            try:
+                sequences = [engine.submit(request(first, 3, prompt_length=8)) for first in (1, 2, 3)]
+                engine.start()  # all three are waiting when the first iteration runs
+                for sequence in sequences:
+                    await finish_of(sequence)
+            finally:
+                engine.stop()
+        run(scenario())
+        return [kind for kind, _ in model.calls]
+
+    tight, roomy = calls_with(10), calls_with(100)
+    assert tight[:3] == ["prefill", "decode", "prefill"], tight  # 8 + 8 tokens exceed a budget of 10
+    assert roomy[:4] == ["prefill", "prefill", "prefill", "decode"], roomy
+
+
+def test_continuous_batching_admits_a_newcomer_as_soon_as_a_slot_frees_static_waits_for_the_batch():
+    def admission_gap(static: bool) -> int:
+        model = FakeModel()
+
+        async def scenario():
+            engine = make_engine(model, slots=2, static=static, start=False)
+            try:
+                short, long = engine.submit(request(1, 2)), engine.submit(request(2, 12))
+                newcomer = engine.submit(request(3, 2))
+                engine.start()
+                _, long_end = await finish_of(long)
+                _, new_end = await finish_of(newcomer)
+                await finish_of(short)
+                return long_end.timings.finished_ns - new_end.timings.admitted_ns
+            finally:
+                engine.stop()
+        return run(scenario())
+
+    assert admission_gap(static=False) > 0, "continuous: the newcomer joins while the long sequence still runs"
+    assert admission_gap(static=True) < 0, "static: the newcomer waits until the whole batch has finished"
+
+
+def test_cancelled_sequences_end_with_what_they_consumed():
+    async def scenario():
+        engine = make_engine(FakeModel(), slots=1)
+        try:
+            running = engine.submit(request(1, 1000))
+            waiting = engine.submit(request(2, 5))
+            await running.events.get()  # it has started generating
+            engine.cancel(waiting)
+            engine.cancel(running)
+            return await finish_of(running), await finish_of(waiting), engine.slots_used
+        finally:
+            engine.stop()
+    (ids, running_end), (_, waiting_end), slots_used = run(scenario())
+    assert running_end.reason == "cancelled" and 0 < running_end.completion_tokens < 1000
+    assert running_end.timings.prefill_seconds > 0 and running_end.timings.decode_seconds > 0
+    assert waiting_end.reason == "cancelled" and waiting_end.timings.admitted_ns == 0
+    assert waiting_end.timings.prefill_seconds == waiting_end.timings.decode_seconds == 0
+    assert slots_used == 0
+
+
+def test_the_deadline_ends_waiting_and_running_sequences():
+    async def scenario():
+        engine = make_engine(FakeModel(step_seconds=0.005), slots=1)
+        try:
+            soon = time.monotonic() + 0.15
+            running = engine.submit(request(1, 10_000, deadline=soon))
+            waiting = engine.submit(request(2, 5, deadline=soon))
+            return await finish_of(running), await finish_of(waiting)
+        finally:
+            engine.stop()
+    (ids, running_end), (waiting_ids, waiting_end) = run(scenario())
+    assert running_end.reason == "deadline" and 0 < len(ids) < 10_000
+    assert waiting_end.reason == "deadline" and waiting_ids == [] and waiting_end.timings.admitted_ns == 0
+
+
+def test_a_failure_during_admission_fails_every_sequence_held_and_the_engine_serves_on():
+    model = FakeModel()
+    model.fail_prefill_of = {7}
+
+    async def scenario():
+        engine = make_engine(model, slots=3, budget=100)
+        try:
+            running = engine.submit(request(1, 1000))
+            await running.events.get()  # running before the others arrive
+            joining, failing = engine.submit(request(2, 5)), engine.submit(request(7, 5))
+            queued = engine.submit(request(3, 5))  # no slot for it: it waits
+            ends = [await finish_of(s) for s in (running, joining, failing, queued)]
+            after = await finish_of(engine.submit(request(4, 3)))
+            return ends, after
+        finally:
+            engine.stop()
+    # A fourth slot would let `queued` be admitted with the others; with three it waits behind them.
+    ends, (after_ids, after_end) = run(scenario())
+    for _, finish in ends:
+        assert finish.reason == "error" and "prefill failed" in finish.error
+        timings = finish.timings
+        assert min(timings.submitted_ns, timings.first_token_ns, timings.finished_ns) > YEAR_2020_NS, "no 1970 spans"
+    joining_end = ends[1][1]
+    assert joining_end.timings.prefill_seconds > 0, "the prefill it got before the failure is charged"
+    assert after_end.reason == "length" and after_ids == [5, 6, 7]
+
+
+def test_step_shares_add_up_to_the_busy_time_and_busy_plus_idle_to_the_wall_time():
+    model = FakeModel(step_seconds=0.003)
+    weighted = StepCostModel(fixed_seconds=0.001, per_row_seconds=0.0005, per_context_token_seconds=0.00001)
+
+    async def scenario():
+        engine = make_engine(model, step_cost=weighted)
+        try:
+            first = [engine.submit(request(i, 20, prompt_length=4 + 30 * i)) for i in range(1, 4)]
+            await asyncio.sleep(0.05)  # some idle time in the middle
+            second = [engine.submit(request(i, 10)) for i in range(4, 6)]
+            ends = [(await finish_of(s))[1] for s in first + second]
+            await asyncio.sleep(0.05)
+            return engine, ends
+        finally:
+            engine.stop()
+
+    started = time.perf_counter()
+    engine, ends = run(scenario())
+    wall = time.perf_counter() - started
+    attributed = sum(f.timings.prefill_seconds + f.timings.decode_seconds for f in ends)
+    assert attributed == pytest.approx(engine.clock.busy_seconds, rel=1e-9)
+    assert engine.clock.busy_seconds + engine.clock.idle_seconds() == pytest.approx(wall, abs=0.02)
+    longest = max(ends[:3], key=lambda f: f.prompt_tokens)
+    shortest = min(ends[:3], key=lambda f: f.prompt_tokens)
+    assert longest.timings.decode_seconds > shortest.timings.decode_seconds, "longer contexts pay more per step"
+    for finish in ends:
+        assert finish.timings.prefill_seconds + finish.timings.decode_seconds <= finish.timings.engine_busy_seconds
