@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
-from lynx.processes import start_service, wait_ready
+from lynx.processes import start_service, stop_groups, wait_ready
 from lynx.settings import default_cache_dir
 
 SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
 SERVEABLE = (*SERVICES, "auditor")
 READY_TIMEOUT_SECONDS = 300
-GRACEFUL_SHUTDOWN_SECONDS = 25
+# Above the services' own shutdown grace (25 s by default) for the requests still open.
+STOP_GRACE_SECONDS = 30
+# Tempo never exits on SIGTERM once it has served a query (its query-frontend waits forever for a queue
+# that nothing empties any more): it is stopped last, after the services have flushed their spans to it,
+# and killed after a short grace.
+SHORT_GRACE = {"tempo": 5}
 
 
 def app_factory(service: str):
@@ -30,7 +34,7 @@ def serve(args: argparse.Namespace) -> None:
     app = app_factory(args.service)()
     settings = app.state.settings
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
 
 
 def run_dir() -> Path:
@@ -124,16 +128,24 @@ def up(args: argparse.Namespace) -> None:
 
 
 def down(args: argparse.Namespace, quiet: bool = False) -> None:
+    """Stops what `lynx up` started and returns only once every process of it has exited (so its ports are free)."""
     pids_file = run_dir() / "pids.json"
     if not pids_file.exists():
         return
-    for name, pid in json.loads(pids_file.read_text()).items():
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            if not quiet:
-                print(f"stopped {name} (pid {pid})")
-        except ProcessLookupError:
-            pass
+    names = {pid: name for name, pid in json.loads(pids_file.read_text()).items()}
+    phases = [({p for p, n in names.items() if n not in SHORT_GRACE}, STOP_GRACE_SECONDS),
+              *(({p for p, n in names.items() if n == name}, grace) for name, grace in SHORT_GRACE.items())]
+    try:
+        for pids, grace in phases:
+            for pid, ending in stop_groups(pids, grace):
+                if ending == "killed":
+                    print(f"killed {names[pid]} (pid {pid}) with SIGKILL: still running {grace} s after SIGTERM",
+                          file=sys.stderr)
+                elif not quiet:
+                    print(f"stopped {names[pid]} (pid {pid})" if ending == "stopped"
+                          else f"{names[pid]} (pid {pid}) was not running")
+    except RuntimeError as error:  # pids.json stays, so that the next `lynx down` tries again
+        raise SystemExit(f"lynx down: {error}") from None
     pids_file.unlink()
 
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
+
+KILL_WAIT_SECONDS = 10  # SIGKILL cannot be caught: only a process stuck in the kernel outlives this
+EXIT_POLL_SECONDS = 0.1
+
+Ending = Literal["not running", "stopped", "killed"]
 
 
 def free_port() -> int:
@@ -71,3 +79,62 @@ def wait_ready(services: list[ServiceProcess], timeout: float) -> None:
         time.sleep(0.3)
     if pending:
         raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(s.name for s in pending)}")
+
+
+def running_groups(pgids: Iterable[int]) -> set[int]:
+    """Those of ``pgids`` that still have a live process. A zombie counts as gone: it holds no port or file, and
+    a group whose processes are no longer our children (the usual case after `lynx up` exits) cannot be waited on."""
+    wanted, running = set(pgids), set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)", where comm may hold ")"
+        except (OSError, IndexError):
+            continue  # it exited while we were looking
+        state, pgid = fields[0], int(fields[2])
+        if pgid in wanted and state not in ("Z", "X"):
+            running.add(pgid)
+    return running
+
+
+def signal_group(pgid: int, signum: signal.Signals) -> bool:
+    """Whether the group still existed to receive ``signum``."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def await_exit(pgids: set[int], timeout: float) -> Iterator[int]:
+    """Yields each group as its last process exits, until all have or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    pending = set(pgids)
+    while pending:
+        for pgid in sorted(pending - running_groups(pending)):
+            pending.discard(pgid)
+            yield pgid
+        if not pending or time.monotonic() >= deadline:
+            return
+        time.sleep(EXIT_POLL_SECONDS)
+
+
+def stop_groups(pgids: Iterable[int], grace_seconds: float) -> Iterator[tuple[int, Ending]]:
+    """SIGTERM every process group, then yield ``(pgid, how it ended)`` as each one's last process exits; groups still
+    running ``grace_seconds`` later get SIGKILL. Raises RuntimeError naming any group that outlives even that."""
+    pending = set()
+    for pgid in pgids:
+        if signal_group(pgid, signal.SIGTERM):
+            pending.add(pgid)
+        else:
+            yield pgid, "not running"
+    for pgid in await_exit(pending, grace_seconds):
+        pending.discard(pgid)
+        yield pgid, "stopped"
+    for pgid in [p for p in pending if not signal_group(p, signal.SIGKILL)]:
+        pending.discard(pgid)  # its last process exited just now
+        yield pgid, "stopped"
+    for pgid in await_exit(pending, KILL_WAIT_SECONDS):
+        pending.discard(pgid)
+        yield pgid, "killed"
+    if pending:
+        raise RuntimeError(f"process groups {sorted(pending)} still running {KILL_WAIT_SECONDS} s after SIGKILL")

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from lynx.errors import LynxError, error_body, validation_message
 from lynx.faults import FaultState, InjectedFaults, faults_router
 from lynx.settings import ServiceSettings
-from lynx.telemetry.http import BodySizeLimit, ObservedRequests, metrics_response
+from lynx.telemetry.http import TOO_LARGE_CODE, BodySizeLimit, ObservedRequests, metrics_response
 from lynx.telemetry.logs import configure_logging
 from lynx.telemetry.tracing import create_tracer_provider, instrument_app
 
@@ -101,7 +101,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: TOO_LARGE_CODE}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)

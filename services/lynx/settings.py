@@ -26,5 +26,8 @@ class ServiceSettings(BaseSettings):
         description="Debug only: allow prompt and completion text in logs and spans.",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body accepted.")
+    shutdown_grace_seconds: float = Field(
+        default=25.0, ge=0, description="On SIGTERM, how long open requests (streams included) may run on before "
+        "they are cancelled; keep it below the pod's terminationGracePeriodSeconds.")
     faults_enabled: bool = Field(
         default=False, description="Chaos testing only: serve PUT /admin/faults to inject latency and errors.")

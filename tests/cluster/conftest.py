@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .testbed import Cluster, create_cluster, missing_tools
 
@@ -15,6 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "lynx"
 KUBE_VERSION = "1.36.3"
 UPSTREAM_ARCHIVES = ("kube-prometheus-stack-88.5.3.tgz", "tempo-2.2.4.tgz")
+
+
+def render(cluster: Cluster, values: Path, release: str = "lynx", namespace: str = "lynx") -> list[dict]:
+    """The chart's objects as `helm template` renders them: no cluster to look anything up in."""
+    output = cluster.helm("template", release, str(CHART), "--namespace", namespace, "-f", str(values),
+                          "--kube-version", KUBE_VERSION, "--api-versions", "monitoring.coreos.com/v1").stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
 def shared_charts() -> Path:

@@ -13,7 +13,7 @@ import yaml
 
 from lynx.stack import find_binary
 
-from .conftest import CHART, KUBE_VERSION, REPO
+from .conftest import CHART, KUBE_VERSION, REPO, render
 from .testbed import Cluster
 
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -22,12 +22,6 @@ KWOK_VALUES = Path(__file__).with_name("kwok-values.yaml")
 LYNX_COMPONENTS = {"gateway", "tokenizer", "retriever", "decoder", "auditor"}
 NAMESPACED_KINDS_WE_RENDER = {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "ConfigMap", "Secret",
                               "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "Pod"}
-
-
-def render(cluster: Cluster, values: Path, namespace: str = NAMESPACE) -> list[dict]:
-    output = cluster.helm("template", RELEASE, str(CHART), "--namespace", namespace, "-f", str(values),
-                          "--kube-version", KUBE_VERSION, "--api-versions", "monitoring.coreos.com/v1").stdout
-    return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
 def test_scenarios_exist():
@@ -45,7 +39,7 @@ def test_helm_lint(cluster: Cluster, chart, values: Path):
 def test_every_rendered_object_is_accepted_by_the_api_server(cluster: Cluster, chart, values: Path):
     namespace = f"dry-{values.stem.removesuffix('-values')}"
     cluster.kubectl("create", "namespace", namespace, check=False)
-    documents = render(cluster, values, namespace)
+    documents = render(cluster, values, RELEASE, namespace)
     assert any(d["kind"] == "Deployment" for d in documents)
     assert all(d["metadata"].get("namespace") for d in documents if d["kind"] in NAMESPACED_KINDS_WE_RENDER)
     # A dry-run Pod is refused if its ServiceAccount does not exist, and a dry run creates nothing.

@@ -7,6 +7,7 @@ injection switched on (it is off by default) so a decoder failure and a slow sta
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 from collections import defaultdict
@@ -16,6 +17,7 @@ import pytest
 
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tempo import TempoClient
+from lynx.processes import start_service, wait_ready
 
 from .conftest import MODEL_NAME, ObservedStack, Stack, metric_value
 
@@ -227,3 +229,39 @@ def test_failures_after_the_status_line_count_as_errors_in_the_red_metrics(accou
     assert metric_value(text, "lynx_request_total", {**route, "status": "502"}) >= 1  # the decoder failed mid-stream
     assert metric_value(text, "lynx_request_total", {**route, "status": "504"}) >= 1
     assert metric_value(text, "lynx_cost_identity_violations_total") == 0
+
+
+def test_a_stream_cut_by_gateway_shutdown_is_charged_and_its_decoder_sequence_stopped(faulty: Stack, base_env,
+                                                                                     observed: ObservedStack, tmp_path):
+    """SIGTERM with a stream open and a 1 s grace: the stream is cut, charged as failed, the decoder told to stop."""
+    gateway = start_service("gateway", {
+        **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.tempo_otlp, "LYNX_GATEWAY_SHUTDOWN_GRACE_SECONDS": "1",
+        "LYNX_GATEWAY_TOKENIZER_URL": faulty.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": faulty.retriever.url,
+        "LYNX_GATEWAY_DECODER_URL": faulty.decoder.url}, tmp_path / "gateway.log")
+    try:
+        wait_ready([gateway], 60)
+        unread_before = metric_value(scrape(faulty.decoder.url), "lynx_decoder_unread_seconds_total")
+        request_id = f"acct-shutdown-{uuid.uuid4().hex[:8]}"
+        body = chat_body("Write a very long story about a wolf.", 1000, True, retrieval_top_k=0)
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=60,
+                          headers={**faulty.headers(), "X-Request-ID": request_id}) as response:
+            lines = response.iter_lines()
+            for _ in range(6):
+                next(lines)
+            gateway.process.send_signal(signal.SIGTERM)
+            try:
+                tail = list(lines)
+            except httpx.HTTPError:  # the server may close the connection without a last event
+                tail = []
+        assert gateway.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+        assert not any('"finish_reason": "stop"' in line or '"finish_reason": "length"' in line for line in tail)
+        events = {e["request_id"]: e for e in [json.loads(line) for line in gateway.log.read_text().splitlines()
+                                               if line.startswith("{")] if e.get("event") == "request_failed"}
+        event = events[request_id]
+        assert event["outcome"] == "failed" and event["cost_eur"] > 0
+        assert event["stage_seconds"]["decode"] > 0 and event["completion_tokens"] > 0
+        wait_until(lambda: quiet(faulty), 10, "the decoder to drop the cut sequence")
+        assert metric_value(scrape(faulty.decoder.url), "lynx_decoder_unread_seconds_total") == unread_before, \
+            "the gateway read the decoder's final report itself"
+    finally:
+        gateway.stop()

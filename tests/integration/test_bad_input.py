@@ -14,11 +14,16 @@ def post(stack: Stack, path: str, *, headers: dict | None = None, **kwargs) -> h
 
 
 def assert_error(response: httpx.Response, status: int, code: str, mentions: str) -> None:
+    """The status, an OpenAI-shaped body that says what to fix, and the ids that find the request."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    body = response.json()
+    error = body["error"]
     assert error["code"] == code
     assert mentions in error["message"]
-    assert error["type"]
+    assert error["type"] and "param" in error
+    trace_id = response.headers["x-lynx-trace-id"]
+    assert len(trace_id) == 32 and body["lynx"]["trace_id"] == trace_id
+    assert body["lynx"]["request_id"] == response.headers["x-request-id"]
 
 
 def test_invalid_json(stack: Stack):
@@ -60,6 +65,30 @@ def test_prompt_longer_than_the_context(stack: Stack):
 def test_oversized_body(stack: Stack):
     response = post(stack, "/v1/completions", json={"model": MODEL_NAME, "prompt": "x" * 2_000_000})
     assert_error(response, 413, "request_too_large", "smaller body")
+
+
+def test_oversized_chunked_body(stack: Stack):
+    """No Content-Length to refuse up front: the limit trips while the body streams in."""
+    def chunks():
+        yield b'{"model": "' + MODEL_NAME.encode() + b'", "prompt": "'
+        for _ in range(40):
+            yield b"x" * 50_000
+        yield b'"}'
+    response = post(stack, "/v1/completions", content=chunks(), headers={
+        **stack.headers(), "content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "request_too_large", "smaller body")
+
+
+def test_errors_leave_an_exemplar_with_their_trace_id(stack: Stack):
+    response = post(stack, "/v1/chat/completions", json={"model": "gpt-17",
+                                                          "messages": [{"role": "user", "content": "hi"}]})
+    trace_id = response.headers["x-lynx-trace-id"]
+    metrics = httpx.get(f"{stack.gateway.url}/metrics",
+                        headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
+    error_lines = [line for line in metrics.splitlines()
+                   if line.startswith("lynx_request_total{") and 'status="404"' in line]
+    assert any(f'trace_id="{trace_id}"' in line for line in error_lines), error_lines
 
 
 def test_missing_key(stack: Stack):

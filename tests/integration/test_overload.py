@@ -56,6 +56,7 @@ def test_a_full_queue_is_refused_fast_with_retry_after(tight_stack: Stack):
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1"
     assert response.json()["error"]["code"] == "queue_full"
+    assert response.json()["lynx"]["trace_id"] == response.headers["x-lynx-trace-id"]
     assert elapsed < 2.0
     assert wait_until(lambda: slots_used(tight_stack) == 0, 10)
 

@@ -182,6 +182,22 @@ def test_decode_costs_add_up_to_the_decoders_busy_time(stack: Stack):
     assert max(b["lynx"]["timings"]["decode_steps"] for b in bodies) > 1
 
 
+def test_the_request_id_travels_to_every_service(stack: Stack):
+    request_id = f"rid-{time.time_ns()}"
+    response = httpx.post(f"{stack.gateway.url}/v1/chat/completions", headers={**stack.headers(), "X-Request-ID": request_id},
+                          json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 4,
+                                "messages": [{"role": "user", "content": "How do I open a file?"}]}, timeout=60)
+    assert response.status_code == 200 and response.headers["x-request-id"] == request_id
+    assert response.json()["lynx"]["request_id"] == request_id
+
+    def logged_by(service) -> set[str]:
+        lines = [json.loads(line) for line in service.log.read_text().splitlines() if line.startswith("{")]
+        return {line["event"] for line in lines if line.get("request_id") == request_id}
+    for service in stack.processes():
+        assert "request" in logged_by(service), f"{service.name} did not log request {request_id}"
+    assert "request_finished" in logged_by(stack.gateway)
+
+
 def test_readiness_probes_make_no_traces(stack: Stack):
     """The gateway's /readyz asks the three services theirs; none of that may become a span."""
     assert chat(stack, "Hi", max_tokens=2).status_code == 200  # instrumentation demonstrably on

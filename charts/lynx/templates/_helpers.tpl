@@ -105,3 +105,25 @@ release: {{ .Release.Name }}
 {{- $component := index .root.Values.components .name }}
 {{- if and $component.enabled (or (ne .name "auditor") .root.Values.tempo.enabled $component.tempoUrl) }}true{{ end }}
 {{- end }}
+
+{{/* The Secret holding the helm test's API key. */}}
+{{- define "lynx.helmTestSecret" -}}
+{{- printf "%s-helm-test" (include "lynx.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The helm test's API key: helmTest.apiKey if given, else the key this release's Secret already holds
+(so `helm upgrade` keeps it), else a new random one. The first call of a render stores it in
+.Release, so every template of that render (and the gateway's checksum of tenants.yaml) sees the same key.
+*/}}
+{{- define "lynx.helmTestKey" -}}
+{{- if not (hasKey .Release "lynxHelmTestKey") }}
+{{- $key := .Values.helmTest.apiKey }}
+{{- if not $key }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "lynx.helmTestSecret" .) }}
+{{- $key = index ($existing.data | default dict) "api-key" | default "" | b64dec }}
+{{- end }}
+{{- $_ := set .Release "lynxHelmTestKey" (default (printf "lynx-%s" (randAlphaNum 32)) $key) }}
+{{- end }}
+{{- get .Release "lynxHelmTestKey" }}
+{{- end }}

@@ -73,7 +73,8 @@ def capstone(costs_doc: Path = COSTS_DOC) -> dict:
         stat("Orphan spans", "Spans whose parent is missing from their trace, among the traces the auditor read "
              f"from Tempo in its lookback window. Must be 0. {TRACE_SAMPLING}",
              [target("max(lynx_trace_orphan_spans)", "orphan spans")], "short", red_above=0.5),
-        stat("Cost identity violations (1h)", f"Requests whose stage costs did not add up. Must be 0. {EXACT}",
+        stat("Cost identity violations (1h)",
+             f"Requests whose stages disagreed with an independent clock or counter (docs/COSTS.md). Must be 0. {EXACT}",
              [target("sum(increase(lynx_cost_identity_violations_total[1h]))", "violations")], "short",
              red_above=0.5),
     ])
@@ -88,8 +89,21 @@ def serving() -> dict:
                            "{{job}} {{endpoint}} {{status}}")], "reqps"),
         timeseries("Request duration p95 by endpoint", f"lynx_request_duration_seconds. {EXACT}",
                    quantiles("lynx_request_duration_seconds", job, by="endpoint", qs=(0.95,)), "s"),
-        timeseries("Tokens per second", f"lynx_tokens_total by kind (input = prompt, output = completion). {EXACT}",
+        timeseries("Tokens per second", f"lynx_tokens_total by kind (prompt, completion), every outcome. {EXACT}",
                    [target("sum by (kind) (rate(lynx_tokens_total[$__rate_interval]))", "{{kind}}")], "short"),
+        timeseries("Cost per 1k output tokens: mean and p95",
+                   "EUR per 1000 completion tokens over charged requests (every outcome with at least one token): "
+                   f"the mean is sum / count, the p95 comes from the histogram's buckets. {EXACT}",
+                   [target("sum(rate(lynx_cost_eur_per_1k_output_tokens_sum[$__rate_interval]))"
+                           " / sum(rate(lynx_cost_eur_per_1k_output_tokens_count[$__rate_interval]))", "mean"),
+                    target("histogram_quantile(0.95, sum by (le) "
+                           "(rate(lynx_cost_eur_per_1k_output_tokens_bucket[$__rate_interval])))", "p95", ref="B")],
+                   "currencyEUR"),
+        timeseries("Charged requests by outcome",
+                   "Requests the ledger charged: completed, deadline, client_closed (the client left mid-stream) "
+                   f"and failed. Every one is charged for what it consumed. {EXACT}",
+                   [target("sum by (outcome) (rate(lynx_charged_requests_total[$__rate_interval]))", "{{outcome}}")],
+                   "reqps", stacked=True),
         timeseries("Time to first token p50 / p95", f"lynx_time_to_first_token_seconds. {EXACT}",
                    quantiles("lynx_time_to_first_token_seconds", "", qs=(0.5, 0.95)), "s"),
         timeseries("KV-cache slots", "Slots held by running sequences, against the pool's capacity.",
@@ -97,8 +111,11 @@ def serving() -> dict:
                     target("sum(lynx_kv_cache_slots)", "capacity", ref="B")], "short"),
         timeseries("Queue depth", "Requests waiting for a KV-cache slot (saturation).",
                    [target("sum(lynx_queue_depth)", "waiting")], "short"),
-        timeseries("Decoder utilisation", "Share of wall time the decoder spent running the model, by phase.",
-                   [target("sum by (phase) (rate(lynx_decoder_busy_seconds_total[$__rate_interval]))", "{{phase}}")],
+        timeseries("Decoder time: busy by phase, and idle",
+                   "Share of the decoder's wall time spent on sequences (all of it charged to them) and idle; "
+                   "the stack adds up to 100% per decoder.",
+                   [target("sum by (phase) (rate(lynx_decoder_busy_seconds_total[$__rate_interval]))", "{{phase}}"),
+                    target("sum(rate(lynx_decoder_idle_seconds_total[$__rate_interval]))", "idle", ref="B")],
                    "percentunit", stacked=True),
         timeseries("CPU by service", "CPU cores used by each service process.",
                    [target(f"sum by (job) (rate(process_cpu_seconds_total{{{job}}}[$__rate_interval]))", "{{job}}")],

@@ -201,6 +201,9 @@ class BatchingEngine:
         self.metrics = engine_metrics()
         self.metrics.slots_total.set(slots)
         self.metrics.idle_seconds.source = self.clock.idle_seconds
+        for phase in ("prefill", "decode"):  # series exist from the start: "none unread" reads 0, not "no data"
+            self.metrics.busy_seconds.labels(phase)
+            self.metrics.unread_seconds.labels(phase)
         self._publish_occupancy()
 
     # --- called from the event loop -------------------------------------------------------

@@ -32,11 +32,15 @@ class DecoderSettings(ServiceSettings):
     advertise_url: str | None = Field(
         default=None, description="How callers reach this very instance (to cancel a sequence it holds), e.g. "
         "http://$(POD_IP):8083. Default: http://host:port, or the caller's decoder URL when host is 0.0.0.0.")
-    step_fixed_seconds: float = Field(default=0.0, ge=0, description="Decode step cost model: the part shared "
-                                      "evenly by a step's rows (docs/COSTS.md has the measurement).")
-    step_row_seconds: float = Field(default=1.0, ge=0, description="Decode step cost model: the part each row adds.")
+    # The decode step's cost model (lynx.decoder.shares); defaults measured on the int4 model with
+    # scripts/bench_step_cost.py (docs/COSTS.md). Only the split depends on them: the shares always add up
+    # to the measured step time.
+    step_fixed_seconds: float = Field(default=0.00331, ge=0, description="Step cost shared evenly by its rows.")
+    step_row_seconds: float = Field(default=0.000594, ge=0, description="Step cost each row adds.")
     step_context_token_seconds: float = Field(
-        default=0.0, ge=0, description="Decode step cost model: the part each token of a row's context adds.")
+        default=3.37e-6, ge=0, description="Step cost each token of a row's own context adds.")
+    step_padded_token_seconds: float = Field(
+        default=1.30e-6, ge=0, description="Step cost per row per token of the batch's width (the padded KV copy).")
 
     def advertised_url(self) -> str:
         """The base URL in cancel links; empty means 'relative to whatever URL reached this decoder'."""
@@ -45,4 +49,5 @@ class DecoderSettings(ServiceSettings):
         return "" if self.host in UNROUTABLE_HOSTS else f"http://{self.host}:{self.port}"
 
     def step_cost(self) -> StepCostModel:
-        return StepCostModel(self.step_fixed_seconds, self.step_row_seconds, self.step_context_token_seconds)
+        return StepCostModel(self.step_fixed_seconds, self.step_row_seconds, self.step_context_token_seconds,
+                             self.step_padded_token_seconds)

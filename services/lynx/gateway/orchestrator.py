@@ -113,6 +113,7 @@ class RequestAccount:
             tenant=self.job.tenant.id, model=self.model, outcome=outcome, times=times,
             prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens, finish_reason=finish_reason,
             trace_id=self.trace_id, request_id=self.request_id, error=error), self.span)
+        self.span.set_attribute("gen_ai.response.model", self.model)
         if finish_reason:
             self.span.set_attribute("gen_ai.response.finish_reasons", [finish_reason])
         if outcome in ("failed", "deadline"):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from lynx.retriever.embedder import Embedder
@@ -17,6 +18,7 @@ def create_app(settings: RetrieverSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.embedder = Embedder(settings.embedder_dir, settings.threads)
         app.state.index = PassageIndex.load(settings.index_dir)
+        app.state.workers = CapacityLimiter(settings.workers)
         yield
 
     return create_service_app(name="retriever", settings=settings, lifespan=lifespan, router=router)

@@ -10,6 +10,7 @@ import uuid
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.exposition import choose_encoder
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +27,7 @@ TRACE_ID_HEADER = "x-lynx-trace-id"
 # A handler whose response failed after its status line was sent records what the status would have been
 # here (in the request's state), so RED metrics count it as the error it was.
 EFFECTIVE_STATUS = "lynx_effective_status"
+TOO_LARGE_CODE = "request_too_large"
 CLIENT_CLOSED_STATUS = 499  # nginx's code for "the client closed the connection before the answer ended"
 
 
@@ -115,7 +117,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.message())
             return message
 
         try:
@@ -123,16 +125,21 @@ class BodySizeLimit:
         except BodyTooLarge:
             await self._refuse(send)
 
+    def message(self) -> str:
+        return f"Request body is larger than {self.max_bytes} bytes; send a smaller body."
+
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(f"Request body is larger than {self.max_bytes} bytes; send a smaller body.",
-                                     "request_too_large")).encode()
+        body = json.dumps(error_body(self.message(), TOO_LARGE_CODE)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while a body streams in; an HTTPException so that the framework's body parsing lets it through."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
 
 
 def metrics_response(request: Request) -> Response:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from lynx.service import create_service_app
@@ -15,6 +16,7 @@ def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.tokenizer = ModelTokenizer(settings.model_dir)
+        app.state.workers = CapacityLimiter(settings.workers)
         yield
 
     return create_service_app(name="tokenizer", settings=settings, lifespan=lifespan, router=router)

@@ -2,10 +2,11 @@ import pytest
 
 from lynx.decoder.shares import StepCostModel, step_shares
 
-MODEL = StepCostModel(fixed_seconds=0.010, per_row_seconds=0.002, per_context_token_seconds=0.00001)
+MODEL = StepCostModel(fixed_seconds=0.010, per_row_seconds=0.002, per_context_token_seconds=0.00001,
+                      per_padded_token_seconds=0.000004)
 
 
-@pytest.mark.parametrize("contexts", [[100], [100, 100], [10, 500, 2000], list(range(1, 17))])
+@pytest.mark.parametrize("contexts", [[100], [100, 100], [10, 500, 2000], list(range(1, 17)), [700, 5, 700]])
 def test_shares_add_up_to_the_step_time_exactly(contexts):
     shares = step_shares(0.0371, contexts, MODEL)
     assert len(shares) == len(contexts)
@@ -13,13 +14,27 @@ def test_shares_add_up_to_the_step_time_exactly(contexts):
     assert all(share > 0 for share in shares)
 
 
-def test_equal_rows_pay_equal_shares_and_longer_contexts_pay_more():
+def test_the_weights_add_up_to_the_models_prediction():
+    for contexts in ([64, 64, 64, 1024], [16, 128, 512, 1536], [700, 5, 700]):
+        assert sum(MODEL.weights(contexts)) == pytest.approx(MODEL.predict(contexts), rel=1e-12)
+
+
+def test_equal_rows_pay_equal_shares():
     assert step_shares(0.03, [200, 200, 200], MODEL) == pytest.approx([0.01] * 3)
-    short, long = step_shares(0.03, [100, 1900], MODEL)
+
+
+def test_a_short_row_pays_the_same_beside_a_long_one_as_beside_its_equals():
+    """The padding the long row forces is the long row's: a short request's price does not depend on it."""
+    beside_long = MODEL.weights([100, 100, 2000])[0]
+    beside_short = MODEL.weights([100, 100, 100])[0]
+    assert beside_long == pytest.approx(beside_short)
+    short, long = step_shares(0.05, [100, 2000], MODEL)
     assert long > short
-    # The fixed part is split evenly; the rest follows each row's own marginal cost.
-    expected_long = 0.03 * (0.005 + 0.002 + 0.019) / (0.010 + 0.004 + 0.02)
-    assert long == pytest.approx(expected_long)
+
+
+def test_several_longest_rows_share_the_padding():
+    weights = MODEL.weights([700, 5, 700])
+    assert weights[0] == pytest.approx(weights[2])
 
 
 def test_a_degenerate_model_splits_evenly():
