@@ -1,0 +1,66 @@
+"""Per-tenant daily cost budgets: the spec an admin writes, and the decisions every gateway enforces.
+
+The spec mirrors the ``TenantBudget`` custom resource (group ``budgets.lynx.dev``); the same model
+reads the embedded default's local budgets file. ``BudgetDecisions`` is what the budget controller
+(the kopf operator in Kubernetes, the local loop under ``lynx up``) publishes and the gateway reads
+from a file (a ConfigMap mounted as a file in Kubernetes), so the gateway never asks Prometheus.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+BudgetState = Literal["Ok", "Warning", "Blocked", "Paused"]
+UnknownSpend = Literal["open", "closed"]
+MAX_RAISE_HOURS = 72
+TIMEZONE_PATTERN = r"^(UTC|[A-Za-z]+(/[A-Za-z0-9_+\-]+){1,2})$"  # IANA names; zoneinfo checks they exist
+
+
+class TemporaryRaise(BaseModel):
+    amount_eur: float = Field(gt=0, description="Added to the daily cap until it expires.")
+    expires_at: datetime = Field(description="At most 72 h after it was asked for.")
+    reason: str = Field(min_length=3, max_length=500)
+    requested_by: str = Field(min_length=1, max_length=200)
+    requested_at: datetime
+
+
+class BudgetSpec(BaseModel):
+    tenant: str = Field(min_length=1, max_length=128)
+    daily_cap_eur: float = Field(ge=0)
+    timezone: str = Field(default="UTC", pattern=TIMEZONE_PATTERN, description="Whose midnight resets the day.")
+    warning_percent: float = Field(default=80, gt=0, le=100)
+    paused: bool = Field(default=False, description="An admin's stop switch: every request refused.")
+    raises: list[TemporaryRaise] = Field(default_factory=list)
+    per_request_cap_eur: float | None = Field(
+        default=None, gt=0, description="No single request may cost more; the answer stops there (finish_reason length).")
+    cheaper_near_cap: bool = Field(
+        default=False, description="In Warning, route to the cheaper decoder configuration when one is deployed.")
+
+
+class TenantDecision(BaseModel):
+    """One tenant's state as the gateway enforces it."""
+
+    tenant: str
+    state: BudgetState
+    cap_eur: float = Field(description="The effective cap: the daily cap plus the raises in force.")
+    spent_eur: float | None = Field(description="Spent today as of spend_as_of; None when it could not be read.")
+    remaining_eur: float = Field(description="cap - spent (never negative); 0 when Blocked or Paused.")
+    day_started_at: datetime = Field(description="The tenant's last local midnight.")
+    resets_at: datetime = Field(description="The tenant's next local midnight.")
+    spend_as_of: datetime | None = Field(
+        description="The time the spend figure is exact for (its Prometheus sample); the gateway subtracts what it "
+                    "charged itself since then.")
+    reason: str = Field(description="Why this state, in words a tenant owner can act on.")
+    per_request_cap_eur: float | None = None
+    cheaper_near_cap: bool = False
+
+
+class BudgetDecisions(BaseModel):
+    generated_at: datetime
+    source: str = Field(description="Who published it: 'operator' or 'local'.")
+    tenants: dict[str, TenantDecision] = Field(default_factory=dict)
+    unknown_tenants: UnknownSpend = Field(
+        default="open", description="Tenants without a budget: served (open) or refused (closed).")
