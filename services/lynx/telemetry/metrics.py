@@ -204,3 +204,44 @@ def auditor_metrics() -> AuditorMetrics:
         failures=Counter("lynx_trace_audit_failures", "Audit runs that could not read Tempo."),
         last_run=Gauge("lynx_trace_audit_last_run_timestamp_seconds", "When the last audit run finished."),
     )
+
+
+@dataclass(frozen=True)
+class BudgetMetrics:
+    spent: Gauge
+    cap: Gauge
+    remaining: Gauge
+    state: Gauge
+    last_read: Gauge
+    read_failures: Counter
+
+
+@functools.cache
+def budget_metrics() -> BudgetMetrics:
+    """What the budget controller (operator or local loop) decided, per tenant: the alerts' input."""
+    return BudgetMetrics(
+        spent=Gauge("lynx_budget_spent_eur", "Spent today (since the tenant's local midnight), as last read.", ["tenant"]),
+        cap=Gauge("lynx_budget_cap_eur", "The effective daily cap: the cap plus the raises in force.", ["tenant"]),
+        remaining=Gauge("lynx_budget_remaining_eur", "What the tenant may still spend today.", ["tenant"]),
+        state=Gauge("lynx_budget_state", "1 for the tenant's current state (Ok, Warning, Blocked, Paused), else 0.",
+                    ["tenant", "state"]),
+        last_read=Gauge("lynx_budget_spend_last_read_timestamp_seconds",
+                        "When spend was last read from Prometheus successfully."),
+        read_failures=Counter("lynx_budget_spend_read_failures", "Spend reads that failed (Prometheus down or garbage)."),
+    )
+
+
+@dataclass(frozen=True)
+class EnforcementMetrics:
+    refused: Counter
+    reserved: Gauge
+
+
+@functools.cache
+def enforcement_metrics() -> EnforcementMetrics:
+    """The gateway's side of the budgets."""
+    return EnforcementMetrics(
+        refused=Counter("lynx_budget_refused_requests", "Requests refused with 429 by the tenant's budget, by why.",
+                        ["tenant", "reason"]),
+        reserved=Gauge("lynx_budget_reserved_eur", "Worst-case cost reserved by requests in flight.", ["tenant"]),
+    )
