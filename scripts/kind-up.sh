@@ -8,7 +8,7 @@ CLUSTER="${LYNX_KIND_CLUSTER:-lynx}"
 NAMESPACE="${LYNX_NAMESPACE:-lynx}"
 RELEASE="${LYNX_RELEASE:-lynx}"
 TAG="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/lynx/Chart.yaml")"
-SERVICES=(gateway tokenizer retriever decoder auditor)
+SERVICES=(gateway tokenizer retriever decoder auditor operator)
 
 for tool in docker kind helm kubectl; do
   command -v "$tool" >/dev/null || { echo "kind-up: $tool is not installed" >&2; exit 1; }
@@ -34,7 +34,7 @@ helm dependency build "$ROOT/charts/lynx"
 KEY="lynx-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
 KEY_HASH="$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)"
 helm upgrade --install "$RELEASE" "$ROOT/charts/lynx" --namespace "$NAMESPACE" --create-namespace \
-  --set "image.tag=$TAG" --set "tenants.keys.demo=$KEY_HASH" --wait --timeout 20m "$@"
+  --set "image.tag=$TAG" --set "tenants.keys.demo=$KEY_HASH" --set operator.enabled=true --wait --timeout 20m "$@"
 
 cat <<MSG
 

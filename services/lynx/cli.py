@@ -1,4 +1,4 @@
-"""lynx's command line: serve one service, run them all locally, build models, ingest documents."""
+"""lynx's command line: serve one service, run them all locally, build models, ingest documents, set budgets."""
 
 from __future__ import annotations
 
@@ -6,13 +6,21 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lynx.processes import start_service, stop_groups, wait_ready
 from lynx.settings import default_cache_dir
 
+if TYPE_CHECKING:
+    from lynx.contracts.budgets import BudgetSpec
+    from lynx_budget.local import BudgetStore
+
 SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
-SERVEABLE = (*SERVICES, "auditor")
+SERVEABLE = (*SERVICES, "auditor", "budgets")
+# Where a serveable's create_app lives when it is not lynx.<name>.app.
+APP_MODULES = {"budgets": "lynx_budget.local"}
 READY_TIMEOUT_SECONDS = 300
 # Above the services' own shutdown grace (25 s by default) for the requests still open.
 STOP_GRACE_SECONDS = 30
@@ -24,7 +32,7 @@ SHORT_GRACE = {"tempo": 5}
 
 def app_factory(service: str):
     """The service's create_app, imported only when that service is the one asked for."""
-    module = __import__(f"lynx.{service}.app", fromlist=["create_app"])
+    module = __import__(APP_MODULES.get(service, f"lynx.{service}.app"), fromlist=["create_app"])
     return module.create_app
 
 
@@ -48,9 +56,10 @@ def configured_port(service: str) -> int:
     from lynx.gateway.settings import GatewaySettings
     from lynx.retriever.settings import RetrieverSettings
     from lynx.tokenizer.settings import TokenizerSettings
+    from lynx_budget.local import LocalBudgetSettings
 
     settings = {"tokenizer": TokenizerSettings, "retriever": RetrieverSettings, "decoder": DecoderSettings,
-                "gateway": GatewaySettings, "auditor": AuditorSettings}[service]
+                "gateway": GatewaySettings, "auditor": AuditorSettings, "budgets": LocalBudgetSettings}[service]
     return settings().port
 
 
@@ -86,7 +95,7 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
               "(scripts/build_tools.sh tempo builds it); spans are not exported", file=sys.stderr)
     prometheus_binary = find_binary("prometheus")
     if prometheus_binary:
-        targets = {name: f"127.0.0.1:{configured_port(name)}" for name in (*SERVICES, "auditor")}
+        targets = {name: f"127.0.0.1:{configured_port(name)}" for name in (*SERVICES, "auditor", "budgets")}
         started.append(start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"), targets),
                                         run_dir() / "prometheus", port=9090, detached=True))
     else:
@@ -107,9 +116,12 @@ def up(args: argparse.Namespace) -> None:
     observability, service_env = start_observability(env) if args.observability else ([], {})
     services = [start_service(name, {**env, **service_env}, run_dir() / f"{name}.log", port=configured_port(name),
                               detached=True) for name in SERVICES]
-    everything = [*observability, *services]
-    (run_dir() / "pids.json").write_text(json.dumps({p.name: p.process.pid for p in everything}))
     settings = GatewaySettings()
+    # The budget loop publishes its decisions where this gateway reads them.
+    budgets = start_service("budgets", {**env, "LYNX_BUDGETS_DECISIONS_FILE": str(settings.budgets_file)},
+                            run_dir() / "budgets.log", port=configured_port("budgets"), detached=True)
+    everything = [*observability, *services, budgets]
+    (run_dir() / "pids.json").write_text(json.dumps({p.name: p.process.pid for p in everything}))
     base = f"http://{settings.host}:{settings.port}"
     try:
         wait_ready(everything, READY_TIMEOUT_SECONDS)
@@ -117,7 +129,7 @@ def up(args: argparse.Namespace) -> None:
         raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
     key = TenantRegistry(settings.tenants_file).add(args.tenant)
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
-    for process in observability:
+    for process in [*observability, budgets]:
         print(f"  {process.name}: {process.url}")
     print(f"tenant '{args.tenant}' API key: {key}")
     print("try:")
@@ -181,6 +193,90 @@ def tenant_add(args: argparse.Namespace) -> None:
     print(TenantRegistry(GatewaySettings().tenants_file).add(args.tenant))
 
 
+def budget_store(args: argparse.Namespace) -> BudgetStore:
+    """The budgets this command line edits: the embedded default's local file (`lynx up`), or with --kube the
+    TenantBudget resources of the current kubeconfig context."""
+    if args.kube:
+        from lynx_budget.kubestore import KubeStore
+
+        return KubeStore(args.namespace)
+    from lynx_budget.local import FileStore, LocalBudgetSettings
+
+    settings = LocalBudgetSettings()
+    return FileStore(settings.budgets_file, settings.state_file)
+
+
+def existing_budget(store: BudgetStore, tenant: str) -> BudgetSpec:
+    spec = store.get(tenant)
+    if spec is None:
+        raise SystemExit(f"tenant {tenant!r} has no budget; set one with: lynx budget set {tenant} --cap EUR")
+    return spec
+
+
+def save_budget(store: BudgetStore, spec: BudgetSpec) -> None:
+    store.put(spec)
+    print(f"budget of {spec.tenant} saved; the budget controller applies it at its next run")
+
+
+def budget_set(args: argparse.Namespace) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from pydantic import ValidationError
+
+    from lynx.contracts.budgets import BudgetSpec
+
+    store = budget_store(args)
+    current = store.get(args.tenant)
+    if current is None and args.cap is None:
+        raise SystemExit(f"tenant {args.tenant!r} has no budget yet: --cap is required")
+    changes = {"daily_cap_eur": args.cap, "timezone": args.timezone, "warning_percent": args.warning,
+               "per_request_cap_eur": args.per_request_cap, "cheaper_near_cap": args.cheaper_near_cap}
+    base = current.model_dump() if current else {"tenant": args.tenant}
+    try:
+        if args.timezone is not None:
+            ZoneInfo(args.timezone)
+        spec = BudgetSpec.model_validate({**base, **{k: v for k, v in changes.items() if v is not None}})
+    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
+        raise SystemExit(f"lynx budget set: {error}") from None
+    save_budget(store, spec)
+
+
+def budget_pause(args: argparse.Namespace) -> None:
+    from lynx_budget.admin import pause, resume
+
+    store = budget_store(args)
+    change = pause if args.action == "pause" else resume
+    save_budget(store, change(existing_budget(store, args.tenant)))
+
+
+def budget_raise(args: argparse.Namespace) -> None:
+    import getpass
+
+    from lynx_budget.admin import add_raise
+
+    store = budget_store(args)
+    try:
+        spec = add_raise(existing_budget(store, args.tenant), args.amount, args.hours, args.reason,
+                         args.requested_by or getpass.getuser(), datetime.now(UTC))
+    except ValueError as error:
+        raise SystemExit(f"lynx budget raise: {error}") from None
+    save_budget(store, spec)
+
+
+def budget_why(args: argparse.Namespace) -> None:
+    from lynx_budget.admin import explain
+
+    store = budget_store(args)
+    print(explain(existing_budget(store, args.tenant), store.status(args.tenant), datetime.now(UTC)))
+
+
+def budget_export(args: argparse.Namespace) -> None:
+    from lynx_budget.admin import spend_csv
+
+    store = budget_store(args)
+    sys.stdout.write(spend_csv([(spec, store.status(spec.tenant)) for spec in store.list()]))
+
+
 def dashboards_build(args: argparse.Namespace) -> None:
     from lynx.dashboards.build import DASHBOARDS_DIR, write
 
@@ -200,6 +296,40 @@ def cpqu(args: argparse.Namespace) -> None:
                       "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu}))
     if args.doc is None:  # the dashboard's CpQU panel copies the table
         write()
+
+
+def add_budget_commands(commands) -> None:
+    budget_cmd = commands.add_parser(
+        "budget", help="per-tenant daily cost caps: the local budgets file (`lynx up`) or TenantBudgets").add_subparsers(
+        dest="action", required=True)
+    set_cmd = budget_cmd.add_parser("set", help="create or change a tenant's budget")
+    set_cmd.add_argument("tenant")
+    set_cmd.add_argument("--cap", type=float, help="daily cap in EUR (required for a new budget)")
+    set_cmd.add_argument("--timezone", help="IANA zone whose midnight resets the day (default UTC)")
+    set_cmd.add_argument("--warning", type=float, help="warning threshold, percent of the cap (default 80)")
+    set_cmd.add_argument("--per-request-cap", type=float, help="no single request may cost more (EUR)")
+    set_cmd.add_argument("--cheaper-near-cap", action=argparse.BooleanOptionalAction, default=None,
+                         help="in Warning, route to the cheaper decoder when one is deployed")
+    set_cmd.set_defaults(run=budget_set)
+    for action, says in (("pause", "refuse every request of the tenant"), ("resume", "lift a pause")):
+        command = budget_cmd.add_parser(action, help=says)
+        command.add_argument("tenant")
+        command.set_defaults(run=budget_pause)
+    raise_cmd = budget_cmd.add_parser("raise", help="raise a tenant's cap for a while, with a reason")
+    raise_cmd.add_argument("tenant")
+    raise_cmd.add_argument("--amount", type=float, required=True, help="EUR added to the daily cap")
+    raise_cmd.add_argument("--hours", type=float, default=24, help="how long it lasts (at most 72; default 24)")
+    raise_cmd.add_argument("--reason", required=True)
+    raise_cmd.add_argument("--by", dest="requested_by", help="who asks (default: your user name)")
+    raise_cmd.set_defaults(run=budget_raise)
+    why_cmd = budget_cmd.add_parser("why", help="why a tenant is in its state, and what to do")
+    why_cmd.add_argument("tenant")
+    why_cmd.set_defaults(run=budget_why)
+    budget_cmd.add_parser("export", help="today's spend by tenant, as CSV").set_defaults(run=budget_export)
+    for command in budget_cmd.choices.values():
+        command.add_argument("--kube", action="store_true",
+                             help="act on the TenantBudget resources of the current kubeconfig context instead")
+        command.add_argument("--namespace", help="with --kube: their namespace (default: the context's)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,6 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     add_cmd = tenant_cmd.add_parser("add", help="create a tenant (or rotate its key); prints the key once")
     add_cmd.add_argument("tenant")
     add_cmd.set_defaults(run=tenant_add)
+
+    add_budget_commands(commands)
 
     dashboards_cmd = commands.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
         dest="action", required=True)

@@ -39,12 +39,16 @@ class Stack:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-@pytest.fixture(scope="session")
-def models() -> Path:
+def built_models() -> Path:
     out = models_dir()
     if not is_built(out):
         pytest.fail(f"models are not built in {out}: run scripts/test.sh (it runs `lynx models build`)")
     return out
+
+
+@pytest.fixture(scope="session")
+def models() -> Path:
+    return built_models()
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +57,8 @@ def sink() -> Iterator[OtlpSink]:
         yield receiver
 
 
-@pytest.fixture(scope="session")
-def base_env(models: Path, sink: OtlpSink, tmp_path_factory) -> dict[str, str]:
-    tenants = tmp_path_factory.mktemp("tenants") / "tenants.json"
+def service_environment(models: Path, sink: OtlpSink, tenants: Path) -> dict[str, str]:
+    """What every service process of the tests runs with: the built models, the index, a tenants file, spans to ``sink``."""
     return {
         **os.environ,
         "LYNX_TOKENIZER_MODEL_DIR": str(models / "decoder"),
@@ -63,9 +66,16 @@ def base_env(models: Path, sink: OtlpSink, tmp_path_factory) -> dict[str, str]:
         "LYNX_RETRIEVER_EMBEDDER_DIR": str(models / "embedder"),
         "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
         "LYNX_GATEWAY_TENANTS_FILE": str(tenants),
+        # Never the default path `lynx up`'s budget loop writes: no test gateway may pick up a developer's caps.
+        "LYNX_GATEWAY_BUDGETS_FILE": str(tenants.with_name("budgets.json")),
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
+
+
+@pytest.fixture(scope="session")
+def base_env(models: Path, sink: OtlpSink, tmp_path_factory) -> dict[str, str]:
+    return service_environment(models, sink, tmp_path_factory.mktemp("tenants") / "tenants.json")
 
 
 def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink,

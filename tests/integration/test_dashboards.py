@@ -1,5 +1,6 @@
 """Every panel of every dashboard has a contract: its queries return data from a real Prometheus
-scraping the real services, within 60 seconds of one warm-up request."""
+scraping the real services, within 60 seconds of one warm-up request (and, for the tenants dashboard,
+one request its budget refuses)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,26 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.build import all_dashboards
-from lynx.stack import find_binary
+from lynx.gateway.tenants import TenantRegistry
+from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
+from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus
+from lynx_budget.local import FileStore
 
-from .conftest import MODEL_NAME, ObservedStack
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
 
 CONTRACT_SECONDS = 60
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", '"$job"': '".+"',
-                     "$job": ".+"}
+                     "$job": ".+", '"$tenant"': '".+"'}
 METRIC_NAME = re.compile(r"\b((?:lynx|process)_[a-z0-9_]+)\b")
 
 
@@ -36,40 +44,95 @@ def panel_queries() -> list[tuple[str, str, str]]:
             for target in panel.get("targets", [])]
 
 
-def exported_names(stack: ObservedStack) -> set[str]:
+def exported_names(services: list[ServiceProcess]) -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
 
     names = set()
-    for service in (stack.services.gateway, stack.services.tokenizer, stack.services.retriever,
-                    stack.services.decoder, stack.auditor):
+    for service in services:
         for family in text_string_to_metric_families(httpx.get(f"{service.url}/metrics").text):
             names.update(sample.name for sample in family.samples)
     return names
 
 
-def warm_up(stack: ObservedStack) -> None:
-    response = httpx.post(f"{stack.services.gateway.url}/v1/chat/completions", headers=stack.services.headers(),
+def warm_up(gateway: ServiceProcess, headers: dict[str, str]) -> None:
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", headers=headers,
                           timeout=60, json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 8,
                                             "messages": [{"role": "user", "content": "What is a Python list?"}]})
     assert response.status_code == 200, response.text
 
 
+@dataclass
+class Budgeted:
+    """A gateway enforcing budgets in front of the observed services, the local budget controller beside it, and a
+    Prometheus that has seen nothing yet (so time to first data is measured from the warm-up) scraping them, the
+    observed services and the auditor."""
+
+    gateway: ServiceProcess
+    controller: ServiceProcess
+    prometheus: ServiceProcess
+    served: dict[str, str]  # headers of a tenant with room to spare
+    capped: dict[str, str]  # headers of a tenant no request fits
+
+    def warm_up(self) -> httpx.Response:
+        """One answered request, then one the budget refuses; returns the refusal."""
+        warm_up(self.gateway, self.served)
+        refused = httpx.post(f"{self.gateway.url}/v1/chat/completions", headers=self.capped, timeout=60, json={
+            "model": MODEL_NAME, "max_tokens": 512, "messages": [{"role": "user", "content": "Hello"}]})
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota", refused.text
+        return refused
+
+
 @pytest.fixture(scope="module")
-def fresh_prometheus(observed: ObservedStack, tmp_path_factory):
-    """A Prometheus that has seen nothing yet, so time to first data is measured from the warm-up."""
-    prometheus = observed.start_prometheus(tmp_path_factory.mktemp("fresh-prometheus"))
-    yield prometheus
-    prometheus.stop()
+def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Budgeted]:
+    work = tmp_path_factory.mktemp("budgeted")
+    prometheus_port = free_port()
+    decisions = work / "budget-decisions.json"
+    registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
+    served, capped = f"roomy-{prometheus_port}", f"capped-{prometheus_port}"
+    keys = {tenant: registry.add(tenant) for tenant in (served, capped)}
+    store = FileStore(work / "budgets.yaml", work / "budget-state.json")
+    store.put(BudgetSpec(tenant=served, daily_cap_eur=1.0))
+    store.put(BudgetSpec(tenant=capped, daily_cap_eur=1e-6))
+    services = observed.services
+    started: list[ServiceProcess] = []
+    try:
+        gateway = start_service("gateway", {
+            **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.tempo_otlp, "LYNX_GATEWAY_BUDGETS_FILE": str(decisions),
+            "LYNX_GATEWAY_TOKENIZER_URL": services.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": services.retriever.url,
+            "LYNX_GATEWAY_DECODER_URL": services.decoder.url}, work / "gateway.log")
+        started.append(gateway)
+        controller = start_service("budgets", {
+            **base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(store.path), "LYNX_BUDGETS_STATE_FILE": str(store.state_file),
+            "LYNX_BUDGETS_DECISIONS_FILE": str(decisions), "LYNX_BUDGETS_INTERVAL_SECONDS": "1",
+            "LYNX_BUDGETS_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}"}, work / "budgets.log")
+        started.append(controller)
+        scraped = [services.tokenizer, services.retriever, services.decoder, observed.auditor, gateway, controller]
+        config = prometheus_config(load_config("prometheus.yml"),
+                                   {p.name: p.url.removeprefix("http://") for p in scraped})
+        config["global"]["scrape_interval"] = "2s"
+        prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config,
+                                      work / "prometheus", port=prometheus_port)
+        started.append(prometheus)
+        wait_ready(started, START_TIMEOUT_SECONDS)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not (decisions.exists() and BudgetDecisions.model_validate_json(decisions.read_text()).tenants.keys()
+                   >= {served, capped}):
+            assert time.monotonic() < deadline, f"no budget decisions for {served} and {capped} in {decisions}"
+            time.sleep(0.5)
+        yield Budgeted(gateway, controller, prometheus, *({"Authorization": f"Bearer {keys[t]}"} for t in (served, capped)))
+    finally:
+        for process in reversed(started):
+            process.stop()
 
 
-def test_every_panel_returns_data_within_a_minute_of_one_request(observed: ObservedStack, fresh_prometheus, capsys):
-    warm_up(observed)
+def test_every_panel_returns_data_within_a_minute_of_one_request(observed: ObservedStack, budgeted: Budgeted, capsys):
+    budgeted.warm_up()
     started = time.monotonic()
     waiting = {(board, title, expr) for board, title, expr in panel_queries()}
     first_data: dict[tuple[str, str, str], float] = {}
     while waiting and time.monotonic() - started < CONTRACT_SECONDS:
         for query in sorted(waiting):
-            if observed.query(query[2], fresh_prometheus):
+            if observed.query(query[2], budgeted.prometheus):
                 first_data[query] = time.monotonic() - started
                 waiting.discard(query)
         time.sleep(1)
@@ -80,9 +143,11 @@ def test_every_panel_returns_data_within_a_minute_of_one_request(observed: Obser
     assert not waiting, "panels with no data after 60 s:\n" + "\n".join(f"{b} / {t}: {e}" for b, t, e in waiting)
 
 
-def test_no_panel_references_a_metric_that_no_service_exports(observed: ObservedStack):
-    warm_up(observed)
-    exported = exported_names(observed)
+def test_no_panel_references_a_metric_that_no_service_exports(observed: ObservedStack, budgeted: Budgeted):
+    budgeted.warm_up()
+    services = observed.services
+    exported = exported_names([services.tokenizer, services.retriever, services.decoder, observed.auditor,
+                               budgeted.gateway, budgeted.controller])
     missing = {(title, name) for _, title, expr in panel_queries() for name in METRIC_NAME.findall(expr)
                if name not in exported}
     assert not missing, f"metrics no service exports: {sorted(missing)}"
@@ -97,6 +162,21 @@ def test_every_expression_parses_with_promtool(tmp_path):
     result = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert shutil.which(str(promtool))
+
+
+def test_the_failures_panel_links_a_refused_request_to_its_trace(budgeted: Budgeted):
+    """The exemplars of the tenants dashboard's failures panel carry the trace id the refused request answered with."""
+    (panel,) = [p for p in all_dashboards()["tenants"]["panels"] if p["title"].startswith("Failed requests")]
+    (query,) = [expand(t["expr"]) for t in panel["targets"] if t.get("exemplar")]
+    trace_id = budgeted.warm_up().headers["X-Lynx-Trace-Id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = httpx.get(f"{budgeted.prometheus.url}/api/v1/query_exemplars", params={
+            "query": query, "start": time.time() - 600, "end": time.time() + 5}).json()
+        if trace_id in {e["labels"].get("trace_id") for series in found["data"] for e in series["exemplars"]}:
+            return
+        time.sleep(1)
+    pytest.fail(f"no exemplar with trace_id {trace_id} for {query}")
 
 
 def test_prometheus_stores_exemplars_with_trace_ids(observed: ObservedStack):

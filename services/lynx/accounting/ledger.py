@@ -84,7 +84,7 @@ class Ledger:
         metrics.per_request.observe(cost.total, exemplar)
         for stage, value in cost.stages.items():
             metrics.stage.labels(stage).inc(max(value, 0.0))
-        metrics.tenant.labels(charge.tenant, charge.outcome).inc(max(cost.total, 0.0))
+        metrics.tenant.labels(charge.tenant, charge.model, charge.outcome).inc(max(cost.total, 0.0))
         metrics.charged_requests.labels(charge.outcome).inc()
         self.tokens.labels("prompt", charge.model, charge.outcome).inc(charge.prompt_tokens)
         self.tokens.labels("completion", charge.model, charge.outcome).inc(charge.completion_tokens)

@@ -9,10 +9,12 @@ engine's busy counter while the sequence was resident. See docs/COSTS.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lynx.decoder.shares import StepCostModel
 
 STAGES = ("tokenize", "retrieve", "prefill", "decode", "other")
 STAGE_TIER = {"tokenize": "tokenizer", "retrieve": "retriever", "prefill": "decoder", "decode": "decoder",
@@ -120,6 +122,43 @@ def identity_violations(times: RequestTimes, rates: CostSettings) -> list[str]:
     if any(seconds < 0 for seconds in times.stage_seconds().values()):
         reasons.add("negative_stage")
     return sorted(reasons)
+
+
+@dataclass(frozen=True)
+class SoloDecoder:
+    """How long one sequence alone in the decoder keeps it busy: the basis of a request's worst-case cost.
+
+    Alone, a sequence pays every decode step's fixed part in full (no other row shares it): the most
+    the step split charges a row of its context. ``margin`` (>= 1) covers what the coefficients do
+    not: a decoder slower than measured (CPU contention) and the share of joining a batch that a
+    prefill carries. It is an estimate, not a bound: docs/BENCHMARKS.md measures how it held.
+    """
+
+    prefill_seconds_per_token: float
+    step: StepCostModel
+    margin: float = 1.0
+
+    def prefill_seconds(self, prompt_tokens: int) -> float:
+        return self.margin * self.prefill_seconds_per_token * max(prompt_tokens, 1)
+
+    def decode_seconds(self, prompt_tokens: int, max_tokens: int) -> float:
+        """The prefill yields the first token; each of the other ``max_tokens - 1`` is one decode step over the
+        context so far (``prompt_tokens``, ``prompt_tokens + 1``, ...), its row alone in the batch."""
+        steps = max(max_tokens - 1, 0)
+        context_tokens = steps * prompt_tokens + steps * (steps - 1) // 2
+        step = self.step
+        # A row alone is the longest row: it pays the fixed part, its row, and its context at both per-token rates.
+        seconds = (steps * (step.fixed_seconds + step.per_row_seconds)
+                   + context_tokens * (step.per_context_token_seconds + step.per_padded_token_seconds))
+        return self.margin * seconds
+
+
+def worst_case_cost(so_far: RequestTimes, prompt_tokens: int, max_tokens: int, solo: SoloDecoder,
+                    rates: CostSettings) -> float:
+    """A request's worst-case cost: the stages it has used so far, plus its prompt and ``max_tokens`` decoded alone."""
+    decoder = DecoderUse(wall_seconds=0.0, prefill_seconds=solo.prefill_seconds(prompt_tokens),
+                         decode_seconds=solo.decode_seconds(prompt_tokens, max_tokens))
+    return attribute_costs(replace(so_far, decoder=decoder), rates).total
 
 
 def cost_span_attributes(cost: CostBreakdown) -> dict[str, float | str]:

@@ -1,7 +1,8 @@
 """The dashboards, as data: ``lynx dashboards build`` writes them to the top-level dashboards/ folder.
 
-capstone: the ten panels of the design. serving: the six core metrics and USE views.
-Every panel's queries are run against a real Prometheus by tests/integration/test_dashboards.py.
+capstone: the ten panels of the design. serving: the six core metrics and USE views. tenants: the Admin
+Overview of the per-tenant daily budgets. Every panel's queries are run against a real Prometheus by
+tests/integration/test_dashboards.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 from pathlib import Path
 
 from lynx.dashboards.panels import (
-    COMPLETION_ENDPOINTS, EXACT, bucket_bars, dashboard, quantiles, stat, target, text, timeseries,
+    COMPLETION_ENDPOINTS, EXACT, bars, bucket_bars, dashboard, label_filter, over, quantiles, stat, table, target,
+    text, timeseries,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -124,11 +126,77 @@ def serving() -> dict:
                    [target(f"sum by (job) (process_resident_memory_bytes{{{job}}})", "{{job}}")], "bytes"),
         timeseries("Decoder step duration p95", "One engine model call, by phase.",
                    quantiles("lynx_decoder_step_duration_seconds", "", by="phase", qs=(0.95,)), "s"),
-    ], with_job=True)
+    ], filters=(label_filter("job", "Service", "lynx_request_total"),))
+
+
+BUDGET_SOURCE = ("From the budget controller (the operator, or `lynx serve budgets`), which reads each tenant's "
+                 "spend since its own local midnight from Prometheus: the figures its caps are enforced by.")
+
+
+def tenants() -> dict:
+    tenant = 'tenant=~"$tenant"'
+    spend_rate = f"sum by (tenant) (increase(lynx_tenant_cost_eur_total{{{tenant}}}[$__interval]))"
+    tokens_rate = "sum by (model_name, kind) (increase(lynx_tokens_total[$__interval]))"
+    return dashboard("lynx-tenants", "lynx / tenants (Admin Overview)",
+                     "Who spends what today, who is near or at the daily cap, what is refused, and the trends.", [
+        bars("Today's spend by tenant",
+             f"Spent since each tenant's local midnight (its budget's timezone). {BUDGET_SOURCE}",
+             [target(f"sort_desc(max by (tenant) (lynx_budget_spent_eur{{{tenant}}}))", "{{tenant}}", instant=True)],
+             "currencyEUR"),
+        over(bars("Today's spend by tenant and model",
+                  "EUR charged today (the dashboard's day) per tenant and served model, every outcome (a tenant near "
+                  f"its cap may be served by a cheaper model). {EXACT}",
+                  [target(f"sort_desc(sum by (tenant, model_name) (increase(lynx_tenant_cost_eur_total{{{tenant}}}"
+                          "[$__range])))", "{{tenant}} {{model_name}}", instant=True)], "currencyEUR"), "now/d"),
+        over(bars("Today's tokens by model",
+                  "Prompt and completion tokens charged today (the dashboard's day), every outcome, per served model. "
+                  f"{EXACT}",
+                  [target("sum by (model_name, kind) (increase(lynx_tokens_total[$__range]))",
+                          "{{model_name}} {{kind}}", instant=True)], "short"), "now/d"),
+        table("Tenants nearest their caps",
+              "Each tenant's spend today against its effective cap (the cap plus the raises in force), its state "
+              "(Ok, Warning, Blocked, Paused) and the worst-case cost its requests in flight hold at the gateways. "
+              f"Alerts fire at 80 % and 100 % (LynxTenantBudgetNearCap, LynxTenantBudgetExhausted). {BUDGET_SOURCE}",
+              [target(f"max by (tenant) (lynx_budget_spent_eur{{{tenant}}}) / max by (tenant) "
+                      f"(lynx_budget_cap_eur{{{tenant}}})", instant=True, table=True),
+               target(f"max by (tenant, state) (lynx_budget_state{{{tenant}}} == 1)", ref="B", instant=True,
+                      table=True),
+               target(f"max by (tenant) (lynx_budget_spent_eur{{{tenant}}})", ref="C", instant=True, table=True),
+               target(f"max by (tenant) (lynx_budget_cap_eur{{{tenant}}})", ref="D", instant=True, table=True),
+               target(f"max by (tenant) (lynx_budget_remaining_eur{{{tenant}}})", ref="E", instant=True, table=True),
+               target(f"sum by (tenant) (lynx_budget_reserved_eur{{{tenant}}})", ref="F", instant=True, table=True)],
+              {"tenant": ("Tenant", ""), "state": ("State", ""), "Value #A": ("Share of cap", "percentunit"),
+               "Value #C": ("Spent today", "currencyEUR"), "Value #D": ("Cap", "currencyEUR"),
+               "Value #E": ("Remaining", "currencyEUR"), "Value #F": ("Reserved in flight", "currencyEUR")},
+              sort_by="Share of cap"),
+        stat("Tenants by state", f"How many tenants are Ok, in Warning, Blocked or Paused. {BUDGET_SOURCE}",
+             [target(f"count by (state) (max by (tenant, state) (lynx_budget_state{{{tenant}}}) == 1)", "{{state}}")],
+             "short"),
+        timeseries("Refused requests by tenant and reason",
+                   "Requests the gateway refused with 429 insufficient_quota: blocked (cap reached), paused (by an "
+                   "admin), insufficient (the request's worst-case cost did not fit what was left), unknown_tenant "
+                   f"(no budget, where those are refused). {EXACT}",
+                   [target(f"sum by (tenant, reason) (rate(lynx_budget_refused_requests_total{{{tenant}}}"
+                           "[$__rate_interval]))", "{{tenant}} {{reason}}")], "reqps", stacked=True),
+        timeseries("Failed requests, with links to their traces",
+                   "Completion requests answered 4xx or 5xx (429: refused by a budget), by status. Each point "
+                   "marked on the lines is an exemplar, one failed request's trace id: hover it to open the trace "
+                   f"in Tempo (the Prometheus datasource's exemplar link). {EXACT} {TRACE_SAMPLING}",
+                   [target(f'sum by (status) (rate(lynx_request_total{{{COMPLETION_ENDPOINTS},status=~"[45].."}}'
+                           "[$__rate_interval]))", "{{status}}", exemplar=True)], "reqps"),
+        over(timeseries("Spend per hour by tenant, 7 days", f"EUR charged to each tenant per hour, every outcome. {EXACT}",
+                        [target(spend_rate, "{{tenant}}")], "currencyEUR", stacked=True), "7d", "1h"),
+        over(timeseries("Spend per day by tenant, 30 days", f"EUR charged to each tenant per day, every outcome. {EXACT}",
+                        [target(spend_rate, "{{tenant}}")], "currencyEUR", stacked=True), "30d", "1d"),
+        over(timeseries("Tokens per hour by model, 7 days", f"Prompt and completion tokens charged per hour. {EXACT}",
+                        [target(tokens_rate, "{{model_name}} {{kind}}")], "short", stacked=True), "7d", "1h"),
+        over(timeseries("Tokens per day by model, 30 days", f"Prompt and completion tokens charged per day. {EXACT}",
+                        [target(tokens_rate, "{{model_name}} {{kind}}")], "short", stacked=True), "30d", "1d"),
+    ], filters=(label_filter("tenant", "Tenant", "lynx_tenant_cost_eur_total"),))
 
 
 def all_dashboards() -> dict[str, dict]:
-    return {"capstone": capstone(), "serving": serving()}
+    return {"capstone": capstone(), "serving": serving(), "tenants": tenants()}
 
 
 def render(board: dict) -> str:

@@ -2,16 +2,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
-from lynx.gateway.orchestrator import Pipeline
+from lynx.accounting.ledger import Ledger
+from lynx.accounting.pricing import CostSettings, SoloDecoder
+from lynx.decoder.settings import DecoderSettings
+from lynx.gateway.budgets import Budgets
+from lynx.gateway.orchestrator import DecoderRoute, Pipeline
 from lynx.gateway.routes import router
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.gateway.upstream import Upstreams
-from lynx.accounting.ledger import Ledger
-from lynx.accounting.pricing import CostSettings
 from lynx.service import create_service_app, ready_when_loaded
+from lynx.telemetry.tracing import instrumented_client
 
 # On shutdown, how long open streams get to bring their decoder's final report so they can be charged.
 DRAIN_SECONDS = 10.0
@@ -22,6 +27,23 @@ async def ready_with_upstreams(app: FastAPI) -> bool:
     return await ready_when_loaded(app) and await app.state.upstreams.all_ready()
 
 
+def solo_decoder(settings: GatewaySettings) -> SoloDecoder:
+    """One sequence alone in the decoder, from the decoder's own step coefficients (LYNX_DECODER_STEP_*)."""
+    return SoloDecoder(settings.prefill_seconds_per_token, DecoderSettings().step_cost(),
+                       settings.budget_estimate_margin)
+
+
+def cheaper_route(settings: GatewaySettings, cost_settings: CostSettings,
+                  provider: TracerProvider) -> DecoderRoute | None:
+    """The cheaper decoder configuration, charged at its own rate, when one is deployed."""
+    if settings.cheaper_decoder_url is None:
+        return None
+    client = instrumented_client(provider, settings.cheaper_decoder_url, httpx.Timeout(
+        settings.upstream_timeout_seconds, read=settings.request_deadline_seconds + 5))
+    rates = cost_settings.model_copy(update={"decoder_per_hour": settings.cheaper_decoder_per_hour})
+    return DecoderRoute(settings.cheaper_model_name, client, Ledger(rates))
+
+
 def create_app(settings: GatewaySettings | None = None, cost_settings: CostSettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     cost_settings = cost_settings or CostSettings()
@@ -30,13 +52,18 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
         upstreams = Upstreams.connect(settings, app.state.tracer_provider)
         app.state.upstreams = upstreams
         app.state.tenants = TenantRegistry(settings.tenants_file)
-        pipeline = Pipeline(settings, upstreams, Ledger(cost_settings), app.state.tracer)
+        app.state.budgets = Budgets(settings.budgets_file)
+        cheaper = cheaper_route(settings, cost_settings, app.state.tracer_provider)
+        pipeline = Pipeline(settings, upstreams, Ledger(cost_settings), app.state.tracer, solo_decoder(settings),
+                            cheaper)
         app.state.pipeline = pipeline
         try:
             yield
         finally:
             await pipeline.drain(DRAIN_SECONDS)
             await upstreams.aclose()
+            if cheaper is not None:
+                await cheaper.client.aclose()
 
     return create_service_app(name="gateway", settings=settings, lifespan=lifespan, router=router,
                               readiness=ready_with_upstreams)

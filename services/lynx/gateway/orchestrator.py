@@ -1,4 +1,4 @@
-"""One request's path: retrieve -> chat template + tokenize -> decode (streamed) -> one ledger entry.
+"""One request's path: retrieve -> chat template + tokenize -> reserve -> decode (streamed) -> one ledger entry.
 
 ``Pipeline.start`` does everything that can still fail with a clean HTTP status (context too
 long, queue full, a deadline that runs out before the first token) before any byte of the
@@ -6,7 +6,9 @@ response is sent, and returns a ``Generation`` once the first token is ready. Th
 stream is read by a task of its own that the client cannot cancel: whether the client reads to
 the end, leaves, or the gateway shuts down, that task reads the decoder's final report (after
 asking the decoder to stop, if nobody is listening any more) and makes the request's one ledger
-entry before anything that awaits. docs/COSTS.md says why the entry is made here.
+entry before anything that awaits. docs/COSTS.md says why the entry is made here. Once the
+prompt is tokenized the request reserves its worst-case cost against its tenant's budget
+(lynx.gateway.budgets); the ledger entry settles that reservation, on every path.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from pydantic import ValidationError
 
 from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Charge, Ledger, Settlement
-from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes
+from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes, SoloDecoder
 from lynx.contracts.decoder import GenerateRequest, StreamFinished, StreamStarted, TokenDelta, parse_event
 from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
 from lynx.contracts.tokenizer import ChatMessage, ChatTemplateRequest, TokenizeRequest, TokenizeResponse
 from lynx.errors import LynxError
+from lynx.gateway.budgets import Estimate, Hold, affordable_max_tokens
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams, post_json, unreachable, upstream_failure
@@ -58,7 +61,17 @@ class Job:
     messages: list[ChatMessage] = field(default_factory=list)
     prompt: str = ""
     retrieval_top_k: int = 0
+    max_cost_eur: float | None = None  # the request's own cost ceiling (lynx_max_cost_eur)
     clock: StageClock = field(default_factory=StageClock)
+
+
+@dataclass(frozen=True)
+class DecoderRoute:
+    """A decoder configuration the gateway can send a request to: the model it serves and the rates it is charged at."""
+
+    model: str
+    client: httpx.AsyncClient
+    ledger: Ledger
 
 
 def with_passages(messages: list[ChatMessage], passages: list[RetrievedPassage]) -> list[ChatMessage]:
@@ -85,13 +98,16 @@ def outcome_of(abandoned: str | None, failure: LynxError | None, finished: Strea
 
 
 class RequestAccount:
-    """The request span and the request's one ledger entry, made exactly once, whatever path gets there first."""
+    """The request span and the request's one ledger entry, made exactly once, whatever path gets there first.
 
-    def __init__(self, ledger: Ledger, model: str, job: Job, span: Span) -> None:
+    The entry settles the request's budget hold: its reservation is released and its charge counted."""
+
+    def __init__(self, ledger: Ledger, model: str, job: Job, span: Span, hold: Hold) -> None:
         self.ledger = ledger
         self.model = model
         self.job = job
         self.span = span
+        self.hold = hold
         self.trace_id, _ = trace_ids(span)
         self.request_id = request_id_var.get()
         self.tokenize = NO_CALL
@@ -109,10 +125,13 @@ class RequestAccount:
         times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
                              tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder)
         self.outcome, self.times = outcome, times
-        self.settlement = self.ledger.charge(Charge(
-            tenant=self.job.tenant.id, model=self.model, outcome=outcome, times=times,
-            prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens, finish_reason=finish_reason,
-            trace_id=self.trace_id, request_id=self.request_id, error=error), self.span)
+        try:
+            self.settlement = self.ledger.charge(Charge(
+                tenant=self.job.tenant.id, model=self.model, outcome=outcome, times=times,
+                prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens, finish_reason=finish_reason,
+                trace_id=self.trace_id, request_id=self.request_id, error=error), self.span)
+        finally:
+            self.hold.settle(self.settlement.cost.total if self.settlement else None)
         self.span.set_attribute("gen_ai.response.model", self.model)
         if finish_reason:
             self.span.set_attribute("gen_ai.response.finish_reasons", [finish_reason])
@@ -123,18 +142,25 @@ class RequestAccount:
 
 
 class Pipeline:
-    def __init__(self, settings: GatewaySettings, upstreams: Upstreams, ledger: Ledger,
-                 tracer: trace.Tracer) -> None:
+    def __init__(self, settings: GatewaySettings, upstreams: Upstreams, ledger: Ledger, tracer: trace.Tracer,
+                 solo: SoloDecoder, cheaper: DecoderRoute | None = None) -> None:
         self.settings = settings
         self.upstreams = upstreams
-        self.ledger = ledger
         self.tracer = tracer
+        self.solo = solo
+        self.standard = DecoderRoute(settings.model_name, upstreams.decoder, ledger)
+        self.cheaper = cheaper
         self.metrics = generation_metrics()
         self.generations: set[Generation] = set()
         for stage, budget in settings.stage_budgets_seconds.items():
             self.metrics.stage_budget.labels(stage).set(budget)
 
-    async def start(self, job: Job) -> Generation:
+    def route(self, hold: Hold) -> DecoderRoute:
+        """The cheaper decoder for a tenant in Warning whose budget asks for it, when one is deployed."""
+        return self.cheaper if self.cheaper is not None and hold.wants_cheaper else self.standard
+
+    async def start(self, job: Job, hold: Hold) -> Generation:
+        route = self.route(hold)
         span = self.tracer.start_span(f"{job.operation} {self.settings.model_name}", attributes={
             "gen_ai.operation.name": job.operation,
             "gen_ai.request.model": self.settings.model_name,
@@ -143,11 +169,11 @@ class Pipeline:
             "gen_ai.request.top_p": job.top_p,
             "lynx.tenant": job.tenant.id,
         })
-        account = RequestAccount(self.ledger, self.settings.model_name, job, span)
+        account = RequestAccount(route.ledger, route.model, job, span, hold)
         generation: Generation | None = None
         try:
             with trace.use_span(span, end_on_exit=False):
-                generation = await self._open(job, account)
+                generation = await self._open(job, account, route)
                 await generation.first_token()
                 return generation
         except BaseException as error:
@@ -169,7 +195,7 @@ class Pipeline:
         if pending:
             await asyncio.wait([g.task for g in pending if g.task], timeout=timeout)
 
-    async def _open(self, job: Job, account: RequestAccount) -> Generation:
+    async def _open(self, job: Job, account: RequestAccount, route: DecoderRoute) -> Generation:
         clock = job.clock
         passages = await self._retrieve(job, account)
         with clock.stage("gateway"):
@@ -187,12 +213,29 @@ class Pipeline:
             remaining = self.settings.request_deadline_seconds - clock.elapsed()
             if remaining <= 0:
                 raise self.deadline_error()
+            max_tokens = self._reserve(job, account, route)
             request = GenerateRequest(
-                input_ids=answer.ids, max_tokens=job.max_tokens, temperature=job.temperature, top_p=job.top_p,
+                input_ids=answer.ids, max_tokens=max_tokens, temperature=job.temperature, top_p=job.top_p,
                 stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id)
-            generation = Generation(self, job, account, passages, request)
+            generation = Generation(self, job, account, passages, request, route)
             generation.start()
         return generation
+
+    def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute) -> int:
+        """Reserves the request's worst case (429 when it does not fit); returns the max_tokens its cost ceiling allows."""
+        so_far = RequestTimes(wall_seconds=job.clock.elapsed(), gateway_seconds=job.clock.seconds["gateway"],
+                              tokenize=account.tokenize, retrieve=account.retrieve, decoder=DecoderUse(0.0))
+        rates = route.ledger.rates
+        ceilings = [c for c in (job.max_cost_eur, account.hold.per_request_cap_eur) if c is not None]
+        max_tokens = job.max_tokens
+        if ceilings:
+            max_tokens = affordable_max_tokens(min(ceilings), so_far, account.prompt_tokens, max_tokens, self.solo,
+                                               rates)
+            account.span.set_attribute("lynx.budget.max_tokens", max_tokens)
+        estimate = Estimate(so_far, account.prompt_tokens, max_tokens, self.solo, rates)
+        account.hold.reserve(estimate)
+        account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
+        return max_tokens
 
     def deadline_error(self) -> LynxError:
         return LynxError(504, f"The request's deadline ({self.settings.request_deadline_seconds:g} s) ran out before "
@@ -221,8 +264,9 @@ class Generation:
     """A decoder stream in progress, read by its own task; iterate ``text()``, then read the settlement."""
 
     def __init__(self, pipeline: Pipeline, job: Job, account: RequestAccount, passages: list[RetrievedPassage],
-                 request: GenerateRequest) -> None:
+                 request: GenerateRequest, route: DecoderRoute) -> None:
         self.pipeline = pipeline
+        self.route = route
         self.job = job
         self.account = account
         self.passages = passages
@@ -242,6 +286,10 @@ class Generation:
     @property
     def trace_id(self) -> str:
         return self.account.trace_id
+
+    @property
+    def model(self) -> str:
+        return self.route.model
 
     @property
     def settlement(self) -> Settlement | None:
@@ -322,7 +370,7 @@ class Generation:
                 await self._response.aclose()
 
     async def _read(self) -> None:
-        client = self.pipeline.upstreams.decoder
+        client = self.route.client
         request = client.build_request("POST", "/v1/generate", content=self.request.model_dump_json(),
                                        headers={"content-type": "application/json"})
         try:
@@ -356,7 +404,7 @@ class Generation:
         if event.ids:
             if self.completion_tokens == 0:
                 exemplar = {"trace_id": self.trace_id} if self.trace_id else None
-                self.pipeline.metrics.time_to_first_token.labels(self.pipeline.settings.model_name).observe(
+                self.pipeline.metrics.time_to_first_token.labels(self.model).observe(
                     self.job.clock.elapsed(), exemplar)
             self.completion_tokens += len(event.ids)
             self._first.set()
@@ -399,7 +447,7 @@ class Generation:
     async def _cancel_upstream(self) -> None:
         with trace.use_span(self.account.span, end_on_exit=False):
             try:
-                await self.pipeline.upstreams.decoder.post(self.started.cancel_url)
+                await self.route.client.post(self.started.cancel_url)
             except httpx.HTTPError as error:  # closing the stream makes the decoder stop and log it instead
                 log.warning("decoder_cancel_failed", extra={"fields": {"error": type(error).__name__}})
                 if self._response is not None:

@@ -10,6 +10,7 @@ from starlette.datastructures import State
 from lynx.accounting.clock import StageClock
 from lynx.contracts.tokenizer import ChatMessage
 from lynx.errors import LynxError
+from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import Generation, Job, Pipeline
 from lynx.gateway.responses import CHAT, COMPLETION, Envelope, Shape, sse
 from lynx.gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
@@ -47,7 +48,8 @@ def job_fields(body: GenerationFields, operation: str, settings: GatewaySettings
         raise LynxError(400, f"max_tokens is {max_tokens}; it must be at most {settings.max_tokens_limit}.",
                         "invalid_value", param="max_tokens")
     return {"tenant": tenant, "operation": operation, "max_tokens": max_tokens, "temperature": body.temperature,
-            "top_p": body.top_p, "stop": body.stop_list(), "seed": body.seed, "clock": StageClock()}
+            "top_p": body.top_p, "stop": body.stop_list(), "seed": body.seed, "max_cost_eur": body.lynx_max_cost_eur,
+            "clock": StageClock()}
 
 
 @router.get("/models")
@@ -75,8 +77,10 @@ async def completions(body: CompletionRequest, request: Request, tenant: Tenant 
 
 async def respond(request: Request, job: Job, shape: Shape, body: GenerationFields):
     pipeline: Pipeline = request.app.state.pipeline
-    generation = await pipeline.start(job)
-    envelope = Envelope(shape, pipeline.settings.model_name)
+    budgets: Budgets = request.app.state.budgets
+    hold = budgets.admit(job.tenant.id)  # a tenant that may not spend is refused before any upstream call
+    generation = await pipeline.start(job, hold)
+    envelope = Envelope(shape, generation.model)
     request_id = request_id_var.get()
     if body.stream:
         def on_end(end: StreamEnd) -> None:

@@ -40,6 +40,9 @@ class GenerationFields(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request is supported.")
     seed: int | None = None
+    lynx_max_cost_eur: float | None = Field(
+        default=None, gt=0, description="lynx: the most this request may cost; the answer stops there (finish_reason "
+                                        "length), its max_tokens lowered to what the ceiling affords at worst case.")
 
     @field_validator("stop")
     @classmethod

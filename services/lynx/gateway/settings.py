@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from lynx.settings import ServiceSettings, default_cache_dir
@@ -27,3 +27,31 @@ class GatewaySettings(ServiceSettings):
         default={"retrieve": 0.1, "tokenize": 0.05, "queue": 0.5, "prefill": 2.0, "decode": 10.0},
         description="Latency budget of each stage, shown against the measured p95 on the capstone dashboard.")
     upstream_timeout_seconds: float = Field(default=10.0, gt=0)
+    budgets_file: Path = Field(
+        default=default_cache_dir() / "budget-decisions.json",
+        description="The budget decisions the controller publishes (BudgetDecisions JSON); re-read on change. "
+                    "Missing: no budgets, every tenant served.")
+    prefill_seconds_per_token: float = Field(
+        default=1 / 650, gt=0,
+        description="Decoder seconds one prompt token costs to prefill, alone (measured ~1/650 s on the int4 "
+                    "model, 2 threads): with the decoder's LYNX_DECODER_STEP_* coefficients, the basis of a "
+                    "request's worst-case cost, which is reserved against its tenant's budget.")
+    budget_estimate_margin: float = Field(
+        default=3.0, ge=1,
+        description="Multiplies the decoder seconds of the worst-case estimate: slack for a decoder slower than "
+                    "its measured coefficients (CPU contention, a short prompt's share of joining a batch). "
+                    "docs/BENCHMARKS.md measures how far real costs came from their reservation.")
+    cheaper_decoder_url: str | None = Field(
+        default=None, description="A cheaper decoder configuration, for tenants in Warning whose budget asks for "
+                                  "it (cheaper_near_cap). Unset: none deployed, no routing.")
+    cheaper_model_name: str | None = Field(default=None, description="The model the cheaper decoder serves.")
+    cheaper_decoder_per_hour: float | None = Field(
+        default=None, ge=0, description="The cheaper decoder's rate (EUR/h), which its requests are charged at.")
+
+    @model_validator(mode="after")
+    def cheaper_decoder_complete(self) -> GatewaySettings:
+        given = [self.cheaper_decoder_url, self.cheaper_model_name, self.cheaper_decoder_per_hour]
+        if any(v is not None for v in given) and any(v is None for v in given):
+            raise ValueError("LYNX_GATEWAY_CHEAPER_DECODER_URL, LYNX_GATEWAY_CHEAPER_MODEL_NAME and "
+                             "LYNX_GATEWAY_CHEAPER_DECODER_PER_HOUR go together: set all three or none")
+        return self

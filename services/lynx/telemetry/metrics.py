@@ -162,8 +162,8 @@ def cost_metrics() -> CostMetrics:
             "lynx_cost_eur_per_request", "Total cost of one request in EUR.", buckets=COST_BUCKETS,
         ),
         stage=Counter("lynx_cost_stage_eur", "Cost in EUR attributed to each pipeline stage.", ["stage"]),
-        tenant=Counter("lynx_tenant_cost_eur", "Cost in EUR charged to each tenant, by how the request ended.",
-                       ["tenant", "outcome"]),
+        tenant=Counter("lynx_tenant_cost_eur", "Cost in EUR charged to each tenant, by the model that served it and "
+                       "how the request ended.", ["tenant", "model_name", "outcome"]),
         charged_requests=Counter("lynx_charged_requests", "Requests charged by the ledger, by how they ended.",
                                  ["outcome"]),
         per_1k_output_tokens=Histogram(

@@ -24,7 +24,8 @@ def violations(reason: str) -> float:
 
 
 def tenant_spend(tenant: str, outcome: str) -> float:
-    return REGISTRY.get_sample_value("lynx_tenant_cost_eur_total", {"tenant": tenant, "outcome": outcome}) or 0.0
+    labels = {"tenant": tenant, "model_name": "m", "outcome": outcome}
+    return REGISTRY.get_sample_value("lynx_tenant_cost_eur_total", labels) or 0.0
 
 
 def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed"):

@@ -1,0 +1,108 @@
+"""An admin's quick actions on a budget, as pure functions of the spec: the CLI applies them to a TenantBudget
+resource or to the embedded default's local budgets file, and reads the status back for `explain` and the CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+
+from lynx.contracts.budgets import MAX_RAISE_HOURS, BudgetSpec, TemporaryRaise
+from lynx_budget.policy import (
+    PROMETHEUS_REACHABLE,
+    BudgetStatus,
+    effective_cap,
+    format_eur,
+    format_local,
+    in_force,
+    raise_problem,
+    require_aware,
+    rfc3339,
+    utc,
+)
+
+CSV_COLUMNS = ("tenant", "state", "spent_eur", "cap_eur", "remaining_eur", "day_started_at", "resets_at")
+
+
+def pause(spec: BudgetSpec) -> BudgetSpec:
+    return spec.model_copy(update={"paused": True})
+
+
+def resume(spec: BudgetSpec) -> BudgetSpec:
+    return spec.model_copy(update={"paused": False})
+
+
+def add_raise(spec: BudgetSpec, amount_eur: float, hours: float, reason: str, requested_by: str,
+              now: datetime) -> BudgetSpec:
+    """The spec with a temporary raise of ``amount_eur`` for ``hours`` from ``now``. ValueError when it cannot be."""
+    require_aware(now)
+    if not 0 < hours <= MAX_RAISE_HOURS:
+        raise ValueError(f"a temporary raise lasts more than 0 and at most {MAX_RAISE_HOURS} hours, not {hours:g}")
+    new = TemporaryRaise(amount_eur=amount_eur, expires_at=utc(now) + timedelta(hours=hours), reason=reason,
+                         requested_by=requested_by, requested_at=utc(now))  # its ValidationError is a ValueError
+    return spec.model_copy(update={"raises": [*spec.raises, new]})
+
+
+def explain(spec: BudgetSpec, status: BudgetStatus | None, now: datetime) -> str:
+    """Why the tenant is in its state, in plain words: the decision, the cap and its raises, the spend reading."""
+    require_aware(now)
+    lines = [f"Tenant {spec.tenant}: daily cap {format_eur(spec.daily_cap_eur)}, day starting at midnight "
+             f"{spec.timezone}, warning at {spec.warning_percent:g}%."]
+    if spec.paused:
+        lines.append("Paused by an admin: every request is refused until an admin resumes it.")
+    for r in spec.raises:
+        problem = raise_problem(r, now)
+        if in_force(r, now):
+            lines.append(f"Raise in force: +{format_eur(r.amount_eur)} until {rfc3339(r.expires_at)}, "
+                         f"asked by {r.requested_by}: {r.reason}")
+        elif problem:
+            lines.append(f"Raise ignored, {problem}: +{format_eur(r.amount_eur)} asked by {r.requested_by}.")
+        else:
+            lines.append(f"Raise expired at {rfc3339(r.expires_at)} (removed at the next reconciliation): "
+                         f"+{format_eur(r.amount_eur)} asked by {r.requested_by}.")
+    if status is None:
+        lines.append(f"No decision yet: the budget controller has not reconciled this tenant. Its cap today is "
+                     f"{format_eur(effective_cap(spec, now))}.")
+        return "\n".join(lines)
+    lines.append(f"State: {status.state}.")
+    if now >= status.resets_at:
+        lines.append(f"This decision is from the day that ended at {format_local(status.resets_at, spec.timezone)}; "
+                     "the controller has not reconciled the new day yet.")
+    elif status.spent_eur is not None:
+        lines.append(f"Spent today: {format_eur(status.spent_eur)} of {format_eur(status.cap_eur)} "
+                     f"({format_eur(status.remaining_eur)} left), as of {rfc3339(status.spend_as_of)}.")
+    else:
+        lines.append(f"Spent today: unknown, no reading yet today; cap {format_eur(status.cap_eur)}.")
+    lines.append(f"The day resets at {format_local(status.resets_at, spec.timezone)}.")
+    reachable = status.condition(PROMETHEUS_REACHABLE)
+    if reachable is not None and not reachable.status:
+        lines.append(f"Spend cannot be read since {rfc3339(reachable.last_transition)} ({reachable.reason}): "
+                     f"{reachable.message}")
+    if status.state == "Blocked" and reachable is not None and not reachable.status:
+        lines.append("A blocked tenant stays Blocked until its spend can be read again.")
+    elif status.state == "Blocked":
+        lines.append(f"To serve it before the reset, add a temporary raise (an amount, a reason, at most "
+                     f"{MAX_RAISE_HOURS} h).")
+    if status.history:
+        lines.append("Recent history:")
+        lines += [f"  {rfc3339(e.at)} {e.kind}: {e.message}" for e in status.history[-5:]]
+    return "\n".join(lines)
+
+
+def amount(eur: float) -> str:
+    return f"{eur:.10g}"  # exact enough for money, without float noise (0.0188, not 0.018800000000000004)
+
+
+def spend_csv(rows: list[tuple[BudgetSpec, BudgetStatus | None]]) -> str:
+    """Today's spend by tenant, one line each (empty cells where no decision was made yet or spend is unknown)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for spec, status in sorted(rows, key=lambda row: row[0].tenant):
+        if status is None:
+            writer.writerow([spec.tenant, "", "", amount(spec.daily_cap_eur), "", "", ""])
+            continue
+        spent = "" if status.spent_eur is None else amount(status.spent_eur)
+        writer.writerow([spec.tenant, status.state, spent, amount(status.cap_eur), amount(status.remaining_eur),
+                         rfc3339(status.day_started_at), rfc3339(status.resets_at)])
+    return out.getvalue()

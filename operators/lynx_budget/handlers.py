@@ -1,0 +1,153 @@
+"""The TenantBudget operator (kopf). Every interval, per budget: read the tenant's spend since its local midnight,
+let the policy decide, write the status, post the audit entries as Events, take expired raises out of the spec,
+and publish the decision to the gateways. The decisions are lynx_budget.policy's; this module only carries data.
+
+Run (the chart does): ``kopf run --standalone --namespace NS --module lynx_budget.handlers``. One replica:
+kopf's peering only pauses every operator it sees with the same priority, it elects no leader, so the chart
+runs a single pod (strategy Recreate) and the gateways keep enforcing the last published decisions while it
+restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import typing
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfoNotFoundError
+
+import httpx
+import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from lynx.contracts.budgets import BudgetState
+from lynx.telemetry.metrics import budget_metrics
+from lynx_budget import kube, policy, spend
+from lynx_budget.settings import OperatorSettings
+
+config = OperatorSettings()  # at import: the timer's decorator needs the interval
+TENANT_BUDGETS = {"group": kube.GROUP, "version": kube.VERSION, "plural": kube.PLURAL}
+STATES = typing.get_args(BudgetState)
+
+
+def now() -> datetime:
+    """The clock every decision is made by (moved by clock_offset_seconds in tests only)."""
+    return datetime.now(UTC) + timedelta(seconds=config.clock_offset_seconds)
+
+
+@kopf.on.login()
+def login(**kwargs) -> kopf.ConnectionInfo | None:
+    """In a pod, its ServiceAccount token; elsewhere the KUBECONFIG of this moment (the tests point it at the
+    chart's ServiceAccount; the `kubernetes` client kopf would otherwise use reads it once, at import)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    settings.scanning.disabled = True  # one namespace and one CRD, known at start: no cluster-wide lists needed
+    settings.posting.level = logging.WARNING  # Events: the audit (posted below) and failures, not every tick
+    settings.persistence.finalizer = f"{kube.GROUP}/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=kube.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=kube.GROUP)
+    memo.api = kube.api_client()
+    memo.prometheus = httpx.Client(timeout=config.prometheus_timeout_seconds)
+    memo.publisher = kube.Publisher(memo.api, config.configmap_namespace, config.configmap_name,
+                                    config.unknown_tenants, now)
+    try:
+        await asyncio.to_thread(memo.publisher.load)
+    except ApiException as error:
+        if error.status == 404:
+            raise kopf.PermanentError(f"ConfigMap {config.configmap_namespace}/{config.configmap_name} does not exist; "
+                                      "the chart creates it (operator.enabled)") from None
+        raise
+    memo.publishing = asyncio.create_task(memo.publisher.run(config.interval_seconds))
+    memo.metrics_server, _thread = start_http_server(config.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_) -> None:
+    memo.publishing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.publishing
+    memo.metrics_server.shutdown()
+    memo.metrics_server.server_close()
+    memo.prometheus.close()
+    memo.api.close()
+
+
+@kopf.timer(**TENANT_BUDGETS, id="reconcile", interval=config.interval_seconds)
+async def reconcile(spec: kopf.Spec, status: kopf.Status, body: kopf.Body, name: str, namespace: str,
+                    patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_) -> None:
+    moment = now()
+    try:
+        budget = kube.budget_spec(spec)
+        day_start, _next_midnight = policy.day_window(budget.timezone, moment)
+    except (ValidationError, ZoneInfoNotFoundError) as error:
+        raise kopf.PermanentError(f"the spec cannot be used: {error}") from error
+    try:
+        last = policy.BudgetStatus.from_dict(dict(status)) if "state" in status else None
+    except (KeyError, TypeError, ValueError) as error:
+        # Guessing would risk unblocking a Blocked tenant: the published decision stands until someone looks.
+        raise kopf.PermanentError(f"the status cannot be read ({error!r}); remove it to start over") from error
+
+    try:
+        reading = await asyncio.to_thread(spend.read_spend, memo.prometheus, config.prometheus_url, budget.tenant,
+                                          day_start, moment)
+        error = None
+    except spend.SpendUnavailable as failure:
+        reading, error = None, str(failure)
+        logger.warning(f"spend of tenant {budget.tenant!r} unavailable: {failure}")
+    result = policy.reconcile(budget, reading, error, moment, last, config.unknown_spend, config.history_limit)
+
+    patch.status.update(result.status.to_dict())
+    for event in result.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if body.metadata.deletion_timestamp is None:  # the body is live: a budget deleted meanwhile stays forgotten
+        memo.publisher.set(result.decision)
+        export(result.status, budget.tenant, read=reading is not None)
+    if result.expired_raises:
+        try:
+            removed = await asyncio.to_thread(kube.remove_raises, memo.api, namespace, name,
+                                              body.metadata["resourceVersion"], spec.get("raises") or [],
+                                              result.expired_raises)
+        except (ApiException, urllib3.exceptions.HTTPError) as failure:
+            removed = False  # the status still goes out (the expiry is audited once); the removal is retried
+            logger.warning(f"removing expired raises failed: {failure!r}")
+        if not removed:
+            logger.info("expired raises stay in the spec until the next reconciliation")
+
+
+@kopf.on.delete(**TENANT_BUDGETS, optional=True)
+def forget(spec: kopf.Spec, memo: kopf.Memo, **_) -> None:
+    """The tenant leaves the published decisions: it becomes a tenant without a budget (unknown_tenants)."""
+    tenant = spec["tenant"]
+    memo.publisher.remove(tenant)
+    metrics = budget_metrics()
+    for gauge in (metrics.spent, metrics.cap, metrics.remaining):
+        with contextlib.suppress(KeyError):
+            gauge.remove(tenant)
+    for state in STATES:
+        with contextlib.suppress(KeyError):
+            metrics.state.remove(tenant, state)
+
+
+def export(status: policy.BudgetStatus, tenant: str, read: bool) -> None:
+    metrics = budget_metrics()
+    if status.spent_eur is None:
+        with contextlib.suppress(KeyError):
+            metrics.spent.remove(tenant)
+    else:
+        metrics.spent.labels(tenant).set(status.spent_eur)
+    metrics.cap.labels(tenant).set(status.cap_eur)
+    metrics.remaining.labels(tenant).set(status.remaining_eur)
+    for state in STATES:
+        metrics.state.labels(tenant, state).set(1 if state == status.state else 0)
+    if read:
+        metrics.last_read.set(time.time())  # the real clock: an alert compares it with Prometheus' time()
+    else:
+        metrics.read_failures.inc()

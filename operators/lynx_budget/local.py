@@ -1,0 +1,224 @@
+"""The embedded default's budget controller (`lynx serve budgets`, started by `lynx up`): no Kubernetes.
+
+The same pure policy as the operator (``policy.reconcile``), on a timer: each budget in a local
+file (``~/.cache/lynx/budgets.yaml``, a list of ``BudgetSpec`` that `lynx budget set` writes), each
+tenant's spend read from the local Prometheus (``spend.read_spend``), each tenant's last status in a
+local state file, and the decisions published (source ``local``) to the file the gateway reads,
+written atomically. Expired raises are removed from the budgets file; every audit entry is logged
+as a ``budget_event`` (what the operator makes a Kubernetes Event). ``/metrics`` exports
+``budget_metrics()`` for Prometheus (job ``lynx-budgets``) and the alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import yaml
+from fastapi import APIRouter, FastAPI
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, UnknownSpend
+from lynx.service import create_service_app
+from lynx.settings import ServiceSettings, default_cache_dir
+from lynx.telemetry.metrics import budget_metrics
+from lynx_budget.policy import BudgetStatus, day_window, reconcile
+from lynx_budget.spend import SpendUnavailable, read_spend
+
+log = logging.getLogger("lynx.budgets")
+STATES = ("Ok", "Warning", "Blocked", "Paused")
+
+
+class LocalBudgetSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LYNX_BUDGETS_", extra="ignore", frozen=True)
+
+    port: int = Field(default=8085, ge=1, le=65535)
+    budgets_file: Path = Field(default=default_cache_dir() / "budgets.yaml",
+                               description="The budgets: a YAML list of BudgetSpec (`lynx budget set` writes it).")
+    state_file: Path = Field(default=default_cache_dir() / "budget-state.json",
+                             description="Each tenant's last BudgetStatus (JSON), kept between runs.")
+    decisions_file: Path = Field(
+        default=default_cache_dir() / "budget-decisions.json",
+        description="Where the decisions are published: the gateway's LYNX_GATEWAY_BUDGETS_FILE.")
+    prometheus_url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://.+",
+                                description="The Prometheus that scrapes the gateway.")
+    interval_seconds: float = Field(default=15.0, gt=0, description="Time between two reconciliations.")
+    unknown_spend: UnknownSpend = Field(
+        default="open", description="A tenant whose spend cannot be read and has no figure today: served (open) or "
+                                    "refused (closed). A Blocked tenant stays Blocked either way.")
+    unknown_tenants: UnknownSpend = Field(
+        default="open", description="Tenants without a budget: served (open) or refused (closed) by the gateway.")
+    history_limit: int = Field(default=20, ge=1, le=200, description="Audit entries kept in each tenant's status.")
+
+
+class BudgetStore(Protocol):
+    """Where budgets live: this local file, or TenantBudget resources in Kubernetes."""
+
+    def get(self, tenant: str) -> BudgetSpec | None: ...
+
+    def put(self, spec: BudgetSpec) -> None: ...
+
+    def list(self) -> list[BudgetSpec]: ...
+
+    def status(self, tenant: str) -> BudgetStatus | None: ...
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class FileStore:
+    """The budgets file (a YAML list of BudgetSpec) and the controller's state file beside it."""
+
+    def __init__(self, budgets_file: Path, state_file: Path) -> None:
+        self.path = budgets_file
+        self.state_file = state_file
+
+    def list(self) -> list[BudgetSpec]:
+        if not self.path.exists():
+            return []
+        entries = yaml.safe_load(self.path.read_text()) or []
+        if not isinstance(entries, list):
+            raise ValueError(f"{self.path}: expected a list of budgets, found {type(entries).__name__}")
+        return [BudgetSpec.model_validate(entry) for entry in entries]
+
+    def get(self, tenant: str) -> BudgetSpec | None:
+        return next((spec for spec in self.list() if spec.tenant == tenant), None)
+
+    def put(self, spec: BudgetSpec) -> None:
+        self.update(spec.tenant, lambda _: spec)
+
+    def update(self, tenant: str, change: Callable[[BudgetSpec | None], BudgetSpec]) -> BudgetSpec:
+        """Read, change and write one tenant's budget under a lock (the CLI and the loop both write the file)."""
+        with self._locked():
+            specs = {spec.tenant: spec for spec in self.list()}
+            specs[tenant] = change(specs.get(tenant))
+            write_atomically(self.path, yaml.safe_dump([s.model_dump(mode="json", exclude_defaults=True)
+                                                        for s in specs.values()], sort_keys=False))
+            return specs[tenant]
+
+    def status(self, tenant: str) -> BudgetStatus | None:
+        return self.statuses().get(tenant)
+
+    def statuses(self) -> dict[str, BudgetStatus]:
+        if not self.state_file.exists():
+            return {}
+        return {tenant: BudgetStatus.from_dict(data) for tenant, data in json.loads(self.state_file.read_text()).items()}
+
+    def save_statuses(self, statuses: dict[str, BudgetStatus]) -> None:
+        write_atomically(self.state_file, json.dumps({t: s.to_dict() for t, s in statuses.items()}, indent=2) + "\n")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+class LocalController:
+    """One reconciliation of every local budget: read spend, decide (policy), publish, remember."""
+
+    def __init__(self, settings: LocalBudgetSettings, store: FileStore, client: httpx.Client,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.now = now
+        self.metrics = budget_metrics()
+        self.published: set[str] = set()
+
+    def run_once(self) -> BudgetDecisions:
+        now = self.now()
+        last = self.store.statuses()
+        statuses: dict[str, BudgetStatus] = {}
+        decisions = BudgetDecisions(generated_at=now, source="local", unknown_tenants=self.settings.unknown_tenants)
+        for spec in self.store.list():
+            spend, error = self._read_spend(spec, now)
+            result = reconcile(spec, spend, error, now, last.get(spec.tenant), self.settings.unknown_spend,
+                               self.settings.history_limit)
+            if result.expired_raises:
+                self.store.update(spec.tenant, lambda current, gone=result.expired_raises: current.model_copy(
+                    update={"raises": [r for r in current.raises if r not in gone]}))
+            for event in result.events:
+                log.info("budget_event", extra={"fields": {"tenant": spec.tenant, "type": event.type,
+                                                           "reason": event.reason, "message": event.message}})
+            statuses[spec.tenant] = result.status
+            decisions.tenants[spec.tenant] = result.decision
+        self.store.save_statuses(statuses)
+        write_atomically(self.settings.decisions_file, decisions.model_dump_json(indent=2) + "\n")
+        self._export(statuses)
+        return decisions
+
+    def _read_spend(self, spec: BudgetSpec, now: datetime):
+        day_start, _ = day_window(spec.timezone, now)
+        try:
+            spend = read_spend(self.client, self.settings.prometheus_url, spec.tenant, day_start, now)
+        except SpendUnavailable as error:
+            self.metrics.read_failures.inc()
+            log.warning("spend_unavailable", extra={"fields": {"tenant": spec.tenant, "error": str(error)}})
+            return None, str(error)
+        self.metrics.last_read.set(now.timestamp())
+        return spend, None
+
+    def _export(self, statuses: dict[str, BudgetStatus]) -> None:
+        metrics = self.metrics
+        for tenant in self.published - statuses.keys():  # a budget removed from the file
+            for gauge in (metrics.spent, metrics.cap, metrics.remaining):
+                gauge.remove(tenant)
+            for state in STATES:
+                metrics.state.remove(tenant, state)
+        for tenant, status in statuses.items():
+            if status.spent_eur is not None:
+                metrics.spent.labels(tenant).set(status.spent_eur)
+            metrics.cap.labels(tenant).set(status.cap_eur)
+            metrics.remaining.labels(tenant).set(status.remaining_eur)
+            for state in STATES:
+                metrics.state.labels(tenant, state).set(1 if status.state == state else 0)
+        self.published = set(statuses)
+
+
+def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
+    settings = settings or LocalBudgetSettings()
+
+    async def periodically(controller: LocalController) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(controller.run_once)
+            except Exception:  # a broken budgets file: said in the log, tried again next time
+                log.exception("budget_reconcile_failed")
+            await asyncio.sleep(settings.interval_seconds)
+
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = httpx.Client()
+        app.state.controller = LocalController(settings, FileStore(settings.budgets_file, settings.state_file), client)
+        loop = asyncio.create_task(periodically(app.state.controller))
+        try:
+            yield
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+            client.close()
+
+    return create_service_app(name="budgets", settings=settings, lifespan=lifespan, router=APIRouter())

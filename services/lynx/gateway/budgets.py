@@ -1,0 +1,281 @@
+"""Budget enforcement in the gateway: the published decisions, then reserve and settle each request.
+
+The budget controller (the kopf operator, or the local loop under ``lynx up``) publishes each
+tenant's state and remaining budget (``BudgetDecisions``) to a file this gateway re-reads when it
+changes; the gateway never asks Prometheus. Per request:
+
+1. Admission, before any upstream call: a Blocked or Paused tenant, a tenant with nothing left, and
+   a tenant without a budget when unknown tenants are refused get 429 ``insufficient_quota``.
+2. Reservation, once the prompt is tokenized and before the decoder is called: the request's
+   worst-case cost (``pricing.worst_case_cost``: its prompt and max_tokens decoded alone, plus
+   the stages it has used) must fit
+
+       available = remaining, as of the decision's spend_as_of
+                   - what this gateway charged the tenant since spend_as_of (``RecentCharges``)
+                   - the reservations of the tenant's requests in flight here
+
+   or the request is refused (429, charged for the stages it used).
+3. Settlement: the request's one ledger charge releases its reservation and is remembered until
+   a decision whose spend includes it has arrived.
+
+Overshoot. With one gateway, every charge after spend_as_of is subtracted and every admitted request
+holds its worst case, so spend passes the cap only by what was in flight when the budget ran out and
+not covered by a reservation: the stages a request uses before it reserves (retrieval and
+tokenization, ~1e-7 EUR each; once this gateway counts the cap reached it refuses at admission, for
+free), what requests cost beyond their estimate (a decoder slower than the margin allows), and
+reservations made under a larger cap than the next decision's (a raise that expired under them).
+With N gateways, each subtracts only its own charges: until the controller's next decision counts
+the others' (one scrape interval + one controller interval + the file's propagation), each may admit
+up to the whole remaining budget R of the decision in force, so spend can pass the cap by up to
+(N - 1) x R, and by no more than what N - 1 gateways spend in that interval. docs/BENCHMARKS.md
+measures both (one gateway: 0.01 % of a 0.01 EUR cap; two: 6.8 %). A restarted gateway starts with
+no recent charges: until the next decision it may admit again what it charged just before it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict, deque
+from datetime import UTC
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from lynx.accounting.pricing import CostSettings, RequestTimes, SoloDecoder, worst_case_cost
+from lynx.contracts.budgets import BudgetDecisions, TenantDecision
+from lynx.errors import LynxError
+from lynx.telemetry.metrics import enforcement_metrics
+
+log = logging.getLogger("lynx.gateway.budgets")
+REFUSAL_REASONS = ("blocked", "paused", "insufficient", "unknown_tenant")
+QUOTA = "insufficient_quota"
+# Charges remembered per tenant; beyond that the two oldest merge (see RecentCharges).
+RECENT_CHARGES = 2048
+# Charges this much older than a decision's spend_as_of are forgotten (a later decision read from a
+# slightly older sample still finds them).
+KEEP_BEHIND_SECONDS = 120.0
+
+
+class RecentCharges:
+    """What this gateway charged one tenant recently, as (unix time, EUR), bounded in size.
+
+    When full, the two oldest entries merge into one stamped with the later time: the sum is kept and
+    counted for at least as long as its parts would have been, so charges are never under-counted."""
+
+    def __init__(self, capacity: int = RECENT_CHARGES) -> None:
+        self.capacity = capacity
+        self.entries: deque[tuple[float, float]] = deque()
+
+    def add(self, at: float, eur: float) -> None:
+        self.entries.append((at, eur))
+        if len(self.entries) > self.capacity:
+            _, first = self.entries.popleft()
+            second_at, second = self.entries.popleft()
+            self.entries.appendleft((second_at, first + second))
+
+    def since(self, moment: float) -> float:
+        return sum(eur for at, eur in self.entries if at > moment)
+
+    def forget_before(self, moment: float) -> None:
+        while self.entries and self.entries[0][0] < moment:
+            self.entries.popleft()
+
+
+class DecisionsFile:
+    """The published decisions, re-read when the file changes (like the tenants file).
+
+    A missing file means no budgets. A file that cannot be read keeps the last decisions read (a
+    controller writes it atomically, so this is a broken deployment, logged once per change)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self.decisions: BudgetDecisions | None = None
+
+    def refresh(self) -> bool:
+        """Whether the decisions changed."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            changed = self.decisions is not None
+            self.decisions, self._stamp = None, None
+            return changed
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a new inode: replaced by a rename
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self.decisions = BudgetDecisions.model_validate_json(self.path.read_bytes())
+        except (OSError, ValidationError) as error:
+            log.error("budget_decisions_unreadable", extra={"fields": {"path": str(self.path),
+                                                                       "error": type(error).__name__}})
+            return False
+        return True
+
+
+def counted_until(decision: TenantDecision) -> float:
+    """Charges up to this moment are in the decision's spend; later ones are not."""
+    return (decision.spend_as_of or decision.day_started_at).timestamp()
+
+
+def eur(amount: float) -> str:
+    return f"{amount:.4g} EUR"
+
+
+class Budgets:
+    """Every tenant's decision, this gateway's recent charges and its reservations in flight.
+
+    Runs on the event loop only: admission, reservation and settlement are synchronous, so two
+    requests never both see the same budget as free."""
+
+    def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
+        self.file = DecisionsFile(path)
+        self.now = now
+        self.charges: defaultdict[str, RecentCharges] = defaultdict(RecentCharges)
+        self.reserved: defaultdict[str, float] = defaultdict(float)
+        self.holds: defaultdict[str, int] = defaultdict(int)
+        self.metrics = enforcement_metrics()
+
+    def decision(self, tenant: str) -> TenantDecision | None:
+        if self.file.refresh() and self.file.decisions is not None:
+            for name, decision in self.file.decisions.tenants.items():
+                self.charges[name].forget_before(counted_until(decision) - KEEP_BEHIND_SECONDS)
+        decisions = self.file.decisions
+        return decisions.tenants.get(tenant) if decisions else None
+
+    def spent(self, tenant: str, decision: TenantDecision) -> float | None:
+        """Spent today: the decision's figure plus what this gateway charged since."""
+        if decision.spent_eur is None:
+            return None
+        return decision.spent_eur + self.charges[tenant].since(counted_until(decision))
+
+    def available(self, tenant: str, decision: TenantDecision) -> float:
+        return decision.remaining_eur - self.charges[tenant].since(counted_until(decision)) - self.reserved[tenant]
+
+    def admit(self, tenant: str) -> Hold:
+        """Before any upstream call: refuses (429) a tenant that may not spend at all now."""
+        return Hold(self, tenant, self.check(tenant, None))
+
+    def check(self, tenant: str, request: Estimate | None) -> TenantDecision | None:
+        """The tenant's decision, or the 429 that refuses it now (``request``: also when its worst case does not fit)."""
+        decision = self.decision(tenant)
+        if decision is None:
+            decisions = self.file.decisions
+            if decisions is not None and decisions.unknown_tenants == "closed":
+                raise self._refuse(tenant, "unknown_tenant", (
+                    f"Tenant '{tenant}' has no daily budget, and this deployment refuses tenants without one; "
+                    "ask an admin to set one."), None)
+            return None
+        if decision.state == "Paused":
+            raise self._refuse(tenant, "paused", decision.reason, None)  # the policy's words: who paused, until when
+        resets = self._resets(decision)
+        if decision.state == "Blocked":
+            raise self._refuse(tenant, "blocked", f"{decision.reason} As this gateway counts: "
+                               f"{self._standing(tenant, decision)} {resets}", decision)
+        available = self.available(tenant, decision)
+        if request is None and available <= 0:
+            raise self._refuse(tenant, "insufficient", (
+                f"Tenant '{tenant}' has no budget left today: {self._standing(tenant, decision)} {resets} "
+                "Ask an admin for a raise to continue before then."), decision)
+        if request is not None and request.eur > available:
+            raise self._refuse(tenant, "insufficient", (
+                f"This request could cost up to {eur(request.eur)} ({request.describe()} at worst case), more than "
+                f"the {eur(max(available, 0.0))} tenant '{tenant}' has left today: {self._standing(tenant, decision)} "
+                f"{resets} Lower max_tokens (or lynx_max_cost_eur), or ask an admin for a raise."), decision)
+        return decision
+
+    def _standing(self, tenant: str, decision: TenantDecision) -> str:
+        spent = self.spent(tenant, decision)
+        spent_text = eur(spent) if spent is not None else "an amount that cannot be read now"
+        in_flight = f", {eur(self.reserved[tenant])} reserved by requests in flight" if self.reserved[tenant] else ""
+        return f"the daily cap is {eur(decision.cap_eur)}, spent {spent_text}{in_flight}."
+
+    def _resets(self, decision: TenantDecision) -> str:
+        resets_at = decision.resets_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return f"The budget resets at the tenant's midnight, {resets_at} (in {self._seconds_to_reset(decision)} s)."
+
+    def _seconds_to_reset(self, decision: TenantDecision) -> int:
+        return max(1, math.ceil(decision.resets_at.timestamp() - self.now()))
+
+    def _refuse(self, tenant: str, reason: str, message: str, decision: TenantDecision | None) -> LynxError:
+        self.metrics.refused.labels(tenant, reason).inc()
+        headers = {"Retry-After": str(self._seconds_to_reset(decision))} if decision is not None else {}
+        return LynxError(429, message, QUOTA, QUOTA, headers=headers)
+
+    def reserve(self, tenant: str, amount: float) -> None:
+        self.reserved[tenant] += amount
+        self.holds[tenant] += 1
+        self.metrics.reserved.labels(tenant).set(self.reserved[tenant])
+
+    def release(self, tenant: str, reserved: float | None, charged: float | None) -> None:
+        """A request settled: its reservation (if it made one) goes, its charge (if it was charged) counts."""
+        if reserved is not None:
+            self.holds[tenant] -= 1
+            # Exactly 0 once nothing is in flight, whatever the float rounding of the sums.
+            self.reserved[tenant] = self.reserved[tenant] - reserved if self.holds[tenant] else 0.0
+            self.metrics.reserved.labels(tenant).set(self.reserved[tenant])
+        if charged is not None:
+            self.charges[tenant].add(self.now(), charged)
+
+
+class Estimate:
+    """A request's worst-case cost, and what it was computed from (for the refusal's message)."""
+
+    def __init__(self, so_far: RequestTimes, prompt_tokens: int, max_tokens: int, solo: SoloDecoder,
+                 rates: CostSettings) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.eur = worst_case_cost(so_far, prompt_tokens, max_tokens, solo, rates)
+
+    def describe(self) -> str:
+        return f"its {self.prompt_tokens} prompt tokens and max_tokens {self.max_tokens}"
+
+
+def affordable_max_tokens(ceiling_eur: float, so_far: RequestTimes, prompt_tokens: int, max_tokens: int,
+                          solo: SoloDecoder, rates: CostSettings) -> int:
+    """The largest max_tokens (<= ``max_tokens``) whose worst case stays within ``ceiling_eur``; at least 1."""
+    low, high = 1, max_tokens
+    while low < high:
+        middle = (low + high + 1) // 2
+        if worst_case_cost(so_far, prompt_tokens, middle, solo, rates) <= ceiling_eur:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class Hold:
+    """One request's claim on its tenant's budget: a reservation, then the ledger's charge that settles it."""
+
+    def __init__(self, budgets: Budgets, tenant: str, decision: TenantDecision | None) -> None:
+        self.budgets = budgets
+        self.tenant = tenant
+        self.decision = decision  # as admitted: its per-request cap and routing apply to the whole request
+        self.reserved: float | None = None
+        self.settled = False
+
+    @property
+    def per_request_cap_eur(self) -> float | None:
+        return self.decision.per_request_cap_eur if self.decision else None
+
+    @property
+    def wants_cheaper(self) -> bool:
+        return self.decision is not None and self.decision.state == "Warning" and self.decision.cheaper_near_cap
+
+    def reserve(self, request: Estimate) -> None:
+        """Holds the request's worst case, or refuses it (429) when that does not fit what is left."""
+        if self.settled or self.reserved is not None:
+            raise RuntimeError("a request reserves once, before it is settled")
+        self.budgets.check(self.tenant, request)
+        self.reserved = request.eur
+        self.budgets.reserve(self.tenant, request.eur)
+
+    def settle(self, charged_eur: float | None) -> None:
+        """The ledger charged the request (``None``: charging failed): release the reservation, remember the charge."""
+        if self.settled:
+            return
+        self.settled = True
+        self.budgets.release(self.tenant, self.reserved, charged_eur)

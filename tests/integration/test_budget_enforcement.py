@@ -1,0 +1,222 @@
+"""Budgets bite: real services, the real local budget loop, a real Prometheus scraping the gateway and the loop.
+
+The loop reads each tenant's spend from Prometheus, decides with the shared policy and publishes the decisions
+to the file the gateway re-reads; `lynx budget` (the real command line) edits the budgets file. Every figure
+checked here comes from somewhere other than the code that computed it: the answers' own costs, the tokenizer's
+request counter, the loop's exported spend.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lynx.contracts.budgets import BudgetDecisions
+from lynx.gateway.tenants import TenantRegistry
+from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
+from lynx.stack import load_config, prometheus_config, start_prometheus
+
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack
+
+pytestmark = pytest.mark.integration
+CAP_EUR = 2e-4  # about ten short answers
+SHORT = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 24, "retrieval_top_k": 0,
+         "messages": [{"role": "user", "content": "Name three colours."}]}
+# Retrieval puts passages in the prompt: its worst case no longer fits once the short answers have spent the budget,
+# so it is refused after retrieval and tokenization, and charged for those two stages.
+WITH_PASSAGES = {**SHORT, "retrieval_top_k": 3, "messages": [{"role": "user", "content": "How do I open a file?"}]}
+
+
+@dataclass
+class BudgetBed:
+    stack: Stack
+    loop: ServiceProcess
+    prometheus: ServiceProcess
+    decisions: Path
+    cli_env: dict[str, str]
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def budget(self, *args: str) -> str:
+        """`lynx budget ...`, the real command line, on the loop's budgets file."""
+        done = subprocess.run([sys.executable, "-m", "lynx.cli", "budget", *args], env=self.cli_env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def state(self, tenant: str) -> str | None:
+        if not self.decisions.exists():
+            return None
+        decision = BudgetDecisions.model_validate_json(self.decisions.read_text()).tenants.get(tenant)
+        return decision.state if decision else None
+
+    def chat(self, tenant: str, body: dict) -> httpx.Response:
+        return httpx.post(f"{self.stack.gateway.url}/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {self.keys[tenant]}"})
+
+
+@pytest.fixture(scope="module")
+def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
+    work = tmp_path_factory.mktemp("budgets")
+    prometheus_binary = required_binary("prometheus", "apt-get install prometheus")
+    decisions = work / "decisions.json"
+    cli_env = {**base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(work / "budgets.yaml"),
+               "LYNX_BUDGETS_STATE_FILE": str(work / "state.json"), "LYNX_BUDGETS_DECISIONS_FILE": str(decisions)}
+    stack = start_stack(base_env, work, sink, {"gateway": {"LYNX_GATEWAY_BUDGETS_FILE": str(decisions)}})
+    started: list[ServiceProcess] = list(reversed(stack.processes()))
+    try:
+        loop_port = free_port()
+        config = prometheus_config(load_config("prometheus.yml"), {
+            "gateway": stack.gateway.url.removeprefix("http://"), "budgets": f"127.0.0.1:{loop_port}"})
+        config["global"]["scrape_interval"] = "1s"
+        prometheus = start_prometheus(prometheus_binary, config, work / "prometheus")
+        started.append(prometheus)
+        loop = start_service("budgets", {**cli_env, "LYNX_BUDGETS_PROMETHEUS_URL": prometheus.url,
+                                         "LYNX_BUDGETS_INTERVAL_SECONDS": "1"}, work / "budgets.log", port=loop_port)
+        started.append(loop)
+        wait_ready([prometheus, loop], START_TIMEOUT_SECONDS)
+        running = BudgetBed(stack, loop, prometheus, decisions, cli_env)
+        registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
+        running.keys = {name: registry.add(name) for name in ("capped", "roomy")}
+        yield running
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def paris_midnight() -> str:
+    """The next midnight in Europe/Paris, in UTC as the refusal writes it."""
+    now = datetime.now(ZoneInfo("Europe/Paris"))
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=now.tzinfo)
+    return midnight.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def api_calls(service: ServiceProcess) -> float:
+    """Requests the service served on its API (/v1/...), probes and scrapes left out."""
+    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "lynx_request_total" and sample.labels["endpoint"].startswith("/v1/"))
+
+
+def charged(response: httpx.Response) -> float:
+    """What the ledger charged the request, as the answer (or the error body) says."""
+    return (response.json().get("lynx") or {}).get("cost", {}).get("total", 0.0)
+
+
+def test_a_capped_tenant_is_warned_blocked_and_unblocked_by_a_raise(bed: BudgetBed):
+    bed.budget("set", "capped", "--cap", str(CAP_EUR), "--warning", "50", "--timezone", "Europe/Paris")
+    bed.budget("set", "roomy", "--cap", "1")
+    wait_for(lambda: bed.state("capped") == "Ok", 30, "the loop's first decision for the capped tenant")
+
+    # Short answers until the budget no longer covers one.
+    spent_by_answers, first_refusal = 0.0, None
+    for _ in range(60):
+        response = bed.chat("capped", SHORT)
+        spent_by_answers += charged(response)
+        if response.status_code == 429:
+            first_refusal = response
+            break
+        assert response.status_code == 200, response.text
+    assert first_refusal is not None, "the budget never ran out"
+    error = first_refusal.json()["error"]
+    assert error["code"] == "insufficient_quota" and error["type"] == "insufficient_quota"
+    assert "max_tokens" in error["message"] and "raise" in error["message"] and paris_midnight() in error["message"]
+    assert 0 < int(first_refusal.headers["Retry-After"]) <= 25 * 3600
+    assert charged(first_refusal) > 0  # refused after tokenization: charged for it
+    # What is left is less than one short answer's worst case: more than the warning threshold is spent.
+    wait_for(lambda: bed.state("capped") == "Warning", 30, "the loop to see the tenant past its warning threshold")
+
+    # Asking on with bigger prompts: each refused after retrieval and tokenization, and charged for them, until the
+    # spend reaches the cap and the loop says Blocked.
+    def ask_with_passages(_: int) -> float:
+        if bed.state("capped") == "Blocked":
+            return 0.0
+        response = bed.chat("capped", WITH_PASSAGES)
+        assert response.status_code in (200, 429), response.text
+        return charged(response)
+
+    with ThreadPoolExecutor(4) as pool:
+        deadline = time.monotonic() + 120
+        while bed.state("capped") != "Blocked" and time.monotonic() < deadline:
+            spent_by_answers += sum(pool.map(ask_with_passages, range(16)))
+    assert bed.state("capped") == "Blocked", "the capped tenant never reached Blocked"
+    assert spent_by_answers >= CAP_EUR
+
+    # The loop's spend is the gateway's counter as Prometheus scraped it: the answers' own costs, summed.
+    def loop_spent() -> float:
+        return metric_value(httpx.get(f"{bed.loop.url}/metrics", timeout=10).text, "lynx_budget_spent_eur",
+                            {"tenant": "capped"})
+    wait_for(lambda: loop_spent() == pytest.approx(spent_by_answers, rel=1e-9), 30, "the loop to read the last charge")
+
+    # Blocked: refused before any upstream call.
+    tokenizer_calls, retriever_calls = api_calls(bed.stack.tokenizer), api_calls(bed.stack.retriever)
+    refused = bed.chat("capped", WITH_PASSAGES)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+    assert "lynx budget" not in refused.json()["error"]["message"]  # the policy's reason, in the tenant's terms
+    assert "cost" not in refused.json()["lynx"]  # nothing consumed, nothing charged
+    assert (api_calls(bed.stack.tokenizer), api_calls(bed.stack.retriever)) == (tokenizer_calls,
+                                                                                        retriever_calls)
+    gateway_metrics = httpx.get(f"{bed.stack.gateway.url}/metrics", timeout=10).text
+    assert metric_value(gateway_metrics, "lynx_budget_refused_requests_total",
+                        {"tenant": "capped", "reason": "blocked"}) >= 1
+    assert metric_value(gateway_metrics, "lynx_budget_reserved_eur", {"tenant": "capped"}) == 0.0  # all settled
+
+    served = bed.chat("roomy", SHORT)  # another tenant is still served
+    assert served.status_code == 200 and served.json()["choices"][0]["message"]["content"]
+
+    assert "Blocked" in bed.budget("why", "capped")
+    bed.budget("raise", "capped", "--amount", "0.01", "--hours", "2", "--reason", "integration test",
+               "--by", "the-test")
+    wait_for(lambda: bed.chat("capped", SHORT).status_code == 200, 30, "the raise to unblock the tenant")
+    assert bed.state("capped") in ("Ok", "Warning")
+    assert "Raise in force" in bed.budget("why", "capped")
+    export = bed.budget("export").splitlines()
+    assert export[0].startswith("tenant,state,spent_eur") and any(line.startswith("capped,") for line in export)
+
+
+def test_a_cost_ceiling_ends_the_answer_with_length(bed: BudgetBed):
+    bed.budget("set", "roomy", "--cap", "1")
+    wait_for(lambda: bed.state("roomy") is not None, 30, "the loop's decision for the roomy tenant")
+    long_answer = {**SHORT, "max_tokens": 200, "messages": [{"role": "user", "content": "Count from 1 to 100."}]}
+    free = bed.chat("roomy", long_answer).json()
+    assert free["usage"]["completion_tokens"] > 20
+    # The ceiling is what 8 tokens of this prompt reserve: it affords about 8, far fewer than the answer has.
+    ceiling = bed.chat("roomy", {**long_answer, "max_tokens": 8}).json()["lynx"]["budget"]["reserved_eur"]
+    for stream in (False, True):
+        last = final_body(bed.chat("roomy", {**long_answer, "lynx_max_cost_eur": ceiling, "stream": stream}))
+        assert last["choices"][0]["finish_reason"] == "length"
+        assert 4 <= last["lynx"]["budget"]["max_tokens"] <= 8
+        assert last["lynx"]["budget"]["reserved_eur"] <= ceiling
+    # A ceiling below any answer's worst case still gets one token, never an error.
+    tiny = final_body(bed.chat("roomy", {**long_answer, "lynx_max_cost_eur": 1e-12}))
+    assert tiny["choices"][0]["finish_reason"] == "length" and tiny["usage"]["completion_tokens"] == 1
+
+
+def final_body(response: httpx.Response) -> dict:
+    """The answer, or the stream's chunk that carries finish_reason and the lynx object."""
+    assert response.status_code == 200, response.text
+    if not response.headers["content-type"].startswith("text/event-stream"):
+        return response.json()
+    chunks = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: {")]
+    return next(body for body in map(json.loads, chunks) if "lynx" in body)

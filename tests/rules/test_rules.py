@@ -1,0 +1,119 @@
+"""The chart's budget alerts under `promtool test rules`, and its per-tenant routing under `amtool`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lynx.stack import find_binary
+
+from .chart import BUDGET_GROUP, alertmanager_config, budget_alerts, helm_template, rules_file, write_rules
+
+HERE = Path(__file__).parent
+UNIT_TESTS = sorted(HERE.glob("*.test.yml"))
+RECEIVERS_SCENARIO = HERE.parents[1] / "charts" / "lynx" / "ci" / "tenant-receivers-values.yaml"
+OPERATOR = {"operator": {"enabled": True}}  # the budget alerts come with the budget controller
+
+
+def promtool() -> str:
+    return str(find_binary("promtool") or pytest.fail("promtool is required (apt-get install prometheus)"))
+
+
+def promtool_test(documents: list[dict], unit_tests: list[Path], directory: Path) -> subprocess.CompletedProcess:
+    """`promtool test rules` on ``unit_tests``, copied beside the chart's rules they read as lynx-rules.yml."""
+    directory.mkdir(exist_ok=True)
+    write_rules(documents, directory)
+    copies = [shutil.copy(test, directory / test.name) for test in unit_tests]
+    return subprocess.run([promtool(), "test", "rules", *map(str, copies)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    return helm_template(OPERATOR)
+
+
+def test_the_budget_alerts_pass_their_unit_tests(rendered, tmp_path):
+    result = promtool_test(rendered, UNIT_TESTS, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_budget_alert_is_tested_firing_and_not_firing(rendered):
+    cases = [case for test in UNIT_TESTS for group in yaml.safe_load(test.read_text())["tests"]
+             for case in group["alert_rule_test"]]
+    fired = {c["alertname"] for c in cases if c["exp_alerts"]}
+    silent = {c["alertname"] for c in cases if not c["exp_alerts"]}
+    alerts = {rule["alert"] for rule in budget_alerts(rendered)}
+    assert alerts - fired == set() and alerts - silent == set()
+
+
+def test_every_budget_alert_says_how_bad_and_what_to_do(rendered):
+    for rule in budget_alerts(rendered):
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["annotations"]["summary"] and len(rule["annotations"]["description"]) > 80, rule["alert"]
+
+
+def test_the_thresholds_come_from_the_values(tmp_path):
+    documents = helm_template({**OPERATOR, "alerting": {"budgets": {"warningPercent": 50, "criticalPercent": 90,
+                                                                "spendFor": "0s"}}})
+    test = {"rule_files": ["lynx-rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": 'lynx_budget_cap_eur{namespace="lynx",tenant="acme"}', "values": "10x5"},
+                         {"series": 'lynx_budget_spent_eur{namespace="lynx",tenant="acme"}', "values": "4 6 9 9 9 9"}],
+        "alert_rule_test": [
+            {"eval_time": "0m", "alertname": "LynxTenantBudgetNearCap", "exp_alerts": []},
+            {"eval_time": "1m", "alertname": "LynxTenantBudgetNearCap", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "namespace": "lynx", "tenant": "acme"},
+                "exp_annotations": annotations(documents, "LynxTenantBudgetNearCap",
+                                               "Tenant acme has spent 60% of today's cap.")}]},
+            {"eval_time": "2m", "alertname": "LynxTenantBudgetExhausted", "exp_alerts": [{
+                "exp_labels": {"severity": "critical", "namespace": "lynx", "tenant": "acme"},
+                "exp_annotations": annotations(documents, "LynxTenantBudgetExhausted",
+                                               "Tenant acme reached its daily cap (90% spent).")}]}]}]}
+    (tmp_path / "thresholds.test.yml").write_text(yaml.safe_dump(test))
+    result = promtool_test(documents, [tmp_path / "thresholds.test.yml"], tmp_path / "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def annotations(documents: list[dict], alert: str, summary: str) -> dict:
+    rule = next(r for r in budget_alerts(documents) if r["alert"] == alert)
+    return {"summary": summary, "description": rule["annotations"]["description"]}
+
+
+@pytest.mark.parametrize("values", [{**OPERATOR, "alerting": {"budgets": {"enabled": False}}}, {}],
+                         ids=["alerts-off", "no-operator"])
+def test_without_budget_alerts_the_other_rules_stay(values: dict, tmp_path):
+    documents = helm_template(values)
+    groups = [g["name"] for g in rules_file(documents)["groups"]]
+    assert groups and BUDGET_GROUP not in groups
+    result = subprocess.run([promtool(), "check", "rules", str(write_rules(documents, tmp_path))], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_receivers_render_no_alertmanager_config(rendered):
+    assert not [d for d in rendered if d["kind"] == "AlertmanagerConfig"]
+
+
+@pytest.mark.parametrize(("labels", "receiver"), [
+    ({"tenant": "acme", "alertname": "LynxTenantBudgetExhausted"}, "lynx/lynx-tenants/tenant-acme"),
+    ({"tenant": "globex", "alertname": "LynxTenantBudgetNearCap"}, "lynx/lynx-tenants/tenant-globex"),
+    ({"tenant": "initech", "alertname": "LynxTenantBudgetNearCap"}, "lynx/lynx-tenants/no-tenant-receiver"),
+    ({"alertname": "LynxBudgetSpendStale"}, "cluster-default"),
+    ({"tenant": "acme", "alertname": "LynxTenantBudgetExhausted", "namespace": "staging"}, "cluster-default"),
+])
+def test_alertmanager_routes_each_tenant_to_its_own_receivers(labels: dict, receiver: str, tmp_path):
+    """The chart's ci scenario through amtool's own router, as the Prometheus operator merges it."""
+    amtool = find_binary("amtool") or pytest.fail("amtool is required (apt-get install prometheus-alertmanager)")
+    documents = helm_template(yaml.safe_load(RECEIVERS_SCENARIO.read_text()))
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(yaml.safe_dump(alertmanager_config(documents, {"name": "cluster-default"})))
+    checked = subprocess.run([str(amtool), "check-config", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    alert = {"namespace": "lynx", "severity": "critical", **labels}
+    routed = subprocess.run([str(amtool), "config", "routes", "test", f"--config.file={config}",
+                             *(f"{k}={v}" for k, v in alert.items())], capture_output=True, text=True)
+    assert routed.returncode == 0 and routed.stdout.split() == [receiver], routed.stdout + routed.stderr

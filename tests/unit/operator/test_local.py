@@ -1,0 +1,89 @@
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, TemporaryRaise
+from lynx.errors import LynxError
+from lynx.gateway.budgets import Budgets
+from lynx.processes import free_port
+from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController
+
+NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path) -> FileStore:
+    return FileStore(tmp_path / "budgets.yaml", tmp_path / "state.json")
+
+
+def controller(store: FileStore, tmp_path, **settings) -> LocalController:
+    """Its Prometheus is a port nothing listens on: every spend read fails as it would with Prometheus down."""
+    config = LocalBudgetSettings(budgets_file=store.path, state_file=store.state_file,
+                                 decisions_file=tmp_path / "decisions.json",
+                                 prometheus_url=f"http://127.0.0.1:{free_port()}", **settings)
+    return LocalController(config, store, httpx.Client(timeout=2), now=lambda: NOW)
+
+
+def a_raise(hours_left: float) -> TemporaryRaise:
+    return TemporaryRaise(amount_eur=0.5, expires_at=NOW + timedelta(hours=hours_left), reason="quarter close",
+                          requested_by="alice", requested_at=NOW - timedelta(hours=1))
+
+
+def test_the_store_keeps_one_budget_per_tenant(store):
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=1.0))
+    store.put(BudgetSpec(tenant="zeta", daily_cap_eur=2.0, timezone="Europe/Paris"))
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=3.0))
+    assert [(s.tenant, s.daily_cap_eur) for s in store.list()] == [("acme", 3.0), ("zeta", 2.0)]
+    assert store.get("zeta").timezone == "Europe/Paris" and store.get("nobody") is None
+    assert yaml.safe_load(store.path.read_text())[1] == {"tenant": "zeta", "daily_cap_eur": 2.0,
+                                                         "timezone": "Europe/Paris"}
+
+
+def test_a_run_publishes_what_the_gateway_enforces(store, tmp_path):
+    store.put(BudgetSpec(tenant="open", daily_cap_eur=1.0))
+    store.put(BudgetSpec(tenant="stopped", daily_cap_eur=1.0, paused=True, per_request_cap_eur=0.01))
+    failures = REGISTRY.get_sample_value("lynx_budget_spend_read_failures_total") or 0.0
+    published = controller(store, tmp_path, unknown_tenants="closed").run_once()
+    on_disk = BudgetDecisions.model_validate_json((tmp_path / "decisions.json").read_text())
+    assert on_disk == published and on_disk.source == "local" and on_disk.unknown_tenants == "closed"
+    assert on_disk.tenants["open"].state == "Ok"  # spend unknown, unknown_spend open: the whole cap
+    assert on_disk.tenants["stopped"].state == "Paused" and on_disk.tenants["stopped"].per_request_cap_eur == 0.01
+    assert REGISTRY.get_sample_value("lynx_budget_spend_read_failures_total") == failures + 2
+    assert not store.status("open").condition("PrometheusReachable").status
+
+    gateway = Budgets(tmp_path / "decisions.json", now=NOW.timestamp)
+    gateway.admit("open")
+    for tenant in ("stopped", "stranger"):
+        with pytest.raises(LynxError) as refused:
+            gateway.admit(tenant)
+        assert refused.value.status == 429
+
+
+def test_expired_raises_leave_the_budgets_file(store, tmp_path):
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=1.0, raises=[a_raise(-0.5), a_raise(5)]))
+    decisions = controller(store, tmp_path).run_once()
+    assert decisions.tenants["acme"].cap_eur == 1.5
+    assert [r.expires_at for r in store.get("acme").raises] == [NOW + timedelta(hours=5)]
+    assert [e.kind for e in store.status("acme").history].count("raise_expired") == 1
+
+
+def test_the_last_status_is_kept_between_runs(store, tmp_path):
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=1.0))
+    controller(store, tmp_path, unknown_spend="closed").run_once()
+    assert store.status("acme").state == "Blocked"
+    again = controller(store, tmp_path, unknown_spend="open").run_once()
+    assert again.tenants["acme"].state == "Blocked"  # an unknown spend never unblocks, whatever the setting now
+
+
+def test_a_removed_budget_stops_being_exported(store, tmp_path):
+    store.put(BudgetSpec(tenant="gone", daily_cap_eur=1.0))
+    loop = controller(store, tmp_path)
+    loop.run_once()
+    assert REGISTRY.get_sample_value("lynx_budget_cap_eur", {"tenant": "gone"}) == 1.0
+    store.path.write_text("[]\n")
+    assert loop.run_once().tenants == {}
+    assert REGISTRY.get_sample_value("lynx_budget_cap_eur", {"tenant": "gone"}) is None
+    assert REGISTRY.get_sample_value("lynx_budget_state", {"tenant": "gone", "state": "Ok"}) is None
