@@ -19,7 +19,7 @@ from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tempo import TempoClient
 from lynx.processes import start_service, wait_ready
 
-from .conftest import MODEL_NAME, ObservedStack, Stack, metric_value
+from .conftest import MODEL_NAME, ObservedStack, Stack, metric_value, wait_for
 
 OUTCOMES = ("completed", "client_closed", "failed", "deadline")
 
@@ -44,16 +44,6 @@ def decoder_clock(stack: Stack) -> tuple[float, float, float]:
     now = time.monotonic()
     text = scrape(stack.decoder.url)
     return metric_value(text, "lynx_decoder_busy_seconds_total"), metric_value(text, "lynx_decoder_idle_seconds_total"), now
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def quiet(stack: Stack) -> bool:
@@ -125,7 +115,7 @@ def accounted(faulty: Stack) -> dict:
     stack = faulty
     assert httpx.post(f"{stack.gateway.url}/v1/chat/completions", headers=stack.headers(),
                       json=chat_body("warm up", 2, False), timeout=60).status_code == 200
-    wait_until(lambda: quiet(stack), 30, "a quiet decoder")
+    wait_for(lambda: quiet(stack), 30, "a quiet decoder")
     spend_before, clock_before = tenant_spend(stack), decoder_clock(stack)
     requests = Requests(stack)
 
@@ -157,9 +147,9 @@ def accounted(faulty: Stack) -> dict:
         set_faults(stack.tokenizer.url)
     requests.sent["timed_out"].update(status=response.status_code, body=response.json())
 
-    wait_until(lambda: quiet(stack), 30, "the decoder to finish every sequence")
+    wait_for(lambda: quiet(stack), 30, "the decoder to finish every sequence")
     ids = {name: sent["request_id"] for name, sent in requests.sent.items()}
-    events = wait_until(lambda: (lambda e: e if set(ids.values()) <= set(e) else None)(ledger_events(stack)), 30,
+    events = wait_for(lambda: (lambda e: e if set(ids.values()) <= set(e) else None)(ledger_events(stack)), 30,
                         "a ledger event for every request")
     clock_after, spend_after = decoder_clock(stack), tenant_spend(stack)
     return {"sent": requests.sent, "events": {name: events[rid] for name, rid in ids.items()},
@@ -212,7 +202,7 @@ def test_every_request_leaves_one_complete_trace_in_tempo(accounted, observed: O
         def request_span_stored(trace_id=sent["trace_id"]):
             spans = tempo.trace(trace_id)
             return spans if any("lynx.outcome" in s.attributes for s in spans) else None
-        spans = wait_until(request_span_stored, 45, f"the {name} request's trace in Tempo")
+        spans = wait_for(request_span_stored, 45, f"the {name} request's trace in Tempo")
         assert orphans_in_trace(spans) == [], name
         roots = [s for s in spans if not s.parent_span_id]
         assert len(roots) == 1 and roots[0].service == "lynx-gateway", name
@@ -260,7 +250,7 @@ def test_a_stream_cut_by_gateway_shutdown_is_charged_and_its_decoder_sequence_st
         event = events[request_id]
         assert event["outcome"] == "failed" and event["cost_eur"] > 0
         assert event["stage_seconds"]["decode"] > 0 and event["completion_tokens"] > 0
-        wait_until(lambda: quiet(faulty), 10, "the decoder to drop the cut sequence")
+        wait_for(lambda: quiet(faulty), 10, "the decoder to drop the cut sequence")
         assert metric_value(scrape(faulty.decoder.url), "lynx_decoder_unread_seconds_total") == unread_before, \
             "the gateway read the decoder's final report itself"
     finally:

@@ -28,7 +28,9 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import load_config, prometheus_config, start_prometheus
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack
+from .conftest import (
+    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack, wait_for,
+)
 
 pytestmark = pytest.mark.integration
 CAP_EUR = 2e-4  # about ten short answers
@@ -93,16 +95,6 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
     finally:
         for process in reversed(started):
             process.stop()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def paris_midnight() -> str:

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from .conftest import MODEL_NAME, Stack, metric_value
+from .conftest import MODEL_NAME, Stack, metric_value, wait_for
 
 LONG = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 400, "retrieval_top_k": 0,
         "messages": [{"role": "user", "content": "Write a long story about a lynx in the snow."}]}
@@ -15,15 +15,6 @@ LONG = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 400, "retrieval_top
 
 def slots_used(stack: Stack) -> float:
     return metric_value(httpx.get(f"{stack.decoder.url}/metrics").text, "lynx_kv_cache_slots_used")
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def hold_slot(stack: Stack, started: threading.Event, stop: threading.Event) -> None:
@@ -42,10 +33,11 @@ def test_a_full_queue_is_refused_fast_with_retry_after(tight_stack: Stack):
     holders = [threading.Thread(target=hold_slot, args=(tight_stack, first, stop)),
                threading.Thread(target=hold_slot, args=(tight_stack, second, stop))]
     holders[0].start()
-    assert first.wait(30) and wait_until(lambda: slots_used(tight_stack) == 1, 10)
+    assert first.wait(30)
+    wait_for(lambda: slots_used(tight_stack) == 1, 10, "the first stream to hold the slot", 0.05)
     holders[1].start()  # waits in the single queue place
-    assert wait_until(lambda: metric_value(httpx.get(f"{tight_stack.decoder.url}/metrics").text,
-                                           "lynx_queue_depth") == 1, 10)
+    wait_for(lambda: metric_value(httpx.get(f"{tight_stack.decoder.url}/metrics").text, "lynx_queue_depth") == 1, 10,
+             "the second stream to wait in the queue", 0.05)
     started = time.monotonic()
     response = httpx.post(f"{tight_stack.gateway.url}/v1/chat/completions", headers=tight_stack.headers(),
                           json=LONG, timeout=30)
@@ -58,7 +50,7 @@ def test_a_full_queue_is_refused_fast_with_retry_after(tight_stack: Stack):
     assert response.json()["error"]["code"] == "queue_full"
     assert response.json()["lynx"]["trace_id"] == response.headers["x-lynx-trace-id"]
     assert elapsed < 2.0
-    assert wait_until(lambda: slots_used(tight_stack) == 0, 10)
+    wait_for(lambda: slots_used(tight_stack) == 0, 10, "the slot to be free again", 0.05)
 
 
 def test_a_client_that_disconnects_frees_its_slot_at_once(tight_stack: Stack):
@@ -69,7 +61,7 @@ def test_a_client_that_disconnects_frees_its_slot_at_once(tight_stack: Stack):
             next(lines)
         assert slots_used(tight_stack) == 1
         disconnected = time.monotonic()
-    assert wait_until(lambda: slots_used(tight_stack) == 0, 5)
+    wait_for(lambda: slots_used(tight_stack) == 0, 5, "the slot to be freed", 0.05)
     assert time.monotonic() - disconnected < 2.0
 
 
