@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import typing
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfoNotFoundError
 
@@ -25,14 +24,12 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from lynx.contracts.budgets import BudgetState
 from lynx.telemetry.metrics import budget_metrics
-from lynx_budget import kube, policy, spend
+from lynx_budget import gauges, kube, policy, spend
 from lynx_budget.settings import OperatorSettings
 
 config = OperatorSettings()  # at import: the timer's decorator needs the interval
 TENANT_BUDGETS = {"group": kube.GROUP, "version": kube.VERSION, "plural": kube.PLURAL}
-STATES = typing.get_args(BudgetState)
 
 
 def now() -> datetime:
@@ -127,26 +124,12 @@ def forget(spec: kopf.Spec, memo: kopf.Memo, **_) -> None:
     """The tenant leaves the published decisions: it becomes a tenant without a budget (unknown_tenants)."""
     tenant = spec["tenant"]
     memo.publisher.remove(tenant)
-    metrics = budget_metrics()
-    for gauge in (metrics.spent, metrics.cap, metrics.remaining):
-        with contextlib.suppress(KeyError):
-            gauge.remove(tenant)
-    for state in STATES:
-        with contextlib.suppress(KeyError):
-            metrics.state.remove(tenant, state)
+    gauges.withdraw(tenant)
 
 
 def export(status: policy.BudgetStatus, tenant: str, read: bool) -> None:
+    gauges.show(tenant, status)
     metrics = budget_metrics()
-    if status.spent_eur is None:
-        with contextlib.suppress(KeyError):
-            metrics.spent.remove(tenant)
-    else:
-        metrics.spent.labels(tenant).set(status.spent_eur)
-    metrics.cap.labels(tenant).set(status.cap_eur)
-    metrics.remaining.labels(tenant).set(status.remaining_eur)
-    for state in STATES:
-        metrics.state.labels(tenant, state).set(1 if state == status.state else 0)
     if read:
         metrics.last_read.set(time.time())  # the real clock: an alert compares it with Prometheus' time()
     else:

@@ -33,11 +33,11 @@ from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, UnknownSpend
 from lynx.service import create_service_app
 from lynx.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.metrics import budget_metrics
+from lynx_budget import gauges
 from lynx_budget.policy import BudgetStatus, day_window, reconcile
 from lynx_budget.spend import SpendUnavailable, read_spend
 
 log = logging.getLogger("lynx.budgets")
-STATES = ("Ok", "Warning", "Blocked", "Paused")
 
 
 class LocalBudgetSettings(ServiceSettings):
@@ -182,19 +182,10 @@ class LocalController:
         return spend, None
 
     def _export(self, statuses: dict[str, BudgetStatus]) -> None:
-        metrics = self.metrics
         for tenant in self.published - statuses.keys():  # a budget removed from the file
-            for gauge in (metrics.spent, metrics.cap, metrics.remaining):
-                gauge.remove(tenant)
-            for state in STATES:
-                metrics.state.remove(tenant, state)
+            gauges.withdraw(tenant)
         for tenant, status in statuses.items():
-            if status.spent_eur is not None:
-                metrics.spent.labels(tenant).set(status.spent_eur)
-            metrics.cap.labels(tenant).set(status.cap_eur)
-            metrics.remaining.labels(tenant).set(status.remaining_eur)
-            for state in STATES:
-                metrics.state.labels(tenant, state).set(1 if status.state == state else 0)
+            gauges.show(tenant, status)
         self.published = set(statuses)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from anyio import to_thread
@@ -13,6 +12,7 @@ from lynx.contracts.tokenizer import (
     ChatTemplateRequest, DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 )
 from lynx.tokenizer.text import ModelTokenizer
+from lynx.workers import timed_span
 
 router = APIRouter(prefix="/v1")
 
@@ -22,23 +22,14 @@ def tokenizer_of(request: Request) -> ModelTokenizer:
 
 
 async def tokenize_in_worker(request: Request, encode: Callable[[Span], list[int]]) -> TokenizeResponse:
-    """Run ``encode`` in a worker thread, inside this request's `tokenize` span, timed there.
+    """Run ``encode`` in a worker thread, inside this request's `tokenize` span (lynx.workers)."""
+    def counted(span: Span) -> list[int]:
+        ids = encode(span)
+        span.set_attribute("lynx.tokens", len(ids))
+        return ids
 
-    ``seconds`` is what this request is charged for, so it starts once a worker has taken the request:
-    time spent waiting for a free worker is other requests' processing, already charged to them. The wait
-    still shows in the gateway's wall time for the call, and in the trace as the gap before the span.
-    """
-    tracer = request.app.state.tracer
-
-    def timed() -> TokenizeResponse:
-        started = time.perf_counter()
-        # anyio runs this in a copy of the request's context: the span's parent is the server span.
-        with tracer.start_as_current_span("tokenize") as span:
-            ids = encode(span)
-            span.set_attribute("lynx.tokens", len(ids))
-        return TokenizeResponse(ids=ids, count=len(ids), seconds=time.perf_counter() - started)
-
-    return await to_thread.run_sync(timed, limiter=request.app.state.workers)
+    ids, seconds = await timed_span(request, "tokenize", counted)
+    return TokenizeResponse(ids=ids, count=len(ids), seconds=seconds)
 
 
 @router.post("/tokenize")

@@ -1,0 +1,37 @@
+"""Each tenant's budget as the controller's gauges (``budget_metrics()``): one place for the operator and the local loop."""
+
+from __future__ import annotations
+
+import contextlib
+import typing
+
+from lynx.contracts.budgets import BudgetState
+from lynx.telemetry.metrics import budget_metrics
+from lynx_budget.policy import BudgetStatus
+
+STATES = typing.get_args(BudgetState)
+
+
+def show(tenant: str, status: BudgetStatus) -> None:
+    """The tenant's figures and state; a spend that could not be read today is absent, never a stale value."""
+    metrics = budget_metrics()
+    if status.spent_eur is None:
+        with contextlib.suppress(KeyError):
+            metrics.spent.remove(tenant)
+    else:
+        metrics.spent.labels(tenant).set(status.spent_eur)
+    metrics.cap.labels(tenant).set(status.cap_eur)
+    metrics.remaining.labels(tenant).set(status.remaining_eur)
+    for state in STATES:
+        metrics.state.labels(tenant, state).set(1 if state == status.state else 0)
+
+
+def withdraw(tenant: str) -> None:
+    """A tenant whose budget is gone: none of its series remain."""
+    metrics = budget_metrics()
+    for gauge in (metrics.spent, metrics.cap, metrics.remaining):
+        with contextlib.suppress(KeyError):
+            gauge.remove(tenant)
+    for state in STATES:
+        with contextlib.suppress(KeyError):
+            metrics.state.remove(tenant, state)
