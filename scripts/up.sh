@@ -3,4 +3,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
+
+# The observability stack's Prometheus and Tempo, the versions the chart deploys: built with `go` into
+# ~/.cache/lynx-tools the first time (build_tools.sh names each build as it starts it), found there afterwards.
+if [[ " $* " != *" --no-observability "* ]]; then
+  echo "up.sh: Prometheus 3.14 and Tempo from ~/.cache/lynx-tools (scripts/build_tools.sh; the first build takes minutes)" >&2
+  if ! bash "$ROOT/scripts/build_tools.sh" prometheus tempo >/dev/null; then
+    echo "up.sh: building Prometheus and Tempo failed (above); scripts/up.sh --no-observability starts lynx without them" >&2
+    exit 1
+  fi
+fi
 exec "$ROOT/.venv/bin/lynx" up "$@"

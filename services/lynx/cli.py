@@ -99,7 +99,8 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
         started.append(start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"), targets),
                                         run_dir() / "prometheus", port=9090, detached=True))
     else:
-        print("skipped Prometheus: no `prometheus` binary (apt-get install prometheus)", file=sys.stderr)
+        print("skipped Prometheus: no `prometheus` in ~/.cache/lynx-tools/bin (scripts/build_tools.sh prometheus "
+              "builds it)", file=sys.stderr)
     return started, service_env
 
 

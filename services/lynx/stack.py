@@ -15,11 +15,16 @@ from lynx.processes import ServiceProcess, free_port, start_process
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "config"
 TOOLS_BIN = Path(os.environ.get("LYNX_TOOLS_CACHE", Path.home() / ".cache" / "lynx-tools")) / "bin"
+# Binaries that must be the versions the chart deploys: only the tool cache's builds count, never another on PATH
+# (Debian's Prometheus 2 reads PromQL differently from the chart's Prometheus 3).
+PINNED = frozenset({"prometheus", "promtool", "alertmanager", "amtool"})
 
 
 def find_binary(name: str) -> Path | None:
-    """On PATH, or in the tool cache scripts/build_tools.sh fills."""
-    found = shutil.which(name) or shutil.which(name, path=str(TOOLS_BIN))
+    """In the tool cache scripts/build_tools.sh fills, else on PATH unless the binary is PINNED."""
+    found = shutil.which(name, path=str(TOOLS_BIN))
+    if not found and name not in PINNED:
+        found = shutil.which(name)
     return Path(found) if found else None
 
 

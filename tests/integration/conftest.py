@@ -139,7 +139,11 @@ class ObservedStack:
         url = (prometheus or self.prometheus).url
         response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
         assert response.status_code == 200, f"{expr}: {response.text}"
-        return response.json()["data"]["result"]
+        body = response.json()
+        # Prometheus 3 annotates a query it answered doubtfully (a rate over what is not a counter, a histogram
+        # quantile over unsorted buckets): a panel must not be such a query.
+        assert not body.get("warnings") and not body.get("infos"), f"{expr}: {body.get('warnings')} {body.get('infos')}"
+        return body["data"]["result"]
 
     def start_prometheus(self, work_dir: Path) -> ServiceProcess:
         return scraping_prometheus(self.services, self.auditor, work_dir)
@@ -150,7 +154,7 @@ def scraping_prometheus(services: Stack, auditor: ServiceProcess, work_dir: Path
     targets = {p.name: p.url.removeprefix("http://") for p in [*services.processes(), auditor]}
     config = prometheus_config(load_config("prometheus.yml"), targets)
     config["global"]["scrape_interval"] = "2s"
-    prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config, work_dir)
+    prometheus = start_prometheus(required_binary("prometheus", "scripts/build_tools.sh prometheus"), config, work_dir)
     wait_ready([prometheus], START_TIMEOUT_SECONDS)
     return prometheus
 
@@ -166,7 +170,7 @@ def required_binary(name: str, how: str) -> Path:
 def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
     work = tmp_path_factory.mktemp("observed")
     tempo_binary = required_binary("tempo", "scripts/build_tools.sh tempo")
-    required_binary("prometheus", "apt-get install prometheus")  # fail before starting anything
+    required_binary("prometheus", "scripts/build_tools.sh prometheus")  # fail before starting anything
     tempo, ports = start_tempo(tempo_binary, load_config("tempo.yaml"), work / "tempo")
     started: list[ServiceProcess] = [tempo]
     try:

@@ -1,6 +1,6 @@
 """The budget alerts end to end, every piece real: a gateway charges a tenant for its requests, the budget
 controller (`lynx serve budgets`) reads that spend from Prometheus and exports what it decided, Prometheus
-evaluates the chart's `lynx-budgets` rules and sends the alerts to Alertmanager (Debian's), which routes them
+evaluates the chart's `lynx-budgets` rules and sends the alerts to Alertmanager (0.34, the chart's), which routes them
 with the chart's per-tenant receivers to a webhook this test serves."""
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class Alerting:
 
 
 def start_alertmanager(config: dict, work_dir: Path) -> ServiceProcess:
-    binary = required_binary("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
+    binary = required_binary("alertmanager", "scripts/build_tools.sh alertmanager")
     port = free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "alertmanager.yml").write_text(yaml.safe_dump(config))
@@ -132,7 +132,7 @@ def start_alerting_prometheus(targets: dict[str, str], rules: Path, alertmanager
     config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.url.removeprefix("http://")]}]}]}
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    argv = [str(required_binary("prometheus", "apt-get install prometheus")),
+    argv = [str(required_binary("prometheus", "scripts/build_tools.sh prometheus")),
             f"--config.file={work_dir / 'prometheus.yml'}", f"--storage.tsdb.path={work_dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--rules.alert.resend-delay=1s", "--log.level=warn"]
     return start_process("prometheus", argv, dict(os.environ), work_dir / "prometheus.log",

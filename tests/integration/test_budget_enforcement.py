@@ -71,7 +71,7 @@ class BudgetBed:
 @pytest.fixture(scope="module")
 def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
     work = tmp_path_factory.mktemp("budgets")
-    prometheus_binary = required_binary("prometheus", "apt-get install prometheus")
+    prometheus_binary = required_binary("prometheus", "scripts/build_tools.sh prometheus")
     decisions = work / "decisions.json"
     cli_env = {**base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(work / "budgets.yaml"),
                "LYNX_BUDGETS_STATE_FILE": str(work / "state.json"), "LYNX_BUDGETS_DECISIONS_FILE": str(decisions)}

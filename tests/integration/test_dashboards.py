@@ -110,7 +110,7 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
         config = prometheus_config(load_config("prometheus.yml"),
                                    {p.name: p.url.removeprefix("http://") for p in scraped})
         config["global"]["scrape_interval"] = "2s"
-        prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config,
+        prometheus = start_prometheus(required_binary("prometheus", "scripts/build_tools.sh prometheus"), config,
                                       work / "prometheus", port=prometheus_port)
         started.append(prometheus)
         wait_ready(started, START_TIMEOUT_SECONDS)
@@ -154,7 +154,7 @@ def test_no_panel_references_a_metric_that_no_service_exports(observed: Observed
 
 
 def test_every_expression_parses_with_promtool(tmp_path):
-    promtool = find_binary("promtool") or pytest.fail("promtool (Debian's prometheus package) is required")
+    promtool = find_binary("promtool") or pytest.fail("promtool is required: scripts/build_tools.sh prometheus builds it")
     rules = {"groups": [{"name": "dashboards", "rules": [
         {"record": f"lynx:panel_{index}", "expr": expr} for index, (_, _, expr) in enumerate(panel_queries())]}]}
     path = tmp_path / "panels.rules.yml"

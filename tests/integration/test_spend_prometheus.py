@@ -97,7 +97,7 @@ def test_a_restarted_gateway_counts_both_counters(lone_gateway, base_env, tmp_pa
     gateway = lone_gateway()
     config = prometheus_config(load_config("prometheus.yml"), {"gateway": gateway.url.removeprefix("http://")})
     config["global"]["scrape_interval"] = "1s"
-    prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config,
+    prometheus = start_prometheus(required_binary("prometheus", "scripts/build_tools.sh prometheus"), config,
                                   tmp_path / "prometheus")
     try:
         wait_ready([prometheus], START_TIMEOUT_SECONDS)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from lynx.cli import STOP_GRACE_SECONDS, run_dir
 from lynx.processes import KILL_WAIT_SECONDS
@@ -22,6 +23,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 LYNX = REPO / ".venv" / "bin" / "lynx"
 GATEWAY = "http://127.0.0.1:8080"
+PROMETHEUS = "http://127.0.0.1:9090"
+TEMPO = "http://127.0.0.1:3200"
+CHART_VALUES = REPO / "charts" / "lynx" / "values.yaml"
 PORTS = {"gateway": 8080, "tempo": 3200}
 UP_TIMEOUT_SECONDS = 600
 DOWN_TIMEOUT_SECONDS = STOP_GRACE_SECONDS + KILL_WAIT_SECONDS + 30
@@ -50,9 +54,25 @@ def accepts_connections(port: int) -> bool:
         return False
 
 
+def hours(duration: str) -> float:
+    """A Go duration (336h, 336h0m0s, 90m) in hours."""
+    return sum(float(n) * {"h": 1, "m": 1 / 60, "s": 1 / 3600}[unit] for n, unit in re.findall(r"([\d.]+)([hms])", duration))
+
+
+def assert_observability_as_the_chart(prometheus_pid: int, prometheus_binary: Path) -> None:
+    """The local Prometheus is the tool cache's build, and it and Tempo keep data as long as the chart says."""
+    assert Path(f"/proc/{prometheus_pid}/exe").resolve() == prometheus_binary.resolve()
+    chart = yaml.safe_load(CHART_VALUES.read_text())
+    runtime = httpx.get(f"{PROMETHEUS}/api/v1/status/runtimeinfo", timeout=10).json()["data"]
+    assert runtime["storageRetention"] == chart["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]["retention"]
+    # Tempo answers a request line ("GET /status/config"), then its configuration as a second YAML document.
+    (tempo,) = [d for d in yaml.safe_load_all(httpx.get(f"{TEMPO}/status/config", timeout=10).text) if isinstance(d, dict)]
+    assert hours(tempo["compactor"]["compaction"]["block_retention"]) == hours(chart["tempo"]["tempo"]["retention"]) > 0
+
+
 def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
     required_binary("tempo", "scripts/build_tools.sh tempo")
-    required_binary("prometheus", "apt-get install prometheus")
+    prometheus = required_binary("prometheus", "scripts/build_tools.sh prometheus")
     # Everything else as a user has it; only the demo tenant's key goes to a file of the test's own.
     env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json")}
     assert lynx_down(env).returncode == 0
@@ -65,6 +85,8 @@ def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
             key = printed_key.group(1)
             started = json.loads((run_dir() / "pids.json").read_text())
             assert {"tempo", "prometheus", "auditor", "tokenizer", "retriever", "decoder", "gateway"} <= started.keys()
+            assert "skipped" not in up.stderr, up.stderr
+            assert_observability_as_the_chart(started["prometheus"], prometheus)
             assert httpx.get(f"{GATEWAY}/readyz", timeout=10).status_code == 200
             answer = httpx.post(f"{GATEWAY}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
                                 json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 16,

@@ -20,6 +20,7 @@ from lynx.stack import find_binary
 from ..cluster.conftest import CHART, KUBE_VERSION, UPSTREAM_ARCHIVES, shared_charts
 
 BUDGET_GROUP = "lynx-budgets"
+COST_GROUP = "lynx.costs"
 # The fields of the AlertmanagerConfig receivers the chart writes, as Alertmanager's configuration spells them.
 RECEIVER_KINDS = {"webhookConfigs": "webhook_configs", "emailConfigs": "email_configs", "slackConfigs": "slack_configs"}
 ROUTE_FIELDS = {"receiver": "receiver", "groupBy": "group_by", "groupWait": "group_wait",
@@ -47,8 +48,16 @@ def rules_file(documents: list[dict]) -> dict:
                        for group in d["spec"]["groups"]]}
 
 
+def group_rules(documents: list[dict], group: str) -> list[dict]:
+    return next(g["rules"] for g in rules_file(documents)["groups"] if g["name"] == group)
+
+
 def budget_alerts(documents: list[dict]) -> list[dict]:
-    return next(g["rules"] for g in rules_file(documents)["groups"] if g["name"] == BUDGET_GROUP)
+    return group_rules(documents, BUDGET_GROUP)
+
+
+def cost_records(documents: list[dict]) -> list[dict]:
+    return group_rules(documents, COST_GROUP)
 
 
 def alertmanager_config(documents: list[dict], default_receiver: dict) -> dict:

@@ -1,9 +1,13 @@
-"""The chart's budget alerts under `promtool test rules`, and its per-tenant routing under `amtool`."""
+"""The chart's budget alerts and cost recording rules under `promtool test rules`, and its per-tenant routing under
+`amtool`."""
 
 from __future__ import annotations
 
+import copy
+import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,16 +15,19 @@ import yaml
 
 from lynx.stack import find_binary
 
-from .chart import BUDGET_GROUP, alertmanager_config, budget_alerts, helm_template, rules_file, write_rules
+from .chart import (
+    BUDGET_GROUP, COST_GROUP, alertmanager_config, budget_alerts, cost_records, helm_template, rules_file, write_rules,
+)
 
 HERE = Path(__file__).parent
 UNIT_TESTS = sorted(HERE.glob("*.test.yml"))
+COST_TESTS = HERE / "costs.test.yml"
 RECEIVERS_SCENARIO = HERE.parents[1] / "charts" / "lynx" / "ci" / "tenant-receivers-values.yaml"
 OPERATOR = {"operator": {"enabled": True}}  # the budget alerts come with the budget controller
 
 
 def promtool() -> str:
-    return str(find_binary("promtool") or pytest.fail("promtool is required (apt-get install prometheus)"))
+    return str(find_binary("promtool") or pytest.fail("promtool is required: scripts/build_tools.sh prometheus builds it"))
 
 
 def promtool_test(documents: list[dict], unit_tests: list[Path], directory: Path) -> subprocess.CompletedProcess:
@@ -36,14 +43,32 @@ def rendered() -> list[dict]:
     return helm_template(OPERATOR)
 
 
-def test_the_budget_alerts_pass_their_unit_tests(rendered, tmp_path):
+@pytest.mark.parametrize(("kind", "binaries"), [("Prometheus", ("prometheus", "promtool")),
+                                                ("Alertmanager", ("alertmanager", "amtool"))])
+def test_the_tests_run_the_versions_the_chart_deploys(rendered, kind: str, binaries: tuple[str, ...]):
+    """These tests and the integration tests run what kube-prometheus-stack deploys: PromQL changed between
+    Prometheus 2 and 3, and the rules, routes and panels must hold on the version users run."""
+    (resource,) = [d for d in rendered if d["kind"] == kind]
+    version = re.match(r"v?(\d+\.\d+\.\d+)", resource["spec"]["version"]).group(1)
+    for name in binaries:
+        binary = find_binary(name) or pytest.fail(f"{name} is required: scripts/build_tools.sh builds it")
+        reported = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+        assert f"{name}, version {version} " in reported.stdout + reported.stderr, reported.stdout + reported.stderr
+
+
+def test_the_rules_pass_their_unit_tests(rendered, tmp_path):
     result = promtool_test(rendered, UNIT_TESTS, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def unit_test_cases(kind: str) -> list[dict]:
+    """Every case of ``kind`` (alert_rule_test, promql_expr_test) in the unit test files."""
+    return [case for test in UNIT_TESTS for group in yaml.safe_load(test.read_text())["tests"]
+            for case in group.get(kind, [])]
+
+
 def test_every_budget_alert_is_tested_firing_and_not_firing(rendered):
-    cases = [case for test in UNIT_TESTS for group in yaml.safe_load(test.read_text())["tests"]
-             for case in group["alert_rule_test"]]
+    cases = unit_test_cases("alert_rule_test")
     fired = {c["alertname"] for c in cases if c["exp_alerts"]}
     silent = {c["alertname"] for c in cases if not c["exp_alerts"]}
     alerts = {rule["alert"] for rule in budget_alerts(rendered)}
@@ -78,6 +103,34 @@ def test_the_thresholds_come_from_the_values(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_cost_record_is_tested(rendered):
+    tested = {name for case in unit_test_cases("promql_expr_test") for name in re.findall(r"[a-z_]+:[a-z_]+:\w+",
+                                                                                          case["expr"])}
+    assert {rule["record"] for rule in cost_records(rendered)} <= tested
+
+
+def with_cost_exprs(documents: list[dict], change: Callable[[str], str]) -> list[dict]:
+    """The rendered chart with ``change`` applied to the expression of every cost recording rule."""
+    changed = copy.deepcopy(documents)
+    for rule in cost_records(changed):
+        rule["expr"] = change(rule["expr"])
+    return changed
+
+
+@pytest.mark.parametrize("change", [
+    lambda expr: expr.replace("[1d]", "[1h]"),
+    lambda expr: expr.replace("increase(", "rate("),
+    lambda expr: expr.replace("increase(", "delta("),
+    lambda expr: expr.replace("sum by", "max by"),
+    lambda expr: re.sub(r'namespace="[^"]*",', "", expr),
+], ids=["last-hour", "per-second", "restart-blind", "one-replica", "any-namespace"])
+def test_a_rule_that_does_not_compute_the_daily_cost_fails_its_unit_tests(rendered, change, tmp_path):
+    wrong = with_cost_exprs(rendered, change)
+    assert cost_records(wrong) != cost_records(rendered)
+    result = promtool_test(wrong, [COST_TESTS], tmp_path)
+    assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
 def annotations(documents: list[dict], alert: str, summary: str) -> dict:
     rule = next(r for r in budget_alerts(documents) if r["alert"] == alert)
     return {"summary": summary, "description": rule["annotations"]["description"]}
@@ -88,7 +141,7 @@ def annotations(documents: list[dict], alert: str, summary: str) -> dict:
 def test_without_budget_alerts_the_other_rules_stay(values: dict, tmp_path):
     documents = helm_template(values)
     groups = [g["name"] for g in rules_file(documents)["groups"]]
-    assert groups and BUDGET_GROUP not in groups
+    assert COST_GROUP in groups and BUDGET_GROUP not in groups
     result = subprocess.run([promtool(), "check", "rules", str(write_rules(documents, tmp_path))], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -107,7 +160,7 @@ def test_no_receivers_render_no_alertmanager_config(rendered):
 ])
 def test_alertmanager_routes_each_tenant_to_its_own_receivers(labels: dict, receiver: str, tmp_path):
     """The chart's ci scenario through amtool's own router, as the Prometheus operator merges it."""
-    amtool = find_binary("amtool") or pytest.fail("amtool is required (apt-get install prometheus-alertmanager)")
+    amtool = find_binary("amtool") or pytest.fail("amtool is required: scripts/build_tools.sh alertmanager builds it")
     documents = helm_template(yaml.safe_load(RECEIVERS_SCENARIO.read_text()))
     config = tmp_path / "alertmanager.yml"
     config.write_text(yaml.safe_dump(alertmanager_config(documents, {"name": "cluster-default"})))
