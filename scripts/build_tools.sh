@@ -14,10 +14,18 @@ KUBERNETES_VERSION=v1.36.3
 # the module proxy serves (2025-05-29, between Tempo 2.7 and 2.8). The checksum database does not
 # list this pseudo-version, hence GONOSUMDB for this one module.
 TEMPO_VERSION=v1.5.1-0.20250529124718-87c2dc380cec
+# What kube-prometheus-stack 88.5.3 deploys, and what the real node runs.
+PROMETHEUS_VERSION=v0.314.0        # the Go module version of Prometheus 3.14.0
+PROMETHEUS_RELEASE=3.14.0
+ALERTMANAGER_VERSION=v0.34.0
+PROMETHEUS_OPERATOR_VERSION=v0.93.1
+KUBE_STATE_METRICS_VERSION=v2.18.0
+COREDNS_VERSION=v1.15.0
+SKAFFOLD_VERSION=v2.16.1
 
 CACHE="${LYNX_TOOLS_CACHE:-$HOME/.cache/lynx-tools}"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
 mkdir -p "$CACHE"
 
 log() { printf '[build_tools] %s\n' "$*" >&2; }
@@ -102,14 +110,17 @@ build_tempo() {
     github.com/grafana/tempo/cmd/tempo "$dir/tempo" "-s -w -X main.Version=${TEMPO_VERSION}"
 }
 
-build_kubernetes() {
-  local dir="$CACHE/kubernetes-$KUBERNETES_VERSION"
-  if have "$dir/kube-apiserver" "$KUBERNETES_VERSION" --version \
-     && have "$dir/kube-controller-manager" "$KUBERNETES_VERSION" --version \
-     && have "$dir/kube-scheduler" "$KUBERNETES_VERSION" --version; then
-    return
-  fi
-  log "kube-apiserver, kube-controller-manager, kube-scheduler $KUBERNETES_VERSION"
+# Kubernetes components, built in one wrapper module; those already in the cache are skipped.
+CONTROL_PLANE=(kube-apiserver kube-controller-manager kube-scheduler)
+NODE=(kubelet kube-proxy)
+
+build_kubernetes_components() {
+  local dir="$CACHE/kubernetes-$KUBERNETES_VERSION" missing=() component
+  for component in "$@"; do
+    have "$dir/$component" "$KUBERNETES_VERSION" --version || missing+=("$component")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "${missing[*]} $KUBERNETES_VERSION"
   local work staging minor
   work="$(mktemp -d)"
   minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
@@ -121,7 +132,7 @@ build_kubernetes() {
     json="$(gomod_json k8s.io/kubernetes "$KUBERNETES_VERSION")"
     python3 "$SCRIPTS/go_replaces.py" staging "$json" "$staging" | xargs -r go mod edit
     rm -f "$json"
-    for component in kube-apiserver kube-controller-manager kube-scheduler; do
+    for component in "${missing[@]}"; do
       go get "k8s.io/kubernetes/cmd/$component@$KUBERNETES_VERSION"
     done
     local ldflags="-s -w"
@@ -130,28 +141,141 @@ build_kubernetes() {
     ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
     ldflags+=" -X k8s.io/component-base/version.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     mkdir -p "$dir"
-    for component in kube-apiserver kube-controller-manager kube-scheduler; do
+    for component in "${missing[@]}"; do
       go build -trimpath -ldflags "$ldflags" -o "$dir/$component" "k8s.io/kubernetes/cmd/$component"
     done
   )
   rm -rf "$work"
 }
 
+build_kubernetes() { build_kubernetes_components "${CONTROL_PLANE[@]}"; }
+build_node() { build_kubernetes_components "${NODE[@]}"; }
+
+# The pause container's program: Kubernetes' own pause.c, linked statically.
+build_pause() {
+  local dir="$CACHE/pause-$KUBERNETES_VERSION" source
+  have "$dir/pause" "pause.c" -v && return
+  log "pause $KUBERNETES_VERSION"
+  source="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  mkdir -p "$dir"
+  gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION" -o "$dir/pause" "$source/build/pause/linux/pause.c"
+}
+
+# Build PACKAGES of MODULE@VERSION inside a copy of the module itself, so its own go.sum, replaces
+# and excludes apply as its authors wrote them (and not its go.work); the binaries go to OUTPUT_DIR.
+# PREPARE is a command run in the copy first ("" for none).
+build_in_module() {
+  local module="$1" version="$2" output="$3" ldflags="$4" prepare="$5" work source package
+  shift 5
+  work="$(mktemp -d)"
+  source="$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  cp -r "$source/." "$work" && chmod -R u+w "$work"
+  mkdir -p "$output"
+  (
+    cd "$work"
+    [ -z "$prepare" ] || "$prepare"
+    for package in "$@"; do
+      go build -trimpath -ldflags "$ldflags" -o "$output/" "$package"
+    done
+  )
+  rm -rf "$work"
+}
+
+# -X flags that make a Prometheus-family binary report VERSION in --version.
+prometheus_version_flags() {
+  local v="github.com/prometheus/common/version"
+  echo "-s -w -X $v.Version=$1 -X $v.Revision=$2 -X $v.Branch=module -X $v.BuildUser=lynx -X $v.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+}
+
+build_prometheus() {
+  local dir="$CACHE/prometheus-$PROMETHEUS_VERSION" release="$PROMETHEUS_RELEASE"
+  have "$dir/prometheus" "version $release" --version && have "$dir/promtool" "version $release" --version && return
+  log "prometheus $release ($PROMETHEUS_VERSION)"
+  build_in_module github.com/prometheus/prometheus "$PROMETHEUS_VERSION" "$dir" \
+    "$(prometheus_version_flags "$release" "$PROMETHEUS_VERSION")" "" ./cmd/prometheus ./cmd/promtool
+}
+
+# Alertmanager embeds its web UI from ui/app/dist, which npm builds and the module zip lacks: the
+# binary gets a page saying so instead. The API (/api/v2) and amtool are unaffected.
+alertmanager_without_ui() {
+  mkdir -p ui/app/dist
+  printf '<!doctype html><title>Alertmanager</title><p>This build has no web UI (built from the Go module, without npm); the API is at <a href="api/v2/status">api/v2</a>.\n' \
+    > ui/app/dist/index.html
+}
+
+build_alertmanager() {
+  local dir="$CACHE/alertmanager-$ALERTMANAGER_VERSION"
+  have "$dir/alertmanager" "version ${ALERTMANAGER_VERSION#v}" --version && return
+  log "alertmanager $ALERTMANAGER_VERSION"
+  build_in_module github.com/prometheus/alertmanager "$ALERTMANAGER_VERSION" "$dir" \
+    "$(prometheus_version_flags "${ALERTMANAGER_VERSION#v}" "$ALERTMANAGER_VERSION")" alertmanager_without_ui ./cmd/alertmanager ./cmd/amtool
+}
+
+build_kube_state_metrics() {
+  local dir="$CACHE/kube-state-metrics-$KUBE_STATE_METRICS_VERSION"
+  have "$dir/kube-state-metrics" "${KUBE_STATE_METRICS_VERSION#v}" version && return
+  log "kube-state-metrics $KUBE_STATE_METRICS_VERSION"
+  build_in_module k8s.io/kube-state-metrics/v2 "$KUBE_STATE_METRICS_VERSION" "$dir" \
+    "$(prometheus_version_flags "$KUBE_STATE_METRICS_VERSION" "$KUBE_STATE_METRICS_VERSION")" "" .
+}
+
+build_coredns() {
+  local dir="$CACHE/coredns-$COREDNS_VERSION"
+  have "$dir/coredns" "CoreDNS-${COREDNS_VERSION#v}" -version && return
+  log "coredns $COREDNS_VERSION"
+  build_in_module github.com/coredns/coredns "$COREDNS_VERSION" "$dir" \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" "" .
+}
+
+# The operator's go.mod replaces its own API and client submodules with local folders that its
+# module zip does not contain: build through a wrapper that requires them at the same version.
+build_prometheus_operator() {
+  local dir="$CACHE/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" module=github.com/prometheus-operator/prometheus-operator
+  have "$dir/prometheus-operator" "${PROMETHEUS_OPERATOR_VERSION#v}" --version \
+    && have "$dir/prometheus-config-reloader" "${PROMETHEUS_OPERATOR_VERSION#v}" --version && return
+  log "prometheus-operator and prometheus-config-reloader $PROMETHEUS_OPERATOR_VERSION"
+  local work ldflags
+  work="$(mktemp -d)"
+  ldflags="$(prometheus_version_flags "${PROMETHEUS_OPERATOR_VERSION#v}" "$PROMETHEUS_OPERATOR_VERSION")"
+  (
+    wrapper_module "$work" "$module" "$PROMETHEUS_OPERATOR_VERSION"
+    copy_replaces "$module" "$PROMETHEUS_OPERATOR_VERSION"
+    go mod edit -require="$module/pkg/apis/monitoring@$PROMETHEUS_OPERATOR_VERSION" \
+      -require="$module/pkg/client@$PROMETHEUS_OPERATOR_VERSION"
+    go get "$module/cmd/operator@$PROMETHEUS_OPERATOR_VERSION" "$module/cmd/prometheus-config-reloader@$PROMETHEUS_OPERATOR_VERSION"
+    mkdir -p "$dir"
+    go build -trimpath -ldflags "$ldflags" -o "$dir/prometheus-operator" "$module/cmd/operator"
+    go build -trimpath -ldflags "$ldflags" -o "$dir/prometheus-config-reloader" "$module/cmd/prometheus-config-reloader"
+  )
+  rm -rf "$work"
+}
+
+build_skaffold() {
+  local dir="$CACHE/skaffold-$SKAFFOLD_VERSION"
+  have "$dir/skaffold" "$SKAFFOLD_VERSION" version && return
+  log "skaffold $SKAFFOLD_VERSION"
+  build_in_module github.com/GoogleContainerTools/skaffold/v2 "$SKAFFOLD_VERSION" "$dir" \
+    "-s -w -X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION" "" ./cmd/skaffold
+}
+
+ALL_TOOLS=(helm kwok etcd kubernetes tempo node pause prometheus alertmanager prometheus_operator
+  kube_state_metrics coredns skaffold)
 tools=("$@")
-[ ${#tools[@]} -eq 0 ] && tools=(helm kwok etcd kubernetes tempo)
+[ ${#tools[@]} -eq 0 ] && tools=("${ALL_TOOLS[@]}")
 for tool in "${tools[@]}"; do
   "build_$tool"
 done
 
-# One folder of links, the PATH the tests use.
+# One folder of links to the current versions' binaries (those built so far): the PATH the tests use.
 bin="$CACHE/bin"
 mkdir -p "$bin"
-ln -sf "$CACHE/helm-$HELM_VERSION/helm" "$bin/helm"
-ln -sf "$CACHE/kwok-$KWOK_VERSION/kwok" "$bin/kwok"
-ln -sf "$CACHE/kwok-$KWOK_VERSION/kwokctl" "$bin/kwokctl"
-ln -sf "$CACHE/etcd-$ETCD_VERSION/etcd" "$bin/etcd"
-ln -sf "$CACHE/tempo-${TEMPO_VERSION##*-}/tempo" "$bin/tempo"
-for component in kube-apiserver kube-controller-manager kube-scheduler; do
-  ln -sf "$CACHE/kubernetes-$KUBERNETES_VERSION/$component" "$bin/$component"
+for dir in "helm-$HELM_VERSION" "kwok-$KWOK_VERSION" "etcd-$ETCD_VERSION" "tempo-${TEMPO_VERSION##*-}" \
+  "kubernetes-$KUBERNETES_VERSION" "pause-$KUBERNETES_VERSION" "prometheus-$PROMETHEUS_VERSION" \
+  "alertmanager-$ALERTMANAGER_VERSION" "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" \
+  "kube-state-metrics-$KUBE_STATE_METRICS_VERSION" "coredns-$COREDNS_VERSION" "skaffold-$SKAFFOLD_VERSION"; do
+  for binary in "$CACHE/$dir"/*; do
+    [ -x "$binary" ] && ln -sf "$binary" "$bin/$(basename "$binary")"
+  done
 done
 echo "$bin"

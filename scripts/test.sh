@@ -1,18 +1,41 @@
 #!/usr/bin/env bash
-# Install what is missing and run the whole test suite (unit + integration).
+# Install what is missing and run the whole test suite (unit, integration, the chart on kwok and on a real node).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-# What only the tests need: Prometheus, promtool, Alertmanager and amtool (Debian), and the Go-built
-# tools (Tempo and the Kubernetes test bed), built once per version into ~/.cache/lynx-tools.
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# The real node's host side (tests/cluster/realnode.py): Docker for the images, a second containerd
+# with runc, the CNI plugins, the tools kubelet and kube-proxy call; mmdebstrap for the Debian base
+# image; gcc and the static libc for Kubernetes' pause program.
+NODE_PACKAGES=(docker.io containerd runc containernetworking-plugins conntrack socat ethtool iptables
+  mmdebstrap gcc libc6-dev)
+missing=()
+for package in "${NODE_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[test] installing ${missing[*]} (Debian)" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+bash "$ROOT/scripts/dockerd.sh"
+
+# The lynx images (downloads and the model conversion) build while go builds the tools (CPU): Prometheus,
+# Alertmanager, the Prometheus operator, kube-state-metrics, Tempo, CoreDNS, skaffold and the
+# Kubernetes binaries, once per version into ~/.cache/lynx-tools. The tests' fixtures build again
+# what changed since (Docker's cache makes the rest instant).
+IMAGES_LOG="$(mktemp)"
+bash "$ROOT/scripts/images.sh" lynx >"$IMAGES_LOG" 2>&1 &
+images=$!
 TOOLS_BIN="$(bash "$ROOT/scripts/build_tools.sh")"
 export PATH="$TOOLS_BIN:$PATH"
+if ! wait "$images"; then
+  echo "[test] scripts/images.sh lynx failed:" >&2
+  tail -40 "$IMAGES_LOG" >&2
+  exit 1
+fi
+rm -f "$IMAGES_LOG"
 
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

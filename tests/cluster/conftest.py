@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .realnode import RealNode, missing_packages
 from .testbed import Cluster, create_cluster, missing_tools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,3 +69,50 @@ def cluster(tmp_path_factory, crds) -> Iterator[Cluster]:
         yield running
     finally:
         running.delete()
+
+
+# -- the real node ---------------------------------------------------------------------------------
+
+NODE_VALUES = Path(__file__).with_name("node-values.yaml")
+NODE_NAMESPACE, NODE_RELEASE = "lynx", "lynx"
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, list[str]]:
+    """Every lynx image (docker/*.Dockerfile on a Debian base made from Debian's packages) and every
+    upstream image the chart and the node need (from the Go builds), built by scripts/images.sh."""
+    built = {}
+    for kind in ("lynx", "upstream"):
+        result = subprocess.run(["bash", str(REPO / "scripts" / "images.sh"), kind], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"scripts/images.sh {kind} failed:\n{result.stderr[-5000:]}")
+        built[kind] = result.stdout.split()
+    return built
+
+
+@pytest.fixture(scope="session")
+def real_node(images) -> Iterator[RealNode]:
+    if missing := missing_packages():
+        pytest.fail(f"the real node needs these Debian packages: {missing} (scripts/test.sh installs them)")
+    pause = next(ref for ref in images["upstream"] if "/pause:" in ref)
+    node = RealNode(Path(f"/tmp/lynx-node-{os.getpid()}"), images=images["lynx"] + images["upstream"],
+                    pause_image=pause)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        left = node.leftovers()
+        shutil.rmtree(node.workdir, ignore_errors=True)
+        assert not any(left.values()), f"the real node left things behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def release_on_node(real_node: RealNode, chart: Path) -> Cluster:
+    """The umbrella chart installed on the real node with `helm install --wait`."""
+    cluster = real_node.cluster
+    started = time.monotonic()
+    cluster.helm("install", NODE_RELEASE, str(chart), "--namespace", NODE_NAMESPACE, "--create-namespace",
+                 "-f", str(NODE_VALUES), "--wait", "--timeout", "15m")
+    print(f"helm install --wait on the real node: {time.monotonic() - started:.0f} s")
+    return cluster

@@ -61,20 +61,29 @@ class Cluster:
         self.run(tool("kwokctl"), "delete", "cluster", "--name", self.name, check=False)
 
 
-def create_cluster(name: str, workdir: Path) -> Cluster:
+def create_cluster(name: str, workdir: Path, fake_nodes: int = NODE_COUNT, extra: list[str] | None = None,
+                   apiserver_sans: list[str] | None = None) -> Cluster:
+    """A control plane from the local binaries with ``fake_nodes`` kwok nodes; ``extra``: more kwokctl flags;
+    ``apiserver_sans``: more names in the API server's certificate (pods reach it on the `kubernetes` Service)."""
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = workdir / "kubeconfig"
     env = {**os.environ, "KWOK_WORKDIR": str(workdir / "kwok"), "KUBECONFIG": str(kubeconfig)}
     cluster = Cluster(name, workdir, kubeconfig, env)
+    if apiserver_sans:
+        config = workdir / "kwokctl.yaml"
+        config.write_text(json.dumps({"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokctlConfiguration",
+                                      "options": {"kubeApiserverCertSANs": apiserver_sans}}))
+        extra = ["--config", str(config), *(extra or [])]
     cluster.run(
         tool("kwokctl"), "create", "cluster", "--name", name, "--runtime", "binary", "--kubeconfig", str(kubeconfig),
         "--etcd-binary", tool("etcd"), "--kube-apiserver-binary", tool("kube-apiserver"),
         "--kube-controller-manager-binary", tool("kube-controller-manager"),
         "--kube-scheduler-binary", tool("kube-scheduler"), "--kwok-controller-binary", tool("kwok"),
-        "--wait", "3m", "--timeout", "5m")
-    nodes = {"apiVersion": "v1", "kind": "List", "items": [fake_node(f"kwok-node-{i}") for i in range(NODE_COUNT)]}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(nodes))
-    cluster.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
+        "--wait", "3m", "--timeout", "5m", *(extra or []))
+    if fake_nodes:
+        nodes = {"apiVersion": "v1", "kind": "List", "items": [fake_node(f"kwok-node-{i}") for i in range(fake_nodes)]}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(nodes))
+        cluster.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
     return cluster
 
 

@@ -1,0 +1,284 @@
+"""The umbrella chart on a real Kubernetes node (tests/cluster/realnode.py): real containers from the
+images built here, real probes, kube-proxy Services, CoreDNS, `kubectl port-forward`, the Prometheus
+operator creating Prometheus, Tempo receiving the services' spans, the budget operator in-cluster.
+
+The tests run in order on one release (module order); each states what it leaves behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from lynx.auditor.audit import orphans_in_trace
+from lynx.auditor.tempo import TempoClient
+
+from ..integration.conftest import MODEL_NAME, wait_for
+from .conftest import NODE_NAMESPACE, NODE_RELEASE
+from .testbed import Cluster, tool
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = os.environ.get("LYNX_DOCKER", "/usr/bin/docker")
+
+# tests/cluster/node-values.yaml gives tenant `node-test` the SHA-256 of this key.
+NODE_TEST_KEY = "lynx-node-test-key-0001"
+TENANT = "node-test"
+LYNX_SERVICES = ("gateway", "tokenizer", "retriever", "decoder")
+# Pods of the release: lynx's, the budget operator, and what kube-prometheus-stack and Tempo run.
+EXPECTED_PODS = ("gateway", "tokenizer", "retriever", "decoder", "auditor", "operator",
+                 "kube-prometheus-stack-operator", "kube-state-metrics", "prometheus-lynx", "alertmanager-lynx",
+                 "tempo")
+SETTLE_SECONDS = 300
+
+
+@contextlib.contextmanager
+def port_forward(cluster: Cluster, target: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward TARGET :PORT`; yields http://127.0.0.1:<local port>."""
+    process = subprocess.Popen(
+        [tool("kubectl"), "--kubeconfig", str(cluster.kubeconfig), "--namespace", NODE_NAMESPACE, "port-forward",
+         "--address", "127.0.0.1", target, f":{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        found = re.search(r"127\.0\.0\.1:(\d+) ->", line)
+        if not found:
+            raise AssertionError(f"port-forward {target} failed: {line}{process.stderr.read()}")
+        yield f"http://127.0.0.1:{found.group(1)}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def pods(cluster: Cluster) -> list[dict]:
+    return cluster.get("pods", "--namespace", NODE_NAMESPACE)["items"]
+
+
+def ready(pod: dict) -> bool:
+    conditions = pod["status"].get("conditions", [])
+    return pod["status"].get("phase") == "Running" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def component_pods(cluster: Cluster, component: str) -> list[dict]:
+    return [p for p in pods(cluster)
+            if p["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+def prometheus_query(url: str, query: str) -> list[dict]:
+    reply = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
+    assert reply["status"] == "success", reply
+    return reply["data"]["result"]
+
+
+def complete(base_url: str, max_tokens: int = 8) -> tuple[dict, str]:
+    """One completion with the OpenAI client: (the JSON body, the trace id header)."""
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=NODE_TEST_KEY, timeout=120, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL_NAME, max_tokens=max_tokens, temperature=0,
+        messages=[{"role": "user", "content": "What is a Python list comprehension?"}])
+    completion = raw.parse()
+    assert completion.choices[0].message.content and completion.usage.completion_tokens > 0
+    return raw.http_response.json(), raw.headers["x-lynx-trace-id"]
+
+
+def test_every_pod_runs_ready_through_its_probes_without_restarts(release_on_node: Cluster):
+    """helm --wait covered the chart's own workloads; Prometheus and Alertmanager are created by the
+    Prometheus operator afterwards, so they are polled for."""
+    def all_ready() -> list[dict] | None:
+        current = pods(release_on_node)
+        names = [p["metadata"]["name"] for p in current]
+        missing = [e for e in EXPECTED_PODS if not any(e in n for n in names)]
+        return current if not missing and all(ready(p) for p in current) else None
+
+    current = wait_for(all_ready, SETTLE_SECONDS, "every pod of the release Running and Ready", interval=2)
+    restarts = {p["metadata"]["name"]: s["restartCount"] for p in current for s in p["status"]["containerStatuses"]
+                if s["restartCount"]}
+    assert not restarts, restarts
+    for pod in current:
+        if pod["metadata"]["labels"].get("app.kubernetes.io/name") == "lynx":
+            container = pod["spec"]["containers"][0]
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", pod["metadata"]["name"]
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Ready means /readyz answered 200: the tokenizer, retriever and decoder answer it only with their
+    # models loaded from the image's /models (the completion below uses them).
+
+
+def test_prometheus_from_the_operator_scrapes_every_lynx_service_monitor(release_on_node: Cluster):
+    monitors = [m["metadata"]["name"] for m in release_on_node.get(
+        "servicemonitors.monitoring.coreos.com", "--namespace", NODE_NAMESPACE,
+        "-l", "app.kubernetes.io/name=lynx")["items"]]
+    assert {f"{NODE_RELEASE}-{s}" for s in LYNX_SERVICES} <= set(monitors), monitors
+    with port_forward(release_on_node, "svc/prometheus-operated", 9090) as prometheus:
+        def all_up() -> dict | None:
+            targets = httpx.get(f"{prometheus}/api/v1/targets", params={"state": "active"}, timeout=10).json()
+            health = {}
+            for target in targets["data"]["activeTargets"]:
+                pool = target["scrapePool"]
+                for monitor in monitors:
+                    if pool == f"serviceMonitor/{NODE_NAMESPACE}/{monitor}/0":
+                        health[monitor] = target["health"]
+            return health if set(health) == set(monitors) and set(health.values()) == {"up"} else None
+
+        wait_for(all_up, SETTLE_SECONDS, f"the targets of {monitors} up in Prometheus", interval=2)
+        version = httpx.get(f"{prometheus}/api/v1/status/buildinfo", timeout=10).json()["data"]["version"]
+        assert version == "3.14.0"
+
+
+def test_completion_through_port_forward_is_traced_in_tempo_and_costed_in_prometheus(release_on_node: Cluster):
+    with port_forward(release_on_node, f"svc/{NODE_RELEASE}-gateway", 8080) as gateway:
+        body, trace_id = complete(gateway)
+    cost = body["lynx"]["cost"]["total"]
+    assert cost > 0
+
+    with port_forward(release_on_node, f"svc/{NODE_RELEASE}-tempo", 3200) as tempo_url:
+        tempo = TempoClient(tempo_url)
+
+        def whole_trace():
+            """Spans reach Tempo in batches: the trace is whole once every service has spans in it and
+            every parent named has arrived."""
+            spans = tempo.trace(trace_id)
+            services = {s.service for s in spans}
+            whole = {f"lynx-{s}" for s in LYNX_SERVICES} <= services and not orphans_in_trace(spans)
+            return spans if whole else None
+
+        try:
+            spans = wait_for(whole_trace, 120, f"trace {trace_id} whole: every service, no orphan", interval=2)
+        finally:
+            tempo.close()
+    roots = [s for s in spans if not s.parent_span_id]
+    assert len(roots) == 1
+    charged = [s.attributes["lynx.cost.eur"] for s in spans if "lynx.cost.eur" in s.attributes]
+    assert charged and charged[0] == pytest.approx(cost, rel=1e-9)
+
+    with port_forward(release_on_node, "svc/prometheus-operated", 9090) as prometheus:
+        query = f'sum(lynx_tenant_cost_eur_total{{tenant="{TENANT}"}})'
+        series = wait_for(lambda: prometheus_query(prometheus, query), 120, f"{query} in Prometheus", interval=2)
+        # This is the tenant's only request so far: the counter is its cost.
+        assert float(series[0]["value"][1]) == pytest.approx(cost, rel=1e-9)
+
+
+def test_helm_test_passes(release_on_node: Cluster):
+    result = release_on_node.helm("test", NODE_RELEASE, "--namespace", NODE_NAMESPACE, "--timeout", "5m",
+                                  check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Phase:          Succeeded" in result.stdout
+
+
+def test_budget_operator_runs_in_cluster_with_the_charts_service_account(release_on_node: Cluster):
+    operator = wait_for(lambda: [p for p in component_pods(release_on_node, "operator") if ready(p)], 120,
+                        "the budget operator Ready")[0]
+    assert operator["spec"]["serviceAccountName"] == f"{NODE_RELEASE}-operator"
+    budget = {"apiVersion": "budgets.lynx.dev/v1", "kind": "TenantBudget",
+              "metadata": {"name": TENANT, "namespace": NODE_NAMESPACE},
+              "spec": {"tenant": TENANT, "dailyCapEUR": 100.0}}
+    release_on_node.kubectl("apply", "-f", "-", input=json.dumps(budget))
+
+    def reported() -> dict | None:
+        status = release_on_node.get("tenantbudgets.budgets.lynx.dev", TENANT,
+                                     "--namespace", NODE_NAMESPACE).get("status", {})
+        return status if status.get("state") == "Ok" and status.get("spentEur", 0) > 0 else None
+
+    # The spend the operator read from the in-cluster Prometheus includes the earlier completion.
+    status = wait_for(reported, 120, "the operator's status with the tenant's spend", interval=2)
+    assert status["capEur"] == pytest.approx(100.0)
+    decisions = release_on_node.get("configmap", f"{NODE_RELEASE}-budgets", "--namespace", NODE_NAMESPACE)
+    assert TENANT in json.dumps(decisions["data"])
+
+
+def test_deleted_decoder_pod_is_replaced_and_the_gateway_recovers(release_on_node: Cluster):
+    old = component_pods(release_on_node, "decoder")[0]
+    release_on_node.kubectl("delete", "pod", "--namespace", NODE_NAMESPACE, old["metadata"]["name"], "--wait=false")
+    replacement = wait_for(
+        lambda: [p for p in component_pods(release_on_node, "decoder")
+                 if p["metadata"]["uid"] != old["metadata"]["uid"] and ready(p)],
+        SETTLE_SECONDS, "a new decoder pod Ready", interval=1)[0]
+    assert replacement["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+    with port_forward(release_on_node, f"svc/{NODE_RELEASE}-gateway", 8080) as gateway:
+        wait_for(lambda: httpx.get(f"{gateway}/readyz", timeout=5).status_code == 200, 120,
+                 "the gateway ready again", interval=1)
+        body, _ = complete(gateway)
+    assert body["lynx"]["cost"]["total"] > 0
+
+
+def test_rolling_restart_of_the_gateway_loses_no_completed_request(release_on_node: Cluster):
+    """Requests go to the gateway's ClusterIP through kube-proxy (a port-forward would be bound to one
+    pod) while `kubectl rollout restart` replaces the pod: every request gets its completion."""
+    service = release_on_node.get("service", f"{NODE_RELEASE}-gateway", "--namespace", NODE_NAMESPACE)
+    base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    before = {p["metadata"]["name"] for p in component_pods(release_on_node, "gateway")}
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                complete(base, max_tokens=4)
+                outcomes.append("ok")
+            except Exception as error:  # every failure is recorded and fails the test below
+                outcomes.append(f"{type(error).__name__}: {error}")
+
+    workers = [threading.Thread(target=client) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_for(lambda: len(outcomes) >= 2, 120, "requests flowing before the restart")
+        release_on_node.kubectl("rollout", "restart", "--namespace", NODE_NAMESPACE,
+                                f"deployment/{NODE_RELEASE}-gateway")
+        release_on_node.kubectl("rollout", "status", "--namespace", NODE_NAMESPACE,
+                                f"deployment/{NODE_RELEASE}-gateway", "--timeout=5m")
+        # Until the old pod is gone, not only unready: its preStop sleep and drain are part of the test.
+        wait_for(lambda: not before & {p["metadata"]["name"] for p in pods(release_on_node)}, SETTLE_SECONDS,
+                 "the old gateway pod gone", interval=1)
+        served_after = len(outcomes)
+        wait_for(lambda: len(outcomes) >= served_after + 2, 120, "requests served by the new pod")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=180)
+    failures = [o for o in outcomes if o != "ok"]
+    assert not failures, failures
+    assert len(outcomes) >= 6
+
+
+def test_skaffold_run_builds_every_image_and_deploys_them_on_the_node(release_on_node: Cluster, real_node,
+                                                                     tmp_path: Path):
+    """`skaffold run -p dev,testbed`: skaffold builds the seven images with the local Docker (its
+    inputDigest tags), loads them into the node, and upgrades the release to them. Last in the module:
+    the release runs skaffold's images afterwards."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    # Debian's docker client: BuildKit without the buildx plugin (skaffold's useBuildkit calls `docker build`).
+    (shims / "docker").symlink_to(DOCKER)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "KUBECONFIG": str(release_on_node.kubeconfig),
+           "LYNX_NODE_CONTAINERD": str(real_node.socket), "SKAFFOLD_UPDATE_CHECK": "false",
+           "SKAFFOLD_INTERACTIVE": "false"}
+    result = subprocess.run([tool("skaffold"), "run", "--profile", "dev,testbed", "--status-check=true"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+
+    def on_skaffold_images() -> dict[str, str] | None:
+        running = {}
+        for component in (*LYNX_SERVICES, "auditor", "operator"):
+            for pod in component_pods(release_on_node, component):
+                image = pod["spec"]["containers"][0]["image"]
+                if not ready(pod) or image.endswith(":0.1.0"):
+                    return None
+                running[component] = image
+        return running
+
+    running = wait_for(on_skaffold_images, SETTLE_SECONDS, "every lynx pod Ready on skaffold's images", interval=2)
+    assert all(re.fullmatch(rf"lynx-{c}:[0-9a-f]{{64}}", image) for c, image in running.items()), running
+    history = json.loads(release_on_node.helm("history", NODE_RELEASE, "--namespace", NODE_NAMESPACE,
+                                              "--output", "json").stdout)
+    assert history[-1]["status"] == "deployed" and len(history) >= 2
