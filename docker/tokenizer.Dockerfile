@@ -23,7 +23,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/lynx/bin:$PATH
 RUN groupadd --gid 10001 lynx && useradd --uid 10001 --gid lynx --no-create-home --shell /usr/sbin/nologin lynx
 COPY --from=build /opt/lynx /opt/lynx
 COPY --from=models /models/decoder/tokenizer.json /models/decoder/chat_template.jinja /models/decoder/genai_config.json /models/decoder/
+# hadolint ignore=DL3064
 ENV LYNX_TOKENIZER_MODEL_DIR=/models/decoder
+# hadolint ignore=DL3064
 ENV LYNX_TOKENIZER_HOST=0.0.0.0
 USER 10001:10001
 EXPOSE 8081

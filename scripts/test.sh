@@ -25,6 +25,7 @@ bash "$ROOT/scripts/dockerd.sh"
 # Alertmanager, the Prometheus operator, kube-state-metrics, Tempo, CoreDNS, skaffold and the
 # Kubernetes binaries, once per version into ~/.cache/lynx-tools. The tests' fixtures build again
 # what changed since (Docker's cache makes the rest instant).
+started=$SECONDS
 IMAGES_LOG="$(mktemp)"
 bash "$ROOT/scripts/images.sh" lynx >"$IMAGES_LOG" 2>&1 &
 images=$!
@@ -35,7 +36,9 @@ if ! wait "$images"; then
   tail -40 "$IMAGES_LOG" >&2
   exit 1
 fi
+cat "$IMAGES_LOG" >&2
 rm -f "$IMAGES_LOG"
+echo "[test] tools and images ready in $((SECONDS - started)) s" >&2
 
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

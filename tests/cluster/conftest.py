@@ -90,7 +90,9 @@ def images() -> dict[str, list[str]]:
     return built
 
 
-@pytest.fixture(scope="session")
+# Module scope: the node and its release go away after test_real_node.py, before the integration tests,
+# whose timings must not share the two cores with Prometheus, Tempo and a dozen idle pods.
+@pytest.fixture(scope="module")
 def real_node(images) -> Iterator[RealNode]:
     if missing := missing_packages():
         pytest.fail(f"the real node needs these Debian packages: {missing} (scripts/test.sh installs them)")
@@ -107,7 +109,7 @@ def real_node(images) -> Iterator[RealNode]:
         assert not any(left.values()), f"the real node left things behind: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def release_on_node(real_node: RealNode, chart: Path) -> Cluster:
     """The umbrella chart installed on the real node with `helm install --wait`."""
     cluster = real_node.cluster
