@@ -280,7 +280,7 @@ def main() -> None:
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]
     if find_binary("prometheus") is None:
-        raise SystemExit("needs `prometheus` (apt-get install prometheus)")
+        raise SystemExit("needs `prometheus` (scripts/build_tools.sh prometheus)")
     work = Path(tempfile.mkdtemp(prefix="lynx-budget-bench-"))
     bed = start(work, args)
     try:

@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from .testbed import Cluster, create_cluster, tool
 
 NODE_NAME = "lynx-node"
@@ -260,12 +258,6 @@ class RealNode:
     def log_tail(self, name: str, size: int = 3000) -> str:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace")[-size:] if path.exists() else ""
-
-    def kubelet_healthy(self) -> bool:
-        try:
-            return httpx.get("http://127.0.0.1:10248/healthz", timeout=2).text == "ok"
-        except httpx.HTTPError:
-            return False
 
     # -- teardown --------------------------------------------------------------------------------
 

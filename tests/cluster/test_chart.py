@@ -13,6 +13,7 @@ import yaml
 
 from lynx.stack import find_binary
 
+from ..integration.conftest import wait_for
 from .conftest import CHART, KUBE_VERSION, REPO, render
 from .testbed import Cluster
 
@@ -51,7 +52,7 @@ def test_every_rendered_object_is_accepted_by_the_api_server(cluster: Cluster, c
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.stem)
 def test_every_prometheus_rule_passes_promtool(cluster: Cluster, chart, values: Path, tmp_path):
-    promtool = find_binary("promtool") or pytest.fail("promtool is required (apt-get install prometheus)")
+    promtool = find_binary("promtool") or pytest.fail("promtool is required (scripts/build_tools.sh prometheus)")
     rules = [d for d in render(cluster, values) if d["kind"] == "PrometheusRule"]
     assert rules or "defaults" not in values.stem
     for index, rule in enumerate(rules):
@@ -81,11 +82,19 @@ def installed(cluster: Cluster, chart):
     return cluster
 
 
+def unready_workloads(cluster: Cluster) -> list[str]:
+    return [f"{kind}/{item['metadata']['name']}" for kind in ("deployments", "statefulsets")
+            for item in cluster.get(kind, "--namespace", NAMESPACE)["items"]
+            if item["status"].get("readyReplicas", 0) != item["spec"].get("replicas", 1)]
+
+
 def test_every_workload_is_ready(installed: Cluster):
-    for kind in ("deployments", "statefulsets"):
-        for item in installed.get(kind, "--namespace", NAMESPACE)["items"]:
-            wanted = item["spec"].get("replicas", 1)
-            assert item["status"].get("readyReplicas", 0) == wanted, f"{kind}/{item['metadata']['name']}"
+    # helm's --wait may return a moment before the status of a one-replica Deployment says so
+    # (it allows maxUnavailable): poll for every workload's own readiness.
+    try:
+        wait_for(lambda: not unready_workloads(installed), 120, "every Deployment and StatefulSet ready", interval=1)
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; not ready: {unready_workloads(installed)}") from None
     deployments = {d["metadata"]["name"] for d in installed.get("deployments", "--namespace", NAMESPACE)["items"]}
     assert {f"{RELEASE}-{c}" for c in LYNX_COMPONENTS} <= deployments
 

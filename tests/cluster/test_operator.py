@@ -242,7 +242,7 @@ class Scene:
     def start_prometheus(self) -> None:
         port = int(self.prometheus.url.rsplit(":", 1)[1])
         work = self.prometheus.log.parent
-        self.prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"),
+        self.prometheus = start_prometheus(required_binary("prometheus", "scripts/build_tools.sh prometheus"),
                                            self.prometheus_config, work, port=port)
         wait_ready([self.prometheus], START_TIMEOUT_SECONDS)
 
@@ -307,7 +307,7 @@ def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iter
         config = prometheus_config(load_config("prometheus.yml"), {"gateway": stack.gateway.url.removeprefix("http://")})
         config["global"]["scrape_interval"] = "1s"
         config["scrape_configs"][0]["static_configs"][0]["targets"].append(second.url.removeprefix("http://"))
-        prometheus = start_prometheus(required_binary("prometheus", "apt-get install prometheus"), config,
+        prometheus = start_prometheus(required_binary("prometheus", "scripts/build_tools.sh prometheus"), config,
                                       work / "prometheus")
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
         running = Scene(release, operator_kubeconfig, [stack.gateway, second], prometheus, config,

@@ -1,6 +1,29 @@
 from pathlib import Path
 
-from lynx.stack import TempoPorts, load_config, prometheus_config, tempo_config
+import lynx.stack
+from lynx.stack import TempoPorts, find_binary, load_config, prometheus_config, tempo_config
+
+
+def executable(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_pinned_binaries_come_only_from_the_tool_cache_and_others_from_it_first(tmp_path, monkeypatch):
+    cache, elsewhere = tmp_path / "cache", tmp_path / "path"
+    monkeypatch.setattr(lynx.stack, "TOOLS_BIN", cache)
+    monkeypatch.setenv("PATH", str(elsewhere))
+    executable(elsewhere, "prometheus")
+    executable(elsewhere, "kubectl")
+    assert find_binary("prometheus") is None  # Debian's 2.x on PATH never stands in for the chart's 3.14
+    assert find_binary("kubectl") == elsewhere / "kubectl"
+    cached = executable(cache, "prometheus")
+    executable(cache, "kubectl")
+    assert find_binary("prometheus") == cached
+    assert find_binary("kubectl") == cache / "kubectl"
 
 
 def test_prometheus_targets_are_rewritten_and_unknown_jobs_dropped():
