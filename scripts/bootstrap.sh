@@ -17,9 +17,7 @@ fi
 
 # The default corpus is the Python tutorial from Debian's python3.11-doc.
 if [ ! -d /usr/share/doc/python3.11/html/tutorial ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3.11-doc >/dev/null
+  bash "$ROOT/scripts/debian_install.sh" python3.11-doc
 fi
 
 "$ROOT/.venv/bin/lynx" models build >/dev/null

@@ -6,25 +6,10 @@
 # Cache: ${LYNX_TOOLS_CACHE:-~/.cache/lynx-tools}/<tool>-<version>/
 set -euo pipefail
 
-HELM_VERSION=v3.22.0
-KWOK_VERSION=v0.8.0
-ETCD_VERSION=v3.5.35
-KUBERNETES_VERSION=v1.36.3
-# Tempo's v2 tags cannot be module versions (no /v2 in its module path): pin a main-branch commit
-# the module proxy serves (2025-05-29, between Tempo 2.7 and 2.8). The checksum database does not
-# list this pseudo-version, hence GONOSUMDB for this one module.
-TEMPO_VERSION=v1.5.1-0.20250529124718-87c2dc380cec
-# What kube-prometheus-stack 88.5.3 deploys, and what the real node runs.
-PROMETHEUS_VERSION=v0.314.0        # the Go module version of Prometheus 3.14.0
-PROMETHEUS_RELEASE=3.14.0
-ALERTMANAGER_VERSION=v0.34.0
-PROMETHEUS_OPERATOR_VERSION=v0.93.1
-KUBE_STATE_METRICS_VERSION=v2.18.0
-COREDNS_VERSION=v1.15.0
-SKAFFOLD_VERSION=v2.16.1
+SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$SCRIPTS/tool_versions.sh"
 
 CACHE="${LYNX_TOOLS_CACHE:-$HOME/.cache/lynx-tools}"
-SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
 mkdir -p "$CACHE"
 
@@ -50,6 +35,11 @@ build_kwok() {
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
 }
 
+# The folder the module cache holds MODULE@VERSION in, downloaded if need be.
+module_dir() {
+  go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
+}
+
 # A throwaway module that requires the tool, so the tool's own replace directives can be copied in.
 # It starts from the tool's own go.sum: dependencies are checked against the hashes the tool's
 # authors recorded, including pseudo-versions the public checksum database does not list.
@@ -58,7 +48,7 @@ wrapper_module() {
   rm -rf "$work" && mkdir -p "$work" && cd "$work"
   go mod init local/wrapper >/dev/null 2>&1
   go mod edit -require="$module@$version"
-  source="$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  source="$(module_dir "$module@$version")"
   if [ -f "$source/go.sum" ]; then
     cp "$source/go.sum" go.sum && chmod u+w go.sum
   fi
@@ -156,8 +146,7 @@ build_pause() {
   local dir="$CACHE/pause-$KUBERNETES_VERSION" source
   have "$dir/pause" "pause.c" -v && return
   log "pause $KUBERNETES_VERSION"
-  source="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  source="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")"
   mkdir -p "$dir"
   gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION" -o "$dir/pause" "$source/build/pause/linux/pause.c"
 }
@@ -169,7 +158,7 @@ build_in_module() {
   local module="$1" version="$2" output="$3" ldflags="$4" prepare="$5" work source package
   shift 5
   work="$(mktemp -d)"
-  source="$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  source="$(module_dir "$module@$version")"
   cp -r "$source/." "$work" && chmod -R u+w "$work"
   mkdir -p "$output"
   (

@@ -5,15 +5,11 @@
 set -euo pipefail
 LOG="${LYNX_DOCKERD_LOG:-/var/log/lynx-dockerd.log}"
 
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-if ! command -v dockerd >/dev/null; then
-  echo "[dockerd] installing docker.io (Debian)" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends docker.io >/dev/null
-fi
+command -v dockerd >/dev/null || bash "$(dirname "${BASH_SOURCE[0]}")/debian_install.sh" docker.io
 docker info >/dev/null 2>&1 && exit 0
 
 echo "[dockerd] starting dockerd (log: $LOG)" >&2
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO setsid dockerd >"$LOG" 2>&1 < /dev/null &
 for _ in $(seq 1 60); do
   docker info >/dev/null 2>&1 && exit 0

@@ -26,11 +26,7 @@ bash "$ROOT/scripts/dockerd.sh"
 
 build_base() {
   if ! present "$BASE_IMAGE"; then
-    if ! command -v mmdebstrap >/dev/null; then
-      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-      $SUDO apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
-    fi
+    bash "$ROOT/scripts/debian_install.sh" mmdebstrap
     log "$BASE_IMAGE from Debian packages ($BASE_PACKAGES)"
     mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" bookworm - \
       | "$DOCKER" import --change 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
@@ -96,10 +92,8 @@ upstream_image() {
 }
 
 build_upstream() {
-  local cache="${LYNX_TOOLS_CACHE:-$HOME/.cache/lynx-tools}" versions
-  # The versions are build_tools.sh's: read them from there, one source of truth.
-  versions="$(grep -E '^[A-Z_]+_(VERSION|RELEASE)=' "$ROOT/scripts/build_tools.sh")"
-  eval "$versions"
+  local cache="${LYNX_TOOLS_CACHE:-$HOME/.cache/lynx-tools}"
+  source "$ROOT/scripts/tool_versions.sh"
   upstream_image prometheus "v$PROMETHEUS_RELEASE" 65534:65534 /prometheus \
     "$cache/prometheus-$PROMETHEUS_VERSION/prometheus" "$cache/prometheus-$PROMETHEUS_VERSION/promtool"
   upstream_image alertmanager "$ALERTMANAGER_VERSION" 65534:65534 /alertmanager \

@@ -3,22 +3,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 # The real node's host side (tests/cluster/realnode.py): Docker for the images, a second containerd
 # with runc, the CNI plugins, the tools kubelet and kube-proxy call; mmdebstrap for the Debian base
 # image; gcc and the static libc for Kubernetes' pause program.
-NODE_PACKAGES=(docker.io containerd runc containernetworking-plugins conntrack socat ethtool iptables
-  mmdebstrap gcc libc6-dev)
-missing=()
-for package in "${NODE_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "[test] installing ${missing[*]} (Debian)" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$ROOT/scripts/debian_install.sh" docker.io containerd runc containernetworking-plugins conntrack socat \
+  ethtool iptables mmdebstrap gcc libc6-dev
 bash "$ROOT/scripts/dockerd.sh"
 
 # The lynx images (downloads and the model conversion) build while go builds the tools (CPU): Prometheus,

@@ -1,0 +1,18 @@
+# The versions of every tool scripts/build_tools.sh builds and scripts/images.sh packs into images:
+# sourced by both, set nowhere else.
+HELM_VERSION=v3.22.0
+KWOK_VERSION=v0.8.0
+ETCD_VERSION=v3.5.35
+KUBERNETES_VERSION=v1.36.3
+# Tempo's v2 tags cannot be module versions (no /v2 in its module path): pin a main-branch commit
+# the module proxy serves (2025-05-29, between Tempo 2.7 and 2.8). The checksum database does not
+# list this pseudo-version, hence GONOSUMDB for this one module.
+TEMPO_VERSION=v1.5.1-0.20250529124718-87c2dc380cec
+# What kube-prometheus-stack 88.5.3 deploys, and what the real node runs.
+PROMETHEUS_VERSION=v0.314.0        # the Go module version of Prometheus 3.14.0
+PROMETHEUS_RELEASE=3.14.0
+ALERTMANAGER_VERSION=v0.34.0
+PROMETHEUS_OPERATOR_VERSION=v0.93.1
+KUBE_STATE_METRICS_VERSION=v2.18.0
+COREDNS_VERSION=v1.15.0
+SKAFFOLD_VERSION=v2.16.1
