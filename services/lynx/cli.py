@@ -95,7 +95,7 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
               "(scripts/build_tools.sh tempo builds it); spans are not exported", file=sys.stderr)
     prometheus_binary = find_binary("prometheus")
     if prometheus_binary:
-        targets = {name: f"127.0.0.1:{configured_port(name)}" for name in (*SERVICES, "auditor", "budgets")}
+        targets = {name: f"127.0.0.1:{configured_port(name)}" for name in SERVEABLE}
         started.append(start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"), targets),
                                         run_dir() / "prometheus", port=9090, detached=True))
     else:

@@ -32,6 +32,8 @@ CLUSTER_DOMAIN = "cluster.local"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
 # What the kubelet, kube-proxy and the CNI plugins add to the host's packet filter.
 RULE_PREFIXES = ("KUBE-", "CNI-")
+# Debian's docker client (the one scripts/images.sh builds with).
+DOCKER = os.environ.get("LYNX_DOCKER", "/usr/bin/docker")
 NODE_PACKAGES = {"containerd": "containerd", "runc": "runc", "conntrack": "conntrack", "socat": "socat",
                  "ethtool": "ethtool", "iptables": "iptables", "ctr": "containerd"}
 
@@ -216,8 +218,7 @@ class RealNode:
 
     def load_images(self, images: list[str]) -> None:
         """docker save | ctr import: the node never pulls (the chart's pull policy is IfNotPresent)."""
-        docker = os.environ.get("LYNX_DOCKER", "/usr/bin/docker")
-        save = subprocess.Popen([docker, "save", *images], stdout=subprocess.PIPE)
+        save = subprocess.Popen([DOCKER, "save", *images], stdout=subprocess.PIPE)
         imported = subprocess.run(["ctr", "--address", str(self.socket), "--namespace", "k8s.io", "images",
                                    "import", "-"], stdin=save.stdout, capture_output=True, text=True)
         save.stdout.close()

@@ -91,10 +91,8 @@ def unready_workloads(cluster: Cluster) -> list[str]:
 def test_every_workload_is_ready(installed: Cluster):
     # helm's --wait may return a moment before the status of a one-replica Deployment says so
     # (it allows maxUnavailable): poll for every workload's own readiness.
-    try:
-        wait_for(lambda: not unready_workloads(installed), 120, "every Deployment and StatefulSet ready", interval=1)
-    except AssertionError as timeout:
-        raise AssertionError(f"{timeout}; not ready: {unready_workloads(installed)}") from None
+    wait_for(lambda: not unready_workloads(installed), 120, "every Deployment and StatefulSet ready", interval=1,
+             explain=lambda: f"not ready: {unready_workloads(installed)}")
     deployments = {d["metadata"]["name"] for d in installed.get("deployments", "--namespace", NAMESPACE)["items"]}
     assert {f"{RELEASE}-{c}" for c in LYNX_COMPONENTS} <= deployments
 

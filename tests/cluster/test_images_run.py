@@ -11,7 +11,6 @@ its /readyz is checked on the real node (test_real_node.py).
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ import pytest
 import yaml
 
 from ..integration.conftest import wait_for
-from .conftest import CHART
+from .conftest import CHART, REPO
+from .realnode import DOCKER
 
-REPO = Path(__file__).resolve().parents[2]
-DOCKER = os.environ.get("LYNX_DOCKER", "/usr/bin/docker")
 SERVICES = ("tokenizer", "retriever", "decoder", "auditor", "gateway")
 READY_TIMEOUT_SECONDS = 180
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import kopf
@@ -35,6 +33,7 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import load_config, prometheus_config, start_prometheus
 from lynx_budget import kube
+from lynx_budget.local import write_atomically
 from lynx_budget.policy import PROMETHEUS_REACHABLE, day_window
 
 # The integration suite's way of starting the services.
@@ -46,19 +45,20 @@ from ..integration.conftest import (
     required_binary,
     service_environment,
     start_stack,
+    wait_for,
 )
 from ..integration.otlp_sink import OtlpSink
 from .conftest import CHART, KUBE_VERSION
 from .testbed import Cluster, tool
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 
 NAMESPACE, RELEASE = "budgets", "lynx"
 OPERATOR_ACCOUNT, CONFIGMAP = f"{RELEASE}-operator", f"{RELEASE}-budgets"
 HANDLERS = Path(kube.__file__).with_name("handlers.py")
 CRD = CHART / "crds" / "tenantbudgets.yaml"
 WAIT_SECONDS = 60
+POLL_SECONDS = 0.25
 # The gateways' worst-case estimate, zeroed: with a true one, reservations stop a tenant just short of its cap
 # (the gateway's own bound, tested with the gateway), and the cap could not be crossed by spending.
 OPTIMISTIC_ESTIMATE = {"LYNX_GATEWAY_PREFILL_SECONDS_PER_TOKEN": "1e-12", "LYNX_DECODER_STEP_FIXED_SECONDS": "0",
@@ -71,16 +71,6 @@ RELEASE_VALUES = {
     "dashboards": {"enabled": False}, "grafanaDatasource": {"enabled": False},
     "components": {name: {"enabled": False} for name in ("tokenizer", "retriever", "decoder", "auditor")},
 }
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = WAIT_SECONDS) -> T:
-    """Polls until ``condition`` returns something true, and returns it."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
-    return value
 
 
 def soonest_midnight_zone(now: datetime, at_least_seconds: float) -> str:
@@ -199,8 +189,7 @@ class ConfigMapFile(threading.Thread):
             with contextlib.suppress(Exception):  # an API hiccup: the next round copies it
                 text = (self.api.read_namespaced_config_map(CONFIGMAP, NAMESPACE).data or {}).get(kube.DECISIONS_KEY)
                 if text and text != copied:
-                    self.path.with_suffix(".tmp").write_text(text)
-                    os.replace(self.path.with_suffix(".tmp"), self.path)
+                    write_atomically(self.path, text)
                     copied = text
 
 
@@ -273,10 +262,8 @@ class Scene:
             nonlocal last
             last = self.status(name)
             return last if last and check(last) else {}
-        try:
-            return wait_for(matches, f"{name}: {what}")
-        except AssertionError as error:
-            raise AssertionError(f"{error}; status: {json.dumps(last, indent=1)[:3000]}") from None
+        return wait_for(matches, WAIT_SECONDS, f"{name}: {what}", POLL_SECONDS,
+                        explain=lambda: f"status: {json.dumps(last, indent=1)[:3000]}")
 
     def published(self) -> BudgetDecisions:
         data = self.cluster.get("configmap", CONFIGMAP, "--namespace", NAMESPACE)["data"]
@@ -359,7 +346,8 @@ def test_a_tenant_goes_warning_then_blocked_while_another_is_served(scene: Scene
 
     for gateway in (0, 1):  # the gateways enforce what the operator published, not their own counts only
         refused = wait_for(lambda g=gateway: (r := scene.complete("capped", g)).status_code == 429
-                           and r.json()["error"]["message"].startswith("Blocked") and r, "a Blocked refusal")
+                           and r.json()["error"]["message"].startswith("Blocked") and r, WAIT_SECONDS, "a Blocked refusal",
+                           POLL_SECONDS)
         assert refused.json()["error"]["code"] == "insufficient_quota"
     assert scene.complete("served", gateway=1).status_code == 200
     assert {"StateChanged"} <= scene.event_reasons("capped")
@@ -397,7 +385,7 @@ def test_a_raise_unblocks_the_tenant_with_an_audit_entry_and_an_event(scene: Sce
     added = [e for e in status["history"] if e["kind"] == "raise_added"]
     assert added and "finance" in added[-1]["message"] and "end of quarter" in added[-1]["message"]
     assert "RaiseAdded" in scene.event_reasons("capped")
-    wait_for(lambda: scene.complete("capped").status_code == 200, "the tenant served again")
+    wait_for(lambda: scene.complete("capped").status_code == 200, WAIT_SECONDS, "the tenant served again", POLL_SECONDS)
 
 
 def test_the_tenants_midnight_resets_it(scene: Scene):
@@ -418,7 +406,8 @@ def test_the_tenants_midnight_resets_it(scene: Scene):
     assert status["state"] == "Ok" and status["spentEur"] == 0
     assert any(e["kind"] == "day_rollover" for e in status["history"]) and "DayRollover" in scene.event_reasons("capped")
     assert scene.published().tenants["capped"].state == "Ok"
-    wait_for(lambda: scene.complete("capped").status_code == 200, "the tenant served on its new day")
+    wait_for(lambda: scene.complete("capped").status_code == 200, WAIT_SECONDS, "the tenant served on its new day",
+             POLL_SECONDS)
 
 
 def test_kubectl_get_shows_tenant_cap_spent_state_and_age(scene: Scene):
@@ -455,6 +444,7 @@ def test_the_operator_exports_what_it_decided(scene: Scene):
 
 def test_deleting_a_tenant_budget_completes_and_unpublishes_it(scene: Scene):
     scene.cluster.kubectl("delete", f"{kube.PLURAL}.{kube.GROUP}", "capped", "--namespace", NAMESPACE, "--timeout=30s")
-    wait_for(lambda: "capped" not in scene.published().tenants, "the decision gone from the ConfigMap")
+    wait_for(lambda: "capped" not in scene.published().tenants, WAIT_SECONDS, "the decision gone from the ConfigMap",
+             POLL_SECONDS)
     assert "served" in scene.published().tenants
     assert scene.metric("lynx_budget_cap_eur", tenant="capped") is None

@@ -24,12 +24,11 @@ from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tempo import TempoClient
 
 from ..integration.conftest import MODEL_NAME, wait_for
-from .conftest import NODE_NAMESPACE, NODE_RELEASE
+from .conftest import NODE_NAMESPACE, NODE_RELEASE, REPO
+from .realnode import DOCKER
 from .testbed import Cluster, tool
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-DOCKER = os.environ.get("LYNX_DOCKER", "/usr/bin/docker")
 
 # tests/cluster/node-values.yaml gives tenant `node-test` the SHA-256 of this key.
 NODE_TEST_KEY = "lynx-node-test-key-0001"
@@ -217,11 +216,8 @@ def test_deleted_decoder_pod_is_replaced_and_the_gateway_recovers(release_on_nod
         SETTLE_SECONDS, "a new decoder pod Ready", interval=1)[0]
     assert replacement["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
     with port_forward(release_on_node, f"svc/{NODE_RELEASE}-gateway", 8080) as gateway:
-        try:
-            wait_for(lambda: httpx.get(f"{gateway}/readyz", timeout=5).status_code == 200, SETTLE_SECONDS,
-                     "the gateway ready again", interval=1)
-        except AssertionError as timeout:
-            raise AssertionError(f"{timeout}\n{release_state(release_on_node, real_node)}") from None
+        wait_for(lambda: httpx.get(f"{gateway}/readyz", timeout=5).status_code == 200, SETTLE_SECONDS,
+                 "the gateway ready again", interval=1, explain=lambda: release_state(release_on_node, real_node))
         body, _ = complete(gateway)
     assert body["lynx"]["cost"]["total"] > 0
 

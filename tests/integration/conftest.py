@@ -220,12 +220,14 @@ def faulty(observed: ObservedStack, base_env, sink, tmp_path_factory) -> Iterato
         service.stop()
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy (returned); fail with ``what`` after ``timeout`` s."""
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1, explain=None):
+    """Poll ``predicate`` until it returns something truthy (returned); fail with ``what`` after ``timeout`` s,
+    and with what ``explain()`` says of the state then, when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    state = f"\n{explain()}" if explain else ""
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{state}")

@@ -50,7 +50,6 @@ from lynx.errors import LynxError
 from lynx.telemetry.metrics import enforcement_metrics
 
 log = logging.getLogger("lynx.gateway.budgets")
-REFUSAL_REASONS = ("blocked", "paused", "insufficient", "unknown_tenant")
 QUOTA = "insufficient_quota"
 # Charges remembered per tenant; beyond that the two oldest merge (see RecentCharges).
 RECENT_CHARGES = 2048

@@ -1,5 +1,4 @@
 import asyncio
-import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,6 +21,7 @@ from lynx.gateway.orchestrator import Job, Pipeline, RequestAccount
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
+from lynx_budget.local import write_atomically
 
 RATES = CostSettings()
 STEP = DecoderSettings().step_cost()
@@ -79,9 +79,7 @@ def decision(tenant: str = "acme", **overrides) -> TenantDecision:
 def publish(path, *decisions: TenantDecision, unknown: str = "open") -> None:
     body = BudgetDecisions(generated_at=NOW, source="local", tenants={d.tenant: d for d in decisions},
                            unknown_tenants=unknown)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(body.model_dump_json())
-    os.replace(temporary, path)
+    write_atomically(path, body.model_dump_json())
 
 
 class FakeClock:
