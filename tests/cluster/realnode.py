@@ -5,7 +5,7 @@ port-forward and graceful termination are the real ones.
 
 ``RealNode.start`` brings it up (about ten seconds once the binaries are built); ``stop`` takes
 down every process it started and every trace it left: mounts, network namespaces, the bridge,
-the iptables chains of kubelet, kube-proxy and the CNI plugins. ``leftovers`` says what remains.
+the iptables chains of kubelet, kube-proxy, the CNI plugins and the node's own. ``leftovers`` says what remains.
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ POD_SUBNET = "10.88.0.0/16"
 BRIDGE = "lynx0"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CLUSTER_DOMAIN = "cluster.local"
-# The first address of kwokctl's service range: pods reach the API server there, over TLS.
+# The Services' addresses (the API server's default range, stated), and the first of them, where pods
+# reach the API server over TLS.
+SERVICE_SUBNET = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
-# What the kubelet, kube-proxy and the CNI plugins add to the host's packet filter.
-RULE_PREFIXES = ("KUBE-", "CNI-")
+# The firewall plugin's admin chain, filled by the node (see RealNode._refuse_untranslated_service_traffic).
+SERVICE_GUARD_CHAIN = "LYNX-SERVICE-GUARD"
+# What the kubelet, kube-proxy, the CNI plugins and the node itself add to the host's packet filter.
+RULE_PREFIXES = ("KUBE-", "CNI-", "LYNX-")
 # Debian's docker client (the one scripts/images.sh builds with).
 DOCKER = os.environ.get("LYNX_DOCKER", "/usr/bin/docker")
 NODE_PACKAGES = {"containerd": "containerd", "runc": "runc", "conntrack": "conntrack", "socat": "socat",
@@ -88,7 +92,7 @@ def cni_config(ipam_dir: Path) -> dict:
             {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
              "ipam": {"type": "host-local", "dataDir": str(ipam_dir), "ranges": [[{"subnet": POD_SUBNET}]],
                       "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": "firewall"},
+            {"type": "firewall", "iptablesAdminChainName": SERVICE_GUARD_CHAIN},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
@@ -177,11 +181,13 @@ class RealNode:
         self.cluster = create_cluster(
             f"lynx-node-{os.getpid()}", self.workdir / "control-plane", fake_nodes=0,
             extra=["--disable", "kwok-controller",
-                   "--extra-args", "kube-apiserver=kubelet-preferred-address-types=InternalIP,Hostname"],
+                   "--extra-args", "kube-apiserver=kubelet-preferred-address-types=InternalIP,Hostname",
+                   "--extra-args", f"kube-apiserver=service-cluster-ip-range={SERVICE_SUBNET}"],
             apiserver_sans=[KUBERNETES_SERVICE_IP])
         self._start_containerd()
         self.load_images(self.images + [self.pause_image])
         self._start_dns()
+        self._refuse_untranslated_service_traffic()
         self._start_kubelet()
         self._start_kube_proxy()
         self._wait_for("kubelet", self._node_ready, timeout=120)
@@ -224,6 +230,18 @@ class RealNode:
         save.stdout.close()
         if save.wait() != 0 or imported.returncode != 0:
             raise RuntimeError(f"loading images into the node failed: {imported.stderr}")
+
+    def _refuse_untranslated_service_traffic(self) -> None:
+        """A pod's packet to a Service address that kube-proxy did not translate (the Service has no ready
+        endpoint) must be refused. kube-proxy's REJECT for such Services sits in FORWARD behind the CNI
+        firewall plugin's chain, which accepts whatever a pod sends: the packet would leave by the default
+        route, and this VM's egress proxy answers every address with HTTP 404, on a connection the client
+        keeps alive long after the Service has endpoints again. The plugin consults its admin chain before
+        its accepts: the refusal goes there."""
+        rule = ["-d", SERVICE_SUBNET, "-m", "comment", "--comment", "Service address kube-proxy did not translate",
+                "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]
+        for argv in (["-N", SERVICE_GUARD_CHAIN], ["-A", SERVICE_GUARD_CHAIN, *rule]):
+            subprocess.run(["iptables", "-t", "filter", *argv], check=True, capture_output=True)
 
     def _start_dns(self) -> None:
         corefile_path = self._write("coredns/Corefile", corefile(self.ip, self.cluster.kubeconfig))

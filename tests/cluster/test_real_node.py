@@ -207,6 +207,26 @@ def test_budget_operator_runs_in_cluster_with_the_charts_service_account(release
     assert TENANT in json.dumps(decisions["data"])
 
 
+def test_a_service_without_endpoints_refuses_pods_instead_of_leaving_the_node(release_on_node: Cluster):
+    """A Service with no ready endpoint refuses a pod's connection at once (the decoder's Service is one
+    while its pod is replaced): the packet is not routed off the node to whatever answers there."""
+    manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lynx-no-endpoints"},
+                "spec": {"ports": [{"port": 8083}], "selector": {"app.kubernetes.io/component": "nothing"}}}
+    release_on_node.kubectl("apply", "--namespace", NODE_NAMESPACE, "-f", "-", input=json.dumps(manifest))
+    try:
+        address = release_on_node.get("service", "lynx-no-endpoints", "--namespace", NODE_NAMESPACE)["spec"]["clusterIP"]
+        probe = ("import socket\n"
+                 "try:\n"
+                 f"    socket.create_connection(('{address}', 8083), timeout=10); print('connected')\n"
+                 "except OSError as error:\n"
+                 "    print(type(error).__name__)\n")
+        result = release_on_node.kubectl("exec", "--namespace", NODE_NAMESPACE, f"deployment/{NODE_RELEASE}-gateway",
+                                          "--", "python", "-c", probe)
+        assert result.stdout.strip() == "ConnectionRefusedError", result.stdout + result.stderr
+    finally:
+        release_on_node.kubectl("delete", "service", "lynx-no-endpoints", "--namespace", NODE_NAMESPACE, check=False)
+
+
 def test_deleted_decoder_pod_is_replaced_and_the_gateway_recovers(release_on_node: Cluster, real_node):
     old = component_pods(release_on_node, "decoder")[0]
     release_on_node.kubectl("delete", "pod", "--namespace", NODE_NAMESPACE, old["metadata"]["name"], "--wait=false")
@@ -275,7 +295,9 @@ def test_skaffold_run_builds_every_image_and_deploys_them_on_the_node(release_on
     (shims / "docker").write_text(
         f'#!/bin/sh\nfor a; do shift; [ "$a" = --load ] || set -- "$@" "$a"; done\nexec {DOCKER} "$@"\n')
     (shims / "docker").chmod(0o755)
-    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "KUBECONFIG": str(release_on_node.kubeconfig),
+    # skaffold runs `helm` from PATH: the one the chart tests use.
+    path = os.pathsep.join([str(shims), str(Path(tool("helm")).parent), os.environ["PATH"]])
+    env = {**os.environ, "PATH": path, "KUBECONFIG": str(release_on_node.kubeconfig),
            "LYNX_NODE_CONTAINERD": str(real_node.socket), "SKAFFOLD_UPDATE_CHECK": "false",
            "SKAFFOLD_INTERACTIVE": "false"}
     # Without skaffold's artifact cache: an image it finds built is not built again, and its post-build
