@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the Kubernetes test bed's tools with `go` from the module proxy, into a cache outside the
-# repo keyed by tool and version; a tool whose binary is already there is skipped.
+# Build the Kubernetes test bed's tools and the local stack's Prometheus, Tempo and OpenTelemetry
+# Collector with `go` from the module proxy, into a cache outside the repo keyed by tool and version;
+# a tool whose binary is already there is skipped.
 #   scripts/build_tools.sh            build all, print the bin folder
 #   scripts/build_tools.sh helm etcd  build some
 # Cache: ${LYNX_TOOLS_CACHE:-~/.cache/lynx-tools}/<tool>-<version>/
@@ -98,6 +99,27 @@ build_tempo() {
   log "tempo $TEMPO_VERSION"
   GONOSUMDB=github.com/grafana/tempo build_wrapped github.com/grafana/tempo "$TEMPO_VERSION" \
     github.com/grafana/tempo/cmd/tempo "$dir/tempo" "-s -w -X main.Version=${TEMPO_VERSION}"
+}
+
+# The OpenTelemetry Collector between lynx's services and Tempo: the Collector Builder at OTELCOL_VERSION
+# generates a main module from config/otelcol-builder.yaml (only the components lynx configures) and
+# compiles it. The manifest is kept beside the binary: a changed manifest is a rebuild.
+build_otelcol() {
+  local dir="$CACHE/otelcol-lynx-$OTELCOL_VERSION" manifest="$SCRIPTS/../config/otelcol-builder.yaml" work
+  have "$dir/otelcol-lynx" "${OTELCOL_VERSION#v}" --version && cmp -s "$manifest" "$dir/otelcol-builder.yaml" && return
+  log "otelcol-lynx $OTELCOL_VERSION"
+  work="$(mktemp -d)"
+  (
+    cd "$work"
+    GOBIN="$work/bin" go install "go.opentelemetry.io/collector/cmd/builder@$OTELCOL_VERSION"
+    # The manifest's output_path is relative: the generated module and the binary land in $work.
+    "$work/bin/builder" --config="$manifest" --skip-strict-versioning=false
+    mkdir -p "$dir"
+    # mv, not cp: a collector still running from the old binary keeps its file ("text file busy" otherwise).
+    mv otelcol-lynx/otelcol-lynx "$dir/otelcol-lynx"
+    cp "$manifest" "$dir/"
+  )
+  rm -rf "$work"
 }
 
 # Kubernetes components, built in one wrapper module; those already in the cache are skipped.
@@ -261,7 +283,7 @@ build_lane() {
 
 tools=("$@")
 if [ ${#tools[@]} -eq 0 ]; then
-  build_lane kubernetes node tempo helm kwok etcd pause &
+  build_lane kubernetes node tempo otelcol helm kwok etcd pause &
   lane=$!
   build_lane prometheus alertmanager prometheus_operator kube_state_metrics coredns skaffold
   wait "$lane"
@@ -275,7 +297,8 @@ mkdir -p "$bin"
 for dir in "helm-$HELM_VERSION" "kwok-$KWOK_VERSION" "etcd-$ETCD_VERSION" "tempo-${TEMPO_VERSION##*-}" \
   "kubernetes-$KUBERNETES_VERSION" "pause-$KUBERNETES_VERSION" "prometheus-$PROMETHEUS_VERSION" \
   "alertmanager-$ALERTMANAGER_VERSION" "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" \
-  "kube-state-metrics-$KUBE_STATE_METRICS_VERSION" "coredns-$COREDNS_VERSION" "skaffold-$SKAFFOLD_VERSION"; do
+  "kube-state-metrics-$KUBE_STATE_METRICS_VERSION" "coredns-$COREDNS_VERSION" "skaffold-$SKAFFOLD_VERSION" \
+  "otelcol-lynx-$OTELCOL_VERSION"; do
   for binary in "$CACHE/$dir"/*; do
     [ -x "$binary" ] && ln -sf "$binary" "$bin/$(basename "$binary")"
   done

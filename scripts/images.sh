@@ -4,7 +4,8 @@
 #   scripts/images.sh lynx        every image of docker/*.Dockerfile, on that base (PYTHON_IMAGE)
 #   scripts/images.sh upstream    the images the umbrella chart and the node need, from the Go builds
 #                                 of scripts/build_tools.sh (Prometheus, Alertmanager, the operator and
-#                                 its config reloader, kube-state-metrics, Tempo, pause)
+#                                 its config reloader, kube-state-metrics, Tempo, the OpenTelemetry
+#                                 Collector otelcol-lynx, pause)
 #   scripts/images.sh             all three
 # Prints the image references, one per line. Docker's layer cache makes a repeated build quick.
 # Users build with the Dockerfiles' own default base (the pinned python image) instead: see README.
@@ -105,6 +106,7 @@ build_upstream() {
   upstream_image kube-state-metrics "$KUBE_STATE_METRICS_VERSION" 65534:65534 "" \
     "$cache/kube-state-metrics-$KUBE_STATE_METRICS_VERSION/kube-state-metrics"
   upstream_image tempo "${TEMPO_VERSION##*-}" 10001:10001 /var/tempo "$cache/tempo-${TEMPO_VERSION##*-}/tempo"
+  upstream_image otelcol-lynx "$OTELCOL_VERSION" 10001:10001 "" "$cache/otelcol-lynx-$OTELCOL_VERSION/otelcol-lynx"
   upstream_image pause "$KUBERNETES_VERSION" 65535:65535 "" "$cache/pause-$KUBERNETES_VERSION/pause"
 }
 

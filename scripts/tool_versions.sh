@@ -16,3 +16,6 @@ PROMETHEUS_OPERATOR_VERSION=v0.93.1
 KUBE_STATE_METRICS_VERSION=v2.18.0
 COREDNS_VERSION=v1.15.0
 SKAFFOLD_VERSION=v2.16.1
+# The OpenTelemetry Collector Builder, and the collector release every component of
+# config/otelcol-builder.yaml is pinned to (tests/unit/test_collector_config.py checks they agree).
+OTELCOL_VERSION=v0.165.0

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lynx.chaos.cli import add_chaos_command
+from lynx.load.cli import add_load_command
 from lynx.processes import start_service, stop_groups, wait_ready
 from lynx.settings import default_cache_dir
 
@@ -22,12 +24,13 @@ SERVEABLE = (*SERVICES, "auditor", "budgets")
 # Where a serveable's create_app lives when it is not lynx.<name>.app.
 APP_MODULES = {"budgets": "lynx_budget.local"}
 READY_TIMEOUT_SECONDS = 300
-# Above the services' own shutdown grace (25 s by default) for the requests still open.
+# Above the services' own shutdown (lynx.shutdown: a 15 s drain by default, one more scrape, closing).
 STOP_GRACE_SECONDS = 30
-# Tempo never exits on SIGTERM once it has served a query (its query-frontend waits forever for a queue
-# that nothing empties any more): it is stopped last, after the services have flushed their spans to it,
-# and killed after a short grace.
-SHORT_GRACE = {"tempo": 5}
+# Stopped after the services, in this order, each with its own grace: the collector once the services
+# have flushed their spans to it (it sends what it holds on its way out); Tempo last, killed after a
+# short grace, as it never exits on SIGTERM once it has served a query (its query-frontend waits forever
+# for a queue that nothing empties any more).
+SHORT_GRACE = {"otelcol": 10, "tempo": 5}
 
 
 def app_factory(service: str):
@@ -37,12 +40,9 @@ def app_factory(service: str):
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from lynx.shutdown import serve as serve_app
 
-    app = app_factory(args.service)()
-    settings = app.state.settings
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    serve_app(app_factory(args.service)())
 
 
 def run_dir() -> Path:
@@ -76,20 +76,35 @@ def service_environment(precision: str) -> dict[str, str]:
 
 
 def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
-    """Tempo (+ the auditor) and Prometheus when their binaries exist; says what it skipped and why."""
+    """Tempo (+ the auditor, + the collector the services export to, which sends on to Tempo) and Prometheus when
+    their binaries exist; says what it skipped and why."""
     from lynx.stack import (
-        TempoPorts, find_binary, load_config, prometheus_config, start_prometheus, start_tempo,
+        CollectorPorts, TempoPorts, find_binary, load_config, prometheus_config, start_collector, start_prometheus,
+        start_tempo,
     )
 
     started, service_env = [], {}
     tempo_binary = find_binary("tempo")
     if tempo_binary:
         tempo, ports = start_tempo(tempo_binary, load_config("tempo.yaml"), run_dir() / "tempo",
-                                   TempoPorts(http=3200, grpc=9095, otlp_http=4318, memberlist=7946), detached=True)
-        service_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports.otlp_http}"}
+                                   TempoPorts(http=3200, grpc=9095, otlp_http=4319, memberlist=7946), detached=True)
+        started.append(tempo)
+        otlp = f"http://127.0.0.1:{ports.otlp_http}"
+        collector_binary = find_binary("otelcol-lynx")
+        if collector_binary:
+            collector, collector_ports = start_collector(
+                collector_binary, load_config("otelcol.yaml"), run_dir() / "otelcol", otlp,
+                CollectorPorts(otlp_http=4318, health=13133, metrics=8888), detached=True)
+            started.append(collector)
+            otlp = f"http://127.0.0.1:{collector_ports.otlp_http}"
+        else:
+            print("skipped the OpenTelemetry Collector: no `otelcol-lynx` in ~/.cache/lynx-tools/bin "
+                  "(scripts/build_tools.sh otelcol builds it); spans go straight to Tempo and are lost while it is down",
+                  file=sys.stderr)
+        service_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
         auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TEMPO_URL": tempo.url}, run_dir() / "auditor.log",
                                 port=configured_port("auditor"), detached=True)
-        started += [tempo, auditor]
+        started.append(auditor)
     else:
         print("skipped Tempo and the trace auditor: no `tempo` binary on PATH or in ~/.cache/lynx-tools/bin "
               "(scripts/build_tools.sh tempo builds it); spans are not exported", file=sys.stderr)
@@ -367,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     add_cmd.set_defaults(run=tenant_add)
 
     add_budget_commands(commands)
+    add_load_command(commands)
+    add_chaos_command(commands)
 
     dashboards_cmd = commands.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
         dest="action", required=True)

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from lynx.errors import LynxError, error_body, validation_message
 from lynx.faults import FaultState, InjectedFaults, faults_router
 from lynx.settings import ServiceSettings
+from lynx.shutdown import Drain, DrainingRequests, new_api_work
 from lynx.telemetry.http import TOO_LARGE_CODE, BodySizeLimit, ObservedRequests, metrics_response
 from lynx.telemetry.logs import configure_logging
 from lynx.telemetry.tracing import create_tracer_provider, instrument_app
@@ -34,8 +35,10 @@ def create_service_app(
     lifespan: Lifespan,
     router: APIRouter,
     readiness: Readiness = ready_when_loaded,
+    new_work: Callable[[str], bool] = new_api_work,
 ) -> FastAPI:
-    """Build one service's app; heavy loading happens in ``lifespan``, never here."""
+    """Build one service's app; heavy loading happens in ``lifespan``, never here. ``new_work`` tells the API
+    paths a stopping instance refuses (lynx.shutdown) from those it still serves."""
     configure_logging(f"lynx-{name}", settings.log_level)
     provider = create_tracer_provider(f"lynx-{name}")
 
@@ -56,6 +59,7 @@ def create_service_app(
     app.state.tracer_provider = provider
     app.state.tracer = provider.get_tracer(f"lynx.{name}")
     app.state.faults = FaultState()
+    app.state.drain = Drain(settings.shutdown_grace_seconds, settings.final_scrape_wait_seconds, new_work)
     app.include_router(router)
     app.include_router(probes_router(readiness))
     add_error_handlers(app)
@@ -64,6 +68,7 @@ def create_service_app(
         log.warning("faults_enabled", extra={"fields": {"route": "/admin/faults"}})
         app.include_router(faults_router())
         app.add_middleware(InjectedFaults, state=app.state.faults)
+    app.add_middleware(DrainingRequests, drain=app.state.drain)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost of lynx's middleware, inside OpenTelemetry's: it sees the server span of every request.
     app.add_middleware(ObservedRequests)
@@ -79,7 +84,7 @@ def probes_router(readiness: Readiness) -> APIRouter:
 
     @router.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
-        ready = await readiness(request.app)
+        ready = not request.app.state.drain.stopping and await readiness(request.app)
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @router.get("/metrics", include_in_schema=False)

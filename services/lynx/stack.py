@@ -1,4 +1,5 @@
-"""The observability stack beside the services: a Prometheus and a Tempo, from the configs in config/."""
+"""The observability stack beside the services: a Prometheus, a Tempo and the OpenTelemetry Collector in front
+of it, from the configs in config/."""
 
 from __future__ import annotations
 
@@ -87,5 +88,43 @@ def start_tempo(binary: Path, template: dict, work_dir: Path, ports: TempoPorts 
     config_file.write_text(yaml.safe_dump(tempo_config(template, work_dir / "data", ports)))
     process = start_process("tempo", [str(binary), f"-config.file={config_file}"], dict(os.environ),
                             work_dir / "tempo.log", f"http://127.0.0.1:{ports.http}", ready_path="/ready",
+                            detached=detached)
+    return process, ports
+
+
+@dataclass(frozen=True)
+class CollectorPorts:
+    otlp_http: int
+    health: int
+    metrics: int
+
+    @classmethod
+    def free(cls) -> CollectorPorts:
+        return cls(free_port(), free_port(), free_port())
+
+
+def collector_config(template: dict, data_dir: Path, ports: CollectorPorts, tempo_otlp: str) -> dict:
+    """The template listening on ``ports``, keeping its queue in ``data_dir``, exporting to ``tempo_otlp``."""
+    config = copy.deepcopy(template)
+    config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] = f"127.0.0.1:{ports.otlp_http}"
+    config["extensions"]["health_check"]["endpoint"] = f"127.0.0.1:{ports.health}"
+    queue = config["extensions"]["file_storage/queue"]
+    queue["directory"] = queue["compaction"]["directory"] = str(data_dir / "queue")
+    config["exporters"]["otlp_http/tempo"]["endpoint"] = tempo_otlp
+    for reader in config["service"]["telemetry"]["metrics"]["readers"]:
+        reader["pull"]["exporter"]["prometheus"]["port"] = ports.metrics
+    return config
+
+
+def start_collector(binary: Path, template: dict, work_dir: Path, tempo_otlp: str,
+                    ports: CollectorPorts | None = None, detached: bool = False) -> tuple[ServiceProcess, CollectorPorts]:
+    """The collector forwarding to ``tempo_otlp``; ready once its health_check answers. Its queue stays in
+    ``work_dir`` across restarts, so spans it could not deliver before a stop are sent after the next start."""
+    ports = ports or CollectorPorts.free()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_file = work_dir / "otelcol.yaml"
+    config_file.write_text(yaml.safe_dump(collector_config(template, work_dir / "data", ports, tempo_otlp)))
+    process = start_process("otelcol", [str(binary), f"--config={config_file}"], dict(os.environ),
+                            work_dir / "otelcol.log", f"http://127.0.0.1:{ports.health}", ready_path="/",
                             detached=detached)
     return process, ports

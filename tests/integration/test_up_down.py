@@ -84,7 +84,7 @@ def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
             assert printed_key, up.stdout
             key = printed_key.group(1)
             started = json.loads((run_dir() / "pids.json").read_text())
-            assert {"tempo", "prometheus", "auditor", "tokenizer", "retriever", "decoder", "gateway"} <= started.keys()
+            assert {"tempo", "otelcol", "prometheus", "auditor", "tokenizer", "retriever", "decoder", "gateway"} <= started.keys()
             assert "skipped" not in up.stderr, up.stderr
             assert_observability_as_the_chart(started["prometheus"], prometheus)
             assert httpx.get(f"{GATEWAY}/readyz", timeout=10).status_code == 200

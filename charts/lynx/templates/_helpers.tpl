@@ -62,13 +62,27 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* Where the services send OTLP/HTTP: the value, or the chart's own Tempo. */}}
+{{/* Where the services send OTLP/HTTP: the chart's collector when it is deployed, else the trace backend. */}}
 {{- define "lynx.otlpEndpoint" -}}
+{{- if include "lynx.collectorEnabled" . }}
+{{- printf "http://%s:4318" (include "lynx.componentName" (dict "root" . "name" "collector")) }}
+{{- else }}
+{{- include "lynx.tracesBackendEndpoint" . }}
+{{- end }}
+{{- end }}
+
+{{/* The trace backend's OTLP/HTTP endpoint (the collector exports there): the value, or the chart's own Tempo. */}}
+{{- define "lynx.tracesBackendEndpoint" -}}
 {{- if .Values.otlp.endpoint }}
 {{- .Values.otlp.endpoint }}
 {{- else if .Values.tempo.enabled }}
 {{- printf "http://%s:4318" (include "lynx.tempoHost" .) }}
 {{- end }}
+{{- end }}
+
+{{/* "true" when the collector is deployed: enabled, and a trace backend to export to. */}}
+{{- define "lynx.collectorEnabled" -}}
+{{- if and .Values.collector.enabled (include "lynx.tracesBackendEndpoint" .) }}true{{ end }}
 {{- end }}
 
 {{/* The Tempo chart's Service name (mirrors its own fullname rule). */}}

@@ -7,11 +7,14 @@ from fastapi import FastAPI
 
 from lynx.decoder.engine import BatchingEngine
 from lynx.decoder.model import DecoderModel
-from lynx.decoder.routes import router
+from lynx.decoder.routes import GENERATE_PATH, router
 from lynx.decoder.settings import DecoderSettings
 from lynx.service import create_service_app
 from lynx.tokenizer.detok import IncrementalDetokenizer
 from lynx.tokenizer.text import ModelTokenizer
+
+# Ending every sequence takes one engine step; their streams then send the final reports.
+ENGINE_STOP_SECONDS = 1.0
 
 
 def create_app(settings: DecoderSettings | None = None) -> FastAPI:
@@ -30,9 +33,12 @@ def create_app(settings: DecoderSettings | None = None) -> FastAPI:
         engine.faults = app.state.faults
         engine.start()
         app.state.engine = engine
+        # Sequences still running when the shutdown grace runs short end with their final report.
+        app.state.drain.end_early(ENGINE_STOP_SECONDS, lambda: asyncio.to_thread(engine.stop))
         try:
             yield
         finally:
             engine.stop()
 
-    return create_service_app(name="decoder", settings=settings, lifespan=lifespan, router=router)
+    return create_service_app(name="decoder", settings=settings, lifespan=lifespan, router=router,
+                              new_work=lambda path: path == GENERATE_PATH)

@@ -19,6 +19,8 @@ from lynx.telemetry.request_id import request_id_var
 
 router = APIRouter(prefix="/v1")
 NDJSON = "application/x-ndjson"
+# New work; a stopping decoder refuses it (lynx.shutdown), while cancellations of its sequences still come in.
+GENERATE_PATH = "/v1/generate"
 
 
 def validate_against_model(body: GenerateRequest, engine: BatchingEngine) -> None:

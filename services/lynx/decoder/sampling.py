@@ -21,8 +21,11 @@ class SamplingParams:
         return self.temperature <= 0.0
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / temperature), shifted before it is scaled: a temperature near zero sends every logit
+    but the largest to -inf (probability 0), never to inf - inf (NaN)."""
+    with np.errstate(over="ignore"):
+        shifted = np.exp((logits - logits.max()) / temperature)
     return shifted / shifted.sum()
 
 
@@ -43,7 +46,7 @@ def nucleus(probabilities: np.ndarray, top_p: float) -> tuple[np.ndarray, np.nda
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
     if params.greedy:
         return int(np.argmax(logits))
-    probabilities = softmax(logits.astype(np.float64) / params.temperature)
+    probabilities = softmax(logits.astype(np.float64), params.temperature)
     if params.top_p >= 1.0:
         return int(rng.choice(probabilities.size, p=probabilities))
     ids, weights = nucleus(probabilities, params.top_p)

@@ -10,7 +10,7 @@ from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import CostSettings, SoloDecoder
 from lynx.decoder.settings import DecoderSettings
 from lynx.gateway.budgets import Budgets
-from lynx.gateway.orchestrator import DecoderRoute, Pipeline
+from lynx.gateway.orchestrator import CANCEL_GRACE_SECONDS, DecoderRoute, Pipeline
 from lynx.gateway.routes import router
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
@@ -57,6 +57,8 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
         pipeline = Pipeline(settings, upstreams, Ledger(cost_settings), app.state.tracer, solo_decoder(settings),
                             cheaper)
         app.state.pipeline = pipeline
+        # Streams still open when the shutdown grace runs short end with an error event, charged.
+        app.state.drain.end_early(CANCEL_GRACE_SECONDS + 1, lambda: pipeline.drain(CANCEL_GRACE_SECONDS))
         try:
             yield
         finally:

@@ -32,7 +32,7 @@ from lynx.errors import LynxError
 from lynx.gateway.budgets import Estimate, Hold, affordable_max_tokens
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
-from lynx.gateway.upstream import Upstreams, post_json, unreachable, upstream_failure
+from lynx.gateway.upstream import Upstreams, instance_stopping, post_json, unreachable, upstream_failure
 from lynx.telemetry.metrics import generation_metrics
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.tracing import trace_ids
@@ -191,7 +191,7 @@ class Pipeline:
         """Gateway shutdown: stop the streams still open and wait (bounded) until each is charged."""
         pending = list(self.generations)
         for generation in pending:
-            generation.abandon("failed")
+            generation.abandon("failed", stopping_error())
         if pending:
             await asyncio.wait([g.task for g in pending if g.task], timeout=timeout)
 
@@ -203,8 +203,12 @@ class Pipeline:
                 path, body = "/v1/chat", ChatTemplateRequest(messages=with_passages(job.messages, passages))
             else:
                 path, body = "/v1/tokenize", TokenizeRequest(text=job.prompt)
-        with clock.stage("tokenize"):
-            answer = await post_json(self.upstreams.tokenizer, "tokenizer", path, body, TokenizeResponse)
+        try:
+            with clock.stage("tokenize"):
+                answer = await post_json(self.upstreams.tokenizer, "tokenizer", path, body, TokenizeResponse)
+        except BaseException:
+            account.tokenize = failed_call(clock.seconds["tokenize"])
+            raise
         with clock.stage("gateway"):
             account.tokenize = RemoteCall(answer.seconds, clock.seconds["tokenize"])
             account.prompt_tokens = answer.count
@@ -218,7 +222,9 @@ class Pipeline:
                 input_ids=answer.ids, max_tokens=max_tokens, temperature=job.temperature, top_p=job.top_p,
                 stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id)
             generation = Generation(self, job, account, passages, request, route)
-            generation.start()
+        # The decoder's timer starts once the gateway's has stopped: timers that overlap, even by the moment the
+        # process is descheduled between two lines, count that moment twice (stage_counted_twice).
+        generation.start()
         return generation
 
     def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute) -> int:
@@ -247,13 +253,28 @@ class Pipeline:
         if job.operation != "chat" or job.retrieval_top_k == 0 or not query:
             return []
         clock = job.clock
-        with clock.stage("retrieve"):
-            answer = await post_json(self.upstreams.retriever, "retriever", "/v1/retrieve",
-                                     RetrieveRequest(query=query, top_k=job.retrieval_top_k), RetrieveResponse)
+        try:
+            with clock.stage("retrieve"):
+                answer = await post_json(self.upstreams.retriever, "retriever", "/v1/retrieve",
+                                         RetrieveRequest(query=query, top_k=job.retrieval_top_k), RetrieveResponse)
+        except BaseException:
+            account.retrieve = failed_call(clock.seconds["retrieve"])
+            raise
         with clock.stage("gateway"):
             account.retrieve = RemoteCall(answer.seconds, clock.seconds["retrieve"])
             self.metrics.stage_duration.labels("retrieve").observe(clock.seconds["retrieve"])
             return [p for p in answer.passages if p.score >= self.settings.retrieval_min_score]
+
+
+def failed_call(wall_seconds: float) -> RemoteCall:
+    """A call that failed (unreachable, refused, timed out) reported no busy time, but its wall time was the
+    request's: left out, the request's stages would not add up to its stopwatch (stage_missing_timer)."""
+    return RemoteCall(0.0, wall_seconds)
+
+
+def stopping_error() -> LynxError:
+    return LynxError(503, "The gateway stopped before the decoder finished; retry.", "gateway_stopping",
+                     "server_error", headers={"Retry-After": "1"})
 
 
 def describe(error: BaseException) -> str:
@@ -329,14 +350,16 @@ class Generation:
         if self.failure is not None:
             raise self._with_cost(self.failure)
 
-    def abandon(self, outcome: str) -> None:
-        """Nobody will read the rest (the client left, or the gateway is stopping): stop the decoder early.
+    def abandon(self, outcome: str, failure: LynxError | None = None) -> None:
+        """Nobody will read the rest (the client left), or the gateway is stopping: stop the decoder early.
 
         Synchronous, so it runs even from a cancelled task; the stream task keeps reading until the
-        decoder's final report arrives (or CANCEL_GRACE_SECONDS pass) and charges the request."""
+        decoder's final report arrives (or CANCEL_GRACE_SECONDS pass) and charges the request. A client
+        still listening gets ``failure``: what it was sent is not a whole answer."""
         if self.settlement is not None or self.abandoned:
             return
         self.abandoned = outcome
+        self.failure = self.failure or failure
         if self.started is not None:
             self._spawn(self._cancel_upstream())
         asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, self._give_up)
@@ -354,8 +377,7 @@ class Generation:
             self.failure = LynxError(502, "The decoder sent an event this gateway cannot read; check that both run "
                                      "the same lynx version.", "upstream_error", "server_error")
         except asyncio.CancelledError:
-            self.failure = LynxError(503, "The gateway stopped before the decoder finished; retry.",
-                                     "gateway_stopping", "server_error", headers={"Retry-After": "1"})
+            self.failure = stopping_error()
             self.abandoned = self.abandoned or "failed"
             raise
         finally:
@@ -371,15 +393,18 @@ class Generation:
 
     async def _read(self) -> None:
         client = self.route.client
-        request = client.build_request("POST", "/v1/generate", content=self.request.model_dump_json(),
-                                       headers={"content-type": "application/json"})
-        try:
-            self._response = await client.send(request, stream=True)
-        except httpx.HTTPError as error:
-            raise unreachable("decoder", error) from error
-        if self._response.status_code != 200:
+        for attempt in range(2):  # again once, on a new connection, if the decoder that got it was stopping
+            request = client.build_request("POST", "/v1/generate", content=self.request.model_dump_json(),
+                                           headers={"content-type": "application/json"})
+            try:
+                self._response = await client.send(request, stream=True)
+            except httpx.HTTPError as error:
+                raise unreachable("decoder", error) from error
+            if self._response.status_code == 200:
+                break
             await self._response.aread()
-            raise upstream_failure("decoder", self._response)
+            if attempt or not instance_stopping(self._response):
+                raise upstream_failure("decoder", self._response)
         async for line in self._response.aiter_lines():
             if not line:
                 continue

@@ -5,15 +5,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, TypeAdapter
 from starlette.datastructures import State
 
 from lynx.accounting.clock import StageClock
+from lynx.contracts.errors import ErrorBody
 from lynx.contracts.tokenizer import ChatMessage
 from lynx.errors import LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import Generation, Job, Pipeline
 from lynx.gateway.responses import CHAT, COMPLETION, Envelope, Shape, sse
-from lynx.gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
+from lynx.gateway.schemas import (
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CompletionRequest, GenerationFields, ModelList,
+    TextCompletion, TextCompletionChunk,
+)
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant, TenantRegistry
 from lynx.streaming import ObservedStream, StreamEnd
@@ -23,6 +28,42 @@ from lynx.telemetry.request_id import request_id_var
 router = APIRouter(prefix="/v1")
 COST_HEADER = "X-Lynx-Cost-EUR"
 DEFAULT_MAX_TOKENS = {"chat": 256, "text_completion": 16}
+# What the OpenAPI schema declares besides the 200 bodies. "4XX" also keeps FastAPI from declaring its own 422, which
+# this API never sends (an invalid body is a 400).
+UNAUTHORIZED = {401: {"model": ErrorBody, "description": "Missing or invalid API key."}}
+GENERATION_ERRORS = {
+    "4XX": {"model": ErrorBody, "description": "400 invalid request (context_length_exceeded included), 401 missing "
+                                               "or invalid API key, 404 unknown model, 413 body too large, "
+                                               "429 insufficient_quota (the tenant's daily budget)."},
+    502: {"model": ErrorBody, "description": "A service behind the gateway failed."},
+    503: {"model": ErrorBody, "description": "The decoder's slots and queue are full (queue_full), or a service "
+                                             "is unreachable; see Retry-After."},
+    504: {"model": ErrorBody, "description": "The request's deadline ran out before its first token."},
+}
+
+
+def generation_responses(body: type[BaseModel], chunk: type[BaseModel]) -> dict:
+    """The 200 answer is JSON, or with "stream": true server-sent events: ``chunk``s (an error event in its place if
+    the stream fails after its status line), then ``data: [DONE]``. Each event is declared as OpenAPI 3.2's
+    ``itemSchema``, in full (no references: the chunk models are not among the schema's components)."""
+    event_data = inline_refs(TypeAdapter(chunk | ErrorBody).json_schema())
+    event = {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [
+        {"const": "[DONE]"}, {"type": "string", "contentMediaType": "application/json", "contentSchema": event_data}]}}}
+    return {200: {"model": body, "content": {"text/event-stream": {"itemSchema": event}}}, **GENERATION_ERRORS}
+
+
+def inline_refs(schema: dict) -> dict:
+    """``schema`` with every ``$ref`` to its own ``$defs`` replaced by the definition (the models are not recursive)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        return [resolve(value) for value in node] if isinstance(node, list) else node
+
+    return resolve(schema)
 
 
 def authenticate(request: Request) -> Tenant:
@@ -52,14 +93,14 @@ def job_fields(body: GenerationFields, operation: str, settings: GatewaySettings
             "clock": StageClock()}
 
 
-@router.get("/models")
+@router.get("/models", response_model=None, responses={200: {"model": ModelList}, **UNAUTHORIZED})
 async def list_models(request: Request, _: Tenant = Depends(authenticate)) -> dict:
     settings: GatewaySettings = request.app.state.settings
     return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0,
                                         "owned_by": "lynx"}]}
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=generation_responses(ChatCompletion, ChatCompletionChunk))
 async def chat_completions(body: ChatCompletionRequest, request: Request, tenant: Tenant = Depends(authenticate)):
     settings: GatewaySettings = request.app.state.settings
     top_k = settings.retrieval_top_k if body.retrieval_top_k is None else body.retrieval_top_k
@@ -68,7 +109,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, tenant
     return await respond(request, job, CHAT, body)
 
 
-@router.post("/completions")
+@router.post("/completions", responses=generation_responses(TextCompletion, TextCompletionChunk))
 async def completions(body: CompletionRequest, request: Request, tenant: Tenant = Depends(authenticate)):
     settings: GatewaySettings = request.app.state.settings
     job = Job(**job_fields(body, "text_completion", settings, tenant), prompt=body.prompt_text())

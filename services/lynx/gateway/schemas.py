@@ -1,4 +1,8 @@
-"""OpenAI-compatible request bodies. Unknown fields are ignored, as OpenAI's own clients expect."""
+"""OpenAI-compatible request and response bodies. Unknown request fields are ignored, as OpenAI's own clients expect.
+
+The response models are what the OpenAPI schema declares (the routes name them) and what clients such as
+``lynx load`` parse; the integration schema fuzz test checks the gateway's real answers against them.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +58,12 @@ class GenerationFields(BaseModel):
             raise ValueError("stop sequences must not be empty")
         return value
 
+    @field_validator("seed")
+    @classmethod
+    def unsigned_seed(cls, value: int | None) -> int | None:
+        """OpenAI takes any 64-bit seed; the decoder's generator only non-negative ones (this keeps them distinct)."""
+        return None if value is None else value % 2**64
+
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
@@ -99,3 +109,136 @@ class CompletionRequest(GenerationFields):
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+
+FinishReason = Literal["stop", "length", "deadline"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Cost(BaseModel):
+    currency: str
+    total: float
+    stages: dict[str, float] = Field(description="tokenize, retrieve, prefill, decode and other; they add up to total.")
+
+
+class BudgetUse(BaseModel):
+    reserved_eur: float = Field(description="The worst case the request reserved against its tenant's budget.")
+    max_tokens: int = Field(description="What the request ran with, after any cost ceiling.")
+
+
+class PassageUse(BaseModel):
+    id: str
+    source: str
+    score: float
+
+
+class LynxInfo(BaseModel):
+    """lynx's additions to every completion (in the final chunk of a stream)."""
+
+    trace_id: str
+    request_id: str
+    cost: Cost
+    cost_identity_ok: bool
+    outcome: str = Field(description="How the ledger saw the request end: completed or deadline.")
+    timings: dict[str, float]
+    budget: BudgetUse
+    passages: list[PassageUse]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    lynx: LynxInfo
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChunkDelta
+    finish_reason: FinishReason | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event of a streamed chat completion; the one with ``finish_reason`` carries ``lynx``, and with
+    ``stream_options.include_usage`` a last one with no choices carries ``usage``."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    lynx: LynxInfo | None = None
+    usage: Usage | None = None
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: FinishReason
+
+
+class TextCompletion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+    lynx: LynxInfo
+
+
+class TextChunkChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: FinishReason | None
+
+
+class TextCompletionChunk(BaseModel):
+    """One SSE event of a streamed completion (OpenAI names its object ``text_completion`` too); as in chat, the
+    one with ``finish_reason`` carries ``lynx``, and a last one with no choices may carry ``usage``."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChunkChoice]
+    lynx: LynxInfo | None = None
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]

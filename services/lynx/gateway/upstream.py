@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from lynx.errors import LynxError
 from lynx.gateway.settings import GatewaySettings
+from lynx.shutdown import STOPPING_CODE
 from lynx.telemetry.tracing import instrumented_client
 
 READINESS_TIMEOUT = httpx.Timeout(2.0)
@@ -76,17 +77,31 @@ def upstream_failure(service: str, response: httpx.Response) -> LynxError:
                      "this is a deployment fault, not the request's.", "upstream_error", "server_error")
 
 
+def instance_stopping(response: httpx.Response) -> bool:
+    """The instance that answered is stopping and did not take the request (lynx.shutdown): it can be sent again,
+    once, on a new connection, which a Service routes to another instance."""
+    if response.status_code != 503:
+        return False
+    try:
+        return response.json()["error"]["code"] == STOPPING_CODE
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 Answer = TypeVar("Answer", bound=BaseModel)
 
 
 async def post_json(client: httpx.AsyncClient, service: str, path: str, payload: BaseModel,
                     answer: type[Answer]) -> Answer:
-    """POST a typed payload and read a typed answer."""
-    try:
-        response = await client.post(path, content=payload.model_dump_json(),
-                                     headers={"content-type": "application/json"})
-    except httpx.HTTPError as error:
-        raise unreachable(service, error) from error
+    """POST a typed payload and read a typed answer; sent again once if the instance that got it was stopping."""
+    for attempt in range(2):
+        try:
+            response = await client.post(path, content=payload.model_dump_json(),
+                                         headers={"content-type": "application/json"})
+        except httpx.HTTPError as error:
+            raise unreachable(service, error) from error
+        if attempt or not instance_stopping(response):
+            break
     if response.status_code != 200:
         raise upstream_failure(service, response)
     try:

@@ -36,3 +36,11 @@ def test_same_seed_same_tokens():
 
 def test_softmax_is_stable_for_large_logits():
     assert np.isclose(softmax(np.array([1000.0, 1000.0])).sum(), 1.0)
+
+
+def test_a_temperature_near_zero_samples_the_largest_logit():
+    """The smallest positive double as temperature (found by fuzzing the gateway) is greedy, not NaN."""
+    logits = np.array([1.0, 3.5, -2.0, 3.0], dtype=np.float32)
+    params = SamplingParams(temperature=2.225073858507e-311, top_p=0.5)
+    assert {sample(logits, params, np.random.default_rng(seed)) for seed in range(20)} == {1}
+    assert softmax(logits.astype(np.float64), params.temperature).tolist() == [0.0, 1.0, 0.0, 0.0]

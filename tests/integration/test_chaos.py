@@ -1,0 +1,196 @@
+"""The chaos script (scripts/chaos.py) against local processes, started as `lynx up` starts them (each in its own
+process group, recorded in a run directory's pids.json) but on free ports in a run directory of the test's own:
+scenarios 1-4 shortened with every check green, and a planted orphan span turning a run red."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+from lynx.auditor.tempo import TempoClient
+from lynx.cli import SERVICES, SHORT_GRACE, STOP_GRACE_SECONDS
+from lynx.gateway.tenants import TenantRegistry
+from lynx.processes import free_port, running_groups, start_service, stop_groups, wait_ready
+from lynx.stack import TempoPorts, load_config, prometheus_config, start_collector, start_prometheus, start_tempo
+
+from .conftest import START_TIMEOUT_SECONDS, required_binary, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHAOS = [sys.executable, str(REPO / "scripts" / "chaos.py")]
+# Fault injection on, explicitly, on the tokenizer only: scenario 3's default service.
+FAULTY = {"tokenizer": {"LYNX_TOKENIZER_FAULTS_ENABLED": "true"}}
+SHORT = ["--lead", "4", "--tail", "4", "--gap", "1", "--fault-seconds", "5", "--tempo-outage", "8",
+         "--trace-settle", "3", "--trace-wait", "30", "--scrape-wait", "60", "--concurrency", "3", "--max-tokens", "16"]
+RUN_TIMEOUT_SECONDS = 900
+
+
+@dataclass
+class LocalRun:
+    run_dir: Path
+    gateway: str
+    tempo: str
+    tempo_otlp: str
+    prometheus: str
+    keys: tuple[str, ...]
+
+    def pids(self) -> dict[str, int]:
+        return json.loads((self.run_dir / "pids.json").read_text())
+
+    def chaos_args(self) -> list[str]:
+        keys = [arg for key in self.keys for arg in ("--key", key)]
+        return ["--target", "local", "--run-dir", str(self.run_dir), "--gateway-url", self.gateway,
+                "--tempo-url", self.tempo, "--prometheus-url", self.prometheus, *keys]
+
+
+def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
+    """Tempo, the collector in front of it, the four services and a Prometheus scraping them every second, each
+    leading its own process group (detached, as `lynx up` starts them), with their pids in ``work``/pids.json."""
+    work.mkdir(parents=True, exist_ok=True)
+    pids_file = work / "pids.json"
+    tempo, ports = start_tempo(required_binary("tempo", "scripts/build_tools.sh tempo"), load_config("tempo.yaml"),
+                               work / "tempo", TempoPorts.free(), detached=True)
+    started = [tempo]
+    pids_file.write_text(json.dumps({"tempo": tempo.process.pid}))
+    try:
+        collector, collector_ports = start_collector(
+            required_binary("otelcol-lynx", "scripts/build_tools.sh otelcol"), load_config("otelcol.yaml"),
+            work / "otelcol", f"http://127.0.0.1:{ports.otlp_http}", detached=True)
+        started.append(collector)
+        pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
+        wait_ready(started, START_TIMEOUT_SECONDS)
+        env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_ports.otlp_http}",
+               "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"),
+               "LYNX_GATEWAY_BUDGETS_FILE": str(work / "budget-decisions.json")}
+        services = {name: start_service(name, {**env, **FAULTY.get(name, {})}, work / f"{name}.log",
+                                        port=free_port(), detached=True) for name in SERVICES if name != "gateway"}
+        services["gateway"] = start_service("gateway", {
+            **env, **{f"LYNX_GATEWAY_{n.upper()}_URL": services[n].url for n in ("tokenizer", "retriever", "decoder")}},
+            work / "gateway.log", port=free_port(), detached=True)
+        started += services.values()
+        pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
+        config = prometheus_config(load_config("prometheus.yml"),
+                                   {name: p.url.removeprefix("http://") for name, p in services.items()})
+        config["global"]["scrape_interval"] = "1s"
+        prometheus = start_prometheus(required_binary("prometheus", "scripts/build_tools.sh prometheus"), config,
+                                      work / "prometheus", detached=True)
+        started.append(prometheus)
+        pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
+        wait_ready(started, START_TIMEOUT_SECONDS)
+    except BaseException:
+        stop_local_run(work)
+        raise
+    registry = TenantRegistry(work / "tenants.json")
+    keys = (registry.add("chaos-a"), registry.add("chaos-b"))
+    return LocalRun(work, services["gateway"].url, tempo.url, f"http://127.0.0.1:{ports.otlp_http}", prometheus.url,
+                    keys)
+
+
+def stop_local_run(work: Path) -> None:
+    """What `lynx down` does, for this run directory: the services, then the collector and Tempo, each in turn."""
+    pids = json.loads((work / "pids.json").read_text())
+    phases = [({pid for name, pid in pids.items() if name not in SHORT_GRACE}, STOP_GRACE_SECONDS),
+              *(({pids[name]} if name in pids else set(), grace) for name, grace in SHORT_GRACE.items())]
+    for group, grace in phases:
+        for _ in stop_groups(group, grace):
+            pass
+
+
+@pytest.fixture(scope="module")
+def local_run(base_env, tmp_path_factory) -> Iterator[LocalRun]:
+    run = start_local_run(tmp_path_factory.mktemp("chaos-run"), base_env)
+    try:
+        yield run
+    finally:
+        stop_local_run(run.run_dir)
+
+
+def chaos(run: LocalRun, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CHAOS, *run.chaos_args(), *SHORT, *args], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_SECONDS)
+    print(result.stdout, result.stderr[-3000:], sep="\n")
+    return result
+
+
+def scenario_table(stdout: str, number: int) -> str:
+    """One scenario's block of the output."""
+    start = stdout.index(f"Scenario {number}:")
+    end = stdout.find("\nScenario ", start + 1)
+    return stdout[start:end if end > 0 else None]
+
+
+def test_scenarios_1_to_4_shortened_pass_every_check(local_run: LocalRun):
+    before = local_run.pids()
+    result = chaos(local_run, "--scenario", "1", "--scenario", "2", "--scenario", "3", "--scenario", "4")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    for number in (1, 2, 3, 4):
+        block = scenario_table(result.stdout, number)
+        assert "— PASS" in block and "FAILED" not in block, block
+        assert "orphan spans" in block and "costs returned = cost counter increase" in block, block
+    # Independently of the script's own account: every service was really replaced by a new process, and no old
+    # one is left running.
+    after = local_run.pids()
+    assert all(after[name] != before[name] for name in (*SERVICES, "tempo")), (before, after)
+    assert running_groups({before[name] for name in (*SERVICES, "tempo")}) == set()
+    assert httpx.get(f"{local_run.gateway}/readyz", timeout=10).status_code == 200
+
+
+def test_scenario_3_is_refused_where_fault_injection_is_off(local_run: LocalRun):
+    result = chaos(local_run, "--scenario", "3", "--fault-service", "retriever")
+    assert result.returncode == 1
+    assert "refused: fault injection is off on the retriever" in result.stdout, result.stdout
+    assert "LYNX_RETRIEVER_FAULTS_ENABLED=true" in result.stdout
+
+
+def plant_orphan(tempo_otlp: str, trace_id: str) -> None:
+    """One span in ``trace_id`` whose parent span is never exported."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "lynx-test-planted"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{tempo_otlp}/v1/traces")))
+    missing_parent = SpanContext(int(trace_id, 16), int.from_bytes(os.urandom(8), "big"), is_remote=True,
+                                 trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    provider.get_tracer("planted").start_span("planted-orphan",
+                                              context=set_span_in_context(NonRecordingSpan(missing_parent))).end()
+    provider.shutdown()
+
+
+def test_a_planted_orphan_span_turns_the_run_red(local_run: LocalRun, tmp_path: Path):
+    records = tmp_path / "records.jsonl"
+    process = subprocess.Popen([*CHAOS, *local_run.chaos_args(), *SHORT, "--scenario", "3", "--lead", "2",
+                                "--fault-seconds", "2", "--tail", "2", "--records", str(records)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def recorded_trace() -> str | None:
+            lines = records.read_text().splitlines() if records.exists() else []
+            return next((json.loads(line)["trace_id"] for line in lines if json.loads(line)["trace_id"]), None)
+
+        trace_id = wait_for(recorded_trace, 120, "a request recorded by the chaos run", interval=0.2)
+        plant_orphan(local_run.tempo_otlp, trace_id)
+        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        process.kill()
+    print(stdout, stderr[-3000:], sep="\n")
+    assert process.returncode == 1, stdout
+    orphans = next(line for line in scenario_table(stdout, 3).splitlines() if line.strip().startswith("orphan spans"))
+    assert orphans.split()[2] == "1" and orphans.rstrip().endswith("FAILED"), orphans
+    assert f"{trace_id} lynx-test-planted 'planted-orphan'" in stdout
+    # The orphan is really in Tempo, as planted: the script read it from there.
+    tempo = TempoClient(local_run.tempo)
+    try:
+        assert "planted-orphan" in {s.name for s in tempo.trace(trace_id)}
+    finally:
+        tempo.close()
+
