@@ -26,11 +26,25 @@ APP_MODULES = {"budgets": "lynx_budget.local"}
 READY_TIMEOUT_SECONDS = 300
 # Above the services' own shutdown (lynx.shutdown: a 15 s drain by default, one more scrape, closing).
 STOP_GRACE_SECONDS = 30
-# Stopped after the services, in this order, each with its own grace: the collector once the services
-# have flushed their spans to it (it sends what it holds on its way out); Tempo last, killed after a
-# short grace, as it never exits on SIGTERM once it has served a query (its query-frontend waits forever
-# for a queue that nothing empties any more).
-SHORT_GRACE = {"otelcol": 10, "tempo": 5}
+# Stopped after the services, in this order, each phase with its own grace: Prometheus and the processes that
+# read it once the stopping services have had their last scrape (lynx.shutdown waits for one); the collector once
+# the services have flushed their spans to it (it sends what it holds on its way out); Tempo last, killed after a
+# short grace, as it never exits on SIGTERM once it has served a query (its query-frontend waits forever for a
+# queue that nothing empties any more).
+LATER_PHASES: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("prometheus", "budgets", "auditor"), STOP_GRACE_SECONDS), (("otelcol",), 10), (("tempo",), 5))
+
+
+def stop_grace(name: str) -> float:
+    """Seconds between SIGTERM and SIGKILL for the process `lynx up` named ``name``."""
+    return next((grace for names, grace in LATER_PHASES if name in names), STOP_GRACE_SECONDS)
+
+
+def stop_phases(pids: dict[str, int]) -> list[tuple[set[int], float]]:
+    """The process groups of a run (name -> pid), in the order they are stopped, each with its grace."""
+    later = {name for names, _ in LATER_PHASES for name in names}
+    return [({pid for name, pid in pids.items() if name not in later}, STOP_GRACE_SECONDS),
+            *(({pids[name] for name in names if name in pids}, grace) for names, grace in LATER_PHASES)]
 
 
 def app_factory(service: str):
@@ -160,11 +174,10 @@ def down(args: argparse.Namespace, quiet: bool = False) -> None:
     pids_file = run_dir() / "pids.json"
     if not pids_file.exists():
         return
-    names = {pid: name for name, pid in json.loads(pids_file.read_text()).items()}
-    phases = [({p for p, n in names.items() if n not in SHORT_GRACE}, STOP_GRACE_SECONDS),
-              *(({p for p, n in names.items() if n == name}, grace) for name, grace in SHORT_GRACE.items())]
+    pids_by_name = json.loads(pids_file.read_text())
+    names = {pid: name for name, pid in pids_by_name.items()}
     try:
-        for pids, grace in phases:
+        for pids, grace in stop_phases(pids_by_name):
             for pid, ending in stop_groups(pids, grace):
                 if ending == "killed":
                     print(f"killed {names[pid]} (pid {pid}) with SIGKILL: still running {grace} s after SIGTERM",

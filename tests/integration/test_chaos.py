@@ -1,6 +1,7 @@
 """The chaos script (scripts/chaos.py) against local processes, started as `lynx up` starts them (each in its own
 process group, recorded in a run directory's pids.json) but on free ports in a run directory of the test's own:
-scenarios 1-4 shortened with every check green, and a planted orphan span turning a run red."""
+scenarios 1-4 shortened with every check green, a planted orphan span turning a run red, and scenario 5 (Prometheus
+down) with a tenant the budget loop has blocked."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from lynx.auditor.tempo import TempoClient
-from lynx.cli import SERVICES, SHORT_GRACE, STOP_GRACE_SECONDS
+from lynx.contracts.budgets import BudgetDecisions
+from lynx.cli import SERVICES, stop_phases
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import free_port, running_groups, start_service, stop_groups, wait_ready
 from lynx.stack import TempoPorts, load_config, prometheus_config, start_collector, start_prometheus, start_tempo
 
-from .conftest import START_TIMEOUT_SECONDS, required_binary, wait_for
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, required_binary, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +49,7 @@ class LocalRun:
     tempo_otlp: str
     prometheus: str
     keys: tuple[str, ...]
+    budget_env: dict[str, str]
 
     def pids(self) -> dict[str, int]:
         return json.loads((self.run_dir / "pids.json").read_text())
@@ -90,6 +93,15 @@ def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
                                       work / "prometheus", detached=True)
         started.append(prometheus)
         pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
+        # The budget loop of `lynx up`, deciding every second from this Prometheus, for the gateway's budgets file.
+        budget_env = {**env, "LYNX_BUDGETS_BUDGETS_FILE": str(work / "budgets.yaml"),
+                      "LYNX_BUDGETS_STATE_FILE": str(work / "budget-state.json"),
+                      "LYNX_BUDGETS_DECISIONS_FILE": env["LYNX_GATEWAY_BUDGETS_FILE"]}
+        budgets = start_service("budgets", {**budget_env, "LYNX_BUDGETS_PROMETHEUS_URL": prometheus.url,
+                                            "LYNX_BUDGETS_INTERVAL_SECONDS": "1"},
+                                work / "budgets.log", port=free_port(), detached=True)
+        started.append(budgets)
+        pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
         wait_ready(started, START_TIMEOUT_SECONDS)
     except BaseException:
         stop_local_run(work)
@@ -97,15 +109,12 @@ def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
     registry = TenantRegistry(work / "tenants.json")
     keys = (registry.add("chaos-a"), registry.add("chaos-b"))
     return LocalRun(work, services["gateway"].url, tempo.url, f"http://127.0.0.1:{ports.otlp_http}", prometheus.url,
-                    keys)
+                    keys, budget_env)
 
 
 def stop_local_run(work: Path) -> None:
     """What `lynx down` does, for this run directory: the services, then the collector and Tempo, each in turn."""
-    pids = json.loads((work / "pids.json").read_text())
-    phases = [({pid for name, pid in pids.items() if name not in SHORT_GRACE}, STOP_GRACE_SECONDS),
-              *(({pids[name]} if name in pids else set(), grace) for name, grace in SHORT_GRACE.items())]
-    for group, grace in phases:
+    for group, grace in stop_phases(json.loads((work / "pids.json").read_text())):
         for _ in stop_groups(group, grace):
             pass
 
@@ -194,3 +203,40 @@ def test_a_planted_orphan_span_turns_the_run_red(local_run: LocalRun, tmp_path: 
     finally:
         tempo.close()
 
+
+
+def budget_state(run: LocalRun, tenant: str) -> str | None:
+    decisions = Path(run.budget_env["LYNX_BUDGETS_DECISIONS_FILE"])
+    if not decisions.exists():
+        return None
+    decision = BudgetDecisions.model_validate_json(decisions.read_text()).tenants.get(tenant)
+    return decision.state if decision else None
+
+
+def ask(run: LocalRun, key: str) -> httpx.Response:
+    return httpx.post(f"{run.gateway}/v1/chat/completions", timeout=60, headers={"Authorization": f"Bearer {key}"},
+                      json={"model": MODEL_NAME, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
+
+
+def test_scenario_5_keeps_a_blocked_tenant_blocked_while_prometheus_is_down(local_run: LocalRun):
+    key = TenantRegistry(local_run.run_dir / "tenants.json").add("chaos-capped")
+    answer = ask(local_run, key)
+    assert answer.status_code == 200, answer.text
+    # A cap below what the tenant has spent today: the loop blocks it once Prometheus has scraped that spend.
+    done = subprocess.run([sys.executable, "-m", "lynx.cli", "budget", "set", "chaos-capped", "--cap", "0.000001"],
+                          env=local_run.budget_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: budget_state(local_run, "chaos-capped") == "Blocked", 60, "the budget loop to block the tenant")
+    prometheus_before = local_run.pids()["prometheus"]
+
+    result = chaos(local_run, "--scenario", "5", "--blocked-key", key, "--prometheus-outage", "8")
+
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    block = scenario_table(result.stdout, 5)
+    assert "— PASS" in block and "FAILED" not in block, block
+    assert "blocked tenant stays blocked" in block and "costs returned = cost counter increase" in block, block
+    # Independently: Prometheus really went and came back as a new process, and the tenant is still refused.
+    assert local_run.pids()["prometheus"] != prometheus_before
+    assert running_groups({prometheus_before}) == set()
+    refused = ask(local_run, key)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota", refused.text

@@ -14,6 +14,7 @@ import pytest
 
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tempo import StoredSpan, TempoClient
+from lynx.cli import stop_grace
 from lynx.processes import ServiceProcess, wait_ready
 from lynx.stack import CONFIG_DIR, CollectorPorts, TempoPorts, load_config, start_collector, start_tempo
 
@@ -22,8 +23,8 @@ from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, re
 pytestmark = pytest.mark.integration
 
 OUTAGE_SECONDS = 30
-# Tempo never exits on SIGTERM once it has served a query (lynx.cli.SHORT_GRACE): it is killed after this.
-TEMPO_STOP_GRACE_SECONDS = 5
+# Tempo never exits on SIGTERM once it has served a query (lynx.cli.LATER_PHASES): it is killed after this.
+TEMPO_STOP_GRACE_SECONDS = stop_grace("tempo")
 SERVICES = {"lynx-gateway", "lynx-tokenizer", "lynx-retriever", "lynx-decoder"}
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from lynx.cli import STOP_GRACE_SECONDS, run_dir
+from lynx.cli import run_dir, stop_phases
 from lynx.processes import KILL_WAIT_SECONDS
 
 from .conftest import MODEL_NAME, required_binary
@@ -28,7 +28,7 @@ TEMPO = "http://127.0.0.1:3200"
 CHART_VALUES = REPO / "charts" / "lynx" / "values.yaml"
 PORTS = {"gateway": 8080, "tempo": 3200}
 UP_TIMEOUT_SECONDS = 600
-DOWN_TIMEOUT_SECONDS = STOP_GRACE_SECONDS + KILL_WAIT_SECONDS + 30
+DOWN_TIMEOUT_SECONDS = sum(grace for _, grace in stop_phases({})) + KILL_WAIT_SECONDS + 30
 
 
 def run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:

@@ -230,11 +230,11 @@ class LocalTarget:
     # -- how
     def _stop(self, name: str, action: str) -> Disruption:
         """SIGTERM, then SIGKILL after the grace `lynx down` gives it."""
-        from lynx.cli import SHORT_GRACE, STOP_GRACE_SECONDS
+        from lynx.cli import stop_grace
         from lynx.processes import stop_groups
 
         pid = self._require(name)
-        grace = SHORT_GRACE.get(name, STOP_GRACE_SECONDS)
+        grace = stop_grace(name)
         at, started = time.time(), time.monotonic()
         endings = dict(stop_groups([pid], grace))
         self._reap(name)
