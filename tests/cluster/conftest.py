@@ -113,6 +113,8 @@ def real_node(images) -> Iterator[RealNode]:
 def release_on_node(real_node: RealNode, chart: Path) -> Cluster:
     """The umbrella chart installed on the real node with `helm install --wait`."""
     cluster = real_node.cluster
+    # Tempo keeps its traces on a volume (node-values.yaml), so that chaos scenario 4 may stop it and find them again.
+    real_node.host_volume("lynx-tempo", "lynx-node-local", "2Gi", owner=10001)
     started = time.monotonic()
     cluster.helm("install", NODE_RELEASE, str(chart), "--namespace", NODE_NAMESPACE, "--create-namespace",
                  "-f", str(NODE_VALUES), "--wait", "--timeout", "15m")

@@ -193,6 +193,21 @@ class RealNode:
         self._wait_for("kubelet", self._node_ready, timeout=120)
         return self.cluster
 
+    def host_volume(self, name: str, storage_class: str, size: str, owner: int) -> None:
+        """A PersistentVolume of ``storage_class`` on a directory of the node that ``owner`` (a uid, also its gid)
+        may write: the node has no provisioner, so a claim of that class binds to this one. Kept until the node
+        goes, so a pod scaled away and back finds its data."""
+        directory = self.workdir / "volumes" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chown(directory, owner, owner)
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"storageClassName": storage_class, "capacity": {"storage": size},
+                     "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain",
+                     "hostPath": {"path": str(directory), "type": "Directory"},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}}}))
+
     def _node_ready(self) -> bool:
         node = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
         if node.returncode != 0:

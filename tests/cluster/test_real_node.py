@@ -40,6 +40,8 @@ EXPECTED_PODS = ("gateway", "tokenizer", "retriever", "decoder", "auditor", "ope
                  "kube-prometheus-stack-operator", "kube-state-metrics", "prometheus-lynx", "alertmanager-lynx",
                  "tempo", "collector")
 SETTLE_SECONDS = 300
+# The chaos script's scenarios run on the node; 5 runs on the local target (tests/integration/test_chaos.py).
+CHAOS_SCENARIOS = (1, 2, 3, 4)
 
 
 @contextlib.contextmanager
@@ -69,10 +71,10 @@ def ready(pod: dict) -> bool:
         c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def component_pods(cluster: Cluster, component: str) -> list[dict]:
+def component_pods(cluster: Cluster, component: str, label: str = "app.kubernetes.io/component") -> list[dict]:
+    """The pods of a component, by the chart's label (the upstream charts name theirs app.kubernetes.io/name)."""
     return [p for p in pods(cluster)
-            if p["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
-            and not p["metadata"].get("deletionTimestamp")]
+            if p["metadata"].get("labels", {}).get(label) == component and not p["metadata"].get("deletionTimestamp")]
 
 
 def release_state(cluster: Cluster, node) -> str:
@@ -331,11 +333,12 @@ def test_skaffold_run_builds_every_image_and_deploys_them_on_the_node(release_on
 def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_node: Cluster, real_node,
                                                                      tmp_path: Path):
     """The chaos script's Kubernetes target on the real node: scenario 1 deletes the decoder's pod with grace 0
-    mid-load, scenario 2 deletes every lynx service's pod gracefully while streams are open. Every pod is really
-    replaced (checked here, apart from the script), and the script's checks hold: every request answered, every
-    trace in Tempo without orphans, the costs returned = the cost counter's increase, no identity violation.
-    Not run here: scenario 3 (the release enables no fault injection), 4 and 5 (its Tempo and Prometheus keep
-    their data in emptyDir, which stopping them loses)."""
+    mid-load, scenario 2 deletes every lynx service's pod gracefully while streams are open, scenario 3 injects
+    latency and errors into the tokenizer through the API server's pod proxy, scenario 4 scales Tempo to zero and
+    back (its traces on a volume). Every pod is really replaced (checked here, apart from the script), and the
+    script's checks hold: every request answered, every trace in Tempo without orphans, the costs returned = the
+    cost counter's increase, no identity violation. Not run here: scenario 5 (the release's Prometheus keeps its
+    data in emptyDir, which stopping it loses; it runs on the local target)."""
 
     def cluster_url(service: str, port: int) -> str:
         """A Service's ClusterIP, which kube-proxy serves on the node: it outlives the pods behind it."""
@@ -366,6 +369,7 @@ def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_n
     wait_for(lambda: len([p for p in component_pods(release_on_node, "gateway") if ready(p)]) == 2, SETTLE_SECONDS,
              "two gateway pods Ready", interval=2)
     before = {c: {p["metadata"]["uid"] for p in component_pods(release_on_node, c)} for c in LYNX_SERVICES}
+    tempo_before = {p["metadata"]["uid"] for p in component_pods(release_on_node, "tempo", "app.kubernetes.io/name")}
     records = tmp_path / "records.jsonl"
     result = subprocess.run([
         sys.executable, str(REPO / "scripts" / "chaos.py"), "--target", "kubernetes",
@@ -373,18 +377,22 @@ def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_n
         "--gateway-url", cluster_url(f"{NODE_RELEASE}-gateway", 8080),
         "--tempo-url", cluster_url(f"{NODE_RELEASE}-tempo", 3200),
         "--prometheus-url", prometheus_url,
-        "--key", NODE_TEST_KEY, "--scenario", "1", "--scenario", "2", "--lead", "10", "--tail", "10", "--gap", "3",
+        "--key", NODE_TEST_KEY, *(arg for number in CHAOS_SCENARIOS for arg in ("--scenario", str(number))),
+        "--lead", "10", "--tail", "10", "--gap", "3", "--fault-seconds", "10", "--tempo-outage", "20",
         "--concurrency", "2", "--max-tokens", "16", "--records", str(records)],
         capture_output=True, text=True, timeout=2400)
     print(result.stdout, result.stderr[-3000:], sep="\n")
     assert result.returncode == 0, (f"{result.stdout[-8000:]}\n{result.stderr[-3000:]}\n"
                                     f"{release_state(release_on_node, real_node)}")
-    for number in (1, 2):
+    for number in CHAOS_SCENARIOS:
         assert f"Scenario {number}:" in result.stdout and "FAILED" not in result.stdout
     # Every lynx pod there was is gone, each replaced by a new one, Ready.
     for component in LYNX_SERVICES:
         now = component_pods(release_on_node, component)
         assert now and all(ready(p) and p["metadata"]["uid"] not in before[component] for p in now), component
+    # Scenario 4 stopped Tempo: a new pod, on the same claim.
+    tempo_now = component_pods(release_on_node, "tempo", "app.kubernetes.io/name")
+    assert tempo_before and tempo_now and all(ready(p) and p["metadata"]["uid"] not in tempo_before for p in tempo_now)
     # Read apart from the script: scenario 2's longest stream is in Tempo, whole, with spans of every service.
     sent = [json.loads(line) for line in records.read_text().splitlines()]
     streams = [r for r in sent if r["scenario"] == 2 and r["stream"] and r["outcome"] == "ok" and r["trace_id"]]

@@ -317,7 +317,7 @@ class BatchingEngine:
             self._maybe_inject_fault()
             logits, cache = self.model.prefill([sequence.request.prompt_ids])
             sequence.length = len(sequence.request.prompt_ids)
-            reason = self._accept(sequence, sample(logits[0], sequence.request.sampling, sequence.rng))
+            reason, error = self._next_token(sequence, logits[0])
             sequence.first_token_ns = time.time_ns()
             if reason is None:
                 joining = kv.join(joining, cache)
@@ -326,7 +326,7 @@ class BatchingEngine:
             sequence.flush()
             if reason is not None:
                 self._admitting.remove(sequence)
-                self._finish(sequence, reason)
+                self._finish(sequence, reason, error)
         if joined:
             self._cache = kv.join(self._cache, joining)
             self._running.extend(joined)
@@ -343,23 +343,33 @@ class BatchingEngine:
         mask = kv.decode_attention_mask(lengths, self._cache[0].shape[kv.SEQ_AXIS])
         self._maybe_inject_fault()
         logits, self._cache = self.model.run(input_ids, mask, self._cache)
-        finished: list[tuple[Sequence, str]] = []
+        finished: list[tuple[Sequence, str, str | None]] = []
         for row, sequence in enumerate(running):
             sequence.length += 1
-            reason = self._accept(sequence, sample(logits[row, -1], sequence.request.sampling, sequence.rng))
+            reason, error = self._next_token(sequence, logits[row, -1])
             if reason is not None:
-                finished.append((sequence, reason))
+                finished.append((sequence, reason, error))
         elapsed = self._busy_lap("decode")
         for sequence, share in zip(running, step_shares(elapsed, lengths, self.step_cost), strict=True):
             sequence.decode_seconds += share
             sequence.decode_steps += 1
             sequence.flush()
         if finished:
-            done = {id(s) for s, _ in finished}
+            done = {id(s) for s, _, _ in finished}
             self._keep([s for s in running if id(s) not in done])
-            for sequence, reason in finished:
-                self._finish(sequence, reason)
+            for sequence, reason, error in finished:
+                self._finish(sequence, reason, error)
             self._publish_occupancy()
+
+    def _next_token(self, sequence: Sequence, logits: np.ndarray) -> tuple[str | None, str | None]:
+        """Sample the sequence's next token and record it: its finish reason (None: it goes on) and, when sampling
+        failed, why. A failed sample (NaN logits, say) ends that sequence alone, not the batch it shares."""
+        try:
+            token = sample(logits, sequence.request.sampling, sequence.rng)
+        except Exception as error:
+            log.exception("sampling_failed")
+            return "error", f"sampling failed: {type(error).__name__}: {error}"
+        return self._accept(sequence, token), None
 
     def _accept(self, sequence: Sequence, token: int) -> str | None:
         """Record one generated token and its text; the finish reason if it ends the sequence."""

@@ -29,6 +29,10 @@ Outcome = Literal["ok", "http_error", "malformed", "reset", "timeout"]
 # The gateway's lynx.telemetry.http.TRACE_ID_HEADER, not imported from there: that module needs the serve extra.
 TRACE_ID_HEADER = "x-lynx-trace-id"
 DEFAULT_PROMPT = "How do I define a function in Python?"
+# A worker whose requests keep failing unserved (no connection, or 5xx: the deployment is down or stopping) waits
+# before its next one, twice as long each time up to the cap, instead of spinning on a gateway that is not there.
+BACKOFF_FIRST_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 1.0
 STREAM_EVENT = TypeAdapter(ChatCompletionChunk | ErrorBody)
 
 
@@ -194,6 +198,18 @@ async def send(client: httpx.AsyncClient, spec: LoadSpec, model: str, index: int
     return reading.record(started_at, tenant_label(key), stream, time.perf_counter() - sent)
 
 
+def unserved(record: RequestRecord) -> bool:
+    """Whether the request failed for want of a serving deployment: never connected, or a 5xx."""
+    return record.outcome == "reset" or (record.status or 0) >= 500
+
+
+def backoff_seconds(failures_in_a_row: int) -> float:
+    """The wait before the next request after that many unserved ones in a row (0: none)."""
+    if failures_in_a_row <= 0:
+        return 0.0
+    return min(BACKOFF_FIRST_SECONDS * 2 ** (failures_in_a_row - 1), BACKOFF_MAX_SECONDS)
+
+
 async def served_model(client: httpx.AsyncClient, key: str | None = None) -> str:
     """The model the gateway serves (GET /v1/models), asked with ``key`` or the client's own headers."""
     response = await client.get("/v1/models", headers={"Authorization": f"Bearer {key}"} if key else None)
@@ -222,11 +238,14 @@ async def drive(spec: LoadSpec, on_record: Callable[[RequestRecord], None] | Non
         model = await served_model(client, spec.keys[0])
 
         async def worker() -> None:
+            failures_in_a_row = 0
             while (index := next_index()) is not None:
                 record = await send(client, spec, model, index)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
+                failures_in_a_row = failures_in_a_row + 1 if unserved(record) else 0
+                await asyncio.sleep(backoff_seconds(failures_in_a_row))
 
         await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
     return sorted(records, key=lambda record: record.started_at)

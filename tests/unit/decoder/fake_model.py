@@ -28,12 +28,14 @@ class FakeModel:
         self.step_seconds = step_seconds
         self.calls: list[tuple[str, int]] = []  # ("prefill" | "decode", rows)
         self.fail_prefill_of: set[int] = set()  # prompts whose first token makes prefill raise
+        self.nan_after: set[int] = set()  # tokens whose next-token logits come out NaN (a numerically broken row)
 
-    @staticmethod
-    def _logits(last_tokens: list[int]) -> np.ndarray:
+    def _logits(self, last_tokens: list[int]) -> np.ndarray:
         logits = np.zeros((len(last_tokens), VOCAB), dtype=np.float32)
         for row, token in enumerate(last_tokens):
             logits[row, 1 + token % (VOCAB - 1)] = 1.0
+            if token in self.nan_after:
+                logits[row] = np.nan
         return logits
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, Sequence
+from lynx.decoder.sampling import SamplingParams
 from lynx.decoder.shares import StepCostModel
 from lynx.tokenizer.detok import IncrementalDetokenizer
 
@@ -161,6 +162,26 @@ def test_a_failure_during_admission_fails_every_sequence_held_and_the_engine_ser
     joining_end = ends[1][1]
     assert joining_end.timings.prefill_seconds > 0, "the prefill it got before the failure is charged"
     assert after_end.reason == "length" and after_ids == [5, 6, 7]
+
+
+def test_a_sampling_failure_ends_that_sequence_alone_and_the_batch_decodes_on():
+    model = FakeModel()
+    model.nan_after = {33}  # the sequence from 30 reaches 33 at its third token; the others never do
+
+    async def scenario():
+        engine = make_engine(model)
+        try:
+            # Sampled, not greedy; a nucleus this small keeps only the fake's one likely token.
+            sampled = SamplingParams(temperature=1.0, top_p=0.01)
+            sequences = [engine.submit(request(first, 6, sampling=sampled)) for first in (3, 30, 50)]
+            return [await finish_of(s) for s in sequences]
+        finally:
+            engine.stop()
+    (ids_3, end_3), (ids_30, end_30), (ids_50, end_50) = run(scenario())
+    assert end_30.reason == "error" and "sampling failed" in end_30.error and "NaN" in end_30.error
+    assert ids_30 == [31, 32, 33] and end_30.completion_tokens == 3 and end_30.timings.decode_seconds > 0
+    assert (end_3.reason, ids_3) == ("length", [4, 5, 6, 7, 8, 9])
+    assert (end_50.reason, ids_50) == ("length", [51, 52, 53, 54, 55, 56])
 
 
 def test_step_shares_add_up_to_the_busy_time_and_busy_plus_idle_to_the_wall_time():

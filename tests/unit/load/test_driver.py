@@ -4,7 +4,9 @@ from lynx.contracts.errors import ErrorBody, ErrorCorrelation, ErrorDetail
 from lynx.gateway.schemas import (
     BudgetUse, ChatChunkChoice, ChatCompletionChunk, ChunkDelta, Cost, LynxInfo, Usage,
 )
-from lynx.load.driver import LoadSpec, Reading, is_streamed
+from lynx.load.driver import (
+    BACKOFF_FIRST_SECONDS, BACKOFF_MAX_SECONDS, LoadSpec, Reading, backoff_seconds, is_streamed, unserved,
+)
 
 COST = Cost(currency="EUR", total=3e-6, stages={"decode": 3e-6})
 LYNX = LynxInfo(trace_id="t" * 32, request_id="r", cost=COST, cost_identity_ok=True, outcome="completed",
@@ -75,3 +77,19 @@ def test_a_spec_must_end():
         LoadSpec(base_url="http://127.0.0.1:1", keys=("k",))
     with pytest.raises(ValueError, match="API key"):
         LoadSpec(base_url="http://127.0.0.1:1", keys=(), requests=1)
+
+
+def test_backoff_doubles_after_each_unserved_request_up_to_its_cap_and_is_none_after_a_served_one():
+    waits = [backoff_seconds(n) for n in range(12)]
+    assert waits[0] == 0 and waits[1] == BACKOFF_FIRST_SECONDS and waits[2] == 2 * BACKOFF_FIRST_SECONDS
+    assert waits == sorted(waits) and waits[-1] == BACKOFF_MAX_SECONDS
+
+
+@pytest.mark.parametrize("status, outcome, expected", [
+    (None, "reset", True), (503, "http_error", True), (502, "malformed", True),
+    (200, "ok", False), (429, "http_error", False), (200, "malformed", False), (None, "timeout", False)])
+def test_unserved_means_no_connection_or_a_server_error(status, outcome, expected):
+    reading = Reading(status=status)
+    if outcome != "ok":
+        reading.fail(outcome, "E")
+    assert unserved(reading.record(0.0, "t", False, 0.1)) is expected

@@ -1,0 +1,215 @@
+"""What the pipeline, capacity and soak benchmarks share: deployments of the real services on free ports (with or
+without the observability stack behind them), saturating them with `lynx load`'s driver, each process's CPU time,
+and writing a benchmark's own section of docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shlex
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lynx.cli import service_environment
+from lynx.gateway.settings import GatewaySettings
+from lynx.gateway.tenants import TenantRegistry
+from lynx.load.driver import LoadSpec, drive
+from lynx.load.report import LoadReport, summarize
+from lynx.models.cache import build
+from lynx.processes import ServiceProcess, start_service, wait_ready
+from lynx.stack import (
+    find_binary, load_config, prometheus_config, start_collector, start_prometheus, start_tempo,
+)
+
+LEAVES = ("tokenizer", "retriever", "decoder")
+MAX_TOKENS = 64
+START_TIMEOUT_SECONDS = 300
+REQUEST_TIMEOUT_SECONDS = 300
+# The standard OpenTelemetry switch: lynx's TracerProvider is the SDK's, which then hands out no-op tracers.
+TRACING_OFF = {"OTEL_SDK_DISABLED": "true"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the benchmark through its ``finally`` blocks, so every process it started is stopped."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def bench_environment(work: Path, **extra: str) -> dict[str, str]:
+    """What `lynx up` gives its services (the built models), with this run's own tenants and budget files."""
+    build("int4")
+    return {**service_environment("int4"), "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"),
+            "LYNX_GATEWAY_BUDGETS_FILE": str(work / "budget-decisions.json"), **extra}
+
+
+def add_tenant(env: dict[str, str], name: str) -> str:
+    """A new tenant in the run's tenants file; its API key."""
+    return TenantRegistry(Path(env["LYNX_GATEWAY_TENANTS_FILE"])).add(name)
+
+
+@dataclass
+class Processes:
+    """Everything a benchmark started, stopped in reverse order however the benchmark ends."""
+
+    started: list[ServiceProcess] = field(default_factory=list)
+
+    def add(self, *processes: ServiceProcess) -> None:
+        self.started.extend(processes)
+
+    def stop(self) -> None:
+        while self.started:
+            self.started.pop().stop()
+
+
+@contextmanager
+def running() -> Iterator[Processes]:
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.stop()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The four services as separate processes, as `lynx up` runs them, and whatever runs beside them."""
+
+    services: dict[str, ServiceProcess]
+    observability: dict[str, ServiceProcess]
+    key: str
+    collector_metrics_url: str | None = None  # the collector's own Prometheus metrics (spans received and sent)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.services["gateway"].url
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.process.pid for name, p in {**self.services, **self.observability}.items()}
+
+
+def start_services(processes: Processes, env: dict[str, str], log_dir: Path) -> dict[str, ServiceProcess]:
+    """The three leaves, then a gateway pointed at them; not waited for."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    leaves = {name: start_service(name, env, log_dir / f"{name}.log") for name in LEAVES}
+    processes.add(*leaves.values())
+    gateway_env = {**env, **{f"LYNX_GATEWAY_{name.upper()}_URL": s.url for name, s in leaves.items()}}
+    gateway = start_service("gateway", gateway_env, log_dir / "gateway.log")
+    processes.add(gateway)
+    return {**leaves, "gateway": gateway}
+
+
+def required_binary(name: str) -> Path:
+    binary = find_binary(name)
+    if binary is None:
+        raise SystemExit(f"`{name}` not found in ~/.cache/lynx-tools/bin: scripts/build_tools.sh builds it")
+    return binary
+
+
+def start_observed(processes: Processes, env: dict[str, str], work: Path) -> Deployment:
+    """`lynx up`'s configuration on free ports: spans to an OpenTelemetry Collector forwarding to Tempo, and a
+    Prometheus scraping the four services at config/prometheus.yml's interval."""
+    tempo, tempo_ports = start_tempo(required_binary("tempo"), load_config("tempo.yaml"), work / "tempo")
+    processes.add(tempo)
+    collector, collector_ports = start_collector(required_binary("otelcol-lynx"), load_config("otelcol.yaml"),
+                                                 work / "otelcol", f"http://127.0.0.1:{tempo_ports.otlp_http}")
+    processes.add(collector)
+    exporting = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_ports.otlp_http}"}
+    services = start_services(processes, exporting, work / "services")
+    targets = {name: s.url.removeprefix("http://") for name, s in services.items()}
+    prometheus = start_prometheus(required_binary("prometheus"), prometheus_config(load_config("prometheus.yml"),
+                                                                                   targets), work / "prometheus")
+    processes.add(prometheus)
+    observability = {"tempo": tempo, "otelcol": collector, "prometheus": prometheus}
+    wait_ready([*observability.values(), *services.values()], START_TIMEOUT_SECONDS)
+    return Deployment(services, observability, add_tenant(env, f"bench-{work.name}"),
+                      f"http://127.0.0.1:{collector_ports.metrics}/metrics")
+
+
+def start_plain(processes: Processes, env: dict[str, str], work: Path) -> Deployment:
+    """The four services alone, with ``env`` as given (nothing exported unless it says so)."""
+    services = start_services(processes, env, work / "services")
+    wait_ready(list(services.values()), START_TIMEOUT_SECONDS)
+    return Deployment(services, {}, add_tenant(env, f"bench-{work.name}"))
+
+
+def load_spec(url: str, key: str, concurrency: int, seconds: float | None = None, requests: int | None = None,
+              stream_share: float = 0.5) -> LoadSpec:
+    """The benchmarks' request: `lynx load`'s chat completion (retrieval on, the gateway's default) of MAX_TOKENS."""
+    return LoadSpec(base_url=url, keys=(key,), concurrency=concurrency, duration_s=seconds, requests=requests,
+                    max_tokens=MAX_TOKENS, stream_share=stream_share, timeout_s=REQUEST_TIMEOUT_SECONDS)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """One closed-loop run: `lynx load`'s figures, the CPU seconds each watched process spent during it, and how many
+    answers named their trace (the x-lynx-trace-id header)."""
+
+    report: LoadReport
+    cpu: dict[str, float]
+    traced: int
+
+    def cpu_per_request_ms(self) -> dict[str, float]:
+        return {name: seconds * 1000 / max(self.report.ok, 1) for name, seconds in self.cpu.items()}
+
+
+def saturate(spec: LoadSpec, pids: dict[str, int]) -> Saturation:
+    """Drives ``spec`` (a fixed concurrency for a fixed time, requests under way then finish) and measures it."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.perf_counter()
+    records = asyncio.run(drive(spec))
+    elapsed = time.perf_counter() - started
+    spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    return Saturation(summarize(records, elapsed), spent, sum(1 for r in records if r.trace_id))
+
+
+def warm_up(url: str, key: str) -> None:
+    """A few requests through every stage, so that no measured run pays for first calls."""
+    report = saturate(load_spec(url, key, concurrency=2, requests=4), {}).report
+    if report.ok < report.requests:
+        raise SystemExit(f"warm-up through {url} failed: {report.errors}")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores"
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def model_name() -> str:
+    return GatewaySettings().model_name
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """The command that produced a section, as one would type it from the repository's root."""
+    return shlex.join([".venv/bin/python", f"scripts/{script}", *argv])
+
+
+def write_section(path: Path, heading: str, section: str) -> None:
+    """Replace the section that starts with ``heading`` (up to the next level-2 heading) in ``path``, or append it."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(heading + "\n")
+    if start < 0:
+        path.write_text(text.rstrip("\n") + "\n\n" + section)
+        return
+    end = text.find("\n## ", start + len(heading))
+    rest = text[end + 1:] if end >= 0 else ""
+    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
