@@ -20,7 +20,7 @@ from pathlib import Path
 from lynx.cli import service_environment
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
-from lynx.load.driver import LoadSpec, drive
+from lynx.load.driver import LoadSpec, RequestRecord, drive
 from lynx.load.report import LoadReport, summarize
 from lynx.models.cache import build
 from lynx.processes import ServiceProcess, start_service, wait_ready
@@ -154,10 +154,12 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass(frozen=True)
 class Saturation:
-    """One closed-loop run: `lynx load`'s figures, the CPU seconds each watched process spent during it, and how many
-    answers named their trace (the x-lynx-trace-id header)."""
+    """One closed-loop run: `lynx load`'s figures, the throughput while every client was busy, the CPU seconds each
+    watched process spent during the run, and how many answers named their trace (the x-lynx-trace-id header)."""
 
     report: LoadReport
+    requests_per_s: float
+    tokens_per_s: float
     cpu: dict[str, float]
     traced: int
 
@@ -165,14 +167,27 @@ class Saturation:
         return {name: seconds * 1000 / max(self.report.ok, 1) for name, seconds in self.cpu.items()}
 
 
+def steady_throughput(records: list[RequestRecord], stopped_sending: float) -> tuple[float, float]:
+    """(requests/s, output tokens/s) of the answers that ended between the run's first answer and the moment it
+    stopped sending (unix time): all its clients were busy throughout, neither filling the pipeline nor draining it."""
+    first = min(r.finished_at for r in records)
+    ended = [r for r in records if r.ok and first < r.finished_at <= stopped_sending]
+    seconds = stopped_sending - first
+    if seconds <= 0 or not ended:
+        raise SystemExit("no answer ended while the run was sending: make the run longer")
+    return len(ended) / seconds, sum(r.completion_tokens or 0 for r in ended) / seconds
+
+
 def saturate(spec: LoadSpec, pids: dict[str, int]) -> Saturation:
-    """Drives ``spec`` (a fixed concurrency for a fixed time, requests under way then finish) and measures it."""
+    """Drives ``spec`` (a fixed concurrency for a fixed time; requests under way then finish) and measures it."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     records = asyncio.run(drive(spec))
     elapsed = time.perf_counter() - started
     spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-    return Saturation(summarize(records, elapsed), spent, sum(1 for r in records if r.trace_id))
+    requests_per_s, tokens_per_s = steady_throughput(records, started_at + (spec.duration_s or elapsed))
+    return Saturation(summarize(records, elapsed), requests_per_s, tokens_per_s, spent,
+                      sum(1 for r in records if r.trace_id))
 
 
 def warm_up(url: str, key: str) -> None:

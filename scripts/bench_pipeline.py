@@ -235,8 +235,8 @@ def render_observability(args: argparse.Namespace, result: dict) -> str:
     def med(side: str, figure: Callable[[Saturation], float]) -> float:
         return median([figure(run) for run in runs[side]])
 
-    rps = {side: med(side, lambda r: r.report.requests_per_s) for side in runs}
-    tps = {side: med(side, lambda r: r.report.tokens_per_s) for side in runs}
+    rps = {side: med(side, lambda r: r.requests_per_s) for side in runs}
+    tps = {side: med(side, lambda r: r.tokens_per_s) for side in runs}
     rps_ratio, tps_ratio = rps[ON] / rps[OFF], tps[ON] / tps[OFF]
     ok_on = sum(r.report.ok for r in runs[ON])
     processes = list(dict.fromkeys(name for rs in runs.values() for r in rs for name in r.cpu))
@@ -247,7 +247,8 @@ def render_observability(args: argparse.Namespace, result: dict) -> str:
         f"{result['load'][1]:.1f} at the end). Two deployments of the four services run side by side; {args.repeats} "
         f"runs of each, alternating (the order swapped every other repeat), each {args.concurrency} clients sending "
         f"`lynx load`'s chat completions back to back for {args.seconds:g} s (`max_tokens` {MAX_TOKENS}, half "
-        "streamed, retrieval on); a run's figures count every request it sent, up to the end of the last one. "
+        "streamed, retrieval on). Throughput counts the answers that ended between a run's first answer and the end of "
+        "its sending, when every client was busy (neither the ramp-up nor the drain). "
         "On: `lynx up`'s configuration on free ports: every span exported over OTLP/HTTP to the OpenTelemetry "
         "Collector (otelcol-lynx, config/otelcol.yaml), which forwards to Tempo, and a Prometheus scraping the four "
         "services every 5 s (config/prometheus.yml). Off: `OTEL_SDK_DISABLED=true`, which lynx honours (its tracer "
@@ -257,7 +258,7 @@ def render_observability(args: argparse.Namespace, result: dict) -> str:
         "| --- | --- | --- | --- | --- | --- |",
         *(f"| {side} | {rps[side]:.2f} | {tps[side]:.1f} | {sum(r.report.ok for r in rs)} / "
           f"{sum(r.report.requests for r in rs)} | {sum(r.traced for r in rs)} "
-          f"| {', '.join(f'{r.report.requests_per_s:.2f}' for r in rs)} |" for side, rs in runs.items()),
+          f"| {', '.join(f'{r.requests_per_s:.2f}' for r in rs)} |" for side, rs in runs.items()),
         "",
         f"On / off (medians): **{rps_ratio:.1%}** of the requests/s, **{tps_ratio:.1%}** of the output tokens/s "
         f"(target >= {THROUGHPUT_TARGET:.0%}: {met}). The collector sent {result['spans']:.0f} spans on to Tempo during "

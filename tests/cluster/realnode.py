@@ -109,7 +109,9 @@ def kubelet_config(socket: Path, dns_ip: str, logs_dir: Path) -> dict:
         "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
         "authorization": {"mode": "AlwaysAllow"},
         "readOnlyPort": 0,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+        # Absolute floors: on a large, nearly full test disk a percentage taints the node with disk pressure
+        # while gigabytes are still free.
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "256Mi", "imagefs.available": "256Mi",
                          "nodefs.inodesFree": "1%"},
         "imageGCHighThresholdPercent": 100,
         "serializeImagePulls": False,

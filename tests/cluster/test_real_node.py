@@ -78,9 +78,12 @@ def component_pods(cluster: Cluster, component: str, label: str = "app.kubernete
 
 
 def release_state(cluster: Cluster, node) -> str:
-    """What a failure message needs: the pods, the endpoints, the gateway's, the decoder's and
-    kube-proxy's last logs."""
+    """What a failure message needs: the node's conditions and taints, the pods, the endpoints, the gateway's,
+    the decoder's and kube-proxy's last logs."""
     parts = [node.log_tail("kube-proxy", 2000),
+             cluster.kubectl("get", "nodes", "-o", "custom-columns=NAME:.metadata.name,TAINTS:.spec.taints,"
+                             "CONDITIONS:.status.conditions[*].type,STATUS:.status.conditions[*].status",
+                             check=False).stdout,
              cluster.kubectl("get", "pods,endpointslices", "--namespace", NODE_NAMESPACE, "-o", "wide",
                              check=False).stdout]
     for component in ("gateway", "decoder"):
