@@ -6,11 +6,18 @@ The response models are what the OpenAPI schema declares (the routes name them) 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-Stop = str | list[str] | None
+# The schema of a field a validator narrows says what that validator accepts, so that a client generated from
+# the schema sends nothing the gateway refuses; the validators keep their own readable messages.
+NON_EMPTY_TEXT = {"type": "string", "minLength": 1}
+Stop = Annotated[str | list[str] | None, WithJsonSchema({"anyOf": [
+    NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "maxItems": 4}, {"type": "null"}]})]
+Prompt = Annotated[str | list[str], WithJsonSchema({
+    "anyOf": [NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "minItems": 1, "maxItems": 1}],
+    "description": "One prompt per request: a string, or a list holding one."})]
 
 
 class TextPart(BaseModel):
@@ -84,8 +91,9 @@ class ChatCompletionRequest(GenerationFields):
 
 
 class CompletionRequest(GenerationFields):
-    prompt: str | list[str]
-    echo: bool = False
+    prompt: Prompt
+    echo: bool = Field(default=False, description="Not supported: only false is accepted.",
+                       json_schema_extra={"const": False})
 
     @field_validator("prompt")
     @classmethod
