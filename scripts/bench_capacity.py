@@ -7,9 +7,10 @@ forwarding to Tempo, a Prometheus scraping every 5 s). Alternating, --repeats ti
 scripts/bench_decoder.py in this process (a batch of as many sequences as the decoder has KV slots, each with a
 prompt as long as the gateway's, generating the same tokens), then --concurrency clients sending `lynx load`'s chat
 completions back to back through the gateway for --seconds. Then the fast paths, alternating, each --fast-seconds
-at a time from --fast-connections kept-alive connections of a small asyncio HTTP/1.1 client.
+at a time from --fast-connections kept-alive connections of a small asyncio HTTP/1.1 client, against the
+deployment's gateway and, to tell tracing's share, a second gateway with OTEL_SDK_DISABLED=true beside it.
 
-Usage: .venv/bin/python scripts/bench_capacity.py [--repeats 3] [--seconds 90] [--concurrency 16]
+Usage: .venv/bin/python scripts/bench_capacity.py [--repeats 3] [--seconds 90] [--concurrency 8]
        [--fast-seconds 10] [--fast-connections 8] [--output docs/BENCHMARKS.md]
 """
 
@@ -31,8 +32,9 @@ import httpx
 import numpy as np
 
 from bench_common import (
-    MAX_TOKENS, Deployment, Saturation, bench_environment, command_line, cpu_seconds, load_average, load_spec,
-    machine, median, model_name, running, saturate, start_observed, stop_on_sigterm, warm_up, write_section,
+    LEAVES, MAX_TOKENS, START_TIMEOUT_SECONDS, TRACING_OFF, Deployment, Processes, Saturation, bench_environment,
+    command_line, cpu_seconds, load_average, load_spec, machine, median, model_name, running, saturate,
+    start_gateway, start_observed, stop_on_sigterm, warm_up, write_section,
 )
 from bench_decoder import SETTLE_SECONDS, THREADS, raw_loop
 from lynx.decoder.model import DecoderModel
@@ -40,12 +42,14 @@ from lynx.decoder.settings import DecoderSettings
 from lynx.load.driver import DEFAULT_PROMPT
 from lynx.load.report import percentile
 from lynx.models.cache import build
+from lynx.processes import wait_ready
 
 SECTION_HEADING = "## Capacity: saturation and the gateway's fast paths"
 FAST_RPS_TARGET = 1000
 FAST_P99_TARGET_MS = 20
 UNKNOWN_KEY = "sk-bench-unknown-key"
-CLIENT = "client (this script)"
+CLIENT = "client"
+TRACED, UNTRACED = "spans exported", "tracing off"
 
 
 # --- saturation against the raw decode limit -----------------------------------------------------------------------
@@ -139,14 +143,14 @@ class FastRun:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
-    cpu_per_request_ms: dict[str, float]
+    cpu_per_request_us: dict[str, float]
 
 
-def fast_run(deployment: Deployment, path: FastPath, connections: int, seconds: float) -> FastRun:
-    pids = {**deployment.pids(), CLIENT: os.getpid()}
+def fast_run(url: str, pids: dict[str, int], path: FastPath, connections: int, seconds: float) -> FastRun:
+    pids = {**pids, CLIENT: os.getpid()}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    latencies, elapsed = asyncio.run(hammer(deployment.gateway_url, path, connections, seconds))
-    cpu = {name: (cpu_seconds(pid) - before[name]) * 1000 / len(latencies) for name, pid in pids.items()}
+    latencies, elapsed = asyncio.run(hammer(url, path, connections, seconds))
+    cpu = {name: (cpu_seconds(pid) - before[name]) * 1e6 / len(latencies) for name, pid in pids.items()}
     return FastRun(len(latencies) / elapsed, percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000, cpu)
 
 
@@ -170,17 +174,31 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         for repeat in range(args.repeats):
             for step in steps if repeat % 2 == 0 else reversed(steps):
                 step()
-        paths = fast_paths(deployment.gateway_url, deployment.key)
-        fast: dict[str, list[FastRun]] = {path.name: [] for path in paths}
-        for _ in range(args.repeats):
-            for path in paths:
-                fast[path.name].append(fast_run(deployment, path, args.fast_connections, args.fast_seconds))
+        fast = measure_fast_paths(args, processes, env, deployment, work)
     return {"slots": slots, "prompt_tokens": len(prompts[0]), "raw": raw, "gateway": gateway, "fast": fast,
             "load": (load_start, load_average())}
 
 
+def measure_fast_paths(args: argparse.Namespace, processes: Processes, env: dict[str, str], deployment: Deployment,
+                       work: Path) -> dict[tuple[str, str], list[FastRun]]:
+    """{(path, gateway): runs}: the deployment's gateway, and beside it one with OTEL_SDK_DISABLED=true (the same
+    services behind it), which tells what of the fast paths' time is tracing's."""
+    leaves = {name: deployment.services[name] for name in LEAVES}
+    untraced = start_gateway(processes, {**env, **TRACING_OFF}, leaves, work / "gateway-untraced.log")
+    wait_ready([untraced], START_TIMEOUT_SECONDS)
+    gateways = {TRACED: (deployment.gateway_url, deployment.pids()),
+                UNTRACED: (untraced.url, {**deployment.pids(), "gateway": untraced.process.pid})}
+    fast: dict[tuple[str, str], list[FastRun]] = {}
+    for _ in range(args.repeats):
+        for name, (url, pids) in gateways.items():
+            for path in fast_paths(url, deployment.key):
+                run = fast_run(url, pids, path, args.fast_connections, args.fast_seconds)
+                fast.setdefault((path.name, name), []).append(run)
+    return fast
+
+
 def render(args: argparse.Namespace, result: dict) -> str:
-    raw, gateway, fast = result["raw"], result["gateway"], result["fast"]
+    raw, gateway = result["raw"], result["gateway"]
     raw_rps, raw_tps = median([r.requests_per_s for r in raw]), median([r.tokens_per_s for r in raw])
     rps, tps = median([g.requests_per_s for g in gateway]), median([g.tokens_per_s for g in gateway])
     errors = sum(g.report.requests - g.report.ok for g in gateway)
@@ -210,32 +228,44 @@ def render(args: argparse.Namespace, result: dict) -> str:
         "CPU time per answered request at saturation, by process (median of the repeats):", "",
         "| process | CPU per request |", "| --- | --- |",
         *(f"| {name} | {median([g.cpu_per_request_ms()[name] for g in gateway]):.1f} ms |" for name in gateway[0].cpu),
-        "", "### Fast paths", "",
+        "", *render_fast_paths(args, result["fast"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_fast_paths(args: argparse.Namespace, fast: dict[tuple[str, str], list[FastRun]]) -> list[str]:
+    def cpu(runs: list[FastRun], *names: str) -> str:
+        return f"{median([sum(r.cpu_per_request_us[n] for n in names) for r in runs]):.0f} µs"
+
+    lines = [
+        "### Fast paths", "",
         f"A small asyncio HTTP/1.1 client in the benchmark's process (pre-encoded requests, {args.fast_connections} "
         f"kept-alive connections, each sending its next request as soon as the answer is read) for {args.fast_seconds:g}"
-        f" s per run; {args.repeats} runs of each path, alternating. The refused request is a well-formed chat "
+        f" s per run; {args.repeats} runs of each row, alternating. The refused request is a well-formed chat "
         "completion with an API key no tenant has: the gateway answers 401 without calling any service behind it. "
-        f"Targets: >= {FAST_RPS_TARGET} requests/s and p99 < {FAST_P99_TARGET_MS} ms.", "",
-        "| path | requests/s | p50 | p99 | each run: requests/s | targets |", "| --- | --- | --- | --- | --- | --- |",
+        f"Targets, for the deployment's gateway: >= {FAST_RPS_TARGET} requests/s and p99 < {FAST_P99_TARGET_MS} ms. "
+        f"The second gateway ({UNTRACED}) runs beside it in the same run, in front of the same services, with "
+        "`OTEL_SDK_DISABLED=true`. CPU per request: user + system time of each process over the run, divided by the "
+        "requests answered.", "",
+        "| path | gateway | requests/s | p50 | p99 | each run: requests/s | CPU per request: gateway, client, "
+        "collector + Tempo | targets |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, runs in fast.items():
+    for (path, gateway), runs in fast.items():
         fast_rps, p99 = median([r.requests_per_s for r in runs]), median([r.p99_ms for r in runs])
-        met = fast_rps >= FAST_RPS_TARGET and p99 < FAST_P99_TARGET_MS
-        lines.append(f"| {name} | {fast_rps:.0f} | {median([r.p50_ms for r in runs]):.1f} ms | {p99:.1f} ms "
-                     f"| {', '.join(f'{r.requests_per_s:.0f}' for r in runs)} | {'met' if met else 'missed'} |")
-    names = list(next(iter(fast.values()))[0].cpu_per_request_ms)
-    lines += ["", "CPU time per fast-path request, by process (median of the runs):", "",
-              "| process | " + " | ".join(fast) + " |", "| --- |" + " --- |" * len(fast),
-              *(f"| {name} | " + " | ".join(f"{median([r.cpu_per_request_ms[name] for r in runs]) * 1000:.0f} µs"
-                                           for runs in fast.values()) + " |" for name in names)]
-    return "\n".join(lines) + "\n"
+        met = "met" if fast_rps >= FAST_RPS_TARGET and p99 < FAST_P99_TARGET_MS else "missed"
+        lines.append(f"| {path} | {gateway} | {fast_rps:.0f} | {median([r.p50_ms for r in runs]):.1f} ms "
+                     f"| {p99:.1f} ms | {', '.join(f'{r.requests_per_s:.0f}' for r in runs)} "
+                     f"| {cpu(runs, 'gateway')}, {cpu(runs, CLIENT)}, {cpu(runs, 'otelcol', 'tempo')} "
+                     f"| {met if gateway == TRACED else '-'} |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=90.0, help="how long each saturation run sends")
-    parser.add_argument("--concurrency", type=int, default=16, help="saturation clients (the decoder has 8 slots)")
+    parser.add_argument("--concurrency", type=int, default=8, help="saturation clients (the decoder has 8 KV slots)")
     parser.add_argument("--fast-seconds", type=float, default=10.0, help="how long each fast-path run sends")
     parser.add_argument("--fast-connections", type=int, default=8, help="the fast-path client's connections")
     parser.add_argument("--output", type=Path, help="write the section into this Markdown file")

@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from lynx.cli import service_environment
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
@@ -94,15 +97,21 @@ class Deployment:
         return {name: p.process.pid for name, p in {**self.services, **self.observability}.items()}
 
 
+def start_gateway(processes: Processes, env: dict[str, str], leaves: dict[str, ServiceProcess],
+                  log: Path) -> ServiceProcess:
+    """A gateway pointed at ``leaves``; not waited for."""
+    gateway_env = {**env, **{f"LYNX_GATEWAY_{name.upper()}_URL": s.url for name, s in leaves.items()}}
+    gateway = start_service("gateway", gateway_env, log)
+    processes.add(gateway)
+    return gateway
+
+
 def start_services(processes: Processes, env: dict[str, str], log_dir: Path) -> dict[str, ServiceProcess]:
     """The three leaves, then a gateway pointed at them; not waited for."""
     log_dir.mkdir(parents=True, exist_ok=True)
     leaves = {name: start_service(name, env, log_dir / f"{name}.log") for name in LEAVES}
     processes.add(*leaves.values())
-    gateway_env = {**env, **{f"LYNX_GATEWAY_{name.upper()}_URL": s.url for name, s in leaves.items()}}
-    gateway = start_service("gateway", gateway_env, log_dir / "gateway.log")
-    processes.add(gateway)
-    return {**leaves, "gateway": gateway}
+    return {**leaves, "gateway": start_gateway(processes, env, leaves, log_dir / "gateway.log")}
 
 
 def required_binary(name: str) -> Path:
@@ -144,6 +153,20 @@ def load_spec(url: str, key: str, concurrency: int, seconds: float | None = None
     """The benchmarks' request: `lynx load`'s chat completion (retrieval on, the gateway's default) of MAX_TOKENS."""
     return LoadSpec(base_url=url, keys=(key,), concurrency=concurrency, duration_s=seconds, requests=requests,
                     max_tokens=MAX_TOKENS, stream_share=stream_share, timeout_s=REQUEST_TIMEOUT_SECONDS)
+
+
+def histogram_totals(url: str, name: str, label: str) -> dict[str, tuple[float, float]]:
+    """{value of ``label``: (sum, count)} of a histogram a service exports on its /metrics."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            key = sample.labels.get(label, "")
+            if sample.name == f"{name}_sum":
+                sums[key] = sums.get(key, 0.0) + sample.value
+            elif sample.name == f"{name}_count":
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return {key: (sums[key], counts.get(key, 0.0)) for key in sums}
 
 
 def cpu_seconds(pid: int) -> float:

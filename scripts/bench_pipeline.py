@@ -11,13 +11,14 @@
    Collector forwarding to Tempo, a Prometheus scraping every service), "off" sets OTEL_SDK_DISABLED=true.
 
 Usage: .venv/bin/python scripts/bench_pipeline.py [--parts microservices observability] [--pairs 30]
-       [--repeats 5] [--seconds 60] [--concurrency 16] [--output docs/BENCHMARKS.md]
+       [--repeats 5] [--seconds 60] [--concurrency 8] [--output docs/BENCHMARKS.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench_common import (
     LEAVES, MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, START_TIMEOUT_SECONDS, TRACING_OFF, Deployment, Processes,
-    Saturation, bench_environment, command_line, load_average, load_spec, machine, median, running,
+    Saturation, bench_environment, histogram_totals, command_line, load_average, load_spec, machine, median, running,
     saturate, start_observed, start_plain, stop_on_sigterm, warm_up, write_section,
 )
 from lynx.decoder import app as decoder_app
@@ -57,9 +58,13 @@ SERVE_ONE_PROCESS = "--serve-one-process"
 # other side's request starts, as scripts/bench_decoder.py does.
 SETTLE_SECONDS = 0.3
 SPLIT, FUSED = "four processes", "one process"
+MODEL_CALL = "decoder model call, mean: "
+STAGES = ("retrieve", "tokenize", "queue", "prefill", "decode", f"{MODEL_CALL}prefill", f"{MODEL_CALL}decode")
 ON, OFF = "on", "off"
 LEAF_URLS = {name: f"http://{name}.in-process" for name in LEAVES}
 SENT_SPANS = "otelcol_exporter_sent_spans"
+STEP_DURATION = "lynx_decoder_step_duration_seconds"
+STAGE_DURATION = "lynx_stage_duration_seconds"
 SPANS_SETTLE_SECONDS = 3.0
 SPANS_WAIT_SECONDS = 60.0
 TAX_TARGET = 1.05
@@ -139,14 +144,28 @@ def microservice_tax(args: argparse.Namespace, work: Path) -> dict:
         split = start_plain(processes, env, work / "split")
         fused = start_one_process(processes, env, work / "fused")
         urls = {SPLIT: split.gateway_url, FUSED: fused.url}
+        decoders = {SPLIT: split.services["decoder"].url, FUSED: fused.url}
         for url in urls.values():
             warm_up(url, split.key)
         load_start = load_average()
+        before = {name: stage_totals(urls[name], decoders[name]) for name in urls}
         records = asyncio.run(alternate(urls, split.key, args.pairs))
+        stages = {name: interval_means_ms(before[name], stage_totals(urls[name], decoders[name])) for name in urls}
     failed = {name: [r for r in rs if not r.ok] for name, rs in records.items()}
     if any(failed.values()):
         raise SystemExit(f"requests failed: {failed}")
-    return {"records": records, "load": (load_start, load_average())}
+    return {"records": records, "stages": stages, "load": (load_start, load_average())}
+
+
+def stage_totals(gateway_url: str, decoder_url: str) -> dict[str, tuple[float, float]]:
+    """The gateway's stage timings, and the decoder's model calls by phase (as ``model call: <phase>``)."""
+    calls = histogram_totals(decoder_url, STEP_DURATION, "phase")
+    return {**histogram_totals(gateway_url, STAGE_DURATION, "stage"),
+            **{f"{MODEL_CALL}{phase}": totals for phase, totals in calls.items()}}
+
+
+def mean_ms(records: list[RequestRecord]) -> float:
+    return statistics.fmean(r.latency_s for r in records) * 1000
 
 
 def latency_ms(records: list[RequestRecord], q: float) -> float:
@@ -177,6 +196,18 @@ def render_microservices(args: argparse.Namespace, result: dict) -> str:
         f"Four processes / one process, median latency: **{ratio:.3f}x** (target <= {TAX_TARGET:.2f}x: "
         f"{'met' if ratio <= TAX_TARGET else 'missed'}); median of the pairs' differences "
         f"{median(differences):+.1f} ms.",
+    ]
+    stages = result["stages"]
+    lines += [
+        "", "Where the time goes, over the same requests: the mean of each stage as the gateway timed it (its own "
+        "`lynx_stage_duration_seconds`: retrieve and tokenize are the gateway's calls, queue, prefill and decode the "
+        "decoder's report for the request), the mean duration of one onnxruntime call of the decoder's engine "
+        "(`lynx_decoder_step_duration_seconds`, by phase), and the "
+        "client's mean latency:", "",
+        "| stage | four processes | one process | difference |", "| --- | --- | --- | --- |",
+        *(f"| {stage} | {stages[SPLIT][stage]:.1f} ms | {stages[FUSED][stage]:.1f} ms "
+          f"| {stages[SPLIT][stage] - stages[FUSED][stage]:+.1f} ms |" for stage in STAGES if stage in stages[SPLIT]),
+        f"| client latency | {mean_ms(split):.1f} ms | {mean_ms(fused):.1f} ms | {mean_ms(split) - mean_ms(fused):+.1f} ms |",
     ]
     if tokens != [MAX_TOKENS]:
         lines.append(f"Some answers ended before {MAX_TOKENS} tokens (at the end of sequence), alike on both sides.")
@@ -215,13 +246,31 @@ def observability_tax(args: argparse.Namespace, work: Path) -> dict:
         spans_before = settled_sent_spans(deployments[ON])
         load_start = load_average()
         runs: dict[str, list[Saturation]] = {ON: [], OFF: []}
+        steps: dict[str, list[dict[str, float]]] = {ON: [], OFF: []}
         for repeat in range(args.repeats):
             for side in (ON, OFF) if repeat % 2 == 0 else (OFF, ON):
                 deployment = deployments[side]
                 spec = load_spec(deployment.gateway_url, deployment.key, args.concurrency, seconds=args.seconds)
+                before = decoder_steps(deployment)
                 runs[side].append(saturate(spec, deployment.pids()))
+                steps[side].append(interval_means_ms(before, decoder_steps(deployment)))
         spans = settled_sent_spans(deployments[ON]) - spans_before
-    return {"runs": runs, "spans": spans, "load": (load_start, load_average())}
+    return {"runs": runs, "steps": steps, "spans": spans, "load": (load_start, load_average())}
+
+
+def decoder_steps(deployment: Deployment) -> dict[str, tuple[float, float]]:
+    return histogram_totals(deployment.services["decoder"].url, STEP_DURATION, "phase")
+
+
+def interval_means_ms(before: dict[str, tuple[float, float]],
+                      after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """A histogram's mean observation between two readings (histogram_totals), by label value, in milliseconds."""
+    means = {}
+    for phase, (total, count) in after.items():
+        earlier_total, earlier_count = before.get(phase, (0.0, 0.0))
+        if count > earlier_count:
+            means[phase] = (total - earlier_total) * 1000 / (count - earlier_count)
+    return means
 
 
 def cpu_cell(runs: list[Saturation], process: str) -> str:
@@ -231,6 +280,7 @@ def cpu_cell(runs: list[Saturation], process: str) -> str:
 
 def render_observability(args: argparse.Namespace, result: dict) -> str:
     runs: dict[str, list[Saturation]] = result["runs"]
+    steps: dict[str, list[dict[str, float]]] = result["steps"]
 
     def med(side: str, figure: Callable[[Saturation], float]) -> float:
         return median([figure(run) for run in runs[side]])
@@ -266,6 +316,11 @@ def render_observability(args: argparse.Namespace, result: dict) -> str:
         "CPU time per answered request, by process (median of the runs):", "",
         "| process | on | off |", "| --- | --- | --- |",
         *(f"| {name} | {cpu_cell(runs[ON], name)} | {cpu_cell(runs[OFF], name)} |" for name in processes),
+        "", "The decoder's model calls, mean duration by phase (its own `lynx_decoder_step_duration_seconds`, median "
+        "of the runs):", "",
+        "| phase | on | off |", "| --- | --- | --- |",
+        *(f"| {phase} | {median([s[phase] for s in steps[ON]]):.1f} ms | {median([s[phase] for s in steps[OFF]]):.1f} ms |"
+          for phase in sorted(steps[ON][0])),
     ]
     return "\n".join(lines) + "\n"
 
@@ -285,7 +340,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=30, help="microservices: requests to each side")
     parser.add_argument("--repeats", type=int, default=5, help="observability: runs of each side")
     parser.add_argument("--seconds", type=float, default=60.0, help="observability: how long each run sends")
-    parser.add_argument("--concurrency", type=int, default=16, help="observability: clients (the decoder has 8 slots)")
+    parser.add_argument("--concurrency", type=int, default=8, help="observability: clients (the decoder has 8 KV slots)")
     parser.add_argument("--output", type=Path, help="write each part's section into this Markdown file")
     args = parser.parse_args()
     if not (1 <= args.pairs <= 500 and 1 <= args.repeats <= 20 and 0 < args.seconds <= 600

@@ -17,7 +17,7 @@ panels have something to show. Then:
    Prometheus once it has scraped the end.
 
 Usage: .venv/bin/python scripts/bench_soak.py [--minutes 5] [--load 0.8] [--capacity-seconds 90]
-       [--concurrency 16] [--output docs/BENCHMARKS.md]
+       [--concurrency 8] [--output docs/BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from lynx.dashboards.queries import PanelQuery, panel_queries
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.load.driver import LoadSpec, RequestRecord, send, served_model
-from lynx.load.memory import sample_memory
+from lynx.load.memory import RSS_METRIC, sample_memory
 from lynx.load.report import MIB, Percentiles, errors_by_type
 from lynx_budget.local import FileStore, LocalBudgetSettings
 
@@ -172,12 +172,26 @@ class PanelResult:
 
 
 def evaluate(query: PanelQuery, start: float, end: float) -> PanelResult:
-    response = httpx.get(f"{PROMETHEUS}/api/v1/query_range", timeout=30, params={
-        "query": query.expr, "start": start, "end": end, "step": QUERY_STEP_SECONDS})
+    """What Grafana would ask for the soak's window: the value at its end for an instant target, else a range."""
+    if query.instant:
+        response = httpx.get(f"{PROMETHEUS}/api/v1/query", timeout=30, params={"query": query.expr, "time": end})
+    else:
+        response = httpx.get(f"{PROMETHEUS}/api/v1/query_range", timeout=30, params={
+            "query": query.expr, "start": start, "end": end, "step": QUERY_STEP_SECONDS})
     body = response.json()
     if response.status_code != 200:
         return PanelResult(query, 0, (body.get("error", response.text),))
     return PanelResult(query, len(body["data"]["result"]), tuple(body.get("warnings", []) + body.get("infos", [])))
+
+
+def resident_memory_range(start: float, end: float) -> dict[str, tuple[float, float]]:
+    """{service: (lowest, highest)} resident memory Prometheus scraped between ``start`` and ``end``."""
+    response = httpx.get(f"{PROMETHEUS}/api/v1/query_range", timeout=30, params={
+        "query": f'{RSS_METRIC}{{job=~"lynx-.+"}}', "start": start, "end": end, "step": SCRAPE_SECONDS})
+    response.raise_for_status()
+    values = {series["metric"]["job"].removeprefix("lynx-"): [float(v) for _, v in series["values"]]
+              for series in response.json()["data"]["result"]}
+    return {service: (min(samples), max(samples)) for service, samples in values.items()}
 
 
 def await_final_scrape(after: float) -> None:
@@ -218,8 +232,10 @@ def measure(args: argparse.Namespace) -> dict:
         memory_end = asyncio.run(sample_memory(service_urls()))
         await_final_scrape(soak_end)
         panels = [evaluate(q, soak_start, time.time()) for q in panel_queries()]
+        memory_range = resident_memory_range(soak_start, soak_end)
     return {"capacity": capacity, "rate": rate, "records": records, "probes": probes, "window": (soak_start, soak_end),
-            "memory": (memory_start, memory_end), "panels": panels, "load": (load_start, load_average())}
+            "memory": (memory_start, memory_end), "memory_range": memory_range, "panels": panels,
+            "load": (load_start, load_average())}
 
 
 def render(args: argparse.Namespace, result: dict) -> str:
@@ -246,12 +262,13 @@ def render(args: argparse.Namespace, result: dict) -> str:
         f"Capacity, measured first on the same stack: {args.concurrency} clients sending `lynx load`'s chat completions "
         f"(`max_tokens` {MAX_TOKENS}, half streamed, retrieval on) back to back for {args.capacity_seconds:g} s: "
         f"**{capacity.requests_per_s:.2f} requests/s** ({capacity.tokens_per_s:.1f} output tokens/s) while every "
-        f"client was busy. Soak: {len(records)} requests of the same kind over {args.minutes:g} minutes, exponential "
+        f"client was busy. Soak: {len(records)} requests of the same kind over {args.minutes * 60:.0f} s, exponential "
         f"inter-arrival times (seed {args.seed}) at {args.load:.0%} of that, {result['rate']:.2f} requests/s; each "
         "sent at its time whatever was under way (open loop).", "",
         "| figure | value |", "| --- | --- |",
         f"| requests sent / answered / failed | {len(records)} / {len(records) - len(failed)} / **{len(failed)}** |",
-        f"| achieved rate | {len(records) / (end - start):.2f} requests/s over {end - start:.0f} s (to the last answer) |",
+        f"| arrival rate achieved | {len(records) / (args.minutes * 60):.2f} requests/s; the last answer came "
+        f"{end - start:.0f} s after the start |",
         f"| latency p50 / p95 / p99 | {latency.p50:.2f} / {latency.p95:.2f} / {latency.p99:.2f} s |",
         f"| refusal probes (the tenant no request fits) | {len(probes)}, answered "
         f"{', '.join(sorted({str(p.status) for p in probes}))} |",
@@ -259,16 +276,20 @@ def render(args: argparse.Namespace, result: dict) -> str:
     if failed:
         kinds = ", ".join(f"{e.outcome} {e.error_type}: {e.count}" for e in errors_by_type(failed))
         lines.append(f"| failures by type | {kinds} |")
-    lines += ["", "Resident memory of each service (its own `process_resident_memory_bytes`), once the capacity run had "
-              "warmed it up and once the soak's last answer was in:", "",
-              "| service | start | end | growth |", "| --- | --- | --- | --- |",
+    memory_range = result["memory_range"]
+    lines += ["", "Resident memory of each service (its own `process_resident_memory_bytes`, read by the script) once the "
+              "capacity run had warmed it up and once the soak's last answer was in, and the lowest and highest value "
+              f"Prometheus scraped in between (every {SCRAPE_SECONDS:g} s):", "",
+              "| service | start | end | growth | lowest - highest during the soak |", "| --- | --- | --- | --- | --- |",
               *(f"| {name} | {mib(memory_start[name])} | {mib(memory_end[name])} | "
-                f"{growths[name]:+.1%} |" if name in growths else f"| {name} | n/a | n/a | n/a |" for name in memory_start),
+                f"{f'{growths[name]:+.1%}' if name in growths else 'n/a'} | {span(memory_range.get(name))} |"
+                for name in memory_start),
               "", f"Worst growth {max(growths.values()):+.1%} (target < {RSS_GROWTH_LIMIT:.0%}: "
               f"{'met' if max(growths.values()) < RSS_GROWTH_LIMIT else 'missed'}).", "",
               f"Dashboard panels: every target of every panel of dashboards/ (`lynx.dashboards.queries`, Grafana's "
               f"variables as the dashboards test sets them), as a range query over the soak (step {QUERY_STEP_SECONDS} s)"
-              f" once Prometheus had scraped its end. **{len(populated)} of {len(by_panel)} panels** returned data for "
+              f" once Prometheus had scraped its end (an instant query at the end for instant targets, as Grafana asks "
+              f"them). **{len(populated)} of {len(by_panel)} panels** returned data for "
               "every target, with no warning:", "",
               "| dashboard | panel | targets with data | notes |", "| --- | --- | --- | --- |",
               *(f"| {board} | {title} | {sum(1 for r in results if r.series)} / {len(results)} "
@@ -280,12 +301,16 @@ def mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value / MIB:.1f} MiB"
 
 
+def span(lowest_highest: tuple[float, float] | None) -> str:
+    return "n/a" if lowest_highest is None else f"{mib(lowest_highest[0])} - {mib(lowest_highest[1])}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="how long the soak sends")
     parser.add_argument("--load", type=float, default=0.8, help="the arrival rate, as a fraction of the capacity")
     parser.add_argument("--capacity-seconds", type=float, default=90.0, help="how long the capacity run sends")
-    parser.add_argument("--concurrency", type=int, default=16, help="the capacity run's clients (8 KV slots)")
+    parser.add_argument("--concurrency", type=int, default=8, help="the capacity run's clients (the decoder has 8 KV slots)")
     parser.add_argument("--probe-seconds", type=float, default=30.0, help="between two refused tenant's requests")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--output", type=Path, help="write the section into this Markdown file")

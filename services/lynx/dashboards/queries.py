@@ -15,6 +15,7 @@ class PanelQuery(NamedTuple):
     dashboard: str
     panel: str
     expr: str
+    instant: bool  # Grafana asks for the value at the end of the time range only (stats, bar gauges, tables)
 
 
 def expand(expr: str) -> str:
@@ -26,5 +27,5 @@ def expand(expr: str) -> str:
 def panel_queries(dashboards: dict[str, dict] | None = None) -> list[PanelQuery]:
     """Every target of every panel of ``dashboards`` (default: lynx's own), expanded."""
     boards = all_dashboards() if dashboards is None else dashboards
-    return [PanelQuery(name, panel["title"], expand(target["expr"]))
+    return [PanelQuery(name, panel["title"], expand(target["expr"]), bool(target.get("instant")))
             for name, board in boards.items() for panel in board["panels"] for target in panel.get("targets", [])]
