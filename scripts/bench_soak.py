@@ -48,7 +48,7 @@ from lynx.dashboards.queries import PanelQuery, panel_queries
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.load.driver import LoadSpec, RequestRecord, send, served_model
-from lynx.load.memory import RSS_METRIC, sample_memory
+from lynx.load.memory import sample_memory
 from lynx.load.report import MIB, Percentiles, errors_by_type
 from lynx_budget.local import FileStore, LocalBudgetSettings
 
@@ -184,16 +184,6 @@ def evaluate(query: PanelQuery, start: float, end: float) -> PanelResult:
     return PanelResult(query, len(body["data"]["result"]), tuple(body.get("warnings", []) + body.get("infos", [])))
 
 
-def resident_memory_range(start: float, end: float) -> dict[str, tuple[float, float]]:
-    """{service: (lowest, highest)} resident memory Prometheus scraped between ``start`` and ``end``."""
-    response = httpx.get(f"{PROMETHEUS}/api/v1/query_range", timeout=30, params={
-        "query": f'{RSS_METRIC}{{job=~"lynx-.+"}}', "start": start, "end": end, "step": SCRAPE_SECONDS})
-    response.raise_for_status()
-    values = {series["metric"]["job"].removeprefix("lynx-"): [float(v) for _, v in series["values"]]
-              for series in response.json()["data"]["result"]}
-    return {service: (min(samples), max(samples)) for service, samples in values.items()}
-
-
 def await_final_scrape(after: float) -> None:
     """Until Prometheus has scraped every service once after ``after`` (unix time)."""
     deadline = time.monotonic() + 10 * SCRAPE_SECONDS
@@ -232,10 +222,8 @@ def measure(args: argparse.Namespace) -> dict:
         memory_end = asyncio.run(sample_memory(service_urls()))
         await_final_scrape(soak_end)
         panels = [evaluate(q, soak_start, time.time()) for q in panel_queries()]
-        memory_range = resident_memory_range(soak_start, soak_end)
     return {"capacity": capacity, "rate": rate, "records": records, "probes": probes, "window": (soak_start, soak_end),
-            "memory": (memory_start, memory_end), "memory_range": memory_range, "panels": panels,
-            "load": (load_start, load_average())}
+            "memory": (memory_start, memory_end), "panels": panels, "load": (load_start, load_average())}
 
 
 def render(args: argparse.Namespace, result: dict) -> str:
@@ -276,14 +264,11 @@ def render(args: argparse.Namespace, result: dict) -> str:
     if failed:
         kinds = ", ".join(f"{e.outcome} {e.error_type}: {e.count}" for e in errors_by_type(failed))
         lines.append(f"| failures by type | {kinds} |")
-    memory_range = result["memory_range"]
-    lines += ["", "Resident memory of each service (its own `process_resident_memory_bytes`, read by the script) once the "
-              "capacity run had warmed it up and once the soak's last answer was in, and the lowest and highest value "
-              f"Prometheus scraped in between (every {SCRAPE_SECONDS:g} s):", "",
-              "| service | start | end | growth | lowest - highest during the soak |", "| --- | --- | --- | --- | --- |",
+    lines += ["", "Resident memory of each service (its own `process_resident_memory_bytes`), once the capacity run had "
+              "warmed it up and once the soak's last answer was in:", "",
+              "| service | start | end | growth |", "| --- | --- | --- | --- |",
               *(f"| {name} | {mib(memory_start[name])} | {mib(memory_end[name])} | "
-                f"{f'{growths[name]:+.1%}' if name in growths else 'n/a'} | {span(memory_range.get(name))} |"
-                for name in memory_start),
+                f"{growths[name]:+.1%} |" if name in growths else f"| {name} | n/a | n/a | n/a |" for name in memory_start),
               "", f"Worst growth {max(growths.values()):+.1%} (target < {RSS_GROWTH_LIMIT:.0%}: "
               f"{'met' if max(growths.values()) < RSS_GROWTH_LIMIT else 'missed'}).", "",
               f"Dashboard panels: every target of every panel of dashboards/ (`lynx.dashboards.queries`, Grafana's "
@@ -299,10 +284,6 @@ def render(args: argparse.Namespace, result: dict) -> str:
 
 def mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value / MIB:.1f} MiB"
-
-
-def span(lowest_highest: tuple[float, float] | None) -> str:
-    return "n/a" if lowest_highest is None else f"{mib(lowest_highest[0])} - {mib(lowest_highest[1])}"
 
 
 def main() -> None:

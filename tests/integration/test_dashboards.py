@@ -18,6 +18,7 @@ import yaml
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.build import all_dashboards
+from lynx.dashboards.queries import expand, panel_queries
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus
@@ -26,22 +27,7 @@ from lynx_budget.local import FileStore
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
 
 CONTRACT_SECONDS = 60
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", '"$job"': '".+"',
-                     "$job": ".+", '"$tenant"': '".+"'}
 METRIC_NAME = re.compile(r"\b((?:lynx|process)_[a-z0-9_]+)\b")
-
-
-def expand(expr: str) -> str:
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
-    return expr
-
-
-def panel_queries() -> list[tuple[str, str, str]]:
-    """(dashboard, panel title, expanded PromQL) for every target of every panel."""
-    return [(name, panel["title"], expand(target["expr"]))
-            for name, board in all_dashboards().items() for panel in board["panels"]
-            for target in panel.get("targets", [])]
 
 
 def exported_names(services: list[ServiceProcess]) -> set[str]:
@@ -128,7 +114,7 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
 def test_every_panel_returns_data_within_a_minute_of_one_request(observed: ObservedStack, budgeted: Budgeted, capsys):
     budgeted.warm_up()
     started = time.monotonic()
-    waiting = {(board, title, expr) for board, title, expr in panel_queries()}
+    waiting = {(q.dashboard, q.panel, q.expr) for q in panel_queries()}
     first_data: dict[tuple[str, str, str], float] = {}
     while waiting and time.monotonic() - started < CONTRACT_SECONDS:
         for query in sorted(waiting):
@@ -148,7 +134,7 @@ def test_no_panel_references_a_metric_that_no_service_exports(observed: Observed
     services = observed.services
     exported = exported_names([services.tokenizer, services.retriever, services.decoder, observed.auditor,
                                budgeted.gateway, budgeted.controller])
-    missing = {(title, name) for _, title, expr in panel_queries() for name in METRIC_NAME.findall(expr)
+    missing = {(q.panel, name) for q in panel_queries() for name in METRIC_NAME.findall(q.expr)
                if name not in exported}
     assert not missing, f"metrics no service exports: {sorted(missing)}"
 
@@ -156,7 +142,7 @@ def test_no_panel_references_a_metric_that_no_service_exports(observed: Observed
 def test_every_expression_parses_with_promtool(tmp_path):
     promtool = find_binary("promtool") or pytest.fail("promtool is required: scripts/build_tools.sh prometheus builds it")
     rules = {"groups": [{"name": "dashboards", "rules": [
-        {"record": f"lynx:panel_{index}", "expr": expr} for index, (_, _, expr) in enumerate(panel_queries())]}]}
+        {"record": f"lynx:panel_{index}", "expr": expr} for index, expr in enumerate(q.expr for q in panel_queries())]}]}
     path = tmp_path / "panels.rules.yml"
     path.write_text(yaml.safe_dump(rules))
     result = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True, text=True)
