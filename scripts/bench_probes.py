@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from bench_common import write_section
 from lynx.models.cache import is_built, models_dir
 from lynx.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
@@ -179,18 +180,6 @@ def render(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (up to the next level-2 heading), or append it."""
-    text = path.read_text() if path.exists() else ""
-    start = text.find(SECTION_HEADING)
-    if start < 0:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = text.find("\n## ", start + len(SECTION_HEADING))
-    rest = text[end + 1:] if end >= 0 else ""
-    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8, help="concurrent /v1/retrieve clients")
@@ -220,7 +209,7 @@ def main() -> None:
     section = render(runs)
     print(section)
     if args.output:
-        write_section(args.output, section)
+        write_section(args.output, SECTION_HEADING, section)
 
 
 if __name__ == "__main__":
