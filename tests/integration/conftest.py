@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lynx.contracts.budgets import BudgetDecisions
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
 from lynx.processes import ServiceProcess, start_service, wait_ready
@@ -218,6 +219,14 @@ def faulty(observed: ObservedStack, base_env, sink, tmp_path_factory) -> Iterato
     yield running
     for service in running.processes():
         service.stop()
+
+
+def published_state(decisions: Path, tenant: str) -> str | None:
+    """The tenant's state in the budget decisions published at ``decisions`` (None: none published for it yet)."""
+    if not decisions.exists():
+        return None
+    decision = BudgetDecisions.model_validate_json(decisions.read_text()).tenants.get(tenant)
+    return decision.state if decision else None
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1, explain=None):

@@ -23,13 +23,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lynx.contracts.budgets import BudgetDecisions
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import load_config, prometheus_config, start_prometheus
 
 from .conftest import (
-    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack, wait_for,
+    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -58,10 +57,7 @@ class BudgetBed:
         return done.stdout
 
     def state(self, tenant: str) -> str | None:
-        if not self.decisions.exists():
-            return None
-        decision = BudgetDecisions.model_validate_json(self.decisions.read_text()).tenants.get(tenant)
-        return decision.state if decision else None
+        return published_state(self.decisions, tenant)
 
     def chat(self, tenant: str, body: dict) -> httpx.Response:
         return httpx.post(f"{self.stack.gateway.url}/v1/chat/completions", json=body, timeout=60,

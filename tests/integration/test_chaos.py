@@ -22,13 +22,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from lynx.auditor.tempo import TempoClient
-from lynx.contracts.budgets import BudgetDecisions
 from lynx.cli import SERVICES, stop_phases
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import free_port, running_groups, start_service, stop_groups, wait_ready
 from lynx.stack import TempoPorts, load_config, prometheus_config, start_collector, start_prometheus, start_tempo
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, required_binary, wait_for
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, published_state, required_binary, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -206,11 +205,7 @@ def test_a_planted_orphan_span_turns_the_run_red(local_run: LocalRun, tmp_path: 
 
 
 def budget_state(run: LocalRun, tenant: str) -> str | None:
-    decisions = Path(run.budget_env["LYNX_BUDGETS_DECISIONS_FILE"])
-    if not decisions.exists():
-        return None
-    decision = BudgetDecisions.model_validate_json(decisions.read_text()).tenants.get(tenant)
-    return decision.state if decision else None
+    return published_state(Path(run.budget_env["LYNX_BUDGETS_DECISIONS_FILE"]), tenant)
 
 
 def ask(run: LocalRun, key: str) -> httpx.Response:
