@@ -375,7 +375,7 @@ def test_chaos_script_kills_pods_stops_tempo_and_every_check_holds(release_on_no
         "--tempo-url", cluster_url(f"{NODE_RELEASE}-tempo", 3200),
         "--prometheus-url", prometheus_url,
         "--key", NODE_TEST_KEY, *(arg for number in CHAOS_SCENARIOS for arg in ("--scenario", str(number))),
-        "--lead", "10", "--tail", "10", "--gap", "3", "--fault-seconds", "10", "--tempo-outage", "20",
+        "--lead", "10", "--tail", "10", "--fault-seconds", "10", "--tempo-outage", "20",
         "--concurrency", "2", "--max-tokens", "16", "--records", str(records)],
         capture_output=True, text=True, timeout=2400)
     print(result.stdout, result.stderr[-3000:], sep="\n")
