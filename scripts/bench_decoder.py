@@ -1,22 +1,24 @@
 #!/usr/bin/env python3
-"""Decoder benchmark: the decoder service against a plain onnxruntime batched loop, side by side.
+"""Decoder benchmark: lynx's decoder service against llama.cpp, onnxruntime-genai and the raw onnxruntime loop on the
+same weights, greedy, side by side in one run.
 
-Measures, alternating the two in one run so machine noise hits both alike:
-1. aggregate tokens/s at 1, 4, 8, 16 concurrent streams (service) vs batch 1, 4, 8, 16 (raw loop),
-   each generating the same number of tokens from the same 32-token prompts, prefill included;
-2. continuous vs static batching under one seeded arrival pattern;
-3. time to first token at low load minus the raw prefill time (the pipeline's overhead).
+Measures, alternating the engines within each repeat so machine noise hits all alike:
+1. the anchors: aggregate tokens/s, time to first token and inter-token latency at 1, 4, 8 and 16 concurrent
+   streams, each generating the same number of tokens from the same 32-token prompts (token ids, so every engine
+   sees the same input): llama.cpp's `llama-server` with 16 parallel slots and llama-cpp-python in process (1
+   stream) on the GGUF file lynx's model is converted from, onnxruntime-genai's generator and the raw loop on lynx's
+   ONNX model, and the decoder service;
+2. time to first token at low load minus the raw prefill time (the pipeline's overhead);
+3. continuous vs static batching under one seeded arrival pattern.
 
-Usage: .venv/bin/python scripts/bench_decoder.py [--repeats 3] [--tokens 64] [--output docs/BENCHMARKS.md]
+The anchors need the `bench` extra: .venv/bin/pip install -e '.[bench]' (it compiles llama.cpp twice: ~20 min).
+Usage: .venv/bin/python scripts/bench_decoder.py [--repeats 2] [--tokens 64] [--output docs/BENCHMARKS.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,9 +27,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from lynx.decoder import kv
+from bench_common import command_line, load_average, machine, model_name, stop_on_sigterm, write_section
+from bench_engines import GenaiGenerator, LlamaCppPython, LlamaServer, Streams, lynx_service, lynx_stream, raw_loop
 from lynx.decoder.model import DecoderModel
-from lynx.models.cache import build
+from lynx.models.build import DECODER_GGUF, DECODER_PACKAGE
+from lynx.models.cache import build, build_env_package_dir
 from lynx.processes import ServiceProcess, start_service, wait_ready
 
 PROMPT_TOKENS = 32
@@ -37,50 +41,16 @@ THREADS = 2
 # before timing a single short call, or each side measures the other's spinning.
 SETTLE_SECONDS = 0.3
 ARRIVAL_MEAN_SECONDS = 0.4  # about 2.5 requests/s x 72 tokens: below the decoder's capacity
+ANCHORS_HEADING = "## The decoder against llama.cpp and onnxruntime-genai, same weights"
+TTFT_HEADING = "## Time to first token at low load"
+BATCHING_HEADING = "## Continuous vs static batching, same arrivals"
+ENGINES = ("raw loop", "onnxruntime-genai", "llama-server", "llama-cpp-python", "lynx decoder service")
 
 
-def prompt_ids(model: DecoderModel, count: int) -> list[list[int]]:
+def prompt_ids(count: int) -> list[list[int]]:
     """Distinct 32-token prompts (so nothing could be shared between rows)."""
     rng = np.random.default_rng(7)
     return [[1, *rng.integers(1000, 20000, PROMPT_TOKENS - 1).tolist()] for _ in range(count)]
-
-
-def raw_loop(model: DecoderModel, prompts: list[list[int]], tokens: int) -> tuple[float, float]:
-    """Batched prefill then `tokens - 1` greedy decode steps; (total seconds, prefill seconds)."""
-    started = time.perf_counter()
-    logits, cache = model.prefill(prompts)
-    prefilled = time.perf_counter()
-    next_ids = logits.argmax(axis=-1)
-    lengths = [len(p) for p in prompts]
-    for _ in range(tokens - 1):
-        mask = kv.decode_attention_mask(lengths, cache[0].shape[kv.SEQ_AXIS])
-        logits, cache = model.run(next_ids.reshape(-1, 1).astype(np.int64), mask, cache)
-        next_ids = logits[:, -1].argmax(axis=-1)
-        lengths = [n + 1 for n in lengths]
-    return time.perf_counter() - started, prefilled - started
-
-
-async def generate(client: httpx.AsyncClient, ids: list[int], tokens: int) -> tuple[float, float, int]:
-    """(seconds to first token, seconds to last, tokens received) for one streamed request."""
-    started = time.perf_counter()
-    first, received = None, 0
-    async with client.stream("POST", "/v1/generate", json={"input_ids": ids, "max_tokens": tokens,
-                                                          "ignore_eos": True}) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            event = json.loads(line)
-            if "ids" in event and event["ids"]:
-                first = first or time.perf_counter() - started
-                received += len(event["ids"])
-    return first, time.perf_counter() - started, received
-
-
-async def service_throughput(url: str, prompts: list[list[int]], tokens: int) -> float:
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-        started = time.perf_counter()
-        results = await asyncio.gather(*(generate(client, p, tokens) for p in prompts))
-        elapsed = time.perf_counter() - started
-    return sum(r[2] for r in results) / elapsed
 
 
 async def arrival_pattern(url: str, prompts: list[list[int]], plan: list[tuple[float, int]]) -> dict:
@@ -88,9 +58,11 @@ async def arrival_pattern(url: str, prompts: list[list[int]], plan: list[tuple[f
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         started = time.perf_counter()
 
-        async def one(offset: float, tokens: int, ids: list[int]):
+        async def one(offset: float, tokens: int, ids: list[int]) -> tuple[float, float, int]:
             await asyncio.sleep(max(0.0, offset - (time.perf_counter() - started)))
-            return await generate(client, ids, tokens)
+            sent = time.perf_counter()
+            times = await lynx_stream(client, ids, tokens)
+            return times[0] - sent, times[-1] - sent, len(times)
 
         results = await asyncio.gather(*(one(o, n, p) for (o, n), p in zip(plan, prompts[:len(plan)], strict=True)))
         makespan = time.perf_counter() - started
@@ -102,6 +74,8 @@ async def arrival_pattern(url: str, prompts: list[list[int]], plan: list[tuple[f
 
 
 def start_decoder(models: Path, log_dir: Path, **settings: str) -> ServiceProcess:
+    import os
+
     env = {**os.environ, "LYNX_DECODER_MODEL_DIR": str(models / "decoder"), "LYNX_DECODER_THREADS": str(THREADS),
            "LYNX_DECODER_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none",
            **{f"LYNX_DECODER_{k.upper()}": v for k, v in settings.items()}}
@@ -110,34 +84,58 @@ def start_decoder(models: Path, log_dir: Path, **settings: str) -> ServiceProces
     return service
 
 
+def anchors(models: Path, model: DecoderModel, service: ServiceProcess, log_dir: Path, repeats: int,
+            tokens: int) -> dict[tuple[str, int], list[Streams]]:
+    """Every engine at every stream count, ``repeats`` times, the engines alternating within each repeat."""
+    gguf = build_env_package_dir(DECODER_PACKAGE) / DECODER_GGUF
+    genai = GenaiGenerator(models / "decoder", THREADS)
+    in_process = LlamaCppPython(gguf, THREADS, context=PROMPT_TOKENS + tokens + 8)
+    server = LlamaServer(gguf, THREADS, slots=max(BATCHES), slot_context=PROMPT_TOKENS + tokens + 8,
+                         log=log_dir / "llama-server.log")
+    runs: dict[tuple[str, int], list[Streams]] = {}
+    try:
+        engines = {"raw loop": lambda p: raw_loop(model, p, tokens),
+                   "onnxruntime-genai": lambda p: genai.run(p, tokens),
+                   "llama-server": lambda p: server.run(p, tokens),
+                   "llama-cpp-python": lambda p: in_process.run(p[0], tokens),
+                   "lynx decoder service": lambda p: lynx_service(service.url, p, tokens)}
+        for run in engines.values():  # warm every engine up
+            run(prompt_ids(1))
+        for _ in range(repeats):
+            for streams in BATCHES:
+                prompts = prompt_ids(streams)
+                for name, run in engines.items():
+                    if name == "llama-cpp-python" and streams > 1:
+                        continue
+                    time.sleep(SETTLE_SECONDS)
+                    runs.setdefault((name, streams), []).append(run(prompts))
+    finally:
+        server.stop()
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=64, help="tokens generated per stream")
     parser.add_argument("--arrivals", type=int, default=24, help="requests in the arrival pattern")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    stop_on_sigterm()
 
     models = build()
     model = DecoderModel(models / "decoder", THREADS)
-    prompts = prompt_ids(model, max(BATCHES + (args.arrivals,)))
+    prompts = prompt_ids(max(BATCHES + (args.arrivals,)))
     log_dir = Path(tempfile.mkdtemp(prefix="lynx-bench-"))
-    service = start_decoder(models, log_dir, kv_slots="16", queue_capacity="64", prefill_token_budget="512")
+    service = start_decoder(models, log_dir, kv_slots="16", queue_capacity="64")
     try:
-        raw_loop(model, prompts[:1], 4)  # warm both up
-        asyncio.run(service_throughput(service.url, prompts[:1], 4))
-        throughput = {n: {"raw": [], "service": []} for n in BATCHES}
-        for _ in range(args.repeats):
-            for n in BATCHES:
-                total, _ = raw_loop(model, prompts[:n], args.tokens)
-                throughput[n]["raw"].append(n * args.tokens / total)
-                throughput[n]["service"].append(asyncio.run(service_throughput(service.url, prompts[:n], args.tokens)))
+        runs = anchors(models, model, service, log_dir, args.repeats, args.tokens)
         prefill_raw, ttft_service = [], []
         for _ in range(max(args.repeats, 5) * 2):
             time.sleep(SETTLE_SECONDS)
-            prefill_raw.append(raw_loop(model, prompts[:1], 1)[1])
+            prefill_raw.append(raw_loop(model, prompts[:1], 1).first_tokens()[0])
             time.sleep(SETTLE_SECONDS)
-            ttft_service.append(asyncio.run(_first_token(service.url, prompts[0])))
+            ttft_service.append(lynx_service(service.url, prompts[:1], 1).first_tokens()[0])
     finally:
         service.stop()
 
@@ -148,47 +146,80 @@ def main() -> None:
     for mode in ("continuous", "static"):
         decoder = start_decoder(models, log_dir, batching=mode, kv_slots="8", queue_capacity="64")
         try:
-            asyncio.run(service_throughput(decoder.url, prompts[:1], 4))
+            lynx_service(decoder.url, prompts[:1], 4)
             batching[mode] = asyncio.run(arrival_pattern(decoder.url, prompts, plan))
         finally:
             decoder.stop()
 
-    report = render(args, throughput, prefill_raw, ttft_service, batching)
-    print(report)
-    if args.output:
-        args.output.write_text(report)
+    argv = ["--repeats", str(args.repeats), "--tokens", str(args.tokens), "--arrivals", str(args.arrivals),
+            "--output", "docs/BENCHMARKS.md"]
+    produced = (f"`{command_line('bench_decoder.py', argv)}` on {machine()}, {model_name()}, {THREADS} threads for "
+                f"every engine; load average {load_average():.1f} at the end.")
+    sections = {ANCHORS_HEADING: render_anchors(produced, args.tokens, runs),
+                TTFT_HEADING: render_ttft(produced, prefill_raw, ttft_service),
+                BATCHING_HEADING: render_batching(produced, args.arrivals, batching)}
+    for heading, section in sections.items():
+        print(section)
+        if args.output:
+            write_section(args.output, heading, section)
 
 
-async def _first_token(url: str, ids: list[int]) -> float:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        return (await generate(client, ids, 1))[0]
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(share * (len(ordered) - 1))]
 
 
-def render(args, throughput, prefill_raw, ttft_service, batching) -> str:
+def render_anchors(produced: str, tokens: int, runs: dict[tuple[str, int], list[Streams]]) -> str:
     med = statistics.median
+
+    def rate(name: str, streams: int) -> float | None:
+        found = runs.get((name, streams))
+        return med(r.tokens_per_s for r in found) if found else None
+
     lines = [
-        "# Benchmarks", "",
-        "Produced by `.venv/bin/python scripts/bench_decoder.py "
-        f"--repeats {args.repeats} --tokens {args.tokens} --arrivals {args.arrivals} --output docs/BENCHMARKS.md` "
-        f"on {platform.machine()}, {os.cpu_count()} cores, onnxruntime with {THREADS} intra-op threads, "
-        "SmolLM2-135M-Instruct int4. Medians of the repeats; raw loop and service alternate within one run.", "",
-        "## Aggregate decode throughput (tokens/s, prefill included)", "",
-        f"Each stream: a distinct {PROMPT_TOKENS}-token prompt, {args.tokens} generated tokens (end-of-sequence ignored). "
-        "Raw loop: one batched prefill, then greedy steps on `DecoderModel` with the KV cache fed back, no HTTP. "
-        "Service: that many concurrent NDJSON streams to the decoder service (16 KV slots).", "",
-        "| streams / batch | raw loop | decoder service | service / raw |", "| --- | --- | --- | --- |",
+        ANCHORS_HEADING, "",
+        f"{produced} Each stream: a distinct {PROMPT_TOKENS}-token prompt given as token ids, {tokens} tokens generated "
+        "greedily, end-of-sequence ignored; time from sending to each token's arrival, prefill included. lynx's "
+        "model is the int4 ONNX conversion of the Q4_1 GGUF file llama.cpp runs. llama-server: 16 parallel slots "
+        "(continuous batching), streamed `/completion`; raw loop and onnxruntime-genai: one batch of that many rows "
+        "in process; the decoder service: concurrent NDJSON streams, 16 KV slots. Medians of the repeats.", "",
+        "| streams | raw loop | onnxruntime-genai | llama-server | llama-cpp-python | lynx decoder | lynx / llama-server "
+        "| lynx / raw |", "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for n, runs in throughput.items():
-        raw, service = med(runs["raw"]), med(runs["service"])
-        lines.append(f"| {n} | {raw:.0f} | {service:.0f} | {service / raw:.0%} |")
+    for streams in BATCHES:
+        cells = [rate(name, streams) for name in ENGINES]
+        lynx, server, raw = cells[-1], cells[2], cells[0]
+        lines.append(f"| {streams} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells)
+                     + f" | {lynx / server:.0%} | {lynx / raw:.0%} |")
+    lines += ["", "Latency (all repeats pooled): time to first token, and the gaps between a stream's tokens.", "",
+              "| engine | streams | TTFT p50 | ITL p50 | ITL p99 |", "| --- | --- | --- | --- | --- |"]
+    for name in ENGINES:
+        for streams in BATCHES:
+            found = runs.get((name, streams))
+            if not found:
+                continue
+            first = [t for r in found for t in r.first_tokens()]
+            gaps = [g for r in found for g in r.gaps()]
+            lines.append(f"| {name} | {streams} | {med(first) * 1000:.0f} ms | {med(gaps) * 1000:.1f} ms | "
+                         f"{percentile(gaps, 0.99) * 1000:.1f} ms |")
+    return "\n".join(lines) + "\n"
+
+
+def render_ttft(produced: str, prefill_raw: list[float], ttft_service: list[float]) -> str:
+    med = statistics.median
     overhead = [t - p for t, p in zip(ttft_service, prefill_raw, strict=True)]
-    lines += [
-        "", "## Time to first token at low load", "",
-        f"One request at a time, {PROMPT_TOKENS}-token prompt; {len(overhead)} alternating pairs.", "",
+    return "\n".join([
+        TTFT_HEADING, "",
+        f"{produced} One request at a time, {PROMPT_TOKENS}-token prompt; {len(overhead)} alternating pairs.", "",
         "| raw prefill (median) | service TTFT (median) | overhead (median of pairs) |", "| --- | --- | --- |",
         f"| {med(prefill_raw) * 1000:.1f} ms | {med(ttft_service) * 1000:.1f} ms | {med(overhead) * 1000:.1f} ms |",
-        "", "## Continuous vs static batching, same arrivals", "",
-        f"{args.arrivals} requests, exponential inter-arrival times (mean {ARRIVAL_MEAN_SECONDS * 1000:.0f} ms, "
+    ]) + "\n"
+
+
+def render_batching(produced: str, arrivals: int, batching: dict[str, dict]) -> str:
+    lines = [
+        BATCHING_HEADING, "",
+        f"{produced} {arrivals} requests, exponential inter-arrival times (mean {ARRIVAL_MEAN_SECONDS * 1000:.0f} ms, "
         "seed 11), 16-128 output tokens each (uniform), 8 KV slots. "
         "Static admits a new batch only when the previous one has finished.", "",
         "| batching | makespan | latency p50 | latency p95 | TTFT p50 | tokens/s |", "| --- | --- | --- | --- | --- | --- |",

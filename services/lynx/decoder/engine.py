@@ -1,15 +1,19 @@
 """Iteration-level continuous batching over a fixed pool of KV-cache slots.
 
-One engine thread owns the model. Each iteration it (1) ends waiting sequences that were
-cancelled or ran out of time and drops cancelled running ones, (2) admits waiting sequences
-into free slots and prefills them, within a token budget so running streams are not starved,
-and (3) runs one decode step for every running sequence at once. Requests beyond the slots
-wait in a bounded queue; beyond that they are refused at once.
+One engine thread owns the model. Each iteration it (1) ends the sequences that were cancelled
+or ran out of time, (2) admits waiting sequences into free slots, (3) does at most
+``prefill_token_budget`` tokens of prompt work: every short prompt not yet started, batched in
+one call, or else the next chunk of a long one, and (4) runs one decode step for every running
+sequence at once. A prompt joins the running batch once its last chunk is in. So a long prompt
+delays the running streams by at most one chunk per step, never by its whole prefill. Chunks
+are cut at fixed offsets of each prompt (multiples of the budget), so what a sequence generates
+does not depend on what else the engine holds. Requests beyond the slots wait in a bounded
+queue; beyond that they are refused at once.
 
 Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
-with a prefill is charged to the sequence prefilled, a lap that ends with a decode step is
-split between the rows of that step (``shares.py``), and every other lap (waiting for work) is
-idle; so attributed + idle = the thread's wall time. Every sequence the engine accepts ends
+with prompt work is charged to the sequences of that call (by their share of its tokens), a lap
+that ends with a decode step is split between the rows of that step (``shares.py``), and every
+other lap (waiting for work) is idle; so attributed + idle = the thread's wall time. Every sequence the engine accepts ends
 with exactly one ``Finish`` carrying what it consumed, however it ends (stop, length,
 deadline, cancelled, error), so no path leaves a consumed second uncharged.
 """
@@ -120,6 +124,12 @@ class Sequence:
     first_token_ns: int = 0
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
+    prefilled: int = 0  # prompt tokens in its cache so far
+    cache: list[np.ndarray] | None = None  # its own cache, while its prompt is prefilled in chunks
+
+    @property
+    def prompt_left(self) -> int:
+        return len(self.request.prompt_ids) - self.prefilled
 
     def __post_init__(self) -> None:
         self.stopper = StopMatcher(list(self.request.stop))
@@ -191,7 +201,8 @@ class BatchingEngine:
         self.clock = EngineClock()
         self._fault_rng = random.Random()
         self._waiting: deque[Sequence] = deque()
-        self._admitting: list[Sequence] = []
+        self._prefilling: list[Sequence] = []  # in a slot, prompt not yet whole in the cache
+        self._in_call: tuple[str, list[Sequence]] = ("decode", [])  # what the model is running, for _fail_all
         self._running: list[Sequence] = []
         self._by_id: dict[str, Sequence] = {}
         self._cache: list[np.ndarray] | None = None
@@ -220,7 +231,7 @@ class BatchingEngine:
         sequence = Sequence(request=request, loop=asyncio.get_running_loop(),
                             detokenizer=self.detokenizer_factory(), busy_at_submit=self.clock.busy_seconds)
         with self._wake:
-            free_slots = self.slots - len(self._running) - len(self._admitting)
+            free_slots = self.slots - len(self._running) - len(self._prefilling)
             if self._stopping or len(self._waiting) >= self.queue_capacity + max(free_slots, 0):
                 self.metrics.rejected.inc()
                 raise QueueFull
@@ -252,7 +263,7 @@ class BatchingEngine:
 
     @property
     def slots_used(self) -> int:
-        return len(self._running)
+        return len(self._running) + len(self._prefilling)
 
     @property
     def queue_depth(self) -> int:
@@ -260,7 +271,7 @@ class BatchingEngine:
 
     # --- the engine thread ----------------------------------------------------------------
     def _has_work(self) -> bool:
-        return self._stopping or bool(self._waiting) or bool(self._running)
+        return self._stopping or bool(self._waiting) or bool(self._prefilling) or bool(self._running)
 
     def _run(self) -> None:
         while True:
@@ -275,6 +286,7 @@ class BatchingEngine:
             try:
                 self._end_cancelled_and_expired()
                 self._admit()
+                self._prefill_step()
                 if self._running:
                     self._decode_step()
             except Exception as error:  # never leave waiting clients hanging on a dead engine
@@ -289,58 +301,113 @@ class BatchingEngine:
                 self._waiting.remove(sequence)
         for sequence in ended:
             self._finish(sequence, "cancelled" if sequence.cancelled else "deadline")
+        dropped = [s for s in self._prefilling if s.cancelled or self._past_deadline(s)]
+        for sequence in dropped:
+            self._prefilling.remove(sequence)
+            sequence.cache = None
+            self._finish(sequence, "cancelled" if sequence.cancelled else "deadline")
         gone = [s for s in self._running if s.cancelled]
         if gone:
             self._keep([s for s in self._running if not s.cancelled])
             for sequence in gone:
                 self._finish(sequence, "cancelled")
-        if ended or gone:
+        if ended or dropped or gone:
             self._publish_occupancy()
 
     def _admit(self) -> None:
-        if self.static_batching and self._running:
+        """Waiting sequences into free slots (static batching: only once the whole last batch is done)."""
+        if self.static_batching and (self._running or self._prefilling):
             return
-        budget = self.prefill_token_budget
         with self._wake:
-            while self._waiting and len(self._running) + len(self._admitting) < self.slots:
-                prompt_tokens = len(self._waiting[0].request.prompt_ids)
-                if self._admitting and not self.static_batching and prompt_tokens > budget:
-                    break
-                self._admitting.append(self._waiting.popleft())
-                budget -= prompt_tokens
-        if not self._admitting:
+            while self._waiting and len(self._running) + len(self._prefilling) < self.slots:
+                sequence = self._waiting.popleft()
+                sequence.admitted_at, sequence.admitted_ns = time.perf_counter(), time.time_ns()
+                self._prefilling.append(sequence)
+        self._publish_occupancy()
+
+    def _prefill_step(self) -> None:
+        """This step's prompt work (static batching: all of it, the batch decodes together)."""
+        while self._prefilling:
+            fresh = self._short_unstarted()
+            if fresh:
+                self._prefill_whole(fresh)
+            else:
+                self._prefill_chunk(self._prefilling[0])
+            if not self.static_batching:
+                break
+        self._publish_occupancy()
+
+    def _short_unstarted(self) -> list[Sequence]:
+        """Prompts not yet started that fit the budget whole, oldest first, as many as fit together."""
+        chosen, budget = [], self.prefill_token_budget
+        for sequence in self._prefilling:
+            tokens = len(sequence.request.prompt_ids)
+            if sequence.prefilled == 0 and tokens <= budget:
+                chosen.append(sequence)
+                budget -= tokens
+        return chosen
+
+    def _prefill_whole(self, sequences: list[Sequence]) -> None:
+        """Whole prompts in one right-padded call; each then samples its first token and joins the batch."""
+        self._in_call = ("prefill", sequences)
+        self._maybe_inject_fault()
+        logits, cache = self.model.prefill([s.request.prompt_ids for s in sequences])
+        for sequence in sequences:
+            sequence.prefilled = len(sequence.request.prompt_ids)
+        self._start_generating(sequences, list(logits), cache)
+
+    def _prefill_chunk(self, sequence: Sequence) -> None:
+        """The next chunk of one long prompt, after its own cache; at its last chunk it starts generating."""
+        self._in_call = ("prefill", [sequence])
+        self._maybe_inject_fault()
+        start = sequence.prefilled
+        chunk = sequence.request.prompt_ids[start:start + self.prefill_token_budget]
+        if sequence.cache is None:
+            logits, cache = self.model.prefill([chunk])
+        else:
+            logits, cache = self.model.extend(chunk, sequence.cache)
+        sequence.prefilled += len(chunk)
+        if sequence.prompt_left:
+            sequence.cache = cache
+            sequence.prefill_seconds += self._busy_lap("prefill")
             return
-        joining: list[np.ndarray] | None = None
+        sequence.cache = None
+        self._start_generating([sequence], [logits[0]], cache)
+
+    def _start_generating(self, sequences: list[Sequence], logits: list[np.ndarray],
+                          cache: list[np.ndarray]) -> None:
+        """Sequences whose prompts are whole in ``cache`` (one row each): their first tokens; those that go on join
+        the running batch. The lap, call and join included, is charged by each one's share of the prompt tokens."""
         joined: list[Sequence] = []
-        for sequence in list(self._admitting):
-            sequence.admitted_at, sequence.admitted_ns = time.perf_counter(), time.time_ns()
-            self._maybe_inject_fault()
-            logits, cache = self.model.prefill([sequence.request.prompt_ids])
+        ended: list[tuple[Sequence, str, str | None]] = []
+        for sequence, row_logits in zip(sequences, logits, strict=True):
             sequence.length = len(sequence.request.prompt_ids)
-            reason, error = self._next_token(sequence, logits[0])
+            reason, error = self._next_token(sequence, row_logits)
             sequence.first_token_ns = time.time_ns()
             if reason is None:
-                joining = kv.join(joining, cache)
                 joined.append(sequence)
-            sequence.prefill_seconds += self._busy_lap("prefill")
-            sequence.flush()
-            if reason is not None:
-                self._admitting.remove(sequence)
-                self._finish(sequence, reason, error)
+            else:
+                ended.append((sequence, reason, error))
         if joined:
+            rows = [i for i, s in enumerate(sequences) if s in joined]
+            joining = cache if len(rows) == len(sequences) else kv.keep_rows(cache, rows, [s.length for s in joined])
             self._cache = kv.join(self._cache, joining)
             self._running.extend(joined)
-            self._admitting = []
-            elapsed = self._busy_lap("prefill")
-            for sequence in joined:  # joining the batch is part of getting these sequences going
-                sequence.prefill_seconds += elapsed / len(joined)
-        self._publish_occupancy()
+        self._prefilling = [s for s in self._prefilling if s not in sequences]
+        elapsed = self._busy_lap("prefill")
+        tokens = sum(len(s.request.prompt_ids) for s in sequences)
+        for sequence in sequences:
+            sequence.prefill_seconds += elapsed * len(sequence.request.prompt_ids) / tokens
+            sequence.flush()
+        for sequence, reason, error in ended:
+            self._finish(sequence, reason, error)
 
     def _decode_step(self) -> None:
         running = self._running
         lengths = [s.length for s in running]
         input_ids = np.array([[s.last_token] for s in running], dtype=np.int64)
         mask = kv.decode_attention_mask(lengths, self._cache[0].shape[kv.SEQ_AXIS])
+        self._in_call = ("decode", running)
         self._maybe_inject_fault()
         logits, self._cache = self.model.run(input_ids, mask, self._cache)
         finished: list[tuple[Sequence, str, str | None]] = []
@@ -437,8 +504,9 @@ class BatchingEngine:
         with self._wake:
             waiting = list(self._waiting)
             self._waiting.clear()
-        held = [*self._running, *self._admitting]
-        in_step, phase = (self._admitting, "prefill") if self._admitting else (self._running, "decode")
+        held = [*self._running, *self._prefilling]
+        phase, in_step = self._in_call
+        in_step = [s for s in in_step if any(s is h for h in held)]
         if in_step:
             share = self._busy_lap(phase) / len(in_step)
             for sequence in in_step:
@@ -446,7 +514,7 @@ class BatchingEngine:
                     sequence.decode_seconds += share
                 else:
                     sequence.prefill_seconds += share
-        self._running, self._admitting, self._cache = [], [], None
+        self._running, self._prefilling, self._cache, self._in_call = [], [], None, ("decode", [])
         for sequence in [*held, *waiting]:
             self._finish(sequence, "error", error)
         self._publish_occupancy()
@@ -468,5 +536,5 @@ class BatchingEngine:
         return seconds
 
     def _publish_occupancy(self) -> None:
-        self.metrics.slots_used.set(len(self._running))
+        self.metrics.slots_used.set(len(self._running) + len(self._prefilling))
         self.metrics.queue_depth.set(len(self._waiting))

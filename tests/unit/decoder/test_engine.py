@@ -59,25 +59,58 @@ def test_every_sequence_generates_its_own_tokens_in_a_shared_batch():
         assert finish.reason == "length" and finish.completion_tokens == 6
 
 
-def test_the_prefill_budget_lets_running_streams_decode_between_long_prompts():
-    def calls_with(budget: int) -> list[str]:
-        model = FakeModel()
+def calls_of(model: FakeModel, budget: int, requests: list[GenerationRequest]) -> tuple[list[tuple[str, int]], list]:
+    """The model calls an engine makes for requests all waiting when it starts, and what each request got."""
+    async def scenario():
+        engine = make_engine(model, budget=budget, start=False)
+        try:
+            sequences = [engine.submit(r) for r in requests]
+            engine.start()  # every request is waiting when the first iteration runs
+            return [await finish_of(s) for s in sequences]
+        finally:
+            engine.stop()
+    results = run(scenario())
+    return model.calls, results
 
-        async def scenario():
-            engine = make_engine(model, budget=budget, start=False)
-            try:
-                sequences = [engine.submit(request(first, 3, prompt_length=8)) for first in (1, 2, 3)]
-                engine.start()  # all three are waiting when the first iteration runs
-                for sequence in sequences:
-                    await finish_of(sequence)
-            finally:
-                engine.stop()
-        run(scenario())
-        return [kind for kind, _ in model.calls]
 
-    tight, roomy = calls_with(10), calls_with(100)
-    assert tight[:3] == ["prefill", "decode", "prefill"], tight  # 8 + 8 tokens exceed a budget of 10
-    assert roomy[:4] == ["prefill", "prefill", "prefill", "decode"], roomy
+def test_short_prompts_that_fit_the_budget_are_prefilled_together_in_one_call():
+    three = [request(first, 3, prompt_length=8) for first in (1, 2, 3)]
+    roomy, _ = calls_of(FakeModel(), 100, three)
+    assert roomy[:2] == [("prefill", 3), ("decode", 3)], roomy
+    tight, _ = calls_of(FakeModel(), 10, three)  # 8 + 8 tokens exceed a budget of 10: one prompt per step
+    assert tight[:4] == [("prefill", 1), ("decode", 1), ("prefill", 1), ("decode", 2)], tight
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_running_streams_decode_steps():
+    model = FakeModel()
+    long_prompt = GenerationRequest(prompt_ids=list(range(1, 26)), max_tokens=3, ignore_eos=True)
+    calls, results = calls_of(model, 10, [request(40, 8), long_prompt])
+    # The short prompt first, then the long one 10 tokens a step (at offsets 0, 10, 20), a decode step in between.
+    assert calls[:7] == [("prefill", 1), ("decode", 1), ("prefill", 1), ("decode", 1), ("extend", 1), ("decode", 1),
+                         ("extend", 1)], calls
+    assert calls[7] == ("decode", 2)  # whole, it joins the running stream
+    (short_ids, _), (long_ids, long_finish) = results
+    assert short_ids == [41 + i for i in range(8)] and long_ids == [26, 27, 28]
+    assert long_finish.prompt_tokens == 25 and long_finish.timings.prefill_seconds >= 3 * model.prefill_seconds
+
+
+def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_had():
+    async def scenario():
+        model = FakeModel(prefill_seconds=0.05)
+        engine = make_engine(model, budget=10)
+        try:
+            sequence = engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3))
+            while not any(kind == "extend" for kind, _ in model.calls):
+                await asyncio.sleep(0.005)
+            engine.cancel(sequence)
+            return await finish_of(sequence), model.calls
+        finally:
+            engine.stop()
+    (ids, finish), calls = run(scenario())
+    chunks = sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
+    assert ids == [] and finish.reason == "cancelled" and finish.completion_tokens == 0
+    assert 2 <= chunks < 10  # stopped between chunks, not after the whole prompt
+    assert finish.timings.prefill_seconds >= (chunks - 1) * 0.05
 
 
 def test_continuous_batching_admits_a_newcomer_as_soon_as_a_slot_frees_static_waits_for_the_batch():
