@@ -24,8 +24,9 @@ SERVEABLE = (*SERVICES, "auditor", "budgets")
 # Where a serveable's create_app lives when it is not lynx.<name>.app.
 APP_MODULES = {"budgets": "lynx_budget.local"}
 READY_TIMEOUT_SECONDS = 300
-# Above the services' own shutdown (lynx.shutdown: a 15 s drain by default, one more scrape, closing).
-STOP_GRACE_SECONDS = 30
+# Above the services' own shutdown at its longest (lynx.shutdown, default settings: the 15 s drain and the 20 s
+# final-scrape wait share 35 s, then up to 5 s to close).
+STOP_GRACE_SECONDS = 45
 # Stopped after the services, in this order, each phase with its own grace: Prometheus and the processes that
 # read it once the stopping services have had their last scrape (lynx.shutdown waits for one); the collector once
 # the services have flushed their spans to it (it sends what it holds on its way out); Tempo last, killed after a

@@ -29,11 +29,12 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=15.0, ge=0, description="On SIGTERM, how long open requests (streams included) may run on; those "
         "still open near the end are ended cleanly (lynx.shutdown). With the final scrape wait and a few seconds to "
-        "close, it must fit in what stops the process: `lynx down` waits 30 s, a pod its terminationGracePeriodSeconds "
+        "close, it must fit in what stops the process: `lynx down` waits 45 s, a pod its terminationGracePeriodSeconds "
         "minus its preStop sleep (the chart derives this setting from them).")
     final_scrape_wait_seconds: float = Field(
         default=20.0, ge=0, description="On SIGTERM, once open requests are done: how long to wait for Prometheus "
-        "to scrape /metrics once more (at most twice the interval seen), so that it reads the last requests' "
-        "counters. Not waited for by a process Prometheus never scraped.")
+        "to scrape /metrics once more, so that it reads the last requests' counters; what the drain left of "
+        "shutdown_grace_seconds is added (a Prometheus that is restarting may miss a scrape or two). Not waited for "
+        "by a process Prometheus never scraped.")
     faults_enabled: bool = Field(
         default=False, description="Chaos testing only: serve PUT /admin/faults to inject latency and errors.")

@@ -11,7 +11,9 @@ reset, with no answer. So a lynx service, told to stop:
 2. lets the requests under way finish; when the grace is about to run out, asks the app to end what is left
    cleanly (``Drain.end_early``: the gateway ends its streams with an error event, charged; the decoder ends its
    sequences with a final report), so that nothing is cut off mid-answer;
-3. if Prometheus scrapes this process, waits (bounded) for one more scrape, which reads the final counters;
+3. if Prometheus scrapes this process, waits for one more scrape, which reads the final counters: for as long as
+   the stop allows (the final-scrape wait, plus whatever the drain left of its grace), since a Prometheus that is
+   itself restarting or starved of CPU may skip a scrape or two, and a count never scraped is lost to it;
 4. stops listening, and only then answers the requests still held. A client trying again meets no listener (a
    refused connection: nothing was sent). Holding is what spares a client that retries at once a connection reset
    under a request it had sent: without it, such a client reconnects thousands of times a second to an instance
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 import uvicorn
@@ -46,8 +47,6 @@ LINGER_SECONDS = 1.0
 HOLD_SECONDS = 1.0
 # Once drained, uvicorn has only the held requests' refusals to send and idle connections to close.
 AFTER_DRAIN_SECONDS = 5.0
-# A scrape is awaited for at most this many of the intervals seen between the last two.
-SCRAPE_INTERVALS = 2.0
 
 
 def new_api_work(path: str) -> bool:
@@ -66,7 +65,7 @@ class Drain:
         self.stopping = False
         self.closed = False
         self.in_flight = 0
-        self.scrapes: deque[float] = deque(maxlen=2)  # monotonic times of the last two GET /metrics
+        self.last_scrape: float | None = None  # monotonic time of the last GET /metrics
         self.enders: list[tuple[float, Callable[[], Awaitable[object]]]] = []
 
     def end_early(self, seconds_needed: float, end: Callable[[], Awaitable[object]]) -> None:
@@ -74,14 +73,13 @@ class Drain:
         ``seconds_needed`` before the grace runs out, while requests are still under way."""
         self.enders.append((seconds_needed, end))
 
-    def scrape_wait(self) -> float:
-        """How long to wait for one more scrape: not at all if nothing scrapes this process, else at most a couple
-        of the intervals seen, and never more than the setting."""
-        if not self.scrapes:
-            return 0.0
-        if len(self.scrapes) == 1:
-            return self.scrape_wait_seconds
-        return min(self.scrape_wait_seconds, SCRAPE_INTERVALS * (self.scrapes[1] - self.scrapes[0]))
+    def scrape_deadline(self, started: float) -> float:
+        """Until when (monotonic) to wait for one more scrape, for a stop that began at ``started``: not at all if
+        nothing scrapes this process, else until the stop's whole budget (the drain's grace and the final-scrape
+        wait) is spent."""
+        if self.last_scrape is None:
+            return started
+        return started + self.grace_seconds + self.scrape_wait_seconds
 
     async def run(self) -> None:
         """Steps 1 to 3; the caller stops listening, then sets ``closed``."""
@@ -96,12 +94,12 @@ class Drain:
                 await end()
             await until(lambda: not self.in_flight, min(time.monotonic() + 0.5, deadline))
         drained = time.monotonic()
-        wait = self.scrape_wait()
-        scraped = await until(lambda: bool(self.scrapes) and self.scrapes[-1] > drained, drained + wait)
+        waits = self.last_scrape is not None
+        scraped = await until(lambda: (self.last_scrape or 0.0) > drained, self.scrape_deadline(started))
         await asyncio.sleep(max(0.0, drained + LINGER_SECONDS - time.monotonic()))
         log.info("drained", extra={"fields": {
             "requests_under_way": under_way, "requests_left": self.in_flight, "ended_early": ended_early,
-            "drain_s": round(drained - started, 3), "final_scrape": scraped if wait else None,
+            "drain_s": round(drained - started, 3), "final_scrape": scraped if waits else None,
             "after_drain_s": round(time.monotonic() - drained, 3)}})
 
 
@@ -128,7 +126,7 @@ class DrainingRequests:
             return
         path = scope["path"]
         if path == "/metrics":
-            self.drain.scrapes.append(time.monotonic())
+            self.drain.last_scrape = time.monotonic()
 
         async def closing(message: Message) -> None:
             if message["type"] == "http.response.start" and self.drain.stopping:

@@ -160,16 +160,17 @@ class Pipeline:
         return self.cheaper if self.cheaper is not None and hold.wants_cheaper else self.standard
 
     async def start(self, job: Job, hold: Hold) -> Generation:
-        route = self.route(hold)
-        span = self.tracer.start_span(f"{job.operation} {self.settings.model_name}", attributes={
-            "gen_ai.operation.name": job.operation,
-            "gen_ai.request.model": self.settings.model_name,
-            "gen_ai.request.max_tokens": job.max_tokens,
-            "gen_ai.request.temperature": job.temperature,
-            "gen_ai.request.top_p": job.top_p,
-            "lynx.tenant": job.tenant.id,
-        })
-        account = RequestAccount(route.ledger, route.model, job, span, hold)
+        with job.clock.stage("gateway"):
+            route = self.route(hold)
+            span = self.tracer.start_span(f"{job.operation} {self.settings.model_name}", attributes={
+                "gen_ai.operation.name": job.operation,
+                "gen_ai.request.model": self.settings.model_name,
+                "gen_ai.request.max_tokens": job.max_tokens,
+                "gen_ai.request.temperature": job.temperature,
+                "gen_ai.request.top_p": job.top_p,
+                "lynx.tenant": job.tenant.id,
+            })
+            account = RequestAccount(route.ledger, route.model, job, span, hold)
         generation: Generation | None = None
         try:
             with trace.use_span(span, end_on_exit=False):

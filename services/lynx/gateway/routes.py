@@ -119,7 +119,8 @@ async def completions(body: CompletionRequest, request: Request, tenant: Tenant 
 async def respond(request: Request, job: Job, shape: Shape, body: GenerationFields):
     pipeline: Pipeline = request.app.state.pipeline
     budgets: Budgets = request.app.state.budgets
-    hold = budgets.admit(job.tenant.id)  # a tenant that may not spend is refused before any upstream call
+    with job.clock.stage("gateway"):  # timed as the gateway's own work, like everything it does for the request
+        hold = budgets.admit(job.tenant.id)  # a tenant that may not spend is refused before any upstream call
     generation = await pipeline.start(job, hold)
     envelope = Envelope(shape, generation.model)
     request_id = request_id_var.get()
