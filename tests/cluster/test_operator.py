@@ -62,8 +62,7 @@ POLL_SECONDS = 0.25
 # The gateways' worst-case estimate, zeroed: with a true one, reservations stop a tenant just short of its cap
 # (the gateway's own bound, tested with the gateway), and the cap could not be crossed by spending.
 OPTIMISTIC_ESTIMATE = {"LYNX_GATEWAY_PREFILL_SECONDS_PER_TOKEN": "1e-12", "LYNX_DECODER_STEP_FIXED_SECONDS": "0",
-                       "LYNX_DECODER_STEP_ROW_SECONDS": "0", "LYNX_DECODER_STEP_CONTEXT_TOKEN_SECONDS": "0",
-                       "LYNX_DECODER_STEP_PADDED_TOKEN_SECONDS": "0"}
+                       "LYNX_DECODER_STEP_ROW_SECONDS": "0", "LYNX_DECODER_STEP_CONTEXT_TOKEN_SECONDS": "0"}
 # Only what the operator needs from the chart; the gateway stays to show its mount of the decisions.
 RELEASE_VALUES = {
     "operator": {"enabled": True, "prometheusUrl": "http://prometheus.monitoring.svc:9090", "intervalSeconds": 1},

@@ -147,9 +147,8 @@ class SoloDecoder:
         steps = max(max_tokens - 1, 0)
         context_tokens = steps * prompt_tokens + steps * (steps - 1) // 2
         step = self.step
-        # A row alone is the longest row: it pays the fixed part, its row, and its context at both per-token rates.
-        seconds = (steps * (step.fixed_seconds + step.per_row_seconds)
-                   + context_tokens * (step.per_context_token_seconds + step.per_padded_token_seconds))
+        # A row alone pays the whole fixed part, its row, and its context.
+        seconds = steps * (step.fixed_seconds + step.per_row_seconds) + context_tokens * step.per_context_token_seconds
         return self.margin * seconds
 
 

@@ -10,6 +10,11 @@ are cut at fixed offsets of each prompt (multiples of the budget), so what a seq
 does not depend on what else the engine holds. Requests beyond the slots wait in a bounded
 queue; beyond that they are refused at once.
 
+The KV cache is one preallocated pool with a row per slot (``kv.KVPool``), which the model reads
+and writes in place: the running sequences hold its first rows, in order; a batch of short prompts
+is prefilled into the rows after them, a long prompt's chunks into the last row; a sequence that
+ends leaves a gap that the last running row moves into. Nothing else is copied between steps.
+
 Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
 with prompt work is charged to the sequences of that call (by their share of its tokens), a lap
 that ends with a decode step is split between the rows of that step (``shares.py``), and every
@@ -34,6 +39,7 @@ import numpy as np
 
 from lynx.decoder import kv
 from lynx.decoder.model import DecoderModel
+from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
 from lynx.decoder.shares import StepCostModel, step_shares
 from lynx.decoder.stopping import StopMatcher
@@ -125,7 +131,6 @@ class Sequence:
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
     prefilled: int = 0  # prompt tokens in its cache so far
-    cache: list[np.ndarray] | None = None  # its own cache, while its prompt is prefilled in chunks
 
     @property
     def prompt_left(self) -> int:
@@ -135,17 +140,31 @@ class Sequence:
         self.stopper = StopMatcher(list(self.request.stop))
         self.rng = np.random.default_rng(self.request.seed)
 
-    def emit(self, event: Delta | Finish) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the request's event loop is gone; nobody is listening
-            self.detached = True
+    def take_delta(self) -> Delta | None:
+        """The tokens accepted since the last delta, with the consumption charged so far (None: nothing new)."""
+        if not (self.pending_ids or self.pending_text):
+            return None
+        delta = Delta(self.pending_ids, self.pending_text, self.prefill_seconds, self.decode_seconds)
+        self.pending_ids, self.pending_text = [], ""
+        return delta
 
-    def flush(self) -> None:
-        """Send the tokens accepted since the last flush, with the consumption charged so far."""
-        if self.pending_ids or self.pending_text:
-            self.emit(Delta(self.pending_ids, self.pending_text, self.prefill_seconds, self.decode_seconds))
-            self.pending_ids, self.pending_text = [], ""
+
+def choose_tokens(sequences: list[Sequence], logits: np.ndarray) -> list[tuple[int, str | None]]:
+    """Each sequence's next token from its row of ``logits``: the greedy rows with one argmax over the batch, the
+    others sampled one by one. With an error instead of a token where sampling failed (NaN logits, say): that ends
+    its own sequence, not the batch it shares."""
+    greedy = logits.argmax(axis=-1).tolist() if any(s.request.sampling.greedy for s in sequences) else None
+    chosen: list[tuple[int, str | None]] = []
+    for row, sequence in enumerate(sequences):
+        if greedy is not None and sequence.request.sampling.greedy:
+            chosen.append((greedy[row], None))
+            continue
+        try:
+            chosen.append((sample(logits[row], sequence.request.sampling, sequence.rng), None))
+        except Exception as error:
+            log.exception("sampling_failed")
+            chosen.append((-1, f"sampling failed: {type(error).__name__}: {error}"))
+    return chosen
 
 
 class EngineClock:
@@ -205,7 +224,9 @@ class BatchingEngine:
         self._in_call: tuple[str, list[Sequence]] = ("decode", [])  # what the model is running, for _fail_all
         self._running: list[Sequence] = []
         self._by_id: dict[str, Sequence] = {}
-        self._cache: list[np.ndarray] | None = None
+        # One row per slot; the running sequences hold rows [0, n) in the order of _running (kv.KVPool).
+        self._pool = model.kv_pool(slots, max_context)
+        self._outbox = Outbox()  # sent at the end of every iteration
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="lynx-engine", daemon=True)
@@ -292,7 +313,9 @@ class BatchingEngine:
             except Exception as error:  # never leave waiting clients hanging on a dead engine
                 log.exception("engine_step_failed")
                 self._fail_all(f"{type(error).__name__}: {error}")
+            self._outbox.send(self._undeliverable)
         self._fail_all(SHUTDOWN_MESSAGE)
+        self._outbox.send(self._undeliverable)
 
     def _end_cancelled_and_expired(self) -> None:
         with self._wake:
@@ -304,11 +327,10 @@ class BatchingEngine:
         dropped = [s for s in self._prefilling if s.cancelled or self._past_deadline(s)]
         for sequence in dropped:
             self._prefilling.remove(sequence)
-            sequence.cache = None
             self._finish(sequence, "cancelled" if sequence.cancelled else "deadline")
         gone = [s for s in self._running if s.cancelled]
         if gone:
-            self._keep([s for s in self._running if not s.cancelled])
+            self._keep_running_except({id(s) for s in gone})
             for sequence in gone:
                 self._finish(sequence, "cancelled")
         if ended or dropped or gone:
@@ -348,95 +370,80 @@ class BatchingEngine:
         return chosen
 
     def _prefill_whole(self, sequences: list[Sequence]) -> None:
-        """Whole prompts in one right-padded call; each then samples its first token and joins the batch."""
+        """Whole prompts in one right-padded call, into the rows after the running ones; each then samples its first
+        token and joins the batch."""
         self._in_call = ("prefill", sequences)
         self._maybe_inject_fault()
-        logits, cache = self.model.prefill([s.request.prompt_ids for s in sequences])
+        logits = self.model.prefill_rows(self._pool, len(self._running), [s.request.prompt_ids for s in sequences])
         for sequence in sequences:
             sequence.prefilled = len(sequence.request.prompt_ids)
-        self._start_generating(sequences, list(logits), cache)
+        self._start_generating(sequences, logits)
 
     def _prefill_chunk(self, sequence: Sequence) -> None:
-        """The next chunk of one long prompt, after its own cache; at its last chunk it starts generating."""
+        """The next chunk of one long prompt, in the pool's last row (no other sequence uses it while this one holds a
+        slot: running and prefilling sequences together hold at most every row); at its last chunk the row moves next
+        to the running ones and the sequence starts generating."""
         self._in_call = ("prefill", [sequence])
         self._maybe_inject_fault()
         start = sequence.prefilled
         chunk = sequence.request.prompt_ids[start:start + self.prefill_token_budget]
-        if sequence.cache is None:
-            logits, cache = self.model.prefill([chunk])
+        staging = self._pool.rows - 1
+        if start == 0:
+            logits = self.model.prefill_rows(self._pool, staging, [chunk])[0]
         else:
-            logits, cache = self.model.extend(chunk, sequence.cache)
+            logits = self.model.extend_row(self._pool, staging, start, chunk)
         sequence.prefilled += len(chunk)
         if sequence.prompt_left:
-            sequence.cache = cache
             sequence.prefill_seconds += self._busy_lap("prefill")
             return
-        sequence.cache = None
-        self._start_generating([sequence], [logits[0]], cache)
+        self._pool.move(staging, len(self._running), sequence.prefilled)
+        self._start_generating([sequence], logits[None, :])
 
-    def _start_generating(self, sequences: list[Sequence], logits: list[np.ndarray],
-                          cache: list[np.ndarray]) -> None:
-        """Sequences whose prompts are whole in ``cache`` (one row each): their first tokens; those that go on join
-        the running batch. The lap, call and join included, is charged by each one's share of the prompt tokens."""
-        joined: list[Sequence] = []
+    def _start_generating(self, sequences: list[Sequence], logits: np.ndarray) -> None:
+        """Sequences whose prompts are whole in the rows after the running ones (in this order): their first tokens;
+        they join the running batch, and those that end at once leave it again. The lap, call and join included, is
+        charged by each one's share of the prompt tokens."""
         ended: list[tuple[Sequence, str, str | None]] = []
-        for sequence, row_logits in zip(sequences, logits, strict=True):
+        for sequence, (token, error) in zip(sequences, choose_tokens(sequences, logits), strict=True):
             sequence.length = len(sequence.request.prompt_ids)
-            reason, error = self._next_token(sequence, row_logits)
+            reason = self._accept(sequence, token) if error is None else "error"
             sequence.first_token_ns = time.time_ns()
-            if reason is None:
-                joined.append(sequence)
-            else:
+            if reason is not None:
                 ended.append((sequence, reason, error))
-        if joined:
-            rows = [i for i, s in enumerate(sequences) if s in joined]
-            joining = cache if len(rows) == len(sequences) else kv.keep_rows(cache, rows, [s.length for s in joined])
-            self._cache = kv.join(self._cache, joining)
-            self._running.extend(joined)
+        self._running.extend(sequences)
         self._prefilling = [s for s in self._prefilling if s not in sequences]
+        if ended:
+            self._keep_running_except({id(s) for s, _, _ in ended})
         elapsed = self._busy_lap("prefill")
         tokens = sum(len(s.request.prompt_ids) for s in sequences)
         for sequence in sequences:
             sequence.prefill_seconds += elapsed * len(sequence.request.prompt_ids) / tokens
-            sequence.flush()
+            self._send_delta(sequence)
         for sequence, reason, error in ended:
             self._finish(sequence, reason, error)
 
     def _decode_step(self) -> None:
         running = self._running
         lengths = [s.length for s in running]
-        input_ids = np.array([[s.last_token] for s in running], dtype=np.int64)
-        mask = kv.decode_attention_mask(lengths, self._cache[0].shape[kv.SEQ_AXIS])
         self._in_call = ("decode", running)
         self._maybe_inject_fault()
-        logits, self._cache = self.model.run(input_ids, mask, self._cache)
+        logits = self.model.decode_rows(self._pool, [s.last_token for s in running], lengths)
         finished: list[tuple[Sequence, str, str | None]] = []
-        for row, sequence in enumerate(running):
+        for sequence, (token, error) in zip(running, choose_tokens(running, logits), strict=True):
             sequence.length += 1
-            reason, error = self._next_token(sequence, logits[row, -1])
+            reason = self._accept(sequence, token) if error is None else "error"
             if reason is not None:
                 finished.append((sequence, reason, error))
         elapsed = self._busy_lap("decode")
         for sequence, share in zip(running, step_shares(elapsed, lengths, self.step_cost), strict=True):
             sequence.decode_seconds += share
             sequence.decode_steps += 1
-            sequence.flush()
+            self._send_delta(sequence)
         if finished:
-            done = {id(s) for s, _, _ in finished}
-            self._keep([s for s in running if id(s) not in done])
+            self._keep_running_except({id(s) for s, _, _ in finished})
             for sequence, reason, error in finished:
                 self._finish(sequence, reason, error)
             self._publish_occupancy()
-
-    def _next_token(self, sequence: Sequence, logits: np.ndarray) -> tuple[str | None, str | None]:
-        """Sample the sequence's next token and record it: its finish reason (None: it goes on) and, when sampling
-        failed, why. A failed sample (NaN logits, say) ends that sequence alone, not the batch it shares."""
-        try:
-            token = sample(logits, sequence.request.sampling, sequence.rng)
-        except Exception as error:
-            log.exception("sampling_failed")
-            return "error", f"sampling failed: {type(error).__name__}: {error}"
-        return self._accept(sequence, token), None
 
     def _accept(self, sequence: Sequence, token: int) -> str | None:
         """Record one generated token and its text; the finish reason if it ends the sequence."""
@@ -455,9 +462,21 @@ class BatchingEngine:
             return "deadline"
         return None
 
+    def _send_delta(self, sequence: Sequence) -> None:
+        delta = sequence.take_delta()
+        if delta is not None:
+            self._outbox.post(sequence, delta)
+
+    def _undeliverable(self, sequence: Sequence, event: Delta | Finish) -> None:
+        """The request's event loop is gone: nobody reads this sequence any more, so it stops at the next step, and
+        its end (now, or when it comes) goes to the decoder's unread record instead."""
+        if isinstance(event, Finish) and not sequence.detached:
+            self._report_unread(sequence, event)
+        sequence.detached = sequence.cancelled = True
+
     def _finish(self, sequence: Sequence, reason: str, error: str | None = None) -> None:
         sequence.pending_text += sequence.stopper.flush()
-        sequence.flush()
+        self._send_delta(sequence)
         finished_ns, finished_at = time.time_ns(), time.perf_counter()
         finish = Finish(
             reason=reason,
@@ -479,7 +498,7 @@ class BatchingEngine:
         )
         with self._wake:
             self._by_id.pop(sequence.id, None)
-        sequence.emit(finish)
+        self._outbox.post(sequence, finish)
         self.metrics.sequences.labels(reason).inc()
         if sequence.detached:
             self._report_unread(sequence, finish)
@@ -494,10 +513,12 @@ class BatchingEngine:
             "finish_reason": finish.reason, "prefill_seconds": t.prefill_seconds, "decode_seconds": t.decode_seconds,
             "completion_tokens": finish.completion_tokens}})
 
-    def _keep(self, survivors: list[Sequence]) -> None:
-        rows = [i for i, s in enumerate(self._running) if any(s is kept for kept in survivors)]
-        self._cache = kv.keep_rows(self._cache, rows, [self._running[i].length for i in rows])
-        self._running = [self._running[i] for i in rows]
+    def _keep_running_except(self, leaving: set[int]) -> None:
+        """Drop the running sequences whose ids are in ``leaving``; the rows of the others close the gaps."""
+        order, moves = kv.compaction([id(s) not in leaving for s in self._running])
+        for source, target in moves:
+            self._pool.move(source, target, self._running[source].length)
+        self._running = [self._running[row] for row in order]
 
     def _fail_all(self, error: str) -> None:
         """End every sequence held: those in the failed step are charged its time so far."""
@@ -514,7 +535,7 @@ class BatchingEngine:
                     sequence.decode_seconds += share
                 else:
                     sequence.prefill_seconds += share
-        self._running, self._prefilling, self._cache, self._in_call = [], [], None, ("decode", [])
+        self._running, self._prefilling, self._in_call = [], [], ("decode", [])
         for sequence in [*held, *waiting]:
             self._finish(sequence, "error", error)
         self._publish_occupancy()

@@ -1,42 +1,65 @@
-"""The running batch's KV cache: right-padded arrays, one row per sequence (pure numpy).
+"""The KV cache: preallocated buffers that the model reads its past from and writes its present into, in place.
 
-The model's GroupQueryAttention reads each row's length from the attention mask, so rows of
-different lengths share one batch as long as they are right-padded: row i's cache is valid
-in ``[:, :, :lengths[i], :]`` and the rest is padding.
+One buffer per past input of the model, each ``[rows, kv_heads, width, head_size]``: a row per sequence,
+``width`` (the context) positions per row. The model's GroupQueryAttention finds each row's length in the
+attention mask, so rows of different lengths share one call as long as they are right-padded, and when one
+buffer is bound as both past and present (onnxruntime-genai's share-buffer layout) it writes the new
+tokens' keys and values at each row's own length: nothing is copied from one step to the next. A call runs
+over consecutive rows (a view of the buffers), so the engine keeps its running sequences in rows
+``[0, n)`` and closes the gaps finished sequences leave (``compaction``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 SEQ_AXIS = 2
 
 
-def pad_to_width(cache: list[np.ndarray], width: int) -> list[np.ndarray]:
-    current = cache[0].shape[SEQ_AXIS]
-    if current == width:
-        return cache
-    padding = [(0, 0)] * cache[0].ndim
-    padding[SEQ_AXIS] = (0, width - current)
-    return [np.pad(layer, padding) for layer in cache]
+@dataclass(frozen=True)
+class KVPool:
+    buffers: list[np.ndarray]  # one per past input, [rows, kv_heads, width, head_size]
+
+    @classmethod
+    def allocate(cls, count: int, rows: int, kv_heads: int, width: int, head_size: int, dtype: type) -> KVPool:
+        # np.zeros maps untouched pages lazily: memory is committed as rows fill, not for the whole width at once.
+        return cls([np.zeros((rows, kv_heads, width, head_size), dtype=dtype) for _ in range(count)])
+
+    @property
+    def rows(self) -> int:
+        return self.buffers[0].shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.buffers[0].shape[SEQ_AXIS]
+
+    def view(self, first_row: int, count: int) -> list[np.ndarray]:
+        """Rows ``[first_row, first_row + count)`` of every buffer: contiguous, sharing the buffers' memory."""
+        if first_row < 0 or count < 1 or first_row + count > self.rows:
+            raise ValueError(f"rows [{first_row}, {first_row + count}) are outside the pool's {self.rows} rows")
+        return [buffer[first_row:first_row + count] for buffer in self.buffers]
+
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy the first ``length`` positions of row ``source`` into row ``target``."""
+        if source == target:
+            return
+        for buffer in self.buffers:
+            buffer[target, :, :length] = buffer[source, :, :length]
 
 
-def join(running: list[np.ndarray] | None, joining: list[np.ndarray]) -> list[np.ndarray]:
-    """Append the joining rows below the running ones, padding both to the wider cache."""
-    if running is None:
-        return joining
-    width = max(running[0].shape[SEQ_AXIS], joining[0].shape[SEQ_AXIS])
-    running, joining = pad_to_width(running, width), pad_to_width(joining, width)
-    return [np.concatenate(pair, axis=0) for pair in zip(running, joining, strict=True)]
-
-
-def keep_rows(cache: list[np.ndarray], rows: list[int], lengths: list[int]) -> list[np.ndarray] | None:
-    """Only the given rows, trimmed to the longest remaining sequence; None when no row is left."""
-    if not rows:
-        return None
-    width = max(lengths)
-    index = np.asarray(rows)
-    return [np.ascontiguousarray(layer[index, :, :width, :]) for layer in cache]
+def compaction(keep: list[bool]) -> tuple[list[int], list[tuple[int, int]]]:
+    """How to gather the kept rows into ``[0, kept)`` with the fewest copies: the rows beyond the kept count fill
+    the gaps below it. Returns, for each new row, the old row it holds, and the (source, target) moves."""
+    kept = [row for row, keeping in enumerate(keep) if keeping]
+    count = len(kept)
+    gaps = [row for row in range(count) if not keep[row]]
+    movers = [row for row in kept if row >= count]
+    order = list(range(count))
+    for gap, source in zip(gaps, movers, strict=True):
+        order[gap] = source
+    return order, list(zip(movers, gaps, strict=True))
 
 
 def decode_attention_mask(lengths: list[int], past_width: int) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""The ONNX decoder (onnxruntime-genai's export): prefill and decode calls on right-padded batches."""
+"""The ONNX decoder (onnxruntime-genai's export): prefill, prompt-chunk and decode calls on right-padded batches.
+
+The serving calls (``prefill_rows``, ``extend_row``, ``decode_rows``) read and write a ``KVPool`` in place through
+onnxruntime's I/O binding. ``run`` and ``prefill`` are the plain path, which takes the cache as inputs and returns a
+grown copy of it each call: the benchmarks' raw loop, and what the in-place path is proven equal to.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from lynx.decoder.kv import right_padded
+from lynx.decoder.kv import KVPool, decode_attention_mask, right_padded
 
 
 class DecoderModel:
@@ -35,28 +40,89 @@ class DecoderModel:
                                             providers=["CPUExecutionProvider"])
         self.past_names = [f"past_key_values.{layer}.{kind}" for layer in range(self.num_layers)
                            for kind in ("key", "value")]
-        self.output_names = ["logits"] + [f"present.{layer}.{kind}" for layer in range(self.num_layers)
-                                          for kind in ("key", "value")]
+        self.present_names = [f"present.{layer}.{kind}" for layer in range(self.num_layers) for kind in ("key", "value")]
+        self.output_names = ["logits", *self.present_names]
         dtype = self.session.get_inputs()[2].type
         self.kv_dtype = np.float16 if "float16" in dtype else np.float32
+        # Decode steps over rows [0, n) of one pool reuse the binding of their cache and logits (keyed by n).
+        self._decode_bindings: dict[int, ort.IOBinding] = {}
+        self._decode_pool: KVPool | None = None
+        self._decode_logits: np.ndarray | None = None
 
+    # --- in place, on a KVPool --------------------------------------------------------------
+    def kv_pool(self, rows: int, width: int) -> KVPool:
+        return KVPool.allocate(len(self.past_names), rows, self.kv_heads, width, self.head_size, self.kv_dtype)
+
+    def prefill_rows(self, pool: KVPool, first_row: int, prompts: list[list[int]]) -> np.ndarray:
+        """Whole prompts into rows ``first_row``... of ``pool`` (one call, right-padded): each prompt's logits at its
+        last token ([prompts, vocab])."""
+        ids, mask = right_padded(prompts, self.pad_token_id)
+        logits = self._run_in_place(ids, mask, pool, first_row)
+        return logits[np.arange(len(prompts)), [len(p) - 1 for p in prompts]]
+
+    def extend_row(self, pool: KVPool, row: int, past_length: int, ids: list[int]) -> np.ndarray:
+        """The next chunk of one prompt, after the ``past_length`` positions row ``row`` already holds: the logits at
+        the chunk's last token ([vocab])."""
+        mask = np.ones((1, past_length + len(ids)), dtype=np.int64)
+        return self._run_in_place(np.array([ids], dtype=np.int64), mask, pool, row)[0, -1]
+
+    def decode_rows(self, pool: KVPool, tokens: list[int], lengths: list[int]) -> np.ndarray:
+        """One decode step of rows ``[0, len(tokens))``: row i feeds ``tokens[i]`` after its ``lengths[i]`` cached
+        positions. The next-token logits, [rows, vocab] (a view, valid until the next step)."""
+        rows = len(tokens)
+        binding = self._decode_binding(pool, rows)
+        ids = np.array(tokens, dtype=np.int64).reshape(rows, 1)
+        mask = decode_attention_mask(lengths, max(lengths))
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        self.session.run_with_iobinding(binding)
+        return self._decode_logits[:rows, 0]
+
+    def _decode_binding(self, pool: KVPool, rows: int) -> ort.IOBinding:
+        if pool is not self._decode_pool:
+            self._decode_pool, self._decode_bindings = pool, {}
+            self._decode_logits = np.zeros((pool.rows, 1, self.vocab_size), dtype=np.float32)
+        binding = self._decode_bindings.get(rows)
+        if binding is None:
+            binding = self.session.io_binding()
+            self._bind_array(binding, "logits", self._decode_logits[:rows], output=True)
+            self._bind_cache(binding, pool, 0, rows)
+            self._decode_bindings[rows] = binding
+        return binding
+
+    def _run_in_place(self, ids: np.ndarray, mask: np.ndarray, pool: KVPool, first_row: int) -> np.ndarray:
+        binding = self.session.io_binding()
+        binding.bind_output("logits", "cpu")  # first: get_outputs() lists the outputs in the order they were bound
+        self._bind_cache(binding, pool, first_row, ids.shape[0])
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy()
+
+    def _bind_cache(self, binding: ort.IOBinding, pool: KVPool, first_row: int, rows: int) -> None:
+        """Bind the past and the present of every layer to the same rows of the pool (share-buffer): the model
+        writes each row's new keys and values after its length, in place."""
+        for past, present, buffer in zip(self.past_names, self.present_names, pool.view(first_row, rows), strict=True):
+            self._bind_array(binding, past, buffer, output=False)
+            self._bind_array(binding, present, buffer, output=True)
+
+    @staticmethod
+    def _bind_array(binding: ort.IOBinding, name: str, array: np.ndarray, output: bool) -> None:
+        """Bind the array's own memory (no copy); it must stay alive as long as the binding is used."""
+        bind = binding.bind_output if output else binding.bind_input
+        bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
+    # --- the plain path: the cache in, a grown copy out -------------------------------------
     def empty_cache(self, batch: int) -> list[np.ndarray]:
         shape = (batch, self.kv_heads, 0, self.head_size)
         return [np.zeros(shape, dtype=self.kv_dtype) for _ in self.past_names]
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray,
             past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward pass; returns logits of the last position of every row and the new cache."""
+        """One forward pass; returns logits of every position of every row and the new cache."""
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **dict(zip(self.past_names, past, strict=True))}
         outputs = self.session.run(self.output_names, feeds)
         return outputs[0], outputs[1:]
-
-    def extend(self, ids: list[int], past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One sequence's next prompt chunk after its cache ``past`` (batch of one): logits at the chunk's last token
-        ([1, vocab]) and the longer cache."""
-        width = past[0].shape[2] + len(ids)
-        logits, cache = self.run(np.array([ids], dtype=np.int64), np.ones((1, width), dtype=np.int64), past)
-        return logits[:, -1], cache
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Logits at each prompt's last token ([batch, vocab]) and the prompts' cache."""

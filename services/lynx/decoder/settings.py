@@ -41,8 +41,6 @@ class DecoderSettings(ServiceSettings):
     step_row_seconds: float = Field(default=0.000594, ge=0, description="Step cost each row adds.")
     step_context_token_seconds: float = Field(
         default=3.37e-6, ge=0, description="Step cost each token of a row's own context adds.")
-    step_padded_token_seconds: float = Field(
-        default=1.30e-6, ge=0, description="Step cost per row per token of the batch's width (the padded KV copy).")
 
     def advertised_url(self) -> str:
         """The base URL in cancel links; empty means 'relative to whatever URL reached this decoder'."""
@@ -51,5 +49,4 @@ class DecoderSettings(ServiceSettings):
         return "" if self.host in UNROUTABLE_HOSTS else f"http://{self.host}:{self.port}"
 
     def step_cost(self) -> StepCostModel:
-        return StepCostModel(self.step_fixed_seconds, self.step_row_seconds, self.step_context_token_seconds,
-                             self.step_padded_token_seconds)
+        return StepCostModel(self.step_fixed_seconds, self.step_row_seconds, self.step_context_token_seconds)

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, Sequence
 from lynx.decoder.sampling import SamplingParams
@@ -244,3 +245,25 @@ def test_step_shares_add_up_to_the_busy_time_and_busy_plus_idle_to_the_wall_time
     assert longest.timings.decode_seconds > shortest.timings.decode_seconds, "longer contexts pay more per step"
     for finish in ends:
         assert finish.timings.prefill_seconds + finish.timings.decode_seconds <= finish.timings.engine_busy_seconds
+
+
+def test_a_sequence_whose_event_loop_is_gone_ends_in_the_decoders_unread_record():
+    """Its caller's event loop closed without reading it: the engine still ends it, and counts what it consumed
+    as unread (nobody else will charge it)."""
+    def unread() -> float:
+        return sum(REGISTRY.get_sample_value("lynx_decoder_unread_seconds_total", {"phase": phase}) or 0.0
+                   for phase in ("prefill", "decode"))
+
+    before = unread()
+    engine = make_engine(FakeModel())
+    try:
+        async def submit_and_leave() -> Sequence:
+            return engine.submit(request(5, 20))
+        sequence = asyncio.run(submit_and_leave())  # the loop closes with the sequence just submitted
+        deadline = time.monotonic() + 10
+        while not (sequence.detached and unread() > before):
+            assert time.monotonic() < deadline, "the sequence was never reported unread"
+            time.sleep(0.01)
+    finally:
+        engine.stop()
+    assert engine.slots_used == 0

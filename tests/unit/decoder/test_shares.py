@@ -2,8 +2,7 @@ import pytest
 
 from lynx.decoder.shares import StepCostModel, step_shares
 
-MODEL = StepCostModel(fixed_seconds=0.010, per_row_seconds=0.002, per_context_token_seconds=0.00001,
-                      per_padded_token_seconds=0.000004)
+MODEL = StepCostModel(fixed_seconds=0.010, per_row_seconds=0.002, per_context_token_seconds=0.00001)
 
 
 @pytest.mark.parametrize("contexts", [[100], [100, 100], [10, 500, 2000], list(range(1, 17)), [700, 5, 700]])
@@ -23,18 +22,13 @@ def test_equal_rows_pay_equal_shares():
     assert step_shares(0.03, [200, 200, 200], MODEL) == pytest.approx([0.01] * 3)
 
 
-def test_a_short_row_pays_the_same_beside_a_long_one_as_beside_its_equals():
-    """The padding the long row forces is the long row's: a short request's price does not depend on it."""
+def test_a_row_pays_for_its_own_context_whoever_its_neighbours_are():
+    """Beside a long row or beside its equals, a short row's weight is the same (the batch's size aside)."""
     beside_long = MODEL.weights([100, 100, 2000])[0]
     beside_short = MODEL.weights([100, 100, 100])[0]
     assert beside_long == pytest.approx(beside_short)
     short, long = step_shares(0.05, [100, 2000], MODEL)
-    assert long > short
-
-
-def test_several_longest_rows_share_the_padding():
-    weights = MODEL.weights([700, 5, 700])
-    assert weights[0] == pytest.approx(weights[2])
+    assert long - short == pytest.approx(0.05 * MODEL.per_context_token_seconds * 1900 / MODEL.predict([100, 2000]))
 
 
 def test_a_degenerate_model_splits_evenly():
