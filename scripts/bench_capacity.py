@@ -3,8 +3,8 @@
 the gateway's fast paths (GET /v1/models, a request refused for its unknown API key) in requests/s and p99 latency.
 
 One deployment in `lynx up`'s configuration on free ports (four services, spans to an OpenTelemetry Collector
-forwarding to Tempo, a Prometheus scraping every 5 s). Alternating, --repeats times: the raw loop of
-scripts/bench_decoder.py in this process (a batch of as many sequences as the decoder has KV slots, each with a
+forwarding to Tempo, a Prometheus scraping every 5 s). Alternating, --repeats times: the in-place raw loop of
+scripts/bench_engines.py in this process (a batch of as many sequences as the decoder has KV slots, each with a
 prompt as long as the gateway's, generating the same tokens), then --concurrency clients sending `lynx load`'s chat
 completions back to back through the gateway for --seconds. Then the fast paths, alternating, each --fast-seconds
 at a time from --fast-connections kept-alive connections of a small asyncio HTTP/1.1 client, against the
@@ -36,7 +36,9 @@ from bench_common import (
     command_line, cpu_seconds, load_average, load_spec, machine, median, model_name, running, saturate,
     start_gateway, start_observed, stop_on_sigterm, warm_up, write_section,
 )
-from bench_decoder import SETTLE_SECONDS, THREADS, raw_loop
+from bench_decoder import SETTLE_SECONDS, THREADS
+from bench_engines import raw_loop_in_place
+from lynx.decoder.kv import KVPool
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.settings import DecoderSettings
 from lynx.load.driver import DEFAULT_PROMPT
@@ -76,9 +78,10 @@ class RawRun:
     tokens_per_s: float
 
 
-def raw_limit(model: DecoderModel, prompts: list[list[int]]) -> RawRun:
+def raw_limit(model: DecoderModel, pool: KVPool, prompts: list[list[int]]) -> RawRun:
     time.sleep(SETTLE_SECONDS)
-    total, _ = raw_loop(model, prompts, MAX_TOKENS)
+    streams = raw_loop_in_place(model, pool, prompts, MAX_TOKENS)
+    total = streams.token_times[0][-1] - streams.started
     return RawRun(len(prompts) / total, len(prompts) * MAX_TOKENS / total)
 
 
@@ -160,16 +163,17 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     env = bench_environment(work)
     slots = DecoderSettings(model_dir=Path(env["LYNX_DECODER_MODEL_DIR"])).kv_slots
     model = DecoderModel(build("int4") / "decoder", THREADS)
+    pool = model.kv_pool(slots, DecoderSettings().max_context)
     with running() as processes:
         deployment = start_observed(processes, env, work)
         warm_up(deployment.gateway_url, deployment.key)
         prompts = random_prompts(prompt_tokens(deployment), slots)
-        raw_loop(model, prompts[:1], 2)
+        raw_loop_in_place(model, pool, prompts[:1], 2)
         load_start = load_average()
         raw: list[RawRun] = []
         gateway: list[Saturation] = []
         spec = load_spec(deployment.gateway_url, deployment.key, args.concurrency, seconds=args.seconds)
-        steps: list[Callable[[], None]] = [lambda: raw.append(raw_limit(model, prompts)),
+        steps: list[Callable[[], None]] = [lambda: raw.append(raw_limit(model, pool, prompts)),
                                            lambda: gateway.append(saturate(spec, deployment.pids()))]
         for repeat in range(args.repeats):
             for step in steps if repeat % 2 == 0 else reversed(steps):
@@ -213,7 +217,7 @@ def render(args: argparse.Namespace, result: dict) -> str:
         f"Gateway: {args.concurrency} clients send `lynx load`'s chat completions back to back for {args.seconds:g} s "
         f"(`max_tokens` {MAX_TOKENS}, half streamed, retrieval on: {result['prompt_tokens']}-token prompts); "
         "throughput counts the answers that ended between the run's first answer and the end of its sending (every "
-        f"client busy). Raw loop: `raw_loop` of scripts/bench_decoder.py in the benchmark's process, a batch of "
+        f"client busy). Raw loop: `raw_loop_in_place` of scripts/bench_engines.py in the benchmark's process, a batch of "
         f"{result['slots']} distinct {result['prompt_tokens']}-token prompts prefilled at once, then "
         f"{MAX_TOKENS - 1} greedy steps: no HTTP, no queue, no retrieval or tokenizer. {args.repeats} repeats, the two "
         "alternating.", "",

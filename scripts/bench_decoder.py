@@ -6,8 +6,8 @@ Measures, alternating the engines within each repeat so machine noise hits all a
 1. the anchors: aggregate tokens/s, time to first token and inter-token latency at 1, 4, 8 and 16 concurrent
    streams, each generating the same number of tokens from the same 32-token prompts (token ids, so every engine
    sees the same input): llama.cpp's `llama-server` with 16 parallel slots and llama-cpp-python in process (1
-   stream) on the GGUF file lynx's model is converted from, onnxruntime-genai's generator and the raw loop on lynx's
-   ONNX model, and the decoder service;
+   stream) on the GGUF file lynx's model is converted from, onnxruntime-genai's generator and the two raw loops
+   (KV cache copied each step, and in place) on lynx's ONNX model, and the decoder service;
 2. time to first token at low load minus the raw prefill time (the pipeline's overhead);
 3. continuous vs static batching under one seeded arrival pattern.
 
@@ -24,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from bench_common import command_line, load_average, machine, model_name, stop_on_sigterm, write_section
-from bench_engines import GenaiGenerator, LlamaCppPython, LlamaServer, Streams, lynx_service, lynx_stream, raw_loop
+from bench_engines import (
+    GenaiGenerator, LlamaCppPython, LlamaServer, Streams, lynx_service, lynx_stream, raw_loop_copying, raw_loop_in_place,
+)
 from lynx.decoder.model import DecoderModel
 from lynx.models.build import DECODER_GGUF, DECODER_PACKAGE
 from lynx.models.cache import build, build_env_package_dir
@@ -44,7 +45,8 @@ ARRIVAL_MEAN_SECONDS = 0.4  # about 2.5 requests/s x 72 tokens: below the decode
 ANCHORS_HEADING = "## The decoder against llama.cpp and onnxruntime-genai, same weights"
 TTFT_HEADING = "## Time to first token at low load"
 BATCHING_HEADING = "## Continuous vs static batching, same arrivals"
-ENGINES = ("raw loop", "onnxruntime-genai", "llama-server", "llama-cpp-python", "lynx decoder service")
+RAW_LOOPS = ("raw loop, copying", "raw loop, in place")
+ENGINES = (*RAW_LOOPS, "onnxruntime-genai", "llama-server", "llama-cpp-python", "lynx decoder service")
 
 
 def prompt_ids(count: int) -> list[list[int]]:
@@ -55,17 +57,16 @@ def prompt_ids(count: int) -> list[list[int]]:
 
 async def arrival_pattern(url: str, prompts: list[list[int]], plan: list[tuple[float, int]]) -> dict:
     """Send requests at the planned offsets; latency and TTFT per request, and the makespan."""
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        started = time.perf_counter()
+    started = time.perf_counter()
 
-        async def one(offset: float, tokens: int, ids: list[int]) -> tuple[float, float, int]:
-            await asyncio.sleep(max(0.0, offset - (time.perf_counter() - started)))
-            sent = time.perf_counter()
-            times = await lynx_stream(client, ids, tokens)
-            return times[0] - sent, times[-1] - sent, len(times)
+    async def one(offset: float, tokens: int, ids: list[int]) -> tuple[float, float, int]:
+        await asyncio.sleep(max(0.0, offset - (time.perf_counter() - started)))
+        sent = time.perf_counter()
+        times = await lynx_stream(url, ids, tokens)
+        return times[0] - sent, times[-1] - sent, len(times)
 
-        results = await asyncio.gather(*(one(o, n, p) for (o, n), p in zip(plan, prompts[:len(plan)], strict=True)))
-        makespan = time.perf_counter() - started
+    results = await asyncio.gather(*(one(o, n, p) for (o, n), p in zip(plan, prompts[:len(plan)], strict=True)))
+    makespan = time.perf_counter() - started
     latencies = sorted(r[1] for r in results)
     ttfts = sorted(r[0] for r in results)
     return {"makespan_s": makespan, "latency_p50_s": statistics.median(latencies),
@@ -94,13 +95,17 @@ def anchors(models: Path, model: DecoderModel, service: ServiceProcess, log_dir:
                          log=log_dir / "llama-server.log")
     runs: dict[tuple[str, int], list[Streams]] = {}
     try:
-        engines = {"raw loop": lambda p: raw_loop(model, p, tokens),
+        pool = model.kv_pool(max(BATCHES), PROMPT_TOKENS + tokens + 8)
+        engines = {"raw loop, copying": lambda p: raw_loop_copying(model, p, tokens),
+                   "raw loop, in place": lambda p: raw_loop_in_place(model, pool, p, tokens),
                    "onnxruntime-genai": lambda p: genai.run(p, tokens),
                    "llama-server": lambda p: server.run(p, tokens),
                    "llama-cpp-python": lambda p: in_process.run(p[0], tokens),
                    "lynx decoder service": lambda p: lynx_service(service.url, p, tokens)}
-        for run in engines.values():  # warm every engine up
-            run(prompt_ids(1))
+        for streams in BATCHES:  # warm every engine up at every width (first calls at a new shape allocate)
+            for name, run in engines.items():
+                if name != "llama-cpp-python" or streams == 1:
+                    run(prompt_ids(streams))
         for _ in range(repeats):
             for streams in BATCHES:
                 prompts = prompt_ids(streams)
@@ -133,7 +138,7 @@ def main() -> None:
         prefill_raw, ttft_service = [], []
         for _ in range(max(args.repeats, 5) * 2):
             time.sleep(SETTLE_SECONDS)
-            prefill_raw.append(raw_loop(model, prompts[:1], 1).first_tokens()[0])
+            prefill_raw.append(raw_loop_copying(model, prompts[:1], 1).first_tokens()[0])
             time.sleep(SETTLE_SECONDS)
             ttft_service.append(lynx_service(service.url, prompts[:1], 1).first_tokens()[0])
     finally:
@@ -181,16 +186,19 @@ def render_anchors(produced: str, tokens: int, runs: dict[tuple[str, int], list[
         f"{produced} Each stream: a distinct {PROMPT_TOKENS}-token prompt given as token ids, {tokens} tokens generated "
         "greedily, end-of-sequence ignored; time from sending to each token's arrival, prefill included. lynx's "
         "model is the int4 ONNX conversion of the Q4_1 GGUF file llama.cpp runs. llama-server: 16 parallel slots "
-        "(continuous batching), streamed `/completion`; raw loop and onnxruntime-genai: one batch of that many rows "
-        "in process; the decoder service: concurrent NDJSON streams, 16 KV slots. Medians of the repeats.", "",
-        "| streams | raw loop | onnxruntime-genai | llama-server | llama-cpp-python | lynx decoder | lynx / llama-server "
-        "| lynx / raw |", "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "(continuous batching), streamed `/completion`; the raw loops (the KV cache copied each step, as lynx first "
+        "ran it, and written in place, as it serves now) and onnxruntime-genai: one batch of that many rows in "
+        "process; the decoder service: concurrent NDJSON streams, 16 KV slots. Aggregate tokens/s, medians of the "
+        "repeats.", "",
+        "| streams | " + " | ".join(ENGINES) + " | lynx / llama-server | lynx / best raw loop |",
+        "| --- " * (len(ENGINES) + 3) + "|",
     ]
     for streams in BATCHES:
-        cells = [rate(name, streams) for name in ENGINES]
-        lynx, server, raw = cells[-1], cells[2], cells[0]
-        lines.append(f"| {streams} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells)
-                     + f" | {lynx / server:.0%} | {lynx / raw:.0%} |")
+        cells = {name: rate(name, streams) for name in ENGINES}
+        lynx, server = cells["lynx decoder service"], cells["llama-server"]
+        best_raw = max(cells[name] for name in RAW_LOOPS)
+        lines.append(f"| {streams} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells.values())
+                     + f" | {lynx / server:.0%} | {lynx / best_raw:.0%} |")
     lines += ["", "Latency (all repeats pooled): time to first token, and the gaps between a stream's tokens.", "",
               "| engine | streams | TTFT p50 | ITL p50 | ITL p99 |", "| --- | --- | --- | --- | --- |"]
     for name in ENGINES:

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from bench_common import command_line, load_average, machine, median, model_name, stop_on_sigterm, write_section
+from bench_engines import streamed_lines
 from lynx.models.cache import build
 from lynx.processes import ServiceProcess, start_service, wait_ready
 
@@ -49,31 +49,25 @@ def prompts(count: int, length: int, seed: int) -> list[list[int]]:
     return [[1, *rng.integers(1000, 20000, length - 1).tolist()] for _ in range(count)]
 
 
-async def generate(client: httpx.AsyncClient, ids: list[int], tokens: int) -> Stream:
+async def generate(url: str, ids: list[int], tokens: int) -> Stream:
     stream, started = Stream(), time.perf_counter()
-    async with client.stream("POST", "/v1/generate", json={"input_ids": ids, "max_tokens": tokens,
-                                                          "ignore_eos": True}) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            event = json.loads(line)
-            if event.get("ids"):
-                now = time.perf_counter()
-                stream.first_token_s = stream.first_token_s or now - started
-                stream.token_times += [now] * len(event["ids"])
+    async for line in streamed_lines(url, "/v1/generate", {"input_ids": ids, "max_tokens": tokens, "ignore_eos": True}):
+        if ids_in_line := json.loads(line).get("ids"):
+            now = time.perf_counter()
+            stream.first_token_s = stream.first_token_s or now - started
+            stream.token_times += [now] * len(ids_in_line)
     return stream
 
 
 async def workload(url: str, tokens: int, rag_prompts: int, gap: float) -> dict:
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        started = time.perf_counter()
-        running = [asyncio.create_task(generate(client, p, tokens))
-                   for p in prompts(STREAMS, STREAM_PROMPT_TOKENS, seed=5)]
-        rag = []
-        for prompt in prompts(rag_prompts, RAG_PROMPT_TOKENS, seed=9):
-            await asyncio.sleep(gap)
-            rag.append(asyncio.create_task(generate(client, prompt, RAG_OUTPUT_TOKENS)))
-        streams, answers = await asyncio.gather(*running), await asyncio.gather(*rag)
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    running = [asyncio.create_task(generate(url, p, tokens)) for p in prompts(STREAMS, STREAM_PROMPT_TOKENS, seed=5)]
+    rag = []
+    for prompt in prompts(rag_prompts, RAG_PROMPT_TOKENS, seed=9):
+        await asyncio.sleep(gap)
+        rag.append(asyncio.create_task(generate(url, prompt, RAG_OUTPUT_TOKENS)))
+    streams, answers = await asyncio.gather(*running), await asyncio.gather(*rag)
+    elapsed = time.perf_counter() - started
     gaps = sorted(b - a for s in streams for a, b in zip(s.token_times, s.token_times[1:], strict=False))
     generated = sum(len(s.token_times) for s in [*streams, *answers])
     return {"itl_p50": gaps[len(gaps) // 2], "itl_p99": gaps[int(0.99 * (len(gaps) - 1))], "itl_max": gaps[-1],
@@ -106,7 +100,9 @@ def main() -> None:
         for name, budget in BUDGETS.items():
             decoder = start_decoder(models, log_dir, budget)
             try:
-                asyncio.run(workload(decoder.url, 8, 0, 0.0))  # warm up
+                # Warm up with the workload itself: onnxruntime's first calls at each new shape (prefill widths,
+                # batch sizes) take several times as long, and would otherwise count as stalls.
+                asyncio.run(workload(decoder.url, args.tokens, args.rag_prompts, args.gap))
                 results[name].append(asyncio.run(workload(decoder.url, args.tokens, args.rag_prompts, args.gap)))
             finally:
                 decoder.stop()

@@ -64,10 +64,7 @@ def compaction(keep: list[bool]) -> tuple[list[int], list[tuple[int, int]]]:
 
 def decode_attention_mask(lengths: list[int], past_width: int) -> np.ndarray:
     """Mask for one decode step: row i attends to its ``lengths[i]`` cached tokens plus the new one."""
-    mask = np.zeros((len(lengths), past_width + 1), dtype=np.int64)
-    for row, length in enumerate(lengths):
-        mask[row, :length + 1] = 1
-    return mask
+    return (np.arange(past_width + 1) <= np.asarray(lengths)[:, None]).astype(np.int64)
 
 
 def right_padded(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

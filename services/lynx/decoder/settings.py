@@ -35,12 +35,12 @@ class DecoderSettings(ServiceSettings):
         default=None, description="How callers reach this very instance (to cancel a sequence it holds), e.g. "
         "http://$(POD_IP):8083. Default: http://host:port, or the caller's decoder URL when host is 0.0.0.0.")
     # The decode step's cost model (lynx.decoder.shares); defaults measured on the int4 model with
-    # scripts/bench_step_cost.py (docs/COSTS.md). Only the split depends on them: the shares always add up
-    # to the measured step time.
-    step_fixed_seconds: float = Field(default=0.00331, ge=0, description="Step cost shared evenly by its rows.")
-    step_row_seconds: float = Field(default=0.000594, ge=0, description="Step cost each row adds.")
+    # scripts/bench_step_cost.py (docs/COSTS.md). The split of a step depends on them (the shares always add up
+    # to the measured step time), and the gateway's worst-case estimate of a request (it reads them too).
+    step_fixed_seconds: float = Field(default=0.003174, ge=0, description="Step cost shared evenly by its rows.")
+    step_row_seconds: float = Field(default=0.001360, ge=0, description="Step cost each row adds.")
     step_context_token_seconds: float = Field(
-        default=3.37e-6, ge=0, description="Step cost each token of a row's own context adds.")
+        default=3.46e-6, ge=0, description="Step cost each token of a row's own context adds.")
 
     def advertised_url(self) -> str:
         """The base URL in cancel links; empty means 'relative to whatever URL reached this decoder'."""
