@@ -18,9 +18,11 @@ ends leaves a gap that the last running row moves into. Nothing else is copied b
 Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
 with prompt work is charged to the sequences of that call (by their share of its tokens), a lap
 that ends with a decode step is split between the rows of that step (``shares.py``), and every
-other lap (waiting for work) is idle; so attributed + idle = the thread's wall time. Every sequence the engine accepts ends
-with exactly one ``Finish`` carrying what it consumed, however it ends (stop, length,
-deadline, cancelled, error), so no path leaves a consumed second uncharged.
+other lap (waiting for work) is idle; so attributed + idle = the thread's wall time. Every
+sequence the engine accepts ends with exactly one ``Finish`` carrying what it consumed, however
+it ends (stop, length, deadline, cancelled, error), so no path leaves a consumed second uncharged.
+What a step produces reaches the requests' event loops at the end of the iteration, in one
+hand-over per loop (``outbox.py``).
 """
 
 from __future__ import annotations
