@@ -6,9 +6,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lynx.chaos.cli import add_chaos_command
 from lynx.load.cli import add_load_command
@@ -24,6 +25,7 @@ SERVEABLE = (*SERVICES, "auditor", "budgets")
 # Where a serveable's create_app lives when it is not lynx.<name>.app.
 APP_MODULES = {"budgets": "lynx_budget.local"}
 READY_TIMEOUT_SECONDS = 300
+T = TypeVar("T")
 # Above the services' own shutdown at its longest (lynx.shutdown, default settings: the 15 s drain and the 20 s
 # final-scrape wait share 35 s, then up to 5 s to close).
 STOP_GRACE_SECONDS = 45
@@ -41,11 +43,13 @@ def stop_grace(name: str) -> float:
     return next((grace for names, grace in LATER_PHASES if name in names), STOP_GRACE_SECONDS)
 
 
-def stop_phases(pids: dict[str, int]) -> list[tuple[set[int], float]]:
-    """The process groups of a run (name -> pid), in the order they are stopped, each with its grace."""
+def stop_phases(named: Iterable[tuple[str, T]]) -> list[tuple[list[T], float]]:
+    """The processes of a run (``(name, pid or process)`` pairs), in the order they are stopped: phases whose
+    processes stop together, each with its grace."""
+    named = list(named)
     later = {name for names, _ in LATER_PHASES for name in names}
-    return [({pid for name, pid in pids.items() if name not in later}, STOP_GRACE_SECONDS),
-            *(({pids[name] for name in names if name in pids}, grace) for names, grace in LATER_PHASES)]
+    return [([item for name, item in named if name not in later], STOP_GRACE_SECONDS),
+            *(([item for name, item in named if name in names], grace) for names, grace in LATER_PHASES)]
 
 
 def app_factory(service: str):
@@ -178,7 +182,7 @@ def down(args: argparse.Namespace, quiet: bool = False) -> None:
     pids_by_name = json.loads(pids_file.read_text())
     names = {pid: name for name, pid in pids_by_name.items()}
     try:
-        for pids, grace in stop_phases(pids_by_name):
+        for pids, grace in stop_phases(pids_by_name.items()):
             for pid, ending in stop_groups(pids, grace):
                 if ending == "killed":
                     print(f"killed {names[pid]} (pid {pid}) with SIGKILL: still running {grace} s after SIGTERM",

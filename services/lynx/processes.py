@@ -36,12 +36,22 @@ class ServiceProcess:
     ready_path: str = "/readyz"
 
     def stop(self, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_together([self], timeout)
+
+
+def stop_together(processes: Iterable[ServiceProcess], grace_seconds: float) -> None:
+    """SIGTERM every process at once, then wait for them all; SIGKILL those still running ``grace_seconds`` later.
+    Stopping one after the other would add their stops up (a lynx service's takes seconds: lynx.shutdown)."""
+    running = [p.process for p in processes if p.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=KILL_WAIT_SECONDS)
 
 
 def start_process(name: str, argv: list[str], env: dict[str, str], log: Path, url: str,

@@ -13,7 +13,9 @@ reset, with no answer. So a lynx service, told to stop:
    sequences with a final report), so that nothing is cut off mid-answer;
 3. if Prometheus scrapes this process, waits for one more scrape, which reads the final counters: for as long as
    the stop allows (the final-scrape wait, plus whatever the drain left of its grace), since a Prometheus that is
-   itself restarting or starved of CPU may skip a scrape or two, and a count never scraped is lost to it;
+   itself restarting or starved of CPU may skip a scrape or two, and a count never scraped is lost to it. A scrape
+   is a GET /metrics with the header every Prometheus scrape carries (``SCRAPE_HEADER``): someone reading the
+   page by hand is not waited for;
 4. stops listening, and only then answers the requests still held. A client trying again meets no listener (a
    refused connection: nothing was sent). Holding is what spares a client that retries at once a connection reset
    under a request it had sent: without it, such a client reconnects thousands of times a second to an instance
@@ -47,6 +49,8 @@ LINGER_SECONDS = 1.0
 HOLD_SECONDS = 1.0
 # Once drained, uvicorn has only the held requests' refusals to send and idle connections to close.
 AFTER_DRAIN_SECONDS = 5.0
+# Sent by Prometheus (and the agents compatible with it) on every scrape.
+SCRAPE_HEADER = b"x-prometheus-scrape-timeout-seconds"
 
 
 def new_api_work(path: str) -> bool:
@@ -125,7 +129,7 @@ class DrainingRequests:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if path == "/metrics":
+        if path == "/metrics" and any(name == SCRAPE_HEADER for name, _ in scope["headers"]):
             self.drain.last_scrape = time.monotonic()
 
         async def closing(message: Message) -> None:

@@ -45,6 +45,7 @@ from ..integration.conftest import (
     required_binary,
     service_environment,
     start_stack,
+    stop_all,
     wait_for,
 )
 from ..integration.otlp_sink import OtlpSink
@@ -281,14 +282,15 @@ def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iter
     with OtlpSink() as sink, pytest.MonkeyPatch.context() as environment, contextlib.ExitStack() as later:
         base_env = service_environment(built_models(), sink, work / "tenants.json")
         stack = start_stack(base_env, work, sink, {"gateway": gateway_env})
-        for process in reversed(stack.processes()):  # the last callback runs first: the gateway stops first
-            later.callback(process.stop)
+        # Registered first, so run last: the services and Prometheus (the one running then: the tests restart it).
+        processes, scene = stack.processes(), []
+        later.callback(lambda: stop_all([*processes, *(made.prometheus for made in scene)]))
         # A second replica of the gateway: the spend Prometheus reports is the sum over both.
         second = start_service("gateway", {
             **base_env, **gateway_env, "LYNX_GATEWAY_TOKENIZER_URL": stack.tokenizer.url,
             "LYNX_GATEWAY_RETRIEVER_URL": stack.retriever.url, "LYNX_GATEWAY_DECODER_URL": stack.decoder.url},
             work / "gateway-2.log")
-        later.callback(second.stop)
+        processes.append(second)
         wait_ready([second], START_TIMEOUT_SECONDS)
         config = prometheus_config(load_config("prometheus.yml"), {"gateway": stack.gateway.url.removeprefix("http://")})
         config["global"]["scrape_interval"] = "1s"
@@ -298,7 +300,7 @@ def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iter
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
         running = Scene(release, operator_kubeconfig, [stack.gateway, second], prometheus, config,
                         {tenant: registry.add(tenant) for tenant in ("capped", "served")}, environment)
-        later.callback(lambda: running.prometheus.stop())  # the one running then: the tests restart it
+        scene.append(running)
         wait_ready([prometheus], START_TIMEOUT_SECONDS)
         copier = ConfigMapFile(release.kubeconfig, work / "budgets.json")
         copier.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,8 @@ import pytest
 from lynx.contracts.budgets import BudgetDecisions
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
-from lynx.processes import ServiceProcess, start_service, wait_ready
+from lynx.cli import stop_phases
+from lynx.processes import ServiceProcess, start_service, stop_together, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus, start_tempo
 
@@ -34,7 +35,7 @@ class Stack:
     tenant: str = ""
 
     def processes(self) -> list[ServiceProcess]:
-        """The four services, in the order they should stop (the gateway first)."""
+        """The four services."""
         return [self.gateway, self.decoder, self.retriever, self.tokenizer]
 
     def headers(self) -> dict[str, str]:
@@ -96,8 +97,7 @@ def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink,
     try:
         wait_ready(services, START_TIMEOUT_SECONDS)
     except Exception:
-        for service in services:
-            service.stop()
+        stop_all(services)
         raise
     stack.tenant = f"tenant-{gateway.url.rsplit(':', 1)[1]}"
     stack.key = TenantRegistry(Path(env["LYNX_GATEWAY_TENANTS_FILE"])).add(stack.tenant)
@@ -109,8 +109,7 @@ def stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
     """The default deployment: 8 slots, a roomy queue."""
     running = start_stack(base_env, tmp_path_factory.mktemp("logs"), sink)
     yield running
-    for service in running.processes():
-        service.stop()
+    stop_all(running.processes())
 
 
 @pytest.fixture(scope="session")
@@ -120,8 +119,7 @@ def tight_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
         "decoder": {"LYNX_DECODER_KV_SLOTS": "1", "LYNX_DECODER_QUEUE_CAPACITY": "1"},
         "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "6"}})
     yield running
-    for service in running.processes():
-        service.stop()
+    stop_all(running.processes())
 
 
 @dataclass
@@ -189,8 +187,14 @@ def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
         started.append(prometheus)
         yield ObservedStack(services, tempo, otlp, prometheus, auditor)
     finally:
-        for process in reversed(started):
-            process.stop()
+        stop_all(started)
+
+
+def stop_all(processes: Iterable[ServiceProcess]) -> None:
+    """Stops test processes as `lynx down` stops a run (lynx.cli.stop_phases): the services together, Prometheus
+    once they have had their last scrape, then the collector, Tempo last."""
+    for phase, grace in stop_phases((process.name, process) for process in processes):
+        stop_together(phase, grace)
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
@@ -217,8 +221,7 @@ def faulty(observed: ObservedStack, base_env, sink, tmp_path_factory) -> Iterato
         "decoder": {"LYNX_DECODER_FAULTS_ENABLED": "true", "LYNX_DECODER_KV_SLOTS": "4"},
         "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "5"}})
     yield running
-    for service in running.processes():
-        service.stop()
+    stop_all(running.processes())
 
 
 def published_state(decisions: Path, tenant: str) -> str | None:

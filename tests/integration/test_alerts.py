@@ -25,7 +25,7 @@ from lynx.stack import load_config, prometheus_config
 from lynx_budget.local import FileStore
 
 from ..rules.chart import alertmanager_config, helm_template, rules_file
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary, stop_all
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "lynx"  # the release namespace the chart's rules select, which the ServiceMonitors' targets carry
@@ -178,8 +178,7 @@ def alerting(stack: Stack, base_env, webhook: Webhook, tmp_path_factory) -> Iter
         key = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"])).add(tenant)
         yield Alerting(gateway, store, tenant, key, prometheus)
     finally:
-        for process in reversed(started):
-            process.stop()
+        stop_all(started)
 
 
 def spent_eur(alerting: Alerting) -> float:

@@ -28,7 +28,8 @@ from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import load_config, prometheus_config, start_prometheus
 
 from .conftest import (
-    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, wait_for,
+    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, stop_all,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
     cli_env = {**base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(work / "budgets.yaml"),
                "LYNX_BUDGETS_STATE_FILE": str(work / "state.json"), "LYNX_BUDGETS_DECISIONS_FILE": str(decisions)}
     stack = start_stack(base_env, work, sink, {"gateway": {"LYNX_GATEWAY_BUDGETS_FILE": str(decisions)}})
-    started: list[ServiceProcess] = list(reversed(stack.processes()))
+    started: list[ServiceProcess] = stack.processes()
     try:
         loop_port = free_port()
         config = prometheus_config(load_config("prometheus.yml"), {
@@ -89,8 +90,7 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
         running.keys = {name: registry.add(name) for name in ("capped", "roomy")}
         yield running
     finally:
-        for process in reversed(started):
-            process.stop()
+        stop_all(started)
 
 
 def paris_midnight() -> str:

@@ -18,7 +18,9 @@ from lynx.cli import stop_grace
 from lynx.processes import ServiceProcess, wait_ready
 from lynx.stack import CONFIG_DIR, CollectorPorts, TempoPorts, load_config, start_collector, start_tempo
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack, wait_for
+from .conftest import (
+    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack, stop_all, wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +55,7 @@ def traced(base_env, sink, tmp_path) -> Iterator[TracedStack]:
     tempo_binary = required_binary("tempo", "scripts/build_tools.sh tempo")
     collector_binary = required_binary("otelcol-lynx", "scripts/build_tools.sh otelcol")
     tempo, tempo_ports = start_tempo(tempo_binary, load_config("tempo.yaml"), tmp_path / "tempo")
-    stack, started = None, []  # stopped last to first, then whichever Tempo runs
+    stack, started = None, []  # stopped with whichever Tempo runs
     try:
         collector, collector_ports = start_collector(collector_binary, load_config("otelcol.yaml"),
                                                      tmp_path / "otelcol", f"http://127.0.0.1:{tempo_ports.otlp_http}")
@@ -61,13 +63,11 @@ def traced(base_env, sink, tmp_path) -> Iterator[TracedStack]:
         wait_ready([tempo, collector], START_TIMEOUT_SECONDS)
         env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_ports.otlp_http}"}
         services = start_stack(env, tmp_path, sink)
-        started += reversed(services.processes())
+        started += services.processes()
         stack = TracedStack(services, collector_ports, tempo_binary, tmp_path / "tempo", tempo_ports, tempo)
         yield stack
     finally:
-        for process in reversed(started):
-            process.stop()
-        (stack.tempo if stack else tempo).stop(TEMPO_STOP_GRACE_SECONDS)
+        stop_all([*started, stack.tempo if stack else tempo])
 
 
 def complete(services: Stack, question: str) -> str:

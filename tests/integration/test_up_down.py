@@ -28,7 +28,7 @@ TEMPO = "http://127.0.0.1:3200"
 CHART_VALUES = REPO / "charts" / "lynx" / "values.yaml"
 PORTS = {"gateway": 8080, "tempo": 3200}
 UP_TIMEOUT_SECONDS = 600
-DOWN_TIMEOUT_SECONDS = sum(grace for _, grace in stop_phases({})) + KILL_WAIT_SECONDS + 30
+DOWN_TIMEOUT_SECONDS = sum(grace for _, grace in stop_phases([])) + KILL_WAIT_SECONDS + 30
 
 
 def run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """A stopping service drains while it still listens: new work held a while then refused cleanly, work under way
-finished (or ended early near the end of the grace), one more scrape waited for when Prometheus reads the process."""
+finished (or ended early near the end of the grace), one more scrape waited for when Prometheus (not a person)
+reads the process."""
 
 from __future__ import annotations
 
@@ -53,8 +54,10 @@ def test_a_stopping_service_holds_new_work_a_while_then_refuses_it_cleanly():
         assert refused.json()["error"]["code"] == STOPPING_CODE and refused.json()["lynx"]["request_id"]
         assert client.post("/v1/work/7/cancel").json() == {"cancelled": "7"}  # not new work: still served
         assert client.get("/readyz").status_code == 503
+        assert client.get("/metrics").headers["connection"] == "close"
+        assert app.state.drain.last_scrape is None  # read by hand: a stopping service does not wait for such reads
         before = time.monotonic()
-        metrics = client.get("/metrics")
+        metrics = client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "10"})
         assert metrics.status_code == 200 and metrics.headers["connection"] == "close"
         assert app.state.drain.last_scrape is not None and app.state.drain.last_scrape >= before
 

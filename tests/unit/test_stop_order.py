@@ -7,7 +7,7 @@ RUN = {"tempo": 1, "otelcol": 2, "auditor": 3, "prometheus": 4, "tokenizer": 5, 
 
 
 def phase_of(pid: int) -> int:
-    return next(index for index, (pids, _) in enumerate(stop_phases(RUN)) if pid in pids)
+    return next(index for index, (pids, _) in enumerate(stop_phases(RUN.items())) if pid in pids)
 
 
 def test_services_stop_before_prometheus_which_stops_before_the_collector_and_tempo():
@@ -18,11 +18,11 @@ def test_services_stop_before_prometheus_which_stops_before_the_collector_and_te
 
 
 def test_every_process_is_stopped_once():
-    stopped = [pid for pids, _ in stop_phases(RUN) for pid in pids]
+    stopped = [pid for pids, _ in stop_phases(RUN.items()) for pid in pids]
     assert sorted(stopped) == sorted(RUN.values())
 
 
 def test_a_process_lynx_does_not_know_stops_with_the_services_and_their_grace():
-    phases = stop_phases({"grafana": 10})
-    assert phases[0] == ({10}, STOP_GRACE_SECONDS) and stop_grace("grafana") == STOP_GRACE_SECONDS
+    phases = stop_phases([("grafana", 10)])
+    assert phases[0] == ([10], STOP_GRACE_SECONDS) and stop_grace("grafana") == STOP_GRACE_SECONDS
     assert stop_grace("tempo") < stop_grace("otelcol") < STOP_GRACE_SECONDS
