@@ -29,13 +29,14 @@ T = TypeVar("T")
 # Above the services' own shutdown at its longest (lynx.shutdown, default settings: the 15 s drain and the 20 s
 # final-scrape wait share 35 s, then up to 5 s to close).
 STOP_GRACE_SECONDS = 45
-# Stopped after the services, in this order, each phase with its own grace: Prometheus and the processes that
-# read it once the stopping services have had their last scrape (lynx.shutdown waits for one); the collector once
-# the services have flushed their spans to it (it sends what it holds on its way out); Tempo last, killed after a
-# short grace, as it never exits on SIGTERM once it has served a query (its query-frontend waits forever for a
-# queue that nothing empties any more).
+# Stopped after the services (everything Prometheus scrapes: the budget loop and the auditor too), in this order,
+# each phase with its own grace: Prometheus once the stopping processes have had their last scrape (lynx.shutdown
+# waits for one, and would wait its whole stop for a Prometheus stopping beside it); the collector once the services
+# have flushed their spans to it (it sends what it holds on its way out); Tempo last, killed after a short grace, as
+# it never exits on SIGTERM once it has served a query (its query-frontend waits forever for a queue that nothing
+# empties any more).
 LATER_PHASES: tuple[tuple[tuple[str, ...], float], ...] = (
-    (("prometheus", "budgets", "auditor"), STOP_GRACE_SECONDS), (("otelcol",), 10), (("tempo",), 5))
+    (("prometheus",), STOP_GRACE_SECONDS), (("otelcol",), 10), (("tempo",), 5))
 
 
 def stop_grace(name: str) -> float:

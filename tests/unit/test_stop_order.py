@@ -1,4 +1,4 @@
-"""The order `lynx down` stops a run in: services first, then what reads their last scrape, the collector, Tempo."""
+"""The order `lynx down` stops a run in: what Prometheus scrapes first, then Prometheus, the collector, Tempo."""
 
 from lynx.cli import STOP_GRACE_SECONDS, stop_grace, stop_phases
 
@@ -10,10 +10,10 @@ def phase_of(pid: int) -> int:
     return next(index for index, (pids, _) in enumerate(stop_phases(RUN.items())) if pid in pids)
 
 
-def test_services_stop_before_prometheus_which_stops_before_the_collector_and_tempo():
-    services = {phase_of(RUN[name]) for name in ("gateway", "tokenizer", "retriever", "decoder")}
-    assert services == {0}
-    assert phase_of(RUN["prometheus"]) == phase_of(RUN["budgets"]) == phase_of(RUN["auditor"]) == 1
+def test_what_prometheus_scrapes_stops_before_it_which_stops_before_the_collector_and_tempo():
+    scraped = {phase_of(RUN[name]) for name in ("gateway", "tokenizer", "retriever", "decoder", "budgets", "auditor")}
+    assert scraped == {0}
+    assert phase_of(RUN["prometheus"]) == 1
     assert phase_of(RUN["otelcol"]) == 2 and phase_of(RUN["tempo"]) == 3
 
 
