@@ -33,6 +33,7 @@ from lynx.gateway.budgets import Estimate, Hold, affordable_max_tokens
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams, instance_stopping, post_json, unreachable, upstream_failure
+from lynx.lines import body_lines
 from lynx.telemetry.metrics import generation_metrics
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.tracing import trace_ids
@@ -406,7 +407,7 @@ class Generation:
             await self._response.aread()
             if attempt or not instance_stopping(self._response):
                 raise upstream_failure("decoder", self._response)
-        async for line in self._response.aiter_lines():
+        async for line in body_lines(self._response):
             if not line:
                 continue
             event = parse_event(line)

@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from lynx.contracts.errors import ErrorBody
 from lynx.gateway.schemas import ChatCompletion, ChatCompletionChunk, ModelList
 from lynx.gateway.tenants import hash_key
+from lynx.lines import body_lines
 
 # ok: a whole answer; http_error: an error status (or a stream's error event) with an OpenAI-shaped error body;
 # malformed: an error status without one, a body that is not a completion, or a stream cut short;
@@ -170,7 +171,7 @@ async def read_response(response: httpx.Response, reading: Reading, stream: bool
     elif not stream:
         reading.completion(await response.aread())
     else:
-        async for line in response.aiter_lines():
+        async for line in body_lines(response):
             if line.startswith("data: ") and not reading.event(line.removeprefix("data: "),
                                                                  time.perf_counter() - sent):
                 return
