@@ -1,8 +1,8 @@
 """The lines of a streamed HTTP body (NDJSON events, server-sent events), split at line feeds alone.
 
 httpx's ``aiter_lines`` splits wherever ``str.splitlines`` does, U+0085, U+2028 and U+2029 included. JSON leaves
-those characters unescaped inside strings, so a generated token holding one cut an event in two, and the half
-events could not be read. A line's trailing carriage return is dropped (server-sent events may end lines with
+those characters unescaped inside strings, so a generated token holding one would cut an event in two, and
+neither half could be read. A line's trailing carriage return is dropped (server-sent events may end lines with
 CRLF).
 """
 

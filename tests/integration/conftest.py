@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from lynx.cli import stop_phases
 from lynx.contracts.budgets import BudgetDecisions
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
-from lynx.cli import stop_phases
 from lynx.processes import ServiceProcess, start_service, stop_together, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus, start_tempo
