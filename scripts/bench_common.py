@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from lynx.cli import service_environment
+from lynx.cli import service_environment, stop_processes
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.load.driver import LoadSpec, RequestRecord, drive
@@ -59,7 +59,7 @@ def add_tenant(env: dict[str, str], name: str) -> str:
 
 @dataclass
 class Processes:
-    """Everything a benchmark started, stopped in reverse order however the benchmark ends."""
+    """Everything a benchmark started, stopped as `lynx down` stops a run however the benchmark ends."""
 
     started: list[ServiceProcess] = field(default_factory=list)
 
@@ -67,8 +67,8 @@ class Processes:
         self.started.extend(processes)
 
     def stop(self) -> None:
-        while self.started:
-            self.started.pop().stop()
+        started, self.started = self.started, []
+        stop_processes(started)
 
 
 @contextmanager

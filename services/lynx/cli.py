@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from lynx.chaos.cli import add_chaos_command
 from lynx.load.cli import add_load_command
-from lynx.processes import start_service, stop_groups, wait_ready
+from lynx.processes import ServiceProcess, start_service, stop_groups, stop_together, wait_ready
 from lynx.settings import default_cache_dir
 
 if TYPE_CHECKING:
@@ -51,6 +51,13 @@ def stop_phases(named: Iterable[tuple[str, T]]) -> list[tuple[list[T], float]]:
     later = {name for names, _ in LATER_PHASES for name in names}
     return [([item for name, item in named if name not in later], STOP_GRACE_SECONDS),
             *(([item for name, item in named if name in names], grace) for names, grace in LATER_PHASES)]
+
+
+def stop_processes(processes: Iterable[ServiceProcess]) -> None:
+    """Stops processes started in this one (tests, benchmarks) as `lynx down` stops a run: phase by phase
+    (``stop_phases``), each phase's processes together."""
+    for phase, grace in stop_phases((process.name, process) for process in processes):
+        stop_together(phase, grace)
 
 
 def app_factory(service: str):

@@ -28,6 +28,7 @@ import yaml
 from kopf.testing import KopfRunner
 from kubernetes.client import CoreV1Api
 
+from lynx.cli import stop_processes
 from lynx.contracts.budgets import TIMEZONE_PATTERN, BudgetDecisions, BudgetSpec, TemporaryRaise
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
@@ -45,7 +46,6 @@ from ..integration.conftest import (
     required_binary,
     service_environment,
     start_stack,
-    stop_all,
     wait_for,
 )
 from ..integration.otlp_sink import OtlpSink
@@ -284,7 +284,7 @@ def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iter
         stack = start_stack(base_env, work, sink, {"gateway": gateway_env})
         # Registered first, so run last: the services and Prometheus (the one running then: the tests restart it).
         processes, scene = stack.processes(), []
-        later.callback(lambda: stop_all([*processes, *(made.prometheus for made in scene)]))
+        later.callback(lambda: stop_processes([*processes, *(made.prometheus for made in scene)]))
         # A second replica of the gateway: the spend Prometheus reports is the sum over both.
         second = start_service("gateway", {
             **base_env, **gateway_env, "LYNX_GATEWAY_TOKENIZER_URL": stack.tokenizer.url,

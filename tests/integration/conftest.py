@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from lynx.cli import stop_phases
+from lynx.cli import stop_processes
 from lynx.contracts.budgets import BudgetDecisions
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
-from lynx.processes import ServiceProcess, start_service, stop_together, wait_ready
+from lynx.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus, start_tempo
 
@@ -97,7 +97,7 @@ def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink,
     try:
         wait_ready(services, START_TIMEOUT_SECONDS)
     except Exception:
-        stop_all(services)
+        stop_processes(services)
         raise
     stack.tenant = f"tenant-{gateway.url.rsplit(':', 1)[1]}"
     stack.key = TenantRegistry(Path(env["LYNX_GATEWAY_TENANTS_FILE"])).add(stack.tenant)
@@ -109,7 +109,7 @@ def stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
     """The default deployment: 8 slots, a roomy queue."""
     running = start_stack(base_env, tmp_path_factory.mktemp("logs"), sink)
     yield running
-    stop_all(running.processes())
+    stop_processes(running.processes())
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +119,7 @@ def tight_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
         "decoder": {"LYNX_DECODER_KV_SLOTS": "1", "LYNX_DECODER_QUEUE_CAPACITY": "1"},
         "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "6"}})
     yield running
-    stop_all(running.processes())
+    stop_processes(running.processes())
 
 
 @dataclass
@@ -187,14 +187,7 @@ def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
         started.append(prometheus)
         yield ObservedStack(services, tempo, otlp, prometheus, auditor)
     finally:
-        stop_all(started)
-
-
-def stop_all(processes: Iterable[ServiceProcess]) -> None:
-    """Stops test processes as `lynx down` stops a run (lynx.cli.stop_phases): the services together, Prometheus
-    once they have had their last scrape, then the collector, Tempo last."""
-    for phase, grace in stop_phases((process.name, process) for process in processes):
-        stop_together(phase, grace)
+        stop_processes(started)
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
@@ -221,7 +214,7 @@ def faulty(observed: ObservedStack, base_env, sink, tmp_path_factory) -> Iterato
         "decoder": {"LYNX_DECODER_FAULTS_ENABLED": "true", "LYNX_DECODER_KV_SLOTS": "4"},
         "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "5"}})
     yield running
-    stop_all(running.processes())
+    stop_processes(running.processes())
 
 
 def published_state(decisions: Path, tenant: str) -> str | None:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from lynx.cli import stop_processes
 from lynx.contracts.budgets import BudgetSpec
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_process, start_service, wait_ready
@@ -25,7 +26,7 @@ from lynx.stack import load_config, prometheus_config
 from lynx_budget.local import FileStore
 
 from ..rules.chart import alertmanager_config, helm_template, rules_file
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary, stop_all
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "lynx"  # the release namespace the chart's rules select, which the ServiceMonitors' targets carry
@@ -178,7 +179,7 @@ def alerting(stack: Stack, base_env, webhook: Webhook, tmp_path_factory) -> Iter
         key = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"])).add(tenant)
         yield Alerting(gateway, store, tenant, key, prometheus)
     finally:
-        stop_all(started)
+        stop_processes(started)
 
 
 def spent_eur(alerting: Alerting) -> float:

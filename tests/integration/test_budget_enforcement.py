@@ -23,13 +23,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lynx.cli import stop_processes
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import load_config, prometheus_config, start_prometheus
 
 from .conftest import (
-    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, stop_all,
-    wait_for,
+    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
         running.keys = {name: registry.add(name) for name in ("capped", "roomy")}
         yield running
     finally:
-        stop_all(started)
+        stop_processes(started)
 
 
 def paris_midnight() -> str:

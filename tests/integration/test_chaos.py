@@ -112,7 +112,7 @@ def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
 
 
 def stop_local_run(work: Path) -> None:
-    """What `lynx down` does, for this run directory: the services, then the collector and Tempo, each in turn."""
+    """What `lynx down` does, for this run directory: phase by phase (lynx.cli.stop_phases)."""
     for group, grace in stop_phases(json.loads((work / "pids.json").read_text()).items()):
         for _ in stop_groups(group, grace):
             pass

@@ -14,12 +14,12 @@ import pytest
 
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tempo import StoredSpan, TempoClient
-from lynx.cli import stop_grace
+from lynx.cli import stop_grace, stop_processes
 from lynx.processes import ServiceProcess, wait_ready
 from lynx.stack import CONFIG_DIR, CollectorPorts, TempoPorts, load_config, start_collector, start_tempo
 
 from .conftest import (
-    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack, stop_all, wait_for,
+    MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack, wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def traced(base_env, sink, tmp_path) -> Iterator[TracedStack]:
         stack = TracedStack(services, collector_ports, tempo_binary, tmp_path / "tempo", tempo_ports, tempo)
         yield stack
     finally:
-        stop_all([*started, stack.tempo if stack else tempo])
+        stop_processes([*started, stack.tempo if stack else tempo])
 
 
 def complete(services: Stack, question: str) -> str:

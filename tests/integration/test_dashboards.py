@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from lynx.cli import stop_processes
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.build import all_dashboards
 from lynx.dashboards.queries import expand, panel_queries
@@ -24,7 +25,7 @@ from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus
 from lynx_budget.local import FileStore
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary, stop_all
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
 
 CONTRACT_SECONDS = 60
 METRIC_NAME = re.compile(r"\b((?:lynx|process)_[a-z0-9_]+)\b")
@@ -107,7 +108,7 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
             time.sleep(0.5)
         yield Budgeted(gateway, controller, prometheus, *({"Authorization": f"Bearer {keys[t]}"} for t in (served, capped)))
     finally:
-        stop_all(started)
+        stop_processes(started)
 
 
 def test_every_panel_returns_data_within_a_minute_of_one_request(observed: ObservedStack, budgeted: Budgeted, capsys):

@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lynx.cli import stop_processes
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.stack import load_config, prometheus_config, start_prometheus
 from lynx_budget.policy import SpendReading, day_window
 from lynx_budget.spend import SpendUnavailable, query, read_spend
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary, stop_all
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
 
 pytestmark = pytest.mark.integration
 SCRAPE_WAIT_SECONDS = 60
@@ -113,7 +114,7 @@ def test_a_restarted_gateway_counts_both_counters(lone_gateway, base_env, tmp_pa
         reading = once_scraped(read, first + second)
         assert reading.spent_eur == pytest.approx(first + second, rel=1e-9)
     finally:
-        stop_all([gateway, prometheus])  # Prometheus after the gateway, which waits for its last scrape
+        stop_processes([gateway, prometheus])  # Prometheus after the gateway, which waits for its last scrape
 
 
 @pytest.fixture
