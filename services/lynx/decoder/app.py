@@ -31,7 +31,8 @@ def create_app(settings: DecoderSettings | None = None) -> FastAPI:
             detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer.decode),
         )
         engine.faults = app.state.faults
-        engine.start()
+        engine.start(warm_up=settings.warm_up)
+        await asyncio.to_thread(engine.serving.wait)
         app.state.engine = engine
         # Sequences still running when the shutdown grace runs short end with their final report.
         app.state.drain.end_early(ENGINE_STOP_SECONDS, lambda: asyncio.to_thread(engine.stop))

@@ -51,6 +51,7 @@ from lynx.tokenizer.detok import IncrementalDetokenizer
 
 log = logging.getLogger("lynx.decoder.engine")
 SHUTDOWN_MESSAGE = "the decoder is shutting down"
+WARM_UP_TOKENS = 128  # the longest prompt work the warm-up runs (at most the step's prefill budget)
 
 
 class QueueFull(Exception):
@@ -174,10 +175,15 @@ class EngineClock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._mark = time.perf_counter()
-        self._waiting = False
-        self.busy_seconds = 0.0
-        self._idle_seconds = 0.0
+        self.restart()
+
+    def restart(self) -> None:
+        """Start counting from now, from zero (the engine's time begins when it starts serving)."""
+        with self._lock:
+            self._mark = time.perf_counter()
+            self._waiting = False
+            self.busy_seconds = 0.0
+            self._idle_seconds = 0.0
 
     def _lap(self) -> float:
         now = time.perf_counter()
@@ -232,6 +238,8 @@ class BatchingEngine:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="lynx-engine", daemon=True)
+        self._warm_up_first = False
+        self.serving = threading.Event()
         self.metrics = engine_metrics()
         self.metrics.slots_total.set(slots)
         self.metrics.idle_seconds.source = self.clock.idle_seconds
@@ -241,7 +249,10 @@ class BatchingEngine:
         self._publish_occupancy()
 
     # --- called from the event loop -------------------------------------------------------
-    def start(self) -> None:
+    def start(self, warm_up: bool = False) -> None:
+        """Start the engine thread; with ``warm_up``, it first runs each kind of model call once (``serving`` is set
+        when it is done)."""
+        self._warm_up_first = warm_up
         self._thread.start()
 
     def stop(self) -> None:
@@ -296,7 +307,31 @@ class BatchingEngine:
     def _has_work(self) -> bool:
         return self._stopping or bool(self._waiting) or bool(self._prefilling) or bool(self._running)
 
+    def _warm_up(self) -> None:
+        """Each kind of model call once, greedy, at the largest prompt work of one step: a long prompt's first two
+        chunks and a decode step after them, then short prompts in every row and a decode step of all rows.
+        onnxruntime's first calls grow its buffers, some of them the calling thread's own, so this runs on the engine
+        thread. Without it, the first burst of eight requests after a start waited 123 ms longer for its slowest first
+        token than later bursts; with it, 13 ms (docs/BENCHMARKS.md, scripts/bench_cold_start.py). Nothing it leaves
+        in the cache is read: each sequence prefills its own row."""
+        model, pool, pad = self.model, self._pool, self.model.pad_token_id
+        tokens = max(1, min(self.prefill_token_budget, WARM_UP_TOKENS, (self.max_context - 1) // 2))
+        model.prefill_rows(pool, 0, [[pad] * tokens])
+        token = int(model.extend_row(pool, 0, tokens, [pad] * tokens).argmax())
+        model.decode_rows(pool, [token], [2 * tokens])
+        short = max(1, tokens // pool.rows)
+        firsts = model.prefill_rows(pool, 0, [[pad] * short] * pool.rows).argmax(axis=-1).tolist()
+        model.decode_rows(pool, firsts, [short] * pool.rows)
+        np.random.default_rng()  # a process's first generator takes ~12 ms to set up; each sequence makes one
+
     def _run(self) -> None:
+        if self._warm_up_first:
+            try:
+                self._warm_up()
+            except Exception:  # serving still starts: a broken model fails its first request with a clear error
+                log.exception("warm_up_failed")
+        self.clock.restart()  # the engine's time (busy + idle) starts when it serves
+        self.serving.set()
         while True:
             with self._wake:
                 if not self._has_work():

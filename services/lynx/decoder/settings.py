@@ -23,6 +23,8 @@ class DecoderSettings(ServiceSettings):
     max_context: int = Field(default=2048, ge=16, le=8192, description="Prompt + completion tokens per slot.")
     threads: int = Field(default=2, ge=1, le=256, description="onnxruntime intra-op threads.")
     spin_wait: bool = Field(default=True, description="Let onnxruntime threads spin between steps.")
+    warm_up: bool = Field(default=True, description="Run each kind of model call once before reporting ready, so "
+                          "the first requests do not pay for onnxruntime's first calls (about 1 s at start).")
     batching: Literal["continuous", "static"] = Field(
         default="continuous",
         description="continuous admits new sequences every step; static waits for the whole batch to finish.")

@@ -74,6 +74,49 @@ def calls_of(model: FakeModel, budget: int, requests: list[GenerationRequest]) -
     return model.calls, results
 
 
+def warmed_up(model: FakeModel, slots: int, budget: int) -> tuple[list[tuple[str, int]], BatchingEngine, list, float]:
+    """The model calls a warm-up makes, what requests sent once it is over get, and the test's own measure of the
+    time since the engine began serving (to compare with the engine's busy + idle)."""
+    async def scenario():
+        engine = make_engine(model, slots=slots, budget=budget, start=False)
+        engine.start(warm_up=True)
+        try:
+            assert await asyncio.to_thread(engine.serving.wait, 10)
+            serving_since = time.perf_counter()
+            warm_up_calls = list(model.calls)
+            sequences = [engine.submit(request(first, 5, prompt_length=first)) for first in (3, 7, 11)]
+            results = [await finish_of(s) for s in sequences]
+            return warm_up_calls, engine, results, time.perf_counter() - serving_since
+        finally:
+            engine.stop()
+    return run(scenario())
+
+
+def test_the_warm_up_runs_each_kind_of_call_and_leaves_neither_time_nor_cache_behind():
+    model = FakeModel(prefill_seconds=0.02, step_seconds=0.02)
+    calls, engine, results, serving_seconds = warmed_up(model, slots=4, budget=8)
+    # A long prompt's two chunks and a step after them, then every row's short prompt and a step of all rows.
+    assert calls == [("prefill", 1), ("extend", 1), ("decode", 1), ("prefill", 4), ("decode", 4)]
+    # The warm-up's 0.1 s is nobody's: the engine's busy + idle covers the time since it began serving, and its busy
+    # time is what the requests were charged.
+    assert engine.clock.busy_seconds + engine.clock.idle_seconds() == pytest.approx(serving_seconds, abs=0.02)
+    attributed = sum(f.timings.prefill_seconds + f.timings.decode_seconds for _, f in results)
+    assert attributed == pytest.approx(engine.clock.busy_seconds, rel=1e-9)
+    # The fake model fails a step whose rows do not hold their own context: the warm-up's rows were not read.
+    for (ids, finish), first in zip(results, (3, 7, 11), strict=True):
+        assert (ids, finish.reason) == ([first + 1 + i for i in range(5)], "length")
+
+
+def test_a_failing_warm_up_is_logged_and_the_engine_serves_anyway(caplog):
+    model = FakeModel()
+    model.fail_prefill_of = {model.pad_token_id}  # the warm-up's prompts are padding
+    with caplog.at_level("ERROR", logger="lynx.decoder.engine"):
+        calls, _, results, _ = warmed_up(model, slots=2, budget=8)
+    assert calls == [("prefill", 1)]
+    assert "warm_up_failed" in caplog.text
+    assert [finish.reason for _, finish in results] == ["length"] * 3
+
+
 def test_short_prompts_that_fit_the_budget_are_prefilled_together_in_one_call():
     three = [request(first, 3, prompt_length=8) for first in (1, 2, 3)]
     roomy, _ = calls_of(FakeModel(), 100, three)
