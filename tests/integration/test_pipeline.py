@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import MODEL_NAME, Stack, metric_value
+from .conftest import MODEL_NAME, Stack, metric_value, wait_for
 
 CORE_METRICS = {
     "gateway": ["lynx_request_total", "lynx_request_duration_seconds_bucket", "lynx_tokens_total",
@@ -193,8 +193,10 @@ def test_the_request_id_travels_to_every_service(stack: Stack):
     def logged_by(service) -> set[str]:
         lines = [json.loads(line) for line in service.log.read_text().splitlines() if line.startswith("{")]
         return {line["event"] for line in lines if line.get("request_id") == request_id}
+    # A service logs its request line when its response has gone out, which can be a moment after the gateway's.
     for service in stack.processes():
-        assert "request" in logged_by(service), f"{service.name} did not log request {request_id}"
+        wait_for(lambda service=service: "request" in logged_by(service), 10, f"{service.name} to log {request_id}",
+                 explain=lambda service=service: f"its lines of that request: {logged_by(service)}")
     assert "request_finished" in logged_by(stack.gateway)
 
 
