@@ -52,6 +52,7 @@ FAST_P99_TARGET_MS = 20
 UNKNOWN_KEY = "sk-bench-unknown-key"
 CLIENT = "client"
 TRACED, UNTRACED = "spans exported", "tracing off"
+SDK_BATCHES = "spans exported in the SDK's batches of 512"
 
 
 # --- saturation against the raw decode limit -----------------------------------------------------------------------
@@ -185,12 +186,17 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 
 def measure_fast_paths(args: argparse.Namespace, processes: Processes, env: dict[str, str], deployment: Deployment,
                        work: Path) -> dict[tuple[str, str], list[FastRun]]:
-    """{(path, gateway): runs}: the deployment's gateway, and beside it one with OTEL_SDK_DISABLED=true (the same
-    services behind it), which tells what of the fast paths' time is tracing's."""
+    """{(path, gateway): runs}: the deployment's gateway, and beside it (the same services behind them) one exporting
+    its spans in the OpenTelemetry SDK's batches of 512 instead of lynx's 64, and one with OTEL_SDK_DISABLED=true,
+    which tells what of the fast paths' time is tracing's."""
     leaves = {name: deployment.services[name] for name in LEAVES}
+    sdk_batches = start_gateway(processes, {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": deployment.otlp_endpoint,
+                                            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512"},
+                                leaves, work / "gateway-sdk-batches.log")
     untraced = start_gateway(processes, {**env, **TRACING_OFF}, leaves, work / "gateway-untraced.log")
-    wait_ready([untraced], START_TIMEOUT_SECONDS)
+    wait_ready([sdk_batches, untraced], START_TIMEOUT_SECONDS)
     gateways = {TRACED: (deployment.gateway_url, deployment.pids()),
+                SDK_BATCHES: (sdk_batches.url, {**deployment.pids(), "gateway": sdk_batches.process.pid}),
                 UNTRACED: (untraced.url, {**deployment.pids(), "gateway": untraced.process.pid})}
     fast: dict[tuple[str, str], list[FastRun]] = {}
     for _ in range(args.repeats):
@@ -248,7 +254,8 @@ def render_fast_paths(args: argparse.Namespace, fast: dict[tuple[str, str], list
         f" s per run; {args.repeats} runs of each row, alternating. The refused request is a well-formed chat "
         "completion with an API key no tenant has: the gateway answers 401 without calling any service behind it. "
         f"Targets, for the deployment's gateway: >= {FAST_RPS_TARGET} requests/s and p99 < {FAST_P99_TARGET_MS} ms. "
-        f"The second gateway ({UNTRACED}) runs beside it in the same run, in front of the same services, with "
+        "Two more gateways run beside it in the same run, in front of the same services: one exporting its spans in "
+        "the OpenTelemetry SDK's default batches (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512`; lynx's are 64), one with "
         "`OTEL_SDK_DISABLED=true`. CPU per request: user + system time of each process over the run, divided by the "
         "requests answered.", "",
         "| path | gateway | requests/s | p50 | p99 | each run: requests/s | CPU per request: gateway, client, "

@@ -88,6 +88,7 @@ class Deployment:
     observability: dict[str, ServiceProcess]
     key: str
     collector_metrics_url: str | None = None  # the collector's own Prometheus metrics (spans received and sent)
+    otlp_endpoint: str | None = None  # where the services export their spans (OTEL_EXPORTER_OTLP_ENDPOINT)
 
     @property
     def gateway_url(self) -> str:
@@ -129,7 +130,8 @@ def start_observed(processes: Processes, env: dict[str, str], work: Path) -> Dep
     collector, collector_ports = start_collector(required_binary("otelcol-lynx"), load_config("otelcol.yaml"),
                                                  work / "otelcol", f"http://127.0.0.1:{tempo_ports.otlp_http}")
     processes.add(collector)
-    exporting = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_ports.otlp_http}"}
+    otlp_endpoint = f"http://127.0.0.1:{collector_ports.otlp_http}"
+    exporting = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint}
     services = start_services(processes, exporting, work / "services")
     targets = {name: s.url.removeprefix("http://") for name, s in services.items()}
     prometheus = start_prometheus(required_binary("prometheus"), prometheus_config(load_config("prometheus.yml"),
@@ -138,7 +140,7 @@ def start_observed(processes: Processes, env: dict[str, str], work: Path) -> Dep
     observability = {"tempo": tempo, "otelcol": collector, "prometheus": prometheus}
     wait_ready([*observability.values(), *services.values()], START_TIMEOUT_SECONDS)
     return Deployment(services, observability, add_tenant(env, f"bench-{work.name}"),
-                      f"http://127.0.0.1:{collector_ports.metrics}/metrics")
+                      f"http://127.0.0.1:{collector_ports.metrics}/metrics", otlp_endpoint)
 
 
 def start_plain(processes: Processes, env: dict[str, str], work: Path) -> Deployment:
