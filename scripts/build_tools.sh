@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Kubernetes test bed's tools and the local stack's Prometheus, Tempo and OpenTelemetry
+# Build the Kubernetes test bed's tools and the local stack's Prometheus, Jaeger and OpenTelemetry
 # Collector with `go` from the module proxy, into a cache outside the repo keyed by tool and version;
 # a tool whose binary is already there is skipped.
 #   scripts/build_tools.sh            build all, print the bin folder
@@ -93,15 +93,18 @@ copy_replaces() {
   rm -f "$json"
 }
 
-build_tempo() {
-  local dir="$CACHE/tempo-${TEMPO_VERSION##*-}"
-  have "$dir/tempo" "version" --version && return
-  log "tempo $TEMPO_VERSION"
-  GONOSUMDB=github.com/grafana/tempo build_wrapped github.com/grafana/tempo "$TEMPO_VERSION" \
-    github.com/grafana/tempo/cmd/tempo "$dir/tempo" "-s -w -X main.Version=${TEMPO_VERSION}"
+# Jaeger v2 (an OpenTelemetry Collector distribution; Apache-2.0), the trace store: built inside a copy
+# of its module, whose go.mod has a replace that `go install` refuses. Its UI is npm-built and absent
+# from the module, so the binary serves Jaeger's own placeholder page; the query APIs are whole.
+build_jaeger() {
+  local dir="$CACHE/jaeger-$JAEGER_VERSION" info=github.com/jaegertracing/jaeger/internal/version
+  have "$dir/jaeger" "$JAEGER_RELEASE" version && return
+  log "jaeger $JAEGER_RELEASE ($JAEGER_VERSION)"
+  build_in_module github.com/jaegertracing/jaeger "$JAEGER_VERSION" "$dir" \
+    "-s -w -X $info.latestVersion=v$JAEGER_RELEASE -X $info.commitSHA=$JAEGER_VERSION" "" ./cmd/jaeger
 }
 
-# The OpenTelemetry Collector between lynx's services and Tempo: the Collector Builder at OTELCOL_VERSION
+# The OpenTelemetry Collector between lynx's services and Jaeger: the Collector Builder at OTELCOL_VERSION
 # generates a main module from config/otelcol-builder.yaml (only the components lynx configures) and
 # compiles it. The manifest is kept beside the binary: a changed manifest is a rebuild.
 build_otelcol() {
@@ -283,7 +286,7 @@ build_lane() {
 
 tools=("$@")
 if [ ${#tools[@]} -eq 0 ]; then
-  build_lane kubernetes node tempo otelcol helm kwok etcd pause &
+  build_lane jaeger otelcol kubernetes node helm kwok etcd pause &
   lane=$!
   build_lane prometheus alertmanager prometheus_operator kube_state_metrics coredns skaffold
   wait "$lane"
@@ -294,7 +297,7 @@ fi
 # One folder of links to the current versions' binaries (those built so far): the PATH the tests use.
 bin="$CACHE/bin"
 mkdir -p "$bin"
-for dir in "helm-$HELM_VERSION" "kwok-$KWOK_VERSION" "etcd-$ETCD_VERSION" "tempo-${TEMPO_VERSION##*-}" \
+for dir in "helm-$HELM_VERSION" "kwok-$KWOK_VERSION" "etcd-$ETCD_VERSION" "jaeger-$JAEGER_VERSION" \
   "kubernetes-$KUBERNETES_VERSION" "pause-$KUBERNETES_VERSION" "prometheus-$PROMETHEUS_VERSION" \
   "alertmanager-$ALERTMANAGER_VERSION" "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" \
   "kube-state-metrics-$KUBE_STATE_METRICS_VERSION" "coredns-$COREDNS_VERSION" "skaffold-$SKAFFOLD_VERSION" \

@@ -4,10 +4,9 @@ HELM_VERSION=v3.22.0
 KWOK_VERSION=v0.8.0
 ETCD_VERSION=v3.5.35
 KUBERNETES_VERSION=v1.36.3
-# Tempo's v2 tags cannot be module versions (no /v2 in its module path): pin a main-branch commit
-# the module proxy serves (2025-05-29, between Tempo 2.7 and 2.8). The checksum database does not
-# list this pseudo-version, hence GONOSUMDB for this one module.
-TEMPO_VERSION=v1.5.1-0.20250529124718-87c2dc380cec
+# Jaeger v2, the trace store: the module version of the approved release and the Jaeger it builds.
+JAEGER_VERSION=v1.75.0
+JAEGER_RELEASE=2.12.0
 # What kube-prometheus-stack 88.5.3 deploys, and what the real node runs.
 PROMETHEUS_VERSION=v0.314.0        # the Go module version of Prometheus 3.14.0
 PROMETHEUS_RELEASE=3.14.0
