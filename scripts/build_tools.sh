@@ -178,7 +178,7 @@ build_pause() {
 
 # Build PACKAGES of MODULE@VERSION inside a copy of the module itself, so its own go.sum, replaces
 # and excludes apply as its authors wrote them (and not its go.work); the binaries go to OUTPUT_DIR.
-# PREPARE is a command run in the copy first ("" for none).
+# PREPARE is a command run in the copy first ("" for none); GO_BUILD_TAGS, when set, are the build tags.
 build_in_module() {
   local module="$1" version="$2" output="$3" ldflags="$4" prepare="$5" work source package
   shift 5
@@ -190,7 +190,7 @@ build_in_module() {
     cd "$work"
     [ -z "$prepare" ] || "$prepare"
     for package in "$@"; do
-      go build -trimpath -ldflags "$ldflags" -o "$output/" "$package"
+      go build -trimpath ${GO_BUILD_TAGS:+-tags "$GO_BUILD_TAGS"} -ldflags "$ldflags" -o "$output/" "$package"
     done
   )
   rm -rf "$work"
@@ -202,12 +202,27 @@ prometheus_version_flags() {
   echo "-s -w -X $v.Version=$1 -X $v.Revision=$2 -X $v.Branch=module -X $v.BuildUser=lynx -X $v.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
 }
 
+# Prometheus twice, from one module copy's sources: the local stack's with every service discovery
+# but static, file and http left out (the build tag remove_all_sd: about 100 s cold instead of 260 s,
+# so a first `lynx up` waits less), and the cluster image's with Kubernetes discovery put back
+# (enable_kubernetes_sd), which the operator's scrape configurations use. `go version -m` names the tags.
+build_prometheus_variant() {
+  local dir="$1" tags="$2" release="$PROMETHEUS_RELEASE"
+  shift 2
+  have "$dir/prometheus" "version $release" --version \
+    && go version -m "$dir/prometheus" | grep -qE -- "-tags=$tags\$" && return
+  log "prometheus $release ($PROMETHEUS_VERSION, tags $tags)"
+  GO_BUILD_TAGS="$tags" build_in_module github.com/prometheus/prometheus "$PROMETHEUS_VERSION" "$dir" \
+    "$(prometheus_version_flags "$release" "$PROMETHEUS_VERSION")" "" "$@"
+}
+
 build_prometheus() {
-  local dir="$CACHE/prometheus-$PROMETHEUS_VERSION" release="$PROMETHEUS_RELEASE"
-  have "$dir/prometheus" "version $release" --version && have "$dir/promtool" "version $release" --version && return
-  log "prometheus $release ($PROMETHEUS_VERSION)"
-  build_in_module github.com/prometheus/prometheus "$PROMETHEUS_VERSION" "$dir" \
-    "$(prometheus_version_flags "$release" "$PROMETHEUS_VERSION")" "" ./cmd/prometheus ./cmd/promtool
+  build_prometheus_variant "$CACHE/prometheus-$PROMETHEUS_VERSION" remove_all_sd ./cmd/prometheus ./cmd/promtool
+}
+
+build_prometheus_kubernetes() {
+  build_prometheus_variant "$CACHE/prometheus-kubernetes-$PROMETHEUS_VERSION" remove_all_sd,enable_kubernetes_sd \
+    ./cmd/prometheus
 }
 
 # Alertmanager embeds its web UI from ui/app/dist, which npm builds and the module zip lacks: the
@@ -288,7 +303,7 @@ tools=("$@")
 if [ ${#tools[@]} -eq 0 ]; then
   build_lane jaeger otelcol kubernetes node helm kwok etcd pause &
   lane=$!
-  build_lane prometheus alertmanager prometheus_operator kube_state_metrics coredns skaffold
+  build_lane prometheus alertmanager prometheus_kubernetes prometheus_operator kube_state_metrics coredns skaffold
   wait "$lane"
 else
   build_lane "${tools[@]}"
