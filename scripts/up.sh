@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what is missing and start all four services locally (see README).
+# Install what is missing, then `lynx up`: six lynx processes and three observability ones, locally (see README).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"

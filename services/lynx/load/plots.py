@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -29,18 +30,21 @@ def binned(records: Sequence[RequestRecord], at: Callable[[RequestRecord], float
     return bins
 
 
-def new_figure(title: str) -> tuple[Figure, object]:
-    figure = Figure(figsize=(9, 4.5), layout="constrained")
+def new_figure(title: str, panels: int = 1) -> tuple[Figure, list[Axes]]:
+    """One panel per quantity, stacked over a shared time axis: never a twin y axis, whose own scale can lay a
+    series exactly over another (requests/s and tokens/s when every answer has the same length)."""
+    figure = Figure(figsize=(9, 2.5 + 2 * panels), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.set_title(title)
-    axes.set_xlabel("seconds since the first request")
-    axes.grid(alpha=0.3)
-    return figure, axes
+    stacked = list(figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0])
+    stacked[0].set_title(title)
+    stacked[-1].set_xlabel("seconds since the first request")
+    for axes in stacked:
+        axes.grid(alpha=0.3)
+    return figure, stacked
 
 
 def throughput(records: Sequence[RequestRecord], origin: float, width: float) -> Figure:
-    figure, axes = new_figure(f"Throughput (requests ending in each {width:g} s)")
+    figure, (requests, tokens) = new_figure(f"Throughput (requests ending in each {width:g} s)", panels=2)
     bins = binned(records, lambda r: r.finished_at, origin, width)
     count = max(bins, default=-1) + 1
     edges = [b * width for b in range(count + 1)]
@@ -48,13 +52,12 @@ def throughput(records: Sequence[RequestRecord], origin: float, width: float) ->
     def per_second(value: Callable[[RequestRecord], float]) -> list[float]:
         return [sum(value(r) for r in bins.get(b, [])) / width for b in range(count)]
 
-    axes.stairs(per_second(lambda r: r.ok), edges, label="ok requests/s")
-    axes.stairs(per_second(lambda r: not r.ok), edges, color="tab:red", label="failed requests/s")
-    axes.set_ylabel("requests/s")
-    axes.set_ylim(bottom=0)
-    tokens = axes.twinx()
-    tokens.stairs(per_second(lambda r: r.completion_tokens or 0), edges, color="tab:green", linestyle="--",
-                  label="output tokens/s")
+    requests.stairs(per_second(lambda r: r.ok), edges, label="ok requests/s")
+    if any(not r.ok for r in records):  # a line at zero would only lie on the axis
+        requests.stairs(per_second(lambda r: not r.ok), edges, color="tab:red", label="failed requests/s")
+    requests.set_ylabel("requests/s")
+    requests.set_ylim(bottom=0)
+    tokens.stairs(per_second(lambda r: r.completion_tokens or 0), edges, color="tab:green", label="output tokens/s")
     tokens.set_ylabel("output tokens/s")
     tokens.set_ylim(bottom=0)
     figure.legend(loc="outside lower center", ncols=3)
@@ -62,13 +65,14 @@ def throughput(records: Sequence[RequestRecord], origin: float, width: float) ->
 
 
 def latency(records: Sequence[RequestRecord], origin: float, width: float) -> Figure:
-    figure, axes = new_figure("Latency of each request, by when it was sent")
+    figure, (axes,) = new_figure("Latency of each request, by when it was sent")
     ok = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
     axes.scatter([r.started_at - origin for r in ok], [r.latency_s for r in ok], s=8, alpha=0.5, label="latency (ok)")
     streams = [r for r in ok if r.ttft_s is not None]
-    axes.scatter([r.started_at - origin for r in streams], [r.ttft_s for r in streams], s=8, alpha=0.5, marker="^",
-                 label="time to first token (streams)")
+    if streams:  # else its legend entry would name points that are not there
+        axes.scatter([r.started_at - origin for r in streams], [r.ttft_s for r in streams], s=8, alpha=0.5,
+                     marker="^", label="time to first token (streams)")
     if failed:
         axes.scatter([r.started_at - origin for r in failed], [r.latency_s for r in failed], s=14, color="tab:red",
                      marker="x", label="failed")
@@ -83,18 +87,19 @@ def latency(records: Sequence[RequestRecord], origin: float, width: float) -> Fi
 
 
 def cost(records: Sequence[RequestRecord], origin: float, width: float) -> Figure:
-    figure, axes = new_figure("Cost per 1k output tokens of each answer, and the run's cumulative cost")
+    figure, (per_token, spent) = new_figure(
+        "Cost per 1k output tokens of each answer, and the run's cumulative cost", panels=2)
     priced = [r for r in records if r.ok and r.cost_eur is not None and r.completion_tokens]
-    axes.scatter([r.finished_at - origin for r in priced], [r.cost_eur / r.completion_tokens * 1000 for r in priced],
-                 s=8, alpha=0.5, label="EUR per 1k output tokens")
-    axes.set_ylabel("EUR per 1k output tokens")
-    axes.set_ylim(bottom=0)
+    per_token.scatter([r.finished_at - origin for r in priced],
+                      [r.cost_eur / r.completion_tokens * 1000 for r in priced], s=8, alpha=0.5,
+                      label="EUR per 1k output tokens")
+    per_token.set_ylabel("EUR per 1k output tokens")
+    per_token.set_ylim(bottom=0)
     charged = sorted((r for r in records if r.cost_eur is not None), key=lambda r: r.finished_at)
     running, total = [], 0.0
     for record in charged:
         total += record.cost_eur
         running.append(total)
-    spent = axes.twinx()
     spent.plot([r.finished_at - origin for r in charged], running, color="tab:purple", label="cumulative EUR")
     spent.set_ylabel("cumulative EUR")
     spent.set_ylim(bottom=0)
