@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
 
 import httpx
@@ -245,10 +246,13 @@ class Pipeline:
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
         return max_tokens
 
-    def deadline_error(self) -> LynxError:
+    def deadline_error(self, waited_seconds: float = 0.0) -> LynxError:
+        """504; Retry-After is how long it waited for a decoder slot in vain (the backlog is at least that long), at
+        least 1 s."""
+        retry = str(max(1, math.ceil(waited_seconds)))
         return LynxError(504, f"The request's deadline ({self.settings.request_deadline_seconds:g} s) ran out before "
-                         "its first token was ready; retry later, or send a shorter prompt.", DEADLINE_EXCEEDED,
-                         "timeout_error")
+                         f"its first token was ready; retry after {retry} s, or send a shorter prompt.",
+                         DEADLINE_EXCEEDED, "timeout_error", headers={"Retry-After": retry})
 
     async def _retrieve(self, job: Job, account: RequestAccount) -> list[RetrievedPassage]:
         query = last_user_text(job.messages)
@@ -462,7 +466,7 @@ class Generation:
 
     def _ended_without_tokens(self) -> LynxError:
         if self.finished is not None and self.finished.finish_reason == "deadline":
-            return self.pipeline.deadline_error()
+            return self.pipeline.deadline_error(self.finished.timings.queue_seconds)
         return LynxError(502, "The decoder ended the request before its first token.", "upstream_error",
                          "server_error")
 
