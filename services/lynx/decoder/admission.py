@@ -11,8 +11,8 @@ every request is admitted just in time to be cut short. A request that finds a f
 ``seconds_per_sequence`` is measured: an exponentially weighted mean of how long finished sequences held their slot,
 taken only while others were waiting (a sequence that ran in a half-empty batch finished faster than one will once
 the queue is long, which is when the estimate is read). Until the first such sequence ends it is the step cost
-model's figure for the request's own length decoded in a full batch: a floor (prefill and a busy machine come on
-top), so at start the decoder admits rather than refuses.
+model's figure for the request's own length decoded in a full batch, times PRIOR_MARGIN: that model leaves out
+prefill and was measured on a quiet machine, so alone it would admit a first burst that cannot finish.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from lynx.decoder.shares import StepCostModel
 # Weight of the newest finished sequence in the mean: a burst's first few sequences move the estimate most of the way
 # to the new regime, while one outlier moves it a fifth.
 NEWEST_WEIGHT = 0.2
+# The prior's allowance for what the step cost model leaves out: prefill, and a machine busy with more than the
+# decoder (the gateway's worst-case estimate allows the same, LYNX_GATEWAY_BUDGET_ESTIMATE_MARGIN).
+PRIOR_MARGIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ def weighted_mean(previous: float | None, newest: float) -> float:
 
 def prior_sequence_seconds(step_cost: StepCostModel, slots: int, prompt_tokens: int, max_tokens: int) -> float:
     """A sequence of ``max_tokens`` after a ``prompt_tokens`` prompt, decoded in a batch of ``slots`` alike, per the
-    step cost model (its context at the middle of its output): the estimate before any sequence was measured."""
+    step cost model (its context at the middle of its output), times PRIOR_MARGIN: the estimate before any sequence
+    was measured."""
     middle = prompt_tokens + max_tokens // 2
-    return max_tokens * step_cost.predict([middle] * slots)
+    return PRIOR_MARGIN * max_tokens * step_cost.predict([middle] * slots)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lynx.decoder.admission import (
-    Backlog, Refusal, admission_refusal, expected_wait_seconds, prior_sequence_seconds, weighted_mean,
+    PRIOR_MARGIN, Backlog, Refusal, admission_refusal, expected_wait_seconds, prior_sequence_seconds, weighted_mean,
 )
 from lynx.decoder.shares import StepCostModel
 
@@ -58,10 +58,10 @@ def test_the_mean_starts_at_the_first_sample_and_moves_a_fifth_of_the_way_to_eac
     assert mean == pytest.approx(4.0, abs=0.01)
 
 
-def test_the_prior_is_the_requests_own_length_decoded_in_a_full_batch():
+def test_the_prior_is_the_requests_own_length_decoded_in_a_full_batch_with_a_margin():
     model = StepCostModel(fixed_seconds=0.003, per_row_seconds=0.001, per_context_token_seconds=1e-6)
     # 64 steps of 8 rows at context 100 + 32: 0.003 + 8 x 0.001 + 8 x 132 x 1e-6 per step
     assert prior_sequence_seconds(model, slots=8, prompt_tokens=100, max_tokens=64) == pytest.approx(
-        64 * (0.003 + 0.008 + 8 * 132e-6))
+        PRIOR_MARGIN * 64 * (0.003 + 0.008 + 8 * 132e-6))
     assert prior_sequence_seconds(model, 8, 100, 128) > prior_sequence_seconds(model, 8, 100, 64)
     assert prior_sequence_seconds(model, 8, 100, 64) > prior_sequence_seconds(model, 4, 100, 64)

@@ -8,6 +8,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
+from lynx.decoder.admission import PRIOR_MARGIN
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
 from lynx.decoder.shares import StepCostModel
@@ -217,8 +218,8 @@ def test_the_deadline_ends_waiting_and_running_sequences():
 
 
 def test_a_request_that_would_wait_past_its_deadline_is_refused_at_once_unless_that_is_turned_off():
-    """Before any sequence was measured, the step cost model's prior (here 1 s per row and step: 50 s for 50 tokens)
-    says whether it could finish."""
+    """Before any sequence was measured, the step cost model's prior (here 1 s per row and step: 50 s for 50 tokens,
+    times the margin) says whether it could finish."""
     async def scenario(admit_by_deadline: bool):
         engine = make_engine(FakeModel(), slots=1, start=False, admit_by_deadline=admit_by_deadline)
         soon = time.monotonic() + 5.0
@@ -232,10 +233,11 @@ def test_a_request_that_would_wait_past_its_deadline_is_refused_at_once_unless_t
             held.clear()
     refusal = run(scenario(admit_by_deadline=True))
     assert not isinstance(refusal, Sequence)
-    assert refusal.expected_wait_seconds == pytest.approx(100.0)  # two ahead of it, 50 s each
-    assert refusal.expected_finish_seconds == pytest.approx(150.0)
+    per_sequence = PRIOR_MARGIN * 50.0
+    assert refusal.expected_wait_seconds == pytest.approx(2 * per_sequence)  # two ahead of it, one slot
+    assert refusal.expected_finish_seconds == pytest.approx(3 * per_sequence)
     assert 4.0 < refusal.remaining_seconds <= 5.0
-    assert refusal.retry_after_seconds >= 145
+    assert refusal.retry_after_seconds >= 3 * per_sequence - 5
     assert isinstance(run(scenario(admit_by_deadline=False)), Sequence)
     assert REGISTRY.get_sample_value("lynx_decoder_rejected_requests_total", {"reason": "deadline"}) >= 1
 
