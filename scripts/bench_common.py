@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import random
 import shlex
 import signal
 import statistics
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lynx.cli import service_environment, stop_processes
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
-from lynx.load.driver import LoadSpec, RequestRecord, drive
+from lynx.load.driver import LoadSpec, RequestRecord, drive, send
 from lynx.load.report import LoadReport, summarize
 from lynx.models.cache import build
 from lynx.processes import ServiceProcess, start_service, wait_ready
@@ -213,6 +214,26 @@ def saturate(spec: LoadSpec, pids: dict[str, int]) -> Saturation:
     requests_per_s, tokens_per_s = steady_throughput(records, started_at + (spec.duration_s or elapsed))
     return Saturation(summarize(records, elapsed), requests_per_s, tokens_per_s, spent,
                       sum(1 for r in records if r.trace_id))
+
+
+def arrival_offsets(rate: float, seconds: float, seed: int) -> list[float]:
+    """Seconds after the start at which each request is sent: a Poisson process of ``rate`` per second."""
+    rng = random.Random(seed)
+    offsets, at = [], rng.expovariate(rate)
+    while at < seconds:
+        offsets.append(at)
+        at += rng.expovariate(rate)
+    return offsets
+
+
+async def at_offsets(client: httpx.AsyncClient, spec: LoadSpec, model: str, offsets: list[float],
+                     started: float) -> list[RequestRecord]:
+    """Sends request i at ``started + offsets[i]`` (monotonic), whatever is still under way; their records."""
+    async def one(index: int, offset: float) -> RequestRecord:
+        await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+        return await send(client, spec, model, index)
+
+    return list(await asyncio.gather(*(one(i, offset) for i, offset in enumerate(offsets))))
 
 
 def warm_up(url: str, key: str) -> None:
