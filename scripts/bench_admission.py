@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,8 +36,7 @@ import httpx
 
 from bench_common import (
     MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, TRACING_OFF, Deployment, arrival_offsets, at_offsets, bench_environment,
-    command_line, load_average, load_spec, machine, running, saturate, start_plain, stop_on_sigterm, warm_up,
-    write_section,
+    load_average, load_spec, machine, measure_and_publish, running, saturate, start_plain, warm_up,
 )
 from lynx.contracts.decoder import QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE
 from lynx.decoder.settings import DecoderSettings
@@ -191,12 +189,7 @@ def main() -> None:
             and all(0 < m <= 8 for m in args.multiples)):
         parser.error("keep it bounded: a deadline of 1-600 s, runs of at most 900 s, a capacity run of at most "
                      "600 s, multiples of the capacity up to 8")
-    args.command = command_line("bench_admission.py", sys.argv[1:])
-    stop_on_sigterm()
-    section = render(args, measure(args))
-    print(section, flush=True)
-    if args.output:
-        write_section(args.output, SECTION_HEADING, section)
+    measure_and_publish("bench_admission.py", args, SECTION_HEADING, measure, render)
 
 
 if __name__ == "__main__":

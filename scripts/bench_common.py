@@ -4,6 +4,7 @@ and writing a benchmark's own section of docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
@@ -13,7 +14,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,6 +263,19 @@ def model_name() -> str:
 def command_line(script: str, argv: list[str]) -> str:
     """The command that produced a section, as one would type it from the repository's root."""
     return shlex.join([".venv/bin/python", f"scripts/{script}", *argv])
+
+
+def measure_and_publish(script: str, args: argparse.Namespace, heading: str,
+                        measure: Callable[[argparse.Namespace], dict],
+                        render: Callable[[argparse.Namespace, dict], str]) -> None:
+    """A benchmark's run: ``measure``, then its section (``render``, which finds the command line in
+    ``args.command``) printed, and written into ``args.output`` when one is given. SIGTERM stops what it started."""
+    args.command = command_line(script, sys.argv[1:])
+    stop_on_sigterm()
+    section = render(args, measure(args))
+    print(section, flush=True)
+    if args.output:
+        write_section(args.output, heading, section)
 
 
 def write_section(path: Path, heading: str, section: str) -> None:

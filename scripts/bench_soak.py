@@ -38,8 +38,8 @@ from pathlib import Path
 import httpx
 
 from bench_common import (
-    MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, Saturation, arrival_offsets, at_offsets, command_line, load_average,
-    load_spec, machine, saturate, stop_on_sigterm, write_section,
+    MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, Saturation, arrival_offsets, at_offsets, load_average, load_spec, machine,
+    measure_and_publish, saturate,
 )
 from lynx.cli import SERVEABLE, configured_port, run_dir
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
@@ -279,12 +279,7 @@ def main() -> None:
             and 1 <= args.concurrency <= 64 and 1 <= args.probe_seconds <= 600):
         parser.error("keep it bounded: at most 60 minutes at up to the capacity, a capacity run of at most 600 s "
                      "with 1-64 clients, probes 1-600 s apart")
-    args.command = command_line("bench_soak.py", sys.argv[1:])
-    stop_on_sigterm()
-    section = render(args, measure(args))
-    print(section, flush=True)
-    if args.output:
-        write_section(args.output, SECTION_HEADING, section)
+    measure_and_publish("bench_soak.py", args, SECTION_HEADING, measure, render)
 
 
 if __name__ == "__main__":
