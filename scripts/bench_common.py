@@ -4,15 +4,17 @@ and writing a benchmark's own section of docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
+import random
 import shlex
 import signal
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lynx.cli import service_environment, stop_processes
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
-from lynx.load.driver import LoadSpec, RequestRecord, drive
+from lynx.load.driver import LoadSpec, RequestRecord, drive, send
 from lynx.load.report import LoadReport, summarize
 from lynx.models.cache import build
 from lynx.processes import ServiceProcess, start_service, wait_ready
@@ -215,6 +217,26 @@ def saturate(spec: LoadSpec, pids: dict[str, int]) -> Saturation:
                       sum(1 for r in records if r.trace_id))
 
 
+def arrival_offsets(rate: float, seconds: float, seed: int) -> list[float]:
+    """Seconds after the start at which each request is sent: a Poisson process of ``rate`` per second."""
+    rng = random.Random(seed)
+    offsets, at = [], rng.expovariate(rate)
+    while at < seconds:
+        offsets.append(at)
+        at += rng.expovariate(rate)
+    return offsets
+
+
+async def at_offsets(client: httpx.AsyncClient, spec: LoadSpec, model: str, offsets: list[float],
+                     started: float) -> list[RequestRecord]:
+    """Sends request i at ``started + offsets[i]`` (monotonic), whatever is still under way; their records."""
+    async def one(index: int, offset: float) -> RequestRecord:
+        await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+        return await send(client, spec, model, index)
+
+    return list(await asyncio.gather(*(one(i, offset) for i, offset in enumerate(offsets))))
+
+
 def warm_up(url: str, key: str) -> None:
     """A few requests through every stage, so that no measured run pays for first calls."""
     report = saturate(load_spec(url, key, concurrency=2, requests=4), {}).report
@@ -241,6 +263,19 @@ def model_name() -> str:
 def command_line(script: str, argv: list[str]) -> str:
     """The command that produced a section, as one would type it from the repository's root."""
     return shlex.join([".venv/bin/python", f"scripts/{script}", *argv])
+
+
+def measure_and_publish(script: str, args: argparse.Namespace, heading: str,
+                        measure: Callable[[argparse.Namespace], dict],
+                        render: Callable[[argparse.Namespace, dict], str]) -> None:
+    """A benchmark's run: ``measure``, then its section (``render``, which finds the command line in
+    ``args.command``) printed, and written into ``args.output`` when one is given. SIGTERM stops what it started."""
+    args.command = command_line(script, sys.argv[1:])
+    stop_on_sigterm()
+    section = render(args, measure(args))
+    print(section, flush=True)
+    if args.output:
+        write_section(args.output, heading, section)
 
 
 def write_section(path: Path, heading: str, section: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import socket
 import subprocess
 import sys
@@ -39,15 +38,15 @@ from pathlib import Path
 import httpx
 
 from bench_common import (
-    MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, Saturation, command_line, load_average, load_spec, machine, saturate,
-    stop_on_sigterm, write_section,
+    MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, Saturation, arrival_offsets, at_offsets, load_average, load_spec, machine,
+    measure_and_publish, saturate,
 )
 from lynx.cli import SERVEABLE, configured_port, run_dir
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.queries import PanelQuery, panel_queries
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
-from lynx.load.driver import LoadSpec, RequestRecord, send, served_model
+from lynx.load.driver import LoadSpec, RequestRecord, served_model
 from lynx.load.memory import sample_memory
 from lynx.load.report import MIB, Percentiles, errors_by_type
 from lynx_budget.local import FileStore, LocalBudgetSettings
@@ -128,26 +127,6 @@ def service_pids() -> dict[str, int]:
 
 
 # --- the soak ------------------------------------------------------------------------------------------------------
-
-def arrival_offsets(rate: float, seconds: float, seed: int) -> list[float]:
-    """Seconds after the start at which each request is sent: a Poisson process of ``rate`` per second."""
-    rng = random.Random(seed)
-    offsets, at = [], rng.expovariate(rate)
-    while at < seconds:
-        offsets.append(at)
-        at += rng.expovariate(rate)
-    return offsets
-
-
-async def at_offsets(client: httpx.AsyncClient, spec: LoadSpec, model: str, offsets: list[float],
-                     started: float) -> list[RequestRecord]:
-    """Sends request i at ``started + offsets[i]`` (monotonic), whatever is still under way; their records."""
-    async def one(index: int, offset: float) -> RequestRecord:
-        await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
-        return await send(client, spec, model, index)
-
-    return list(await asyncio.gather(*(one(i, offset) for i, offset in enumerate(offsets))))
-
 
 async def soak(spec: LoadSpec, probe: LoadSpec, offsets: list[float], probe_seconds: float,
                seconds: float) -> tuple[list[RequestRecord], list[RequestRecord]]:
@@ -300,12 +279,7 @@ def main() -> None:
             and 1 <= args.concurrency <= 64 and 1 <= args.probe_seconds <= 600):
         parser.error("keep it bounded: at most 60 minutes at up to the capacity, a capacity run of at most 600 s "
                      "with 1-64 clients, probes 1-600 s apart")
-    args.command = command_line("bench_soak.py", sys.argv[1:])
-    stop_on_sigterm()
-    section = render(args, measure(args))
-    print(section, flush=True)
-    if args.output:
-        write_section(args.output, SECTION_HEADING, section)
+    measure_and_publish("bench_soak.py", args, SECTION_HEADING, measure, render)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from .otlp_sink import OtlpSink
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 START_TIMEOUT_SECONDS = 120
+QUEUED_STACK_DEADLINE_SECONDS = 10
 
 
 @dataclass
@@ -118,6 +119,16 @@ def tight_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
     running = start_stack(base_env, tmp_path_factory.mktemp("tight-logs"), sink, {
         "decoder": {"LYNX_DECODER_KV_SLOTS": "1", "LYNX_DECODER_QUEUE_CAPACITY": "1"},
         "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": "6"}})
+    yield running
+    stop_processes(running.processes())
+
+
+@pytest.fixture(scope="session")
+def queued_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
+    """One slot, a deep queue and a 10-second deadline: more work can queue than can finish in time."""
+    running = start_stack(base_env, tmp_path_factory.mktemp("queued-logs"), sink, {
+        "decoder": {"LYNX_DECODER_KV_SLOTS": "1", "LYNX_DECODER_QUEUE_CAPACITY": "32"},
+        "gateway": {"LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": str(QUEUED_STACK_DEADLINE_SECONDS)}})
     yield running
     stop_processes(running.processes())
 

@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 
 FinishReason = Literal["stop", "length", "deadline", "cancelled", "error"]
+# The decoder's refusals of new work (503 with Retry-After), which the gateway passes on to the client as they are.
+QUEUE_FULL = "queue_full"  # every slot and queue place is taken
+QUEUE_WAIT_EXCEEDS_DEADLINE = "queue_wait_exceeds_deadline"  # it would wait for a slot and not finish in time
 
 
 class GenerateRequest(BaseModel):
@@ -21,8 +24,9 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list, max_length=4)
-    deadline_seconds: float | None = Field(default=None, gt=0, le=3600,
-                                           description="Wall-clock budget from arrival; ends with reason 'deadline'.")
+    deadline_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Wall-clock budget from arrival; ends with reason 'deadline'. A "
+        "request that would wait for a slot and not finish within it is refused at once (queue_wait_exceeds_deadline).")
     seed: int | None = None
     ignore_eos: bool = Field(default=False, description="Generate max_tokens even past end-of-sequence (benchmarks).")
     tenant: str = Field(default="", max_length=128, description="Who pays: named in the decoder's own logs only.")

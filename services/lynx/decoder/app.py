@@ -29,6 +29,7 @@ def create_app(settings: DecoderSettings | None = None) -> FastAPI:
             prefill_token_budget=settings.prefill_token_budget,
             static_batching=settings.batching == "static", step_cost=settings.step_cost(),
             detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer.decode),
+            admit_by_deadline=settings.admit_by_deadline,
         )
         engine.faults = app.state.faults
         engine.start(warm_up=settings.warm_up)

@@ -8,7 +8,8 @@ sequence at once. A prompt joins the running batch once its last chunk is in. So
 delays the running streams by at most one chunk per step, never by its whole prefill. Chunks
 are cut at fixed offsets of each prompt (multiples of the budget), so what a sequence generates
 does not depend on what else the engine holds. Requests beyond the slots wait in a bounded
-queue; beyond that they are refused at once.
+queue; beyond that they are refused at once, and so is a request that would wait for a slot longer than its deadline
+allows (``admission.py``).
 
 The KV cache is one preallocated pool with a row per slot (``kv.KVPool``), which the model reads
 and writes in place: the running sequences hold its first rows, in order; a batch of short prompts
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lynx.decoder import kv
+from lynx.decoder.admission import Backlog, Refusal, admission_refusal, prior_sequence_seconds, weighted_mean
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
@@ -56,6 +58,14 @@ WARM_UP_TOKENS = 128  # the longest prompt work the warm-up runs (at most the st
 
 class QueueFull(Exception):
     """Every slot is taken and the wait queue is at capacity."""
+
+
+class WaitExceedsDeadline(Exception):
+    """Every slot is taken and the request would not finish before its deadline (``admission.py``)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal)
+        self.refusal = refusal
 
 
 class InjectedFault(RuntimeError):
@@ -215,7 +225,7 @@ class EngineClock:
 class BatchingEngine:
     def __init__(self, model: DecoderModel, *, slots: int, queue_capacity: int, max_context: int,
                  prefill_token_budget: int, static_batching: bool, step_cost: StepCostModel,
-                 detokenizer_factory: Callable[[], IncrementalDetokenizer]) -> None:
+                 detokenizer_factory: Callable[[], IncrementalDetokenizer], admit_by_deadline: bool = True) -> None:
         self.model = model
         self.slots = slots
         self.queue_capacity = queue_capacity
@@ -224,6 +234,8 @@ class BatchingEngine:
         self.static_batching = static_batching
         self.step_cost = step_cost
         self.detokenizer_factory = detokenizer_factory
+        self.admit_by_deadline = admit_by_deadline
+        self.seconds_per_sequence: float | None = None  # measured slot time (admission.py); None until measured
         self.faults = FaultState()  # the app replaces it with the one its /admin/faults route sets
         self.clock = EngineClock()
         self._fault_rng = random.Random()
@@ -246,6 +258,8 @@ class BatchingEngine:
         for phase in ("prefill", "decode"):  # series exist from the start: "none unread" reads 0, not "no data"
             self.metrics.busy_seconds.labels(phase)
             self.metrics.unread_seconds.labels(phase)
+        for reason in ("queue_full", "deadline"):
+            self.metrics.rejected.labels(reason)
         self._publish_occupancy()
 
     # --- called from the event loop -------------------------------------------------------
@@ -267,13 +281,25 @@ class BatchingEngine:
         with self._wake:
             free_slots = self.slots - len(self._running) - len(self._prefilling)
             if self._stopping or len(self._waiting) >= self.queue_capacity + max(free_slots, 0):
-                self.metrics.rejected.inc()
+                self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull
+            refusal = self._refusal(request, Backlog(len(self._waiting), free_slots, self.slots))
+            if refusal is not None:
+                self.metrics.rejected.labels("deadline").inc()
+                raise WaitExceedsDeadline(refusal)
             self._waiting.append(sequence)
             self._by_id[sequence.id] = sequence
             self._wake.notify()
         self._publish_occupancy()
         return sequence
+
+    def _refusal(self, request: GenerationRequest, backlog: Backlog) -> Refusal | None:
+        if not self.admit_by_deadline or request.deadline is None:
+            return None
+        seconds = self.seconds_per_sequence
+        if seconds is None:
+            seconds = prior_sequence_seconds(self.step_cost, self.slots, len(request.prompt_ids), request.max_tokens)
+        return admission_refusal(backlog, seconds, request.deadline - time.monotonic())
 
     def cancel(self, sequence: Sequence) -> None:
         """End the sequence at the next step boundary (a few milliseconds); it still gets its Finish."""
@@ -535,6 +561,8 @@ class BatchingEngine:
         )
         with self._wake:
             self._by_id.pop(sequence.id, None)
+            if sequence.admitted_at and self._waiting:  # it held a slot others waited for: what admission reads
+                self.seconds_per_sequence = weighted_mean(self.seconds_per_sequence, finished_at - sequence.admitted_at)
         self._outbox.post(sequence, finish)
         self.metrics.sequences.labels(reason).inc()
         if sequence.detached:

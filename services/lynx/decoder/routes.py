@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request
 from opentelemetry import trace
 
 from lynx.contracts.decoder import (
-    CancelResponse, DecoderTimings, GenerateRequest, StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
+    QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE, CancelResponse, DecoderTimings, GenerateRequest, StreamFinished,
+    StreamStarted, TokenDelta, Usage, encode_events,
 )
-from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence
+from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
 from lynx.errors import LynxError
 from lynx.streaming import ObservedStream, StreamEnd
@@ -32,6 +33,16 @@ def validate_against_model(body: GenerateRequest, engine: BatchingEngine) -> Non
         raise LynxError(400, f"The prompt has {len(body.input_ids)} tokens and max_tokens is {body.max_tokens}: "
                         f"{needed} exceeds the context of {engine.max_context} tokens. Shorten the prompt or "
                         "lower max_tokens.", "context_length_exceeded", param="max_tokens")
+
+
+def wait_exceeds_deadline_error(refused: WaitExceedsDeadline, engine: BatchingEngine) -> LynxError:
+    refusal = refused.refusal
+    retry = str(refusal.retry_after_seconds)
+    return LynxError(503, f"Every one of the decoder's {engine.slots} slots is taken: the request would wait about "
+                     f"{refusal.expected_wait_seconds:.1f} s for one and finish after about "
+                     f"{refusal.expected_finish_seconds:.1f} s, past the {refusal.remaining_seconds:.1f} s left of its "
+                     f"deadline; retry after {retry} s.", QUEUE_WAIT_EXCEEDS_DEADLINE, "server_overloaded",
+                     headers={"Retry-After": retry})
 
 
 @router.get("/info")
@@ -56,8 +67,10 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
     except QueueFull:
         retry = str(state.settings.retry_after_seconds)
         raise LynxError(503, f"The decoder's {engine.slots} slots and {engine.queue_capacity} queue places are "
-                        f"all taken; retry after {retry} s.", "queue_full", "server_overloaded",
+                        f"all taken; retry after {retry} s.", QUEUE_FULL, "server_overloaded",
                         headers={"Retry-After": retry}) from None
+    except WaitExceedsDeadline as refused:
+        raise wait_exceeds_deadline_error(refused, engine) from None
     started = StreamStarted(sequence_id=sequence.id,
                             cancel_url=f"{state.settings.advertised_url()}/v1/generate/{sequence.id}/cancel")
     progress = {"finished": False}

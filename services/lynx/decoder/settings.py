@@ -33,6 +33,10 @@ class DecoderSettings(ServiceSettings):
         "sequences decode their next token: short prompts are prefilled several at once, longer ones in chunks of "
         "this size, so a long prompt delays running streams by one chunk per token, not by its whole prefill.")
     retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent when the queue is full.")
+    admit_by_deadline: bool = Field(
+        default=True, description="Refuse at once (503 queue_wait_exceeds_deadline) a request that would wait for a "
+        "slot and could not finish before its deadline, by the measured time per sequence (lynx.decoder.admission). "
+        "Off: it waits, and ends with its deadline (benchmarks compare both).")
     advertise_url: str | None = Field(
         default=None, description="How callers reach this very instance (to cancel a sequence it holds), e.g. "
         "http://$(POD_IP):8083. Default: http://host:port, or the caller's decoder URL when host is 0.0.0.0.")

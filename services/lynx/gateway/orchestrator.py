@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
 
 import httpx
@@ -245,10 +246,8 @@ class Pipeline:
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
         return max_tokens
 
-    def deadline_error(self) -> LynxError:
-        return LynxError(504, f"The request's deadline ({self.settings.request_deadline_seconds:g} s) ran out before "
-                         "its first token was ready; retry later, or send a shorter prompt.", DEADLINE_EXCEEDED,
-                         "timeout_error")
+    def deadline_error(self, waited_seconds: float = 0.0) -> LynxError:
+        return deadline_error(self.settings.request_deadline_seconds, waited_seconds)
 
     async def _retrieve(self, job: Job, account: RequestAccount) -> list[RetrievedPassage]:
         query = last_user_text(job.messages)
@@ -266,6 +265,15 @@ class Pipeline:
             account.retrieve = RemoteCall(answer.seconds, clock.seconds["retrieve"])
             self.metrics.stage_duration.labels("retrieve").observe(clock.seconds["retrieve"])
             return [p for p in answer.passages if p.score >= self.settings.retrieval_min_score]
+
+
+def deadline_error(deadline_seconds: float, waited_seconds: float) -> LynxError:
+    """504; Retry-After is how long it waited for a decoder slot in vain (the backlog ahead was at least that long),
+    at least 1 s."""
+    retry = str(max(1, math.ceil(waited_seconds)))
+    return LynxError(504, f"The request's deadline ({deadline_seconds:g} s) ran out before its first token was ready; "
+                     f"retry after {retry} s, or send a shorter prompt.", DEADLINE_EXCEEDED, "timeout_error",
+                     headers={"Retry-After": retry})
 
 
 def failed_call(wall_seconds: float) -> RemoteCall:
@@ -462,7 +470,7 @@ class Generation:
 
     def _ended_without_tokens(self) -> LynxError:
         if self.finished is not None and self.finished.finish_reason == "deadline":
-            return self.pipeline.deadline_error()
+            return self.pipeline.deadline_error(self.finished.timings.queue_seconds)
         return LynxError(502, "The decoder ended the request before its first token.", "upstream_error",
                          "server_error")
 

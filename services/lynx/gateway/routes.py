@@ -36,9 +36,11 @@ GENERATION_ERRORS = {
                                                "or invalid API key, 404 unknown model, 413 body too large, "
                                                "429 insufficient_quota (the tenant's daily budget)."},
     502: {"model": ErrorBody, "description": "A service behind the gateway failed."},
-    503: {"model": ErrorBody, "description": "The decoder's slots and queue are full (queue_full), or a service "
-                                             "is unreachable; see Retry-After."},
-    504: {"model": ErrorBody, "description": "The request's deadline ran out before its first token."},
+    503: {"model": ErrorBody, "description": "The decoder's slots and queue are full (queue_full), every slot is "
+                                             "taken and the request would not finish before its deadline "
+                                             "(queue_wait_exceeds_deadline), or a service is unreachable; see "
+                                             "Retry-After."},
+    504: {"model": ErrorBody, "description": "The request's deadline ran out before its first token; see Retry-After."},
 }
 
 

@@ -10,6 +10,7 @@ from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, ValidationError
 
+from lynx.contracts.decoder import QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE
 from lynx.errors import LynxError
 from lynx.gateway.settings import GatewaySettings
 from lynx.shutdown import STOPPING_CODE
@@ -18,7 +19,7 @@ from lynx.telemetry.tracing import instrumented_client
 READINESS_TIMEOUT = httpx.Timeout(2.0)
 # Upstream refusals that are the client's to fix (or to retry), passed through as they are; any other
 # upstream error is the deployment's fault and becomes a 502.
-CLIENT_FAULT_CODES = {"context_length_exceeded", "queue_full"}
+CLIENT_FAULT_CODES = {"context_length_exceeded", QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE}
 
 
 class Upstreams:
@@ -62,7 +63,8 @@ def unreachable(service: str, error: Exception) -> LynxError:
 
 
 def upstream_failure(service: str, response: httpx.Response) -> LynxError:
-    """Context too long or queue full pass through as the service said them; anything else is a 502."""
+    """Context too long, queue full or a wait past the deadline pass through as the service said them; anything
+    else is a 502."""
     try:
         error = dict(response.json()["error"])
     except (ValueError, KeyError, TypeError):

@@ -78,6 +78,7 @@ class RequestRecord:
     ttft_s: float | None  # to the first content token (streams only: a whole body arrives at once)
     inter_token_s: tuple[float, ...]  # between consecutive content chunks of a stream
     completion_tokens: int | None  # usage.completion_tokens (a stream's usage chunk)
+    finish_reason: str | None = None  # the answer's: stop, length or deadline (None without a whole answer)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +109,7 @@ class Reading:
     error_type: str | None = None
     cost_eur: float | None = None
     completion_tokens: int | None = None
+    finish_reason: str | None = None
     token_times: list[float] = field(default_factory=list)  # seconds after sending, of each content chunk
 
     def fail(self, outcome: Outcome, error_type: str) -> None:
@@ -131,6 +133,7 @@ class Reading:
             self.fail("malformed", "invalid_completion")
             return
         self.cost_eur, self.completion_tokens = answer.lynx.cost.total, answer.usage.completion_tokens
+        self.finish_reason = answer.choices[0].finish_reason if answer.choices else None
 
     def event(self, data: str, at: float) -> bool:
         """One server-sent event's data; False once the stream has nothing more to say (its end, or an error)."""
@@ -148,6 +151,7 @@ class Reading:
             return False
         if any(choice.delta.content for choice in event.choices):
             self.token_times.append(at)
+        self.finish_reason = next((c.finish_reason for c in event.choices if c.finish_reason), self.finish_reason)
         if event.lynx is not None:
             self.cost_eur = event.lynx.cost.total
         if event.usage is not None:
@@ -160,7 +164,7 @@ class Reading:
             started_at=started_at, tenant=tenant, stream=stream, status=self.status, outcome=self.outcome,
             error_type=self.error_type, trace_id=self.trace_id, cost_eur=self.cost_eur, latency_s=latency_s,
             ttft_s=times[0] if times else None, inter_token_s=tuple(b - a for a, b in itertools.pairwise(times)),
-            completion_tokens=self.completion_tokens)
+            completion_tokens=self.completion_tokens, finish_reason=self.finish_reason if self.outcome == "ok" else None)
 
 
 async def read_response(response: httpx.Response, reading: Reading, stream: bool, sent: float) -> None:

@@ -133,7 +133,8 @@ def engine_metrics() -> EngineMetrics:
             ["phase"], buckets=STAGE_DURATION_BUCKETS, unit="seconds",
         ),
         rejected=Counter(
-            "lynx_decoder_rejected_requests", "Requests turned away because the wait queue was full.",
+            "lynx_decoder_rejected_requests", "Requests turned away at once, by reason: queue_full (slots and wait "
+            "queue full) or deadline (it would wait for a slot past its deadline).", ["reason"],
         ),
         sequences=Counter("lynx_decoder_sequences", "Sequences ended, by finish reason.", ["reason"]),
         unread_seconds=Counter(

@@ -8,7 +8,8 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, Sequence
+from lynx.decoder.admission import PRIOR_MARGIN
+from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
 from lynx.decoder.shares import StepCostModel
 from lynx.tokenizer.detok import IncrementalDetokenizer
@@ -20,11 +21,13 @@ YEAR_2020_NS = 1_577_836_800 * 10**9
 
 
 def make_engine(model: FakeModel, *, slots: int = 4, budget: int = 512, static: bool = False,
-                step_cost: StepCostModel = EVEN_SPLIT, start: bool = True) -> BatchingEngine:
+                step_cost: StepCostModel = EVEN_SPLIT, start: bool = True,
+                admit_by_deadline: bool = True) -> BatchingEngine:
     engine = BatchingEngine(model, slots=slots, queue_capacity=16, max_context=4096, prefill_token_budget=budget,
                             static_batching=static, step_cost=step_cost,
                             detokenizer_factory=lambda: IncrementalDetokenizer(
-                                lambda ids: "".join(chr(97 + i % 26) for i in ids)))
+                                lambda ids: "".join(chr(97 + i % 26) for i in ids)),
+                            admit_by_deadline=admit_by_deadline)
     if start:
         engine.start()
     return engine
@@ -200,8 +203,8 @@ def test_cancelled_sequences_end_with_what_they_consumed():
 
 
 def test_the_deadline_ends_waiting_and_running_sequences():
-    async def scenario():
-        engine = make_engine(FakeModel(step_seconds=0.005), slots=1)
+    async def scenario():  # admission by deadline would refuse the waiting one at once
+        engine = make_engine(FakeModel(step_seconds=0.005), slots=1, admit_by_deadline=False)
         try:
             soon = time.monotonic() + 0.15
             running = engine.submit(request(1, 10_000, deadline=soon))
@@ -212,6 +215,62 @@ def test_the_deadline_ends_waiting_and_running_sequences():
     (ids, running_end), (waiting_ids, waiting_end) = run(scenario())
     assert running_end.reason == "deadline" and 0 < len(ids) < 10_000
     assert waiting_end.reason == "deadline" and waiting_ids == [] and waiting_end.timings.admitted_ns == 0
+
+
+def test_a_request_that_would_wait_past_its_deadline_is_refused_at_once_unless_that_is_turned_off():
+    """Before any sequence was measured, the step cost model's prior (here 1 s per row and step: 50 s for 50 tokens,
+    times the margin) says whether it could finish."""
+    async def scenario(admit_by_deadline: bool):
+        engine = make_engine(FakeModel(), slots=1, start=False, admit_by_deadline=admit_by_deadline)
+        soon = time.monotonic() + 5.0
+        held = [engine.submit(request(3, 50, deadline=soon)),  # a free slot: admitted whatever its deadline
+                engine.submit(request(4, 50))]  # no deadline: waits
+        try:
+            return engine.submit(request(5, 50, deadline=soon))
+        except WaitExceedsDeadline as refused:
+            return refused.refusal
+        finally:
+            held.clear()
+    refusal = run(scenario(admit_by_deadline=True))
+    assert not isinstance(refusal, Sequence)
+    per_sequence = PRIOR_MARGIN * 50.0
+    assert refusal.expected_wait_seconds == pytest.approx(2 * per_sequence)  # two ahead of it, one slot
+    assert refusal.expected_finish_seconds == pytest.approx(3 * per_sequence)
+    assert 4.0 < refusal.remaining_seconds <= 5.0
+    assert refusal.retry_after_seconds >= 3 * per_sequence - 5
+    assert isinstance(run(scenario(admit_by_deadline=False)), Sequence)
+    assert REGISTRY.get_sample_value("lynx_decoder_rejected_requests_total", {"reason": "deadline"}) >= 1
+
+
+def test_a_full_queue_is_refused_before_the_deadline_is_considered():
+    async def scenario():
+        engine = make_engine(FakeModel(), slots=1, start=False)
+        engine.queue_capacity = 1
+        engine.submit(request(3, 5))
+        engine.submit(request(4, 5))
+        with pytest.raises(QueueFull):
+            engine.submit(request(5, 5, deadline=time.monotonic() + 60))
+    run(scenario())
+
+
+def test_the_time_per_sequence_is_measured_from_sequences_that_held_a_slot_while_others_waited():
+    async def scenario():
+        engine = make_engine(FakeModel(step_seconds=0.005), slots=1)
+        try:
+            alone = engine.submit(request(3, 10))
+            await finish_of(alone)
+            unmeasured = engine.seconds_per_sequence  # nobody waited for its slot
+            started = time.perf_counter()
+            sequences = [engine.submit(request(first, 10)) for first in (3, 10, 20)]
+            for sequence in sequences:
+                await finish_of(sequence)
+            return unmeasured, engine.seconds_per_sequence, time.perf_counter() - started
+        finally:
+            engine.stop()
+    unmeasured, measured, wall = run(scenario())
+    assert unmeasured is None
+    # the two that held the slot while others waited: 10 steps of 5 ms each at least; three of them took `wall`
+    assert 10 * 0.005 <= measured <= wall / 2
 
 
 def test_a_failure_during_admission_fails_every_sequence_held_and_the_engine_serves_on():

@@ -16,9 +16,10 @@ def test_a_context_overflow_is_the_clients_to_fix_and_passes_through():
     assert (error.status, error.code, error.param) == (400, "context_length_exceeded", "max_tokens")
 
 
-def test_a_full_queue_passes_through_with_its_retry_after():
-    error = upstream_failure("decoder", refusal(503, "queue_full", {"Retry-After": "1"}))
-    assert (error.status, error.code, error.headers) == (503, "queue_full", {"Retry-After": "1"})
+@pytest.mark.parametrize("code, retry_after", [("queue_full", "1"), ("queue_wait_exceeds_deadline", "17")])
+def test_an_overloaded_decoders_refusal_passes_through_with_its_retry_after(code, retry_after):
+    error = upstream_failure("decoder", refusal(503, code, {"Retry-After": retry_after}))
+    assert (error.status, error.code, error.headers) == (503, code, {"Retry-After": retry_after})
 
 
 @pytest.mark.parametrize("status, code", [(400, "invalid_token_id"), (422, "invalid_request"), (404, "not_found"),

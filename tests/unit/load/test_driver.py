@@ -37,13 +37,20 @@ def test_a_whole_stream_is_ok_with_its_cost_tokens_and_token_times():
     reading = read(chunk(""), chunk("Hel"), chunk("lo"), chunk(finish_reason="stop", lynx=LYNX),
                    chunk(usage=Usage(prompt_tokens=9, completion_tokens=2, total_tokens=11)), "[DONE]")
     record = reading.record(started_at=5.0, tenant="x", stream=True, latency_s=0.6)
-    assert record.ok and record.cost_eur == 3e-6 and record.completion_tokens == 2
+    assert record.ok and record.cost_eur == 3e-6 and record.completion_tokens == 2 and record.finish_reason == "stop"
     assert record.ttft_s == pytest.approx(0.1) and record.inter_token_s == pytest.approx((0.1,))
 
 
 def test_a_stream_without_its_final_chunk_is_malformed():
     reading = read(chunk(""), chunk("Hel"), "[DONE]")
     assert (reading.outcome, reading.error_type) == ("malformed", "incomplete_stream")
+
+
+def test_a_stream_cut_short_by_its_deadline_says_so_and_one_without_a_whole_answer_has_no_finish_reason():
+    cut = read(chunk("Hel"), chunk(finish_reason="deadline", lynx=LYNX), "[DONE]")
+    assert cut.record(0.0, "x", True, 1.0).finish_reason == "deadline"
+    failed = read(chunk("Hel"), chunk(finish_reason="stop"), error_event("upstream_error"))
+    assert failed.record(0.0, "x", True, 1.0).finish_reason is None
 
 
 def test_an_error_event_is_the_error_it_reports():
