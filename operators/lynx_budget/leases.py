@@ -1,7 +1,7 @@
 """The spend-lease ledger: how much of each tenant-day's cap every gateway may spend, so the cap holds across gateways.
 
 Pure: no I/O and no clock reads (``now`` is passed in); every function returns a new ledger and leaves the one it
-was given alone, so the caller persists the new one before it replies (write-ahead) and a restarted controller
+was given alone (the two share the accounts it did not change: change neither in place), so the caller persists the new one before it replies (write-ahead) and a restarted controller
 continues from the persisted copy exactly.
 
 Per tenant-day (the tenant's local day, ``policy.day_window``) and gateway process, an account holds against the cap
@@ -165,13 +165,18 @@ def unreachable_overshoot_eur(gateways: int, allowance: UnreachableAllowance | N
     return 0.0 if allowance is None else gateways * allowance.per_gateway_eur
 
 
-def _account(ledger: LeaseLedger, tenant: str, day_started_at: datetime, gateway: str) -> tuple[TenantDay,
-                                                                                                GatewayAccount]:
-    day = ledger.day(tenant, day_started_at)
-    if day is None:
-        day = TenantDay(tenant=tenant, day_started_at=day_started_at)
-        ledger.days.append(day)
-    return day, day.gateways.setdefault(gateway, GatewayAccount())
+def _changing(ledger: LeaseLedger, tenant: str, day_started_at: datetime, gateway: str
+              ) -> tuple[LeaseLedger, TenantDay, GatewayAccount]:
+    """A new ledger whose one account (created if new) is its own copy, to change; the rest is shared."""
+    days = list(ledger.days)
+    index = next((i for i, d in enumerate(days) if d.tenant == tenant and d.day_started_at == day_started_at), None)
+    if index is None:
+        index = len(days)
+        days.append(TenantDay(tenant=tenant, day_started_at=day_started_at))
+    old = days[index].gateways.get(gateway)
+    account = GatewayAccount() if old is None else old.model_copy(deep=True)
+    day = days[index] = days[index].model_copy(update={"gateways": {**days[index].gateways, gateway: account}})
+    return ledger.model_copy(update={"days": days}), day, account
 
 
 def _acting_lease(account: GatewayAccount, request: LeaseRequest, now: datetime, terms: LeaseTerms
@@ -212,8 +217,7 @@ def renew(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: dat
     require_aware(now)
     if request.tenant != spec.tenant:
         raise ValueError(f"a renewal for tenant {request.tenant!r} answered with the budget of {spec.tenant!r}")
-    ledger = ledger.model_copy(deep=True)
-    day, account = _account(ledger, request.tenant, request.day_started_at, request.gateway)
+    ledger, day, account = _changing(ledger, request.tenant, request.day_started_at, request.gateway)
     account.charged_eur = max(account.charged_eur, request.charged_eur)
     if request.sequence == account.sequence and account.last_grant is not None:
         return ledger, account.last_grant  # the same request again: the same answer
@@ -252,8 +256,7 @@ def prove(ledger: LeaseLedger, proof: Proof, terms: LeaseTerms) -> LeaseLedger:
     A lease is settled by a reading at or after its deadline + the longest request: whatever it admitted has
     charged by then and is in the counter. Younger leases keep holding their ceilings."""
     require_aware(proof.as_of)
-    ledger = ledger.model_copy(deep=True)
-    _, account = _account(ledger, proof.tenant, proof.day_started_at, proof.gateway)
+    ledger, _, account = _changing(ledger, proof.tenant, proof.day_started_at, proof.gateway)
     account.charged_eur = max(account.charged_eur, proof.charged_eur)
     account.leases = [lease for lease in account.leases if lease.expires_at + terms.settled_after > proof.as_of]
     return ledger
@@ -277,5 +280,4 @@ def rebuild(ledger: LeaseLedger, proofs: Iterable[Proof], as_of: datetime, terms
 
 def forget_days_before(ledger: LeaseLedger, moment: datetime) -> LeaseLedger:
     """Drops the tenant-days that started before ``moment`` (the caller keeps yesterday for its late reports)."""
-    return ledger.model_copy(update={"days": [d.model_copy(deep=True) for d in ledger.days
-                                              if d.day_started_at >= moment]})
+    return ledger.model_copy(update={"days": [d for d in ledger.days if d.day_started_at >= moment]})

@@ -314,8 +314,9 @@ class Simulation:
         self.ledger = LeaseLedger(epoch="e0")  # nothing was ever granted before the simulation starts
         self.persisted = self.ledger.model_dump_json()
         self.cap_high: dict[datetime, float] = {}
-        self.stats = {"granted": 0, "overruns": 0, "rollovers": 0, "blind_restarts": 0, "restarts": 0, "proofs": 0,
-                      "lost": 0, "dead": 0}
+        self.stats = dict.fromkeys(["granted", "exhausted", "paused", "rebuilding", "other_day", "stale", "grants",
+                                    "overruns", "rollovers", "blind_restarts", "restarts", "proofs", "raises", "lost",
+                                    "dead"], 0)
 
     # the independent tally's own view of the cap: base + raises not yet expired
     def cap(self) -> float:
@@ -336,10 +337,8 @@ class Simulation:
         live = books.deadline is not None and self.now < books.deadline
         if not live or books.charged + books.reserved + worst > books.ceiling:
             return  # refused: the lease does not cover it
-        if self.rng.random() < 0.04:
-            actual = worst * self.rng.uniform(1.0, 1.4)  # a decoder slower than its estimate
-        else:
-            actual = worst * self.rng.uniform(0.05, 1.0)
+        slower = self.rng.random() < 0.04  # a decoder slower than its estimate: the one way past a worst case
+        actual = worst * (self.rng.uniform(1.0, 1.4) if slower else self.rng.uniform(0.05, 1.0))
         books.reserved += worst
         books.in_flight += 1
         gateway.flights.append(Flight(day, worst, actual, self.now + timedelta(
@@ -438,13 +437,15 @@ class Simulation:
         if account_before is not None and request.sequence == account_before.sequence:
             assert grant == account_before.last_grant  # a repeated request: the same answer, nothing new granted
         elif grant.granted_eur > 0:
-            self.stats["granted"] += 1
+            self.stats["grants"] += 1
             assert not self.paused and not self.ledger.needs_rebuild and request.day_started_at == self.today()
             assert others + grant.ceiling_eur <= cap + EPS, "a grant does not fit beside the other gateways' holdings"
             assert held_after <= max(held_before, reported, cap - others) + EPS
         else:  # nothing granted: this gateway's holding grows only by what it reports it charged or must keep
             assert held_after <= max(held_before, reported) + EPS
-        assert holdings_eur(self.ledger, "acme", request.day_started_at) <= max(total_before, cap) + max(reported - held_before, 0.0) + EPS
+        total_after = holdings_eur(self.ledger, "acme", request.day_started_at)
+        assert total_after <= max(total_before, cap) + max(reported - held_before, 0.0) + EPS
+        self.stats[grant.outcome] = self.stats.get(grant.outcome, 0) + 1
         self.post(grant)
 
     def restart_controller(self) -> None:
@@ -492,6 +493,7 @@ class Simulation:
         self.stats["dead"] += 1
 
     def add_raise(self) -> None:
+        self.stats["raises"] += 1
         amount = round(self.rng.uniform(0.1, 0.6), 3)
         self.raises.append(TemporaryRaise(
             amount_eur=amount, requested_at=self.now, expires_at=self.now + timedelta(seconds=self.rng.uniform(20, 400)),
@@ -517,8 +519,9 @@ class Simulation:
                     gateway.name in day_ledger.gateways else 0.0
                 if gateway.alive and day == today and books.deadline is not None and self.now < books.deadline:
                     assert held >= books.ceiling - EPS, f"{gateway.name} acts on {books.ceiling}, ledger holds {held}"
-                if not gateway.alive:
-                    assert held >= books.charged - books.overrun - EPS, f"dead {gateway.name}'s charges dropped"
+                # What it charged or may still charge, its own estimate overruns aside, is never let go of.
+                assert held >= books.charged + books.reserved - books.overrun - EPS, (
+                    f"{gateway.name} committed {books.charged + books.reserved}, the ledger holds {held}")
 
     def step(self) -> None:
         before = self.today()
@@ -598,18 +601,18 @@ def test_the_ledger_holds_the_cap_and_loses_no_cent_under_random_events(seed):
         sim.step()
     sim.finish()
     sim.check_no_cent_lost()
-    assert sim.stats["granted"] > 0  # the simulation did grant and spend; it is not vacuous
+    assert sim.stats["grants"] > 0  # the simulation did grant and spend; it is not vacuous
     assert sum(b.charged for g in sim.gateways for b in g.days.values()) > 0
 
 
 def test_the_simulation_reaches_every_kind_of_event():
     """Across the seeds each event the ledger must survive happened many times (the simulation is not vacuous)."""
     totals: dict[str, int] = {}
-    for seed in range(40):
+    for seed in range(20):
         sim = Simulation(seed)
         for _ in range(300):
             sim.step()
         for kind, count in sim.stats.items():
             totals[kind] = totals.get(kind, 0) + count
     for kind, count in totals.items():
-        assert count >= 10, f"only {count} {kind} in 40 seeds: {totals}"
+        assert count >= 10, f"only {count} {kind} in 20 seeds: {totals}"
