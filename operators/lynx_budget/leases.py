@@ -1,8 +1,8 @@
 """The spend-lease ledger: how much of each tenant-day's cap every gateway may spend, so the cap holds across gateways.
 
 Pure: no I/O and no clock reads (``now`` is passed in); every function returns a new ledger and leaves the one it
-was given alone (the two share the accounts it did not change: change neither in place), so the caller persists the new one before it replies (write-ahead) and a restarted controller
-continues from the persisted copy exactly.
+was given alone (the two share the accounts it did not change: change neither in place), so the caller persists
+the new one before it replies (write-ahead) and a restarted controller continues from the persisted copy exactly.
 
 Per tenant-day (the tenant's local day, ``policy.day_window``) and gateway process, an account holds against the cap
 

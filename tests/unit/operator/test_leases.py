@@ -255,7 +255,7 @@ def test_a_malformed_request_is_refused_with_what_to_fix(fields, message):
 # --- the simulation -----------------------------------------------------------------------------------------------
 
 ZONES = ["UTC", "Europe/Paris", "Asia/Kolkata", "America/New_York", "Pacific/Auckland"]
-BASE_CAP = 1.0
+BASE_CAP = 0.3  # a cap a few dozen requests exhaust: it binds in most seeds
 
 
 @dataclass
@@ -384,7 +384,7 @@ class Simulation:
         books.sequence += 1
         books.sent[books.sequence] = (self.now, books.charged)
         books.waiting_since = self.now
-        want = 0.0 if final or day != self.today() else self.rng.choice([0.0, 0.05, 0.1, 0.2, 0.4])
+        want = 0.0 if final or day != self.today() else self.rng.choice([0.0, 0.02, 0.05, 0.1, 0.2])
         request = LeaseRequest(
             gateway=gateway.name, tenant="acme", day_started_at=day, sequence=books.sequence, sent_at=self.now,
             charged_eur=books.charged, keep_eur=books.charged + books.reserved, want_eur=want,
@@ -494,22 +494,27 @@ class Simulation:
 
     def add_raise(self) -> None:
         self.stats["raises"] += 1
-        amount = round(self.rng.uniform(0.1, 0.6), 3)
+        amount = round(self.rng.uniform(0.03, 0.2), 3)
         self.raises.append(TemporaryRaise(
             amount_eur=amount, requested_at=self.now, expires_at=self.now + timedelta(seconds=self.rng.uniform(20, 400)),
             reason="simulated", requested_by="sim"))
 
     # --- the checks
+    def acts_on(self, gateway: SimGateway, day: datetime, books: GatewayDay) -> bool:
+        """Whether the gateway admits under its lease for that day now (only today's, only until its deadline)."""
+        return gateway.alive and day == self.today() and books.deadline is not None and self.now < books.deadline
+
     def check_invariants(self) -> None:
         today = self.today()
         self.cap_high[today] = max(self.cap_high.get(today, 0.0), self.cap())
-        days = {day for g in self.gateways for day in g.days}
-        for day in days:
-            books = [g.days[day] for g in self.gateways if day in g.days]
-            committed = sum(b.charged + b.reserved for b in books)
-            overrun = sum(b.overrun for b in books)
-            assert committed <= self.cap_high[day] + overrun + EPS, (
-                f"gateways committed {committed} of a cap of at most {self.cap_high[day]} (+{overrun} overruns)")
+        for day in {day for g in self.gateways for day in g.days}:
+            books = [(g, g.days[day]) for g in self.gateways if day in g.days]
+            # What the gateways may spend, by their own books: what they committed, or the lease they admit under.
+            may_spend = sum(max(b.charged + b.reserved, b.ceiling if self.acts_on(g, day, b) else 0.0)
+                            for g, b in books)
+            overrun = sum(b.overrun for _, b in books)
+            assert may_spend <= self.cap_high[day] + overrun + EPS, (
+                f"gateways may spend {may_spend} of a cap of at most {self.cap_high[day]} (+{overrun} overruns)")
         if self.ledger.needs_rebuild:
             return  # leases granted before the restart are unknown, and nothing is granted until they are over
         for gateway in self.gateways:
@@ -517,7 +522,7 @@ class Simulation:
                 day_ledger = self.ledger.day("acme", day)
                 held = holding_eur(day_ledger.gateways[gateway.name]) if day_ledger and \
                     gateway.name in day_ledger.gateways else 0.0
-                if gateway.alive and day == today and books.deadline is not None and self.now < books.deadline:
+                if self.acts_on(gateway, day, books):
                     assert held >= books.ceiling - EPS, f"{gateway.name} acts on {books.ceiling}, ledger holds {held}"
                 # What it charged or may still charge, its own estimate overruns aside, is never let go of.
                 assert held >= books.charged + books.reserved - books.overrun - EPS, (
