@@ -81,7 +81,10 @@ class TenantDay(BaseModel):
 
 
 class LeaseLedger(BaseModel):
-    """Every tenant-day's accounts; serialized as it is (``model_dump_json``) to persist it."""
+    """Every tenant-day's accounts; serialized as it is (``model_dump_json``) to persist it.
+
+    ``LeaseLedger(epoch=...)`` claims that no lease is outstanding anywhere; a controller that has no persisted copy
+    cannot know that (its first start looks like a lost copy) and starts from ``without_copy``."""
 
     epoch: str = Field(min_length=1, description="Unique per ledger started from nothing: lease ids never repeat.")
     issued: int = 0
