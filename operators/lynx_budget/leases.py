@@ -196,8 +196,9 @@ def _acting_lease(account: GatewayAccount, request: LeaseRequest, now: datetime,
     return [known.model_copy(update={"ceiling_eur": min(known.ceiling_eur, request.acting_ceiling_eur)})]
 
 
-def _outcome(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: datetime, free: float
+def _outcome(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: datetime, grantable: float
              ) -> tuple[GrantOutcome, str]:
+    """Whether what is free for this request (``grantable``) may be granted now, and why not when not."""
     tenant = spec.tenant
     if request.day_started_at != day_window(spec.timezone, now)[0]:
         return "other_day", (f"The lease asked for {tenant}'s day starting {rfc3339(request.day_started_at)} is not "
@@ -207,11 +208,11 @@ def _outcome(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: 
     if ledger.needs_rebuild:
         return "rebuilding", ("The budget controller restarted without its ledger: it grants nothing until every "
                               f"earlier lease has expired and been counted, from {rfc3339(ledger.grants_from)}.")
-    if free <= 0 < request.want_eur:
+    if grantable <= 0 < request.want_eur:
         return "exhausted", (f"Nothing of {tenant}'s cap of {format_eur(effective_cap(spec, now))} is free: it is "
                              "spent or held by the leases of other gateways, which give back what they do not use "
                              "when they renew.")
-    return "granted", f"Granted {format_eur(max(min(request.want_eur, free), 0.0))} of the {format_eur(request.want_eur)} asked."
+    return "granted", f"Granted {format_eur(grantable)} of the {format_eur(request.want_eur)} asked."
 
 
 def renew(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: datetime, terms: LeaseTerms,
@@ -232,8 +233,9 @@ def renew(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: dat
     account.leases = _acting_lease(account, request, now, terms)
     others = sum(holding_eur(a) for g, a in day.gateways.items() if g != request.gateway)
     free = effective_cap(spec, now) - others - request.keep_eur
-    outcome, reason = _outcome(ledger, spec, request, now, free)
-    granted = max(min(request.want_eur, free), 0.0) if outcome == "granted" else 0.0
+    grantable = max(min(request.want_eur, free), 0.0)
+    outcome, reason = _outcome(ledger, spec, request, now, grantable)
+    granted = grantable if outcome == "granted" else 0.0
     ledger.issued += 1
     lease_id = f"{ledger.epoch}-{ledger.issued}"
     ceiling = request.keep_eur + granted
