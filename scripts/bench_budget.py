@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.gateway.tenants import TenantRegistry
+from lynx.load.report import percentile
 from lynx.models.cache import build
 from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
@@ -199,11 +200,6 @@ def counter(url: str, name: str, labels: dict[str, str]) -> float:
                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]  # nearest rank
-
-
 def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict[str, float],
            blocked: tuple[int, list[float], float]) -> str:
     ledger = charges(bed)
@@ -258,7 +254,7 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| blocked tenant: 429 throughput | {count / elapsed:.0f} requests/s over {elapsed:.1f} s ({count} requests, "
         f"{args.clients} clients) |",
         f"| blocked tenant: 429 latency p50 / p99 | {statistics.median(latencies) * 1000:.1f} / "
-        f"{percentile(latencies, 0.99) * 1000:.1f} ms |",
+        f"{percentile(latencies, 99) * 1000:.1f} ms |",
         f"| load average (1 min) at start / end | {args.load_before:.1f} / {os.getloadavg()[0]:.1f} |",
     ])
 

@@ -32,6 +32,7 @@ from bench_engines import (
     GenaiGenerator, LlamaCppPython, LlamaServer, Streams, lynx_service, lynx_stream, raw_loop_copying, raw_loop_in_place,
 )
 from lynx.decoder.model import DecoderModel
+from lynx.load.report import percentile
 from lynx.models.build import DECODER_GGUF, DECODER_PACKAGE
 from lynx.models.cache import build, build_env_package_dir
 from lynx.processes import ServiceProcess, start_service, wait_ready
@@ -179,11 +180,6 @@ def main() -> None:
             write_section(args.output, heading, section)
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[int(share * (len(ordered) - 1))]
-
-
 def render_anchors(produced: str, tokens: int, runs: dict[tuple[str, int], list[Streams]]) -> str:
     med = statistics.median
 
@@ -219,7 +215,7 @@ def render_anchors(produced: str, tokens: int, runs: dict[tuple[str, int], list[
             first = [t for r in found for t in r.first_tokens()]
             gaps = [g for r in found for g in r.gaps()]
             lines.append(f"| {name} | {streams} | {med(first) * 1000:.0f} ms | {med(gaps) * 1000:.1f} ms | "
-                         f"{percentile(gaps, 0.99) * 1000:.1f} ms |")
+                         f"{percentile(gaps, 99) * 1000:.1f} ms |")
     return "\n".join(lines) + "\n"
 
 

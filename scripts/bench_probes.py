@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import random
@@ -33,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from bench_common import write_section
+from lynx.load.report import percentile
 from lynx.models.cache import is_built, models_dir
 from lynx.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
@@ -47,15 +47,9 @@ QUERY_VOCABULARY = ("how do I define a function with default arguments keyword l
          "environment pip file read write context manager decorator scope global variable")
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least ``fraction`` of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
 def summary(seconds: list[float]) -> dict[str, float]:
-    return {"count": len(seconds), "p50_ms": percentile(seconds, 0.5) * 1000,
-            "p99_ms": percentile(seconds, 0.99) * 1000, "max_ms": max(seconds) * 1000}
+    return {"count": len(seconds), "p50_ms": percentile(seconds, 50) * 1000,
+            "p99_ms": percentile(seconds, 99) * 1000, "max_ms": max(seconds) * 1000}
 
 
 class Prober:
