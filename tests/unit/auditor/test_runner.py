@@ -42,10 +42,10 @@ def test_a_stream_read_before_its_request_span_arrived_is_never_counted_as_orpha
     store.listed = False  # the store's listing left it out: it is read again all the same
     store.spans.append(span("request"))
     totals = auditor.run_once(now=START + 65)
-    assert (totals.orphans, totals.incomplete, totals.spans) == (0, 0, 3)
+    assert (totals.orphans, totals.incomplete, totals.traces) == (0, 0, 0)  # whole so far, no verdict yet
     reads = store.reads
     totals = auditor.run_once(now=START + 95)  # can no longer complete: judged whole, and never read again
-    assert (totals.traces, totals.orphans) == (1, 0) and store.reads == reads + 1
+    assert (totals.traces, totals.spans, totals.orphans) == (1, 3, 0) and store.reads == reads + 1
     auditor.run_once(now=START + 110)
     assert store.reads == reads + 1
     assert auditor.metrics.orphan_spans._value.get() == 0
