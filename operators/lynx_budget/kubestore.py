@@ -1,5 +1,5 @@
 """TenantBudget resources as the admin CLI's budget store (`lynx budget ... --kube`): the same BudgetStore as the
-local budgets file, so pause, resume, raise, why and export act the same on both."""
+local budgets file, so pause, resume, raise, remove, why and export act the same on both."""
 
 from __future__ import annotations
 
@@ -88,6 +88,21 @@ class KubeStore:
                 # Created meanwhile (409), or a failed `test` (422 naming no field): the object changed, its status
                 # most often; look again.
         raise SpecChanged(f"the TenantBudget of {spec.tenant!r} keeps changing; nothing was written")
+
+    def remove(self, tenant: str) -> bool:
+        """Deletes the tenant's TenantBudget; the operator's delete handler takes the tenant out of the published
+        decisions. False when it had none (or it was deleted meanwhile)."""
+        found = self.resource(tenant)
+        if found is None:
+            return False
+        try:
+            self.objects.delete_namespaced_custom_object(kube.GROUP, kube.VERSION, self.namespace, kube.PLURAL,
+                                                         found["metadata"]["name"])
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def write(self, found: dict | None, spec: BudgetSpec) -> None:
         if found is None:

@@ -263,9 +263,9 @@ def save_budget(store: BudgetStore, spec: BudgetSpec) -> None:
 def budget_set(args: argparse.Namespace) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from pydantic import ValidationError
-
     from lynx.contracts.budgets import BudgetSpec
+    from lynx.option_errors import refused_options
+    from lynx_budget.admin import SPEC_OPTIONS
 
     store = budget_store(args)
     current = store.get(args.tenant)
@@ -278,8 +278,11 @@ def budget_set(args: argparse.Namespace) -> None:
         if args.timezone is not None:
             ZoneInfo(args.timezone)
         spec = BudgetSpec.model_validate({**base, **{k: v for k, v in changes.items() if v is not None}})
-    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
-        raise SystemExit(f"lynx budget set: {error}") from None
+    except ZoneInfoNotFoundError:
+        raise SystemExit(f"lynx budget set: --timezone takes an IANA zone such as Europe/Paris, not {args.timezone!r}"
+                         ) from None
+    except ValueError as error:
+        raise SystemExit(f"lynx budget set: {refused_options(error, SPEC_OPTIONS)}") from None
     save_budget(store, spec)
 
 
@@ -294,15 +297,22 @@ def budget_pause(args: argparse.Namespace) -> None:
 def budget_raise(args: argparse.Namespace) -> None:
     import getpass
 
-    from lynx_budget.admin import add_raise
+    from lynx.option_errors import refused_options
+    from lynx_budget.admin import RAISE_OPTIONS, add_raise
 
     store = budget_store(args)
     try:
         spec = add_raise(existing_budget(store, args.tenant), args.amount, args.hours, args.reason,
                          args.requested_by or getpass.getuser(), datetime.now(UTC))
     except ValueError as error:
-        raise SystemExit(f"lynx budget raise: {error}") from None
+        raise SystemExit(f"lynx budget raise: {refused_options(error, RAISE_OPTIONS)}") from None
     save_budget(store, spec)
+
+
+def budget_remove(args: argparse.Namespace) -> None:
+    if not budget_store(args).remove(args.tenant):
+        raise SystemExit(f"lynx budget remove: tenant {args.tenant!r} has no budget")
+    print(f"budget of {args.tenant} removed: it is a tenant without a budget once the budget controller has run")
 
 
 def budget_why(args: argparse.Namespace) -> None:
@@ -313,10 +323,17 @@ def budget_why(args: argparse.Namespace) -> None:
 
 
 def budget_export(args: argparse.Namespace) -> None:
-    from lynx_budget.admin import spend_csv
+    import httpx
 
-    store = budget_store(args)
-    sys.stdout.write(spend_csv([(spec, store.status(spec.tenant)) for spec in store.list()]))
+    from lynx_budget.admin import export_csv
+    from lynx_budget.local import LocalBudgetSettings
+
+    with httpx.Client() as client:
+        text, problem = export_csv(budget_store(args), client, args.prometheus or LocalBudgetSettings().prometheus_url,
+                                   datetime.now(UTC))
+    sys.stdout.write(text)
+    if problem:
+        raise SystemExit(f"lynx budget export: {problem}")
 
 
 def dashboards_build(args: argparse.Namespace) -> None:
@@ -364,10 +381,17 @@ def add_budget_commands(commands) -> None:
     raise_cmd.add_argument("--reason", required=True)
     raise_cmd.add_argument("--by", dest="requested_by", help="who asks (default: your user name)")
     raise_cmd.set_defaults(run=budget_raise)
+    remove_cmd = budget_cmd.add_parser("remove", help="delete a tenant's budget: it becomes a tenant without one")
+    remove_cmd.add_argument("tenant")
+    remove_cmd.set_defaults(run=budget_remove)
     why_cmd = budget_cmd.add_parser("why", help="why a tenant is in its state, and what to do")
     why_cmd.add_argument("tenant")
     why_cmd.set_defaults(run=budget_why)
-    budget_cmd.add_parser("export", help="today's spend by tenant, as CSV").set_defaults(run=budget_export)
+    export_cmd = budget_cmd.add_parser(
+        "export", help="today's spend by tenant, as CSV: every budget, and every tenant without one that has spent")
+    export_cmd.add_argument("--prometheus", help="the Prometheus that scrapes the gateways, for the tenants without a "
+                                                 "budget (default: LYNX_BUDGETS_PROMETHEUS_URL, else the local one)")
+    export_cmd.set_defaults(run=budget_export)
     for command in budget_cmd.choices.values():
         command.add_argument("--kube", action="store_true",
                              help="act on the TenantBudget resources of the current kubeconfig context instead")
