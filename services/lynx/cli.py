@@ -148,7 +148,7 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
 
 def up(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
-    from lynx.gateway.tenants import TenantRegistry
+    from lynx.gateway.tenant_keys import LocalTenants
     from lynx.models.cache import build
 
     build(args.precision)
@@ -170,11 +170,12 @@ def up(args: argparse.Namespace) -> None:
         wait_ready(everything, READY_TIMEOUT_SECONDS)
     except RuntimeError as error:
         raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
-    key = TenantRegistry(settings.tenants_file).add(args.tenant)
+    key = LocalTenants(settings.tenants_file).key_or_new(args.tenant)
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
     for process in [*observability, budgets]:
         print(f"  {process.name}: {process.url}")
-    print(f"tenant '{args.tenant}' API key: {key}")
+    print(f"tenant '{args.tenant}' API key: {key} (the same at every `lynx up`: `lynx tenant rotate {args.tenant}` "
+          "replaces it)")
     print("try:")
     body = json.dumps({"model": settings.model_name, "temperature": 0, "max_tokens": 64,
                        "messages": [{"role": "user", "content": "How do I define a function in Python?"}]})
@@ -228,11 +229,15 @@ def models_build(args: argparse.Namespace) -> None:
     print(build(args.precision, force=args.force))
 
 
-def tenant_add(args: argparse.Namespace) -> None:
+def tenant_command(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
-    from lynx.gateway.tenants import TenantRegistry
+    from lynx.gateway.tenant_keys import LocalTenants, TenantProblem
 
-    print(TenantRegistry(GatewaySettings().tenants_file).add(args.tenant))
+    try:
+        key = getattr(LocalTenants(GatewaySettings().tenants_file), args.action)(args.tenant)
+    except TenantProblem as problem:
+        raise SystemExit(f"lynx tenant {args.action}: {problem}") from None
+    print(key or f"tenant {args.tenant} removed: its key no longer works")
 
 
 def budget_store(args: argparse.Namespace) -> BudgetStore:
@@ -427,9 +432,13 @@ def main(argv: list[str] | None = None) -> None:
     ingest_cmd.set_defaults(run=lambda a: ensure_index(a.corpus, force=not a.if_missing))
 
     tenant_cmd = commands.add_parser("tenant", help="tenants").add_subparsers(dest="action", required=True)
-    add_cmd = tenant_cmd.add_parser("add", help="create a tenant (or rotate its key); prints the key once")
-    add_cmd.add_argument("tenant")
-    add_cmd.set_defaults(run=tenant_add)
+    for action, says in (("add", "create a tenant and print its key (kept in a private file beside the tenants file)"),
+                         ("show", "print a tenant's kept key again"),
+                         ("rotate", "give a tenant a new key; the old one stops working at once, running gateways too"),
+                         ("remove", "delete a tenant: its key stops working")):
+        command = tenant_cmd.add_parser(action, help=says)
+        command.add_argument("tenant")
+        command.set_defaults(run=tenant_command)
 
     add_budget_commands(commands)
     add_load_command(commands)
