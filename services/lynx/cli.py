@@ -349,17 +349,14 @@ def dashboards_build(args: argparse.Namespace) -> None:
 
 
 def cpqu(args: argparse.Namespace) -> None:
-    from lynx.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, write
     from lynx.gateway.settings import GatewaySettings
-    from lynx.quality.cpqu import run, update_document
+    from lynx.quality.cpqu import default_document, record, run
 
     row = run(args.gateway, args.prometheus, args.key, args.tenant, GatewaySettings().model_name)
-    document = args.doc or COSTS_DOC
-    document.write_text(update_document(document.read_text(), row, CPQU_START, CPQU_END))
+    document = args.doc or default_document()
+    record(row, document)
     print(json.dumps({"week": row.week, "questions": row.questions, "correct": row.correct,
-                      "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu}))
-    if args.doc is None:  # the dashboard's CpQU panel copies the table
-        write()
+                      "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu, "written": str(document)}))
 
 
 def add_budget_commands(commands) -> None:
@@ -450,12 +447,14 @@ def main(argv: list[str] | None = None) -> None:
     dash_build.add_argument("--out", type=Path, default=None, help="default: the repository's dashboards/")
     dash_build.set_defaults(run=dashboards_build)
 
-    cpqu_cmd = commands.add_parser("cpqu", help="measure cost per quality unit into docs/COSTS.md")
+    cpqu_cmd = commands.add_parser("cpqu", help="measure cost per quality unit into a CpQU table")
     cpqu_cmd.add_argument("--gateway", default="http://127.0.0.1:8080")
     cpqu_cmd.add_argument("--prometheus", default="http://127.0.0.1:9090")
     cpqu_cmd.add_argument("--key", required=True, help="API key of the tenant the evaluation is charged to")
     cpqu_cmd.add_argument("--tenant", required=True, help="that tenant's id (its spend is read from Prometheus)")
-    cpqu_cmd.add_argument("--doc", type=Path, default=None, help="write here instead of docs/COSTS.md")
+    cpqu_cmd.add_argument("--doc", type=Path, default=None,
+                          help="the document whose CpQU table gets the week's row (default ~/.cache/lynx/work/cpqu/"
+                               "COSTS.md); docs/COSTS.md also rewrites the dashboards that copy it")
     cpqu_cmd.set_defaults(run=cpqu)
 
     args = parser.parse_args(argv)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,15 @@ class TenantRegistry:
     def remove(self, *tenant_ids: str) -> None:
         """Takes the tenants out of the file: their keys stop working in every gateway that reads it."""
         self._rewrite(lambda tenants: [t for t in tenants if t["id"] not in tenant_ids])
+
+    @contextlib.contextmanager
+    def temporary(self, *tenant_ids: str) -> Iterator[tuple[str, ...]]:
+        """Tenants a tool makes for its run (`lynx load`, `lynx chaos`): their keys, and the tenants gone afterwards,
+        whatever ends the run."""
+        try:
+            yield tuple(self.add(tenant_id) for tenant_id in tenant_ids)
+        finally:
+            self.remove(*tenant_ids)
 
     def _rewrite(self, change: Callable[[list[dict]], list[dict]]) -> None:
         """Changes the file's tenants under a lock (`lynx up`, `lynx load`, `lynx tenant` may write it at once) and
