@@ -13,8 +13,13 @@ from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from lynx.contracts.budgets import BudgetSpec
+from lynx.option_errors import CommandRefused
 from lynx_budget import kube
 from lynx_budget.policy import BudgetStatus
+
+
+class NoCluster(CommandRefused):
+    """No kubeconfig context to reach the API server with."""
 
 
 class SpecChanged(RuntimeError):
@@ -42,7 +47,11 @@ def resource_name(tenant: str) -> str:
 
 class KubeStore:
     def __init__(self, namespace: str | None = None, api: ApiClient | None = None) -> None:
-        self.api = api or kube.api_client()
+        try:
+            self.api = api or kube.api_client()
+        except kubernetes.config.ConfigException as error:
+            raise NoCluster(f"--kube found no cluster to reach ({error}): set KUBECONFIG or the current context "
+                            "(kubectl config use-context)") from None
         self.namespace = namespace or current_namespace()
         self.objects = CustomObjectsApi(self.api)
         self.read: dict[str, BudgetSpec | None] = {}  # what get() returned: put() writes only over that

@@ -23,11 +23,12 @@ from typing import Protocol
 import httpx
 import yaml
 from fastapi import APIRouter, FastAPI
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, UnknownSpend
 from lynx.files import locked, write_atomically
+from lynx.option_errors import CommandRefused, refused_options
 from lynx.service import create_service_app
 from lynx.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.metrics import budget_metrics
@@ -75,6 +76,10 @@ class BudgetStore(Protocol):
     def status(self, tenant: str) -> BudgetStatus | None: ...
 
 
+class BudgetsFileInvalid(CommandRefused, ValueError):
+    """The budgets file cannot be read as a list of budgets."""
+
+
 class FileStore:
     """The budgets file (a YAML list of BudgetSpec) and the controller's state file beside it."""
 
@@ -85,10 +90,21 @@ class FileStore:
     def list(self) -> list[BudgetSpec]:
         if not self.path.exists():
             return []
-        entries = yaml.safe_load(self.path.read_text()) or []
+        try:
+            entries = yaml.safe_load(self.path.read_text()) or []
+        except yaml.YAMLError as error:
+            raise BudgetsFileInvalid(f"{self.path} is not YAML ({error.problem or error}): fix it or remove it") from None
         if not isinstance(entries, list):
-            raise ValueError(f"{self.path}: expected a list of budgets, found {type(entries).__name__}")
-        return [BudgetSpec.model_validate(entry) for entry in entries]
+            raise BudgetsFileInvalid(f"{self.path} holds a {type(entries).__name__}, not a list of budgets: fix it or "
+                                     "remove it")
+        return [self._budget(number, entry) for number, entry in enumerate(entries, 1)]
+
+    def _budget(self, number: int, entry: object) -> BudgetSpec:
+        try:
+            return BudgetSpec.model_validate(entry)
+        except ValidationError as error:
+            raise BudgetsFileInvalid(f"budget {number} of {self.path} is refused: {refused_options(error, {})}; fix it "
+                                     "(`lynx budget set`) or remove it") from None
 
     def get(self, tenant: str) -> BudgetSpec | None:
         return next((spec for spec in self.list() if spec.tenant == tenant), None)

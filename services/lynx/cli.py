@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from lynx.chaos.cli import add_chaos_command
 from lynx.load.cli import add_load_command
+from lynx.option_errors import CommandRefused
 from lynx.processes import ServiceProcess, start_service, stop_groups, stop_together, wait_ready
 from lynx.settings import default_cache_dir
 
@@ -231,12 +232,9 @@ def models_build(args: argparse.Namespace) -> None:
 
 def tenant_command(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
-    from lynx.gateway.tenant_keys import LocalTenants, TenantProblem
+    from lynx.gateway.tenant_keys import LocalTenants
 
-    try:
-        key = getattr(LocalTenants(GatewaySettings().tenants_file), args.action)(args.tenant)
-    except TenantProblem as problem:
-        raise SystemExit(f"lynx tenant {args.action}: {problem}") from None
+    key = getattr(LocalTenants(GatewaySettings().tenants_file), args.action)(args.tenant)
     print(key or f"tenant {args.tenant} removed: its key no longer works")
 
 
@@ -458,7 +456,11 @@ def main(argv: list[str] | None = None) -> None:
     cpqu_cmd.set_defaults(run=cpqu)
 
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except CommandRefused as refusal:
+        raise SystemExit(f"lynx {' '.join(filter(None, (args.command, getattr(args, 'action', None))))}: {refusal}"
+                         ) from None
 
 
 if __name__ == "__main__":

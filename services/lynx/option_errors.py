@@ -1,5 +1,5 @@
-"""What a command says when it refuses its options: one sentence that names each option and what it takes, in place
-of pydantic's report (its error types and links to its site)."""
+"""What a command says when it refuses: one sentence that says what to fix (for its options, one that names each
+option and what it takes, in place of pydantic's report with its error types and links to its site)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,19 @@ from pydantic import ValidationError
 SUBJECTS = ("Input ", "String ", "Value ", "List ")
 
 
+class CommandRefused(Exception):
+    """What was asked cannot be done; the message, one sentence, says what to fix. `lynx` prints it, prefixed with
+    the command, in place of a traceback."""
+
+
 def shown(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def option_problem(error: Mapping, options: Mapping[str, str]) -> str:
     """One of pydantic's errors as a clause: "--amount should be greater than 0 (not -1)"."""
-    field = str(error["loc"][0]) if error.get("loc") else ""
-    name = options.get(field, field.replace("_", " ") or "the value")
+    location = [str(part) for part in error.get("loc", ())]
+    name = options.get(location[0], ".".join(location)) if location else "the value"
     message = str(error["msg"])
     if error.get("type") == "missing":
         return f"{name} is required"
@@ -32,8 +37,8 @@ def option_problem(error: Mapping, options: Mapping[str, str]) -> str:
 
 
 def refused_options(error: ValueError, options: Mapping[str, str]) -> str:
-    """``error`` as one sentence naming the command's options (``options``: a model's field -> its option); a plain
-    ValueError's message is one already."""
+    """``error`` as one sentence naming the command's options (``options``: a model's field -> its option; a field
+    with none is named by its path, as a file would hold it); a plain ValueError's message is one already."""
     if not isinstance(error, ValidationError):
         return str(error)
     problems = [option_problem(e, options) for e in error.errors()]

@@ -46,3 +46,21 @@ def test_budget_remove_deletes_the_budget_and_says_when_there_is_none(budgets, c
     assert "budget of demo removed" in capsys.readouterr().out
     assert refusal(["budget", "why", "demo"]).startswith("tenant 'demo' has no budget")
     assert refusal(["budget", "remove", "demo"]) == "lynx budget remove: tenant 'demo' has no budget"
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("- {tenant: x, daily_cap_eur: -1}\n", "budget 1 of {path} is refused: daily_cap_eur should be greater than or "
+                                           "equal to 0 (not -1); fix it (`lynx budget set`) or remove it"),
+    ("- {tenant: x\n", "{path} is not YAML (expected ',' or '}}', but got '<stream end>'): fix it or remove it"),
+    ("tenant: x\n", "{path} holds a dict, not a list of budgets: fix it or remove it"),
+])
+def test_a_broken_budgets_file_is_named_with_what_to_do(budgets, content, says):
+    budgets.write_text(content)
+    assert refusal(["budget", "export"]) == "lynx budget export: " + says.format(path=budgets)
+
+
+def test_kube_without_a_cluster_says_how_to_name_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    message = refusal(["budget", "why", "demo", "--kube"])
+    assert message.startswith("lynx budget why: --kube found no cluster to reach") and "KUBECONFIG" in message
+    assert "Traceback" not in message and "\n" not in message

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from lynx.files import locked, write_atomically
 from lynx.gateway.tenants import TenantRegistry
+from lynx.option_errors import CommandRefused
 
 
-class TenantProblem(LookupError):
+class TenantProblem(CommandRefused, LookupError):
     """What was asked of a tenant cannot be done; the message says what to do instead."""
 
 
