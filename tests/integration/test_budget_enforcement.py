@@ -179,7 +179,7 @@ def test_a_capped_tenant_is_warned_blocked_and_unblocked_by_a_raise(bed: BudgetB
     wait_for(lambda: bed.chat("capped", SHORT).status_code == 200, 30, "the raise to unblock the tenant")
     assert bed.state("capped") in ("Ok", "Warning")
     assert "Raise in force" in bed.budget("why", "capped")
-    export = bed.budget("export").splitlines()
+    export = bed.budget("export", "--prometheus", bed.prometheus.url).splitlines()
     assert export[0].startswith("tenant,state,spent_eur") and any(line.startswith("capped,") for line in export)
 
 
