@@ -1,16 +1,21 @@
 """An admin's quick actions on a budget, as pure functions of the spec: the CLI applies them to a TenantBudget
-resource or to the embedded default's local budgets file, and reads the status back for `explain` and the CSV."""
+resource or to the embedded default's local budgets file, and reads the status back for `explain` and the CSV
+(``export_csv`` adds the tenants without a budget that Prometheus holds spend for)."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from lynx.contracts.budgets import MAX_RAISE_HOURS, BudgetSpec, TemporaryRaise
 from lynx_budget.policy import (
     PROMETHEUS_REACHABLE,
     BudgetStatus,
+    SpendReading,
+    day_window,
     effective_cap,
     format_eur,
     format_local,
@@ -20,7 +25,19 @@ from lynx_budget.policy import (
     rfc3339,
     utc,
 )
+from lynx_budget.spend import SpendUnavailable, charged_tenants, read_spend
 
+if TYPE_CHECKING:
+    import httpx
+
+    from lynx_budget.local import BudgetStore
+
+# The command line's options for the fields of a budget and of a raise, named when it refuses their values.
+SPEC_OPTIONS = {"tenant": "the tenant id", "daily_cap_eur": "--cap", "timezone": "--timezone",
+                "warning_percent": "--warning", "per_request_cap_eur": "--per-request-cap"}
+RAISE_OPTIONS = {"amount_eur": "--amount", "reason": "--reason", "requested_by": "--by"}
+# The day of a tenant without a budget (so without a timezone of its own): a budget's default.
+UNBUDGETED_TIMEZONE = "UTC"
 CSV_COLUMNS = ("tenant", "state", "spent_eur", "cap_eur", "remaining_eur", "day_started_at", "resets_at")
 
 
@@ -93,16 +110,40 @@ def amount(eur: float) -> str:
     return f"{eur:.10g}"  # exact enough for money, without float noise (0.0188, not 0.018800000000000004)
 
 
-def spend_csv(rows: list[tuple[BudgetSpec, BudgetStatus | None]]) -> str:
-    """Today's spend by tenant, one line each (empty cells where no decision was made yet or spend is unknown)."""
+def spend_csv(rows: list[tuple[BudgetSpec, BudgetStatus | None]],
+              unbudgeted: Sequence[tuple[str, SpendReading]] = (), now: datetime | None = None) -> str:
+    """Today's spend by tenant, one line each (empty cells where no decision was made yet or spend is unknown); the
+    tenants without a budget (``unbudgeted``: their spend since ``now``'s UTC midnight) with no state and no cap."""
+    lines: list[list[str]] = []
+    for spec, status in rows:
+        if status is None:
+            lines.append([spec.tenant, "", "", amount(spec.daily_cap_eur), "", "", ""])
+            continue
+        spent = "" if status.spent_eur is None else amount(status.spent_eur)
+        lines.append([spec.tenant, status.state, spent, amount(status.cap_eur), amount(status.remaining_eur),
+                      rfc3339(status.day_started_at), rfc3339(status.resets_at)])
+    if unbudgeted:
+        day_start, resets = day_window(UNBUDGETED_TIMEZONE, now)
+        lines += [[tenant, "", amount(spend.spent_eur), "", "", rfc3339(day_start), rfc3339(resets)]
+                  for tenant, spend in unbudgeted]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for spec, status in sorted(rows, key=lambda row: row[0].tenant):
-        if status is None:
-            writer.writerow([spec.tenant, "", "", amount(spec.daily_cap_eur), "", "", ""])
-            continue
-        spent = "" if status.spent_eur is None else amount(status.spent_eur)
-        writer.writerow([spec.tenant, status.state, spent, amount(status.cap_eur), amount(status.remaining_eur),
-                         rfc3339(status.day_started_at), rfc3339(status.resets_at)])
+    writer.writerows(sorted(lines, key=lambda line: line[0]))
     return out.getvalue()
+
+
+def export_csv(store: BudgetStore, client: httpx.Client, prometheus_url: str, now: datetime) -> tuple[str, str | None]:
+    """(the CSV, a problem or None): every budget with its last decision, and every tenant without one that Prometheus
+    holds spend for today. With Prometheus unreadable, the budgets alone, and the problem says so."""
+    budgeted = [(spec, store.status(spec.tenant)) for spec in store.list()]
+    with_budget = {spec.tenant for spec, _ in budgeted}
+    day_start, _ = day_window(UNBUDGETED_TIMEZONE, now)
+    try:
+        readings = [(tenant, read_spend(client, prometheus_url, tenant, day_start, now))
+                    for tenant in charged_tenants(client, prometheus_url, day_start, now) if tenant not in with_budget]
+    except SpendUnavailable as error:
+        return spend_csv(budgeted), (f"tenants without a budget are left out, as their spend could not be read "
+                                     f"({error.detail}); pass --prometheus with the URL of the Prometheus that "
+                                     "scrapes the gateways")
+    return spend_csv(budgeted, [(tenant, spend) for tenant, spend in readings if spend.spent_eur > 0], now), None

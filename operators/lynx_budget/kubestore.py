@@ -1,5 +1,5 @@
 """TenantBudget resources as the admin CLI's budget store (`lynx budget ... --kube`): the same BudgetStore as the
-local budgets file, so pause, resume, raise, why and export act the same on both."""
+local budgets file, so pause, resume, raise, remove, why and export act the same on both."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from lynx.contracts.budgets import BudgetSpec
+from lynx.option_errors import CommandRefused
 from lynx_budget import kube
 from lynx_budget.policy import BudgetStatus
+
+
+class NoCluster(CommandRefused):
+    """No kubeconfig context to reach the API server with."""
 
 
 class SpecChanged(RuntimeError):
@@ -42,7 +47,11 @@ def resource_name(tenant: str) -> str:
 
 class KubeStore:
     def __init__(self, namespace: str | None = None, api: ApiClient | None = None) -> None:
-        self.api = api or kube.api_client()
+        try:
+            self.api = api or kube.api_client()
+        except kubernetes.config.ConfigException as error:
+            raise NoCluster(f"--kube found no cluster to reach ({error}): set KUBECONFIG or the current context "
+                            "(kubectl config use-context)") from None
         self.namespace = namespace or current_namespace()
         self.objects = CustomObjectsApi(self.api)
         self.read: dict[str, BudgetSpec | None] = {}  # what get() returned: put() writes only over that
@@ -88,6 +97,21 @@ class KubeStore:
                 # Created meanwhile (409), or a failed `test` (422 naming no field): the object changed, its status
                 # most often; look again.
         raise SpecChanged(f"the TenantBudget of {spec.tenant!r} keeps changing; nothing was written")
+
+    def remove(self, tenant: str) -> bool:
+        """Deletes the tenant's TenantBudget; the operator's delete handler takes the tenant out of the published
+        decisions. False when it had none (or it was deleted meanwhile)."""
+        found = self.resource(tenant)
+        if found is None:
+            return False
+        try:
+            self.objects.delete_namespaced_custom_object(kube.GROUP, kube.VERSION, self.namespace, kube.PLURAL,
+                                                         found["metadata"]["name"])
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def write(self, found: dict | None, spec: BudgetSpec) -> None:
         if found is None:

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import os
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -26,10 +23,12 @@ from typing import Protocol
 import httpx
 import yaml
 from fastapi import APIRouter, FastAPI
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, UnknownSpend
+from lynx.files import locked, write_atomically
+from lynx.option_errors import CommandRefused, refused_options
 from lynx.service import create_service_app
 from lynx.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.metrics import budget_metrics
@@ -69,22 +68,16 @@ class BudgetStore(Protocol):
 
     def put(self, spec: BudgetSpec) -> None: ...
 
+    def remove(self, tenant: str) -> bool:
+        """Deletes the tenant's budget (it becomes a tenant without one); False when it had none."""
+
     def list(self) -> list[BudgetSpec]: ...
 
     def status(self, tenant: str) -> BudgetStatus | None: ...
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+class BudgetsFileInvalid(CommandRefused, ValueError):
+    """The budgets file cannot be read as a list of budgets."""
 
 
 class FileStore:
@@ -97,10 +90,21 @@ class FileStore:
     def list(self) -> list[BudgetSpec]:
         if not self.path.exists():
             return []
-        entries = yaml.safe_load(self.path.read_text()) or []
+        try:
+            entries = yaml.safe_load(self.path.read_text()) or []
+        except yaml.YAMLError as error:
+            raise BudgetsFileInvalid(f"{self.path} is not YAML ({error.problem or error}): fix it or remove it") from None
         if not isinstance(entries, list):
-            raise ValueError(f"{self.path}: expected a list of budgets, found {type(entries).__name__}")
-        return [BudgetSpec.model_validate(entry) for entry in entries]
+            raise BudgetsFileInvalid(f"{self.path} holds a {type(entries).__name__}, not a list of budgets: fix it or "
+                                     "remove it")
+        return [self._budget(number, entry) for number, entry in enumerate(entries, 1)]
+
+    def _budget(self, number: int, entry: object) -> BudgetSpec:
+        try:
+            return BudgetSpec.model_validate(entry)
+        except ValidationError as error:
+            raise BudgetsFileInvalid(f"budget {number} of {self.path} is refused: {refused_options(error, {})}; fix it "
+                                     "(`lynx budget set`) or remove it") from None
 
     def get(self, tenant: str) -> BudgetSpec | None:
         return next((spec for spec in self.list() if spec.tenant == tenant), None)
@@ -108,14 +112,29 @@ class FileStore:
     def put(self, spec: BudgetSpec) -> None:
         self.update(spec.tenant, lambda _: spec)
 
-    def update(self, tenant: str, change: Callable[[BudgetSpec | None], BudgetSpec]) -> BudgetSpec:
-        """Read, change and write one tenant's budget under a lock (the CLI and the loop both write the file)."""
-        with self._locked():
+    def update(self, tenant: str, change: Callable[[BudgetSpec | None], BudgetSpec | None]) -> BudgetSpec | None:
+        """Read, change and write one tenant's budget under a lock (the CLI and the loop both write the file); a
+        change that returns None leaves the file as it is."""
+        with locked(self.path):
             specs = {spec.tenant: spec for spec in self.list()}
-            specs[tenant] = change(specs.get(tenant))
-            write_atomically(self.path, yaml.safe_dump([s.model_dump(mode="json", exclude_defaults=True)
-                                                        for s in specs.values()], sort_keys=False))
-            return specs[tenant]
+            changed = change(specs.get(tenant))
+            if changed is not None:
+                specs[tenant] = changed
+                self._write(list(specs.values()))
+            return changed
+
+    def remove(self, tenant: str) -> bool:
+        """The loop drops its status and its decision at its next run."""
+        with locked(self.path):
+            specs = self.list()
+            kept = [spec for spec in specs if spec.tenant != tenant]
+            if len(kept) < len(specs):
+                self._write(kept)
+            return len(kept) < len(specs)
+
+    def _write(self, specs: list[BudgetSpec]) -> None:
+        write_atomically(self.path, yaml.safe_dump([s.model_dump(mode="json", exclude_defaults=True) for s in specs],
+                                                   sort_keys=False))
 
     def status(self, tenant: str) -> BudgetStatus | None:
         return self.statuses().get(tenant)
@@ -128,12 +147,6 @@ class FileStore:
     def save_statuses(self, statuses: dict[str, BudgetStatus]) -> None:
         write_atomically(self.state_file, json.dumps({t: s.to_dict() for t, s in statuses.items()}, indent=2) + "\n")
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
 
 
 class LocalController:
@@ -158,7 +171,8 @@ class LocalController:
             result = reconcile(spec, spend, error, now, last.get(spec.tenant), self.settings.unknown_spend,
                                self.settings.history_limit)
             if result.expired_raises:
-                self.store.update(spec.tenant, lambda current, gone=result.expired_raises: current.model_copy(
+                # None: an admin removed the budget meanwhile, and it stays removed.
+                self.store.update(spec.tenant, lambda current, gone=result.expired_raises: current and current.model_copy(
                     update={"raises": [r for r in current.raises if r not in gone]}))
             for event in result.events:
                 log.info("budget_event", extra={"fields": {"tenant": spec.tenant, "type": event.type,

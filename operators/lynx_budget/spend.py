@@ -150,3 +150,15 @@ def read_spend(client: httpx.Client, prometheus_url: str, tenant: str, day_start
     except (KeyError, TypeError, ValueError) as error:
         raise SpendUnavailable("BadAnswer", f"Prometheus at {prometheus_url} answered samples that are not "
                                             f"counter samples ({type(error).__name__}: {error!r})") from error
+
+
+def charged_tenants_query(day_start: datetime, now: datetime) -> str:
+    """One series per tenant the cost counter has samples of between ``day_start`` and ``now``."""
+    seconds = max(1, math.ceil((now - day_start).total_seconds()))
+    return f"count by (tenant) (count_over_time({COUNTER}[{seconds}s]))"
+
+
+def charged_tenants(client: httpx.Client, prometheus_url: str, day_start: datetime, now: datetime) -> list[str]:
+    """The tenants Prometheus holds cost samples of since ``day_start``, budget or none. Raises SpendUnavailable."""
+    rows = query(client, prometheus_url, charged_tenants_query(day_start, now), now, "vector")
+    return sorted({row["metric"]["tenant"] for row in rows if "tenant" in row.get("metric", {})})

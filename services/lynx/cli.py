@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from lynx.chaos.cli import add_chaos_command
 from lynx.load.cli import add_load_command
+from lynx.option_errors import CommandRefused
 from lynx.processes import ServiceProcess, start_service, stop_groups, stop_together, wait_ready
 from lynx.settings import default_cache_dir
 
@@ -162,7 +163,7 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str], dict
 
 def up(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
-    from lynx.gateway.tenants import TenantRegistry
+    from lynx.gateway.tenant_keys import LocalTenants
     from lynx.models.cache import build
 
     build(args.precision)
@@ -184,11 +185,12 @@ def up(args: argparse.Namespace) -> None:
         wait_ready(everything, READY_TIMEOUT_SECONDS)
     except RuntimeError as error:
         raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
-    key = TenantRegistry(settings.tenants_file).add(args.tenant)
+    key = LocalTenants(settings.tenants_file).key_or_new(args.tenant)
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
     for process in [*observability, budgets]:
         print(f"  {process.name}: {urls.get(process.name, process.url)}")
-    print(f"tenant '{args.tenant}' API key: {key}")
+    print(f"tenant '{args.tenant}' API key: {key} (the same at every `lynx up`: `lynx tenant rotate {args.tenant}` "
+          "replaces it)")
     print("try:")
     body = json.dumps({"model": settings.model_name, "temperature": 0, "max_tokens": 64,
                        "messages": [{"role": "user", "content": "How do I define a function in Python?"}]})
@@ -242,11 +244,12 @@ def models_build(args: argparse.Namespace) -> None:
     print(build(args.precision, force=args.force))
 
 
-def tenant_add(args: argparse.Namespace) -> None:
+def tenant_command(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
-    from lynx.gateway.tenants import TenantRegistry
+    from lynx.gateway.tenant_keys import LocalTenants
 
-    print(TenantRegistry(GatewaySettings().tenants_file).add(args.tenant))
+    key = getattr(LocalTenants(GatewaySettings().tenants_file), args.action)(args.tenant)
+    print(key or f"tenant {args.tenant} removed: its key no longer works")
 
 
 def budget_store(args: argparse.Namespace) -> BudgetStore:
@@ -277,9 +280,9 @@ def save_budget(store: BudgetStore, spec: BudgetSpec) -> None:
 def budget_set(args: argparse.Namespace) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from pydantic import ValidationError
-
     from lynx.contracts.budgets import BudgetSpec
+    from lynx.option_errors import refused_options
+    from lynx_budget.admin import SPEC_OPTIONS
 
     store = budget_store(args)
     current = store.get(args.tenant)
@@ -292,8 +295,11 @@ def budget_set(args: argparse.Namespace) -> None:
         if args.timezone is not None:
             ZoneInfo(args.timezone)
         spec = BudgetSpec.model_validate({**base, **{k: v for k, v in changes.items() if v is not None}})
-    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
-        raise SystemExit(f"lynx budget set: {error}") from None
+    except ZoneInfoNotFoundError:
+        raise SystemExit(f"lynx budget set: --timezone takes an IANA zone such as Europe/Paris, not {args.timezone!r}"
+                         ) from None
+    except ValueError as error:
+        raise SystemExit(f"lynx budget set: {refused_options(error, SPEC_OPTIONS)}") from None
     save_budget(store, spec)
 
 
@@ -308,15 +314,22 @@ def budget_pause(args: argparse.Namespace) -> None:
 def budget_raise(args: argparse.Namespace) -> None:
     import getpass
 
-    from lynx_budget.admin import add_raise
+    from lynx.option_errors import refused_options
+    from lynx_budget.admin import RAISE_OPTIONS, add_raise
 
     store = budget_store(args)
     try:
         spec = add_raise(existing_budget(store, args.tenant), args.amount, args.hours, args.reason,
                          args.requested_by or getpass.getuser(), datetime.now(UTC))
     except ValueError as error:
-        raise SystemExit(f"lynx budget raise: {error}") from None
+        raise SystemExit(f"lynx budget raise: {refused_options(error, RAISE_OPTIONS)}") from None
     save_budget(store, spec)
+
+
+def budget_remove(args: argparse.Namespace) -> None:
+    if not budget_store(args).remove(args.tenant):
+        raise SystemExit(f"lynx budget remove: tenant {args.tenant!r} has no budget")
+    print(f"budget of {args.tenant} removed: it is a tenant without a budget once the budget controller has run")
 
 
 def budget_why(args: argparse.Namespace) -> None:
@@ -327,10 +340,17 @@ def budget_why(args: argparse.Namespace) -> None:
 
 
 def budget_export(args: argparse.Namespace) -> None:
-    from lynx_budget.admin import spend_csv
+    import httpx
 
-    store = budget_store(args)
-    sys.stdout.write(spend_csv([(spec, store.status(spec.tenant)) for spec in store.list()]))
+    from lynx_budget.admin import export_csv
+    from lynx_budget.local import LocalBudgetSettings
+
+    with httpx.Client() as client:
+        text, problem = export_csv(budget_store(args), client, args.prometheus or LocalBudgetSettings().prometheus_url,
+                                   datetime.now(UTC))
+    sys.stdout.write(text)
+    if problem:
+        raise SystemExit(f"lynx budget export: {problem}")
 
 
 def dashboards_build(args: argparse.Namespace) -> None:
@@ -341,17 +361,14 @@ def dashboards_build(args: argparse.Namespace) -> None:
 
 
 def cpqu(args: argparse.Namespace) -> None:
-    from lynx.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, write
     from lynx.gateway.settings import GatewaySettings
-    from lynx.quality.cpqu import run, update_document
+    from lynx.quality.cpqu import default_document, record, run
 
     row = run(args.gateway, args.prometheus, args.key, args.tenant, GatewaySettings().model_name)
-    document = args.doc or COSTS_DOC
-    document.write_text(update_document(document.read_text(), row, CPQU_START, CPQU_END))
+    document = args.doc or default_document()
+    record(row, document)
     print(json.dumps({"week": row.week, "questions": row.questions, "correct": row.correct,
-                      "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu}))
-    if args.doc is None:  # the dashboard's CpQU panel copies the table
-        write()
+                      "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu, "written": str(document)}))
 
 
 def add_budget_commands(commands) -> None:
@@ -378,10 +395,17 @@ def add_budget_commands(commands) -> None:
     raise_cmd.add_argument("--reason", required=True)
     raise_cmd.add_argument("--by", dest="requested_by", help="who asks (default: your user name)")
     raise_cmd.set_defaults(run=budget_raise)
+    remove_cmd = budget_cmd.add_parser("remove", help="delete a tenant's budget: it becomes a tenant without one")
+    remove_cmd.add_argument("tenant")
+    remove_cmd.set_defaults(run=budget_remove)
     why_cmd = budget_cmd.add_parser("why", help="why a tenant is in its state, and what to do")
     why_cmd.add_argument("tenant")
     why_cmd.set_defaults(run=budget_why)
-    budget_cmd.add_parser("export", help="today's spend by tenant, as CSV").set_defaults(run=budget_export)
+    export_cmd = budget_cmd.add_parser(
+        "export", help="today's spend by tenant, as CSV: every budget, and every tenant without one that has spent")
+    export_cmd.add_argument("--prometheus", help="the Prometheus that scrapes the gateways, for the tenants without a "
+                                                 "budget (default: LYNX_BUDGETS_PROMETHEUS_URL, else the local one)")
+    export_cmd.set_defaults(run=budget_export)
     for command in budget_cmd.choices.values():
         command.add_argument("--kube", action="store_true",
                              help="act on the TenantBudget resources of the current kubeconfig context instead")
@@ -417,9 +441,13 @@ def main(argv: list[str] | None = None) -> None:
     ingest_cmd.set_defaults(run=lambda a: ensure_index(a.corpus, force=not a.if_missing))
 
     tenant_cmd = commands.add_parser("tenant", help="tenants").add_subparsers(dest="action", required=True)
-    add_cmd = tenant_cmd.add_parser("add", help="create a tenant (or rotate its key); prints the key once")
-    add_cmd.add_argument("tenant")
-    add_cmd.set_defaults(run=tenant_add)
+    for action, says in (("add", "create a tenant and print its key (kept in a private file beside the tenants file)"),
+                         ("show", "print a tenant's kept key again"),
+                         ("rotate", "give a tenant a new key; the old one stops working at once, running gateways too"),
+                         ("remove", "delete a tenant: its key stops working")):
+        command = tenant_cmd.add_parser(action, help=says)
+        command.add_argument("tenant")
+        command.set_defaults(run=tenant_command)
 
     add_budget_commands(commands)
     add_load_command(commands)
@@ -431,16 +459,22 @@ def main(argv: list[str] | None = None) -> None:
     dash_build.add_argument("--out", type=Path, default=None, help="default: the repository's dashboards/")
     dash_build.set_defaults(run=dashboards_build)
 
-    cpqu_cmd = commands.add_parser("cpqu", help="measure cost per quality unit into docs/COSTS.md")
+    cpqu_cmd = commands.add_parser("cpqu", help="measure cost per quality unit into a CpQU table")
     cpqu_cmd.add_argument("--gateway", default="http://127.0.0.1:8080")
     cpqu_cmd.add_argument("--prometheus", default="http://127.0.0.1:9090")
     cpqu_cmd.add_argument("--key", required=True, help="API key of the tenant the evaluation is charged to")
     cpqu_cmd.add_argument("--tenant", required=True, help="that tenant's id (its spend is read from Prometheus)")
-    cpqu_cmd.add_argument("--doc", type=Path, default=None, help="write here instead of docs/COSTS.md")
+    cpqu_cmd.add_argument("--doc", type=Path, default=None,
+                          help="the document whose CpQU table gets the week's row (default ~/.cache/lynx/work/cpqu/"
+                               "COSTS.md); docs/COSTS.md also rewrites the dashboards that copy it")
     cpqu_cmd.set_defaults(run=cpqu)
 
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except CommandRefused as refusal:
+        raise SystemExit(f"lynx {' '.join(filter(None, (args.command, getattr(args, 'action', None))))}: {refusal}"
+                         ) from None
 
 
 if __name__ == "__main__":

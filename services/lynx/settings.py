@@ -13,6 +13,12 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "lynx"
 
 
+def work_dir(tool: str) -> Path:
+    """Where a command's outputs go when it is given no path (`lynx load`'s report, `lynx cpqu`'s table): outside the
+    checkout, whose tracked files change only when a path is given."""
+    return default_cache_dir() / "work" / tool
+
+
 class ServiceSettings(BaseSettings):
     """What every service process needs: where to listen and how to log."""
 

@@ -145,6 +145,28 @@ def test_the_api_server_refuses_invalid_budgets(release: Cluster):
     release.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(budget("valid", valid)))
 
 
+def test_lynx_budget_kube_sets_and_removes_a_tenant_budget(release: Cluster):
+    """`lynx budget ... --kube` (the real command line) on the API server: a budget made, then removed."""
+    env = {**release.env, "KUBECONFIG": str(release.kubeconfig)}
+
+    def lynx_budget(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lynx.cli", "budget", *args, "--kube", "--namespace", NAMESPACE],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    def tenants() -> set[str]:
+        listed = json.loads(release.kubectl("get", f"{kube.PLURAL}.{kube.GROUP}", "--namespace", NAMESPACE,
+                                            "-o", "json").stdout)
+        return {item["spec"]["tenant"] for item in listed["items"]}
+
+    assert lynx_budget("set", "Leaving Tenant", "--cap", "2").returncode == 0
+    assert "Leaving Tenant" in tenants()
+    removed = lynx_budget("remove", "Leaving Tenant")
+    assert removed.returncode == 0, removed.stderr
+    assert "Leaving Tenant" not in tenants()
+    again = lynx_budget("remove", "Leaving Tenant")
+    assert (again.returncode, again.stderr.strip()) == (1, "lynx budget remove: tenant 'Leaving Tenant' has no budget")
+
+
 def test_the_operator_account_may_do_only_what_the_operator_does(release: Cluster, operator_kubeconfig: Path):
     def may(*request: str) -> bool:
         result = release.run(tool("kubectl"), "--kubeconfig", str(operator_kubeconfig), "auth", "can-i", *request,

@@ -87,7 +87,7 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
         wait_ready([prometheus, loop], START_TIMEOUT_SECONDS)
         running = BudgetBed(stack, loop, prometheus, decisions, cli_env)
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
-        running.keys = {name: registry.add(name) for name in ("capped", "roomy")}
+        running.keys = {name: registry.add(name) for name in ("capped", "roomy", "budgetless")}
         yield running
     finally:
         stop_processes(started)
@@ -179,7 +179,7 @@ def test_a_capped_tenant_is_warned_blocked_and_unblocked_by_a_raise(bed: BudgetB
     wait_for(lambda: bed.chat("capped", SHORT).status_code == 200, 30, "the raise to unblock the tenant")
     assert bed.state("capped") in ("Ok", "Warning")
     assert "Raise in force" in bed.budget("why", "capped")
-    export = bed.budget("export").splitlines()
+    export = bed.budget("export", "--prometheus", bed.prometheus.url).splitlines()
     assert export[0].startswith("tenant,state,spent_eur") and any(line.startswith("capped,") for line in export)
 
 
@@ -199,6 +199,34 @@ def test_a_cost_ceiling_ends_the_answer_with_length(bed: BudgetBed):
     # A ceiling below any answer's worst case still gets one token, never an error.
     tiny = final_body(bed.chat("roomy", {**long_answer, "lynx_max_cost_eur": 1e-12}))
     assert tiny["choices"][0]["finish_reason"] == "length" and tiny["usage"]["completion_tokens"] == 1
+
+
+def test_export_lists_the_tenants_without_a_budget_that_spent_today(bed: BudgetBed):
+    """Every tenant with spend today, budget or none: the one without, its spend as its answers reported it, its cap
+    and state empty; a budget removed with `lynx budget remove` turns its tenant into one of those."""
+    bed.budget("set", "roomy", "--cap", "1")
+    spent = sum(charged(bed.chat("budgetless", SHORT)) for _ in range(2))
+    assert spent > 0
+
+    def exported(tenant: str) -> list[str] | None:
+        lines = bed.budget("export", "--prometheus", bed.prometheus.url).splitlines()
+        return next((line.split(",") for line in lines if line.startswith(f"{tenant},")), None)
+
+    def budgetless_spend_read() -> list[str] | None:
+        row = exported("budgetless")
+        return row if row and float(row[2]) == pytest.approx(spent, rel=1e-9) else None
+
+    row = wait_for(budgetless_spend_read, 30, "the export to show the budgetless tenant's spend")
+    assert (row[1], row[3], row[4]) == ("", "", "")  # no state, no cap, nothing remaining without a cap
+    assert exported("roomy")[3] == "1"
+
+    roomy_spent = charged(bed.chat("roomy", SHORT))
+    bed.budget("remove", "roomy")
+    wait_for(lambda: bed.state("roomy") is None, 30, "the loop to drop the removed budget from its decisions")
+    served = bed.chat("roomy", SHORT)  # a tenant without a budget now, served (LYNX_BUDGETS_UNKNOWN_TENANTS open)
+    assert served.status_code == 200, served.text
+    row = wait_for(lambda: (r := exported("roomy")) and r[3] == "" and r, 30, "roomy listed without a cap")
+    assert float(row[2]) >= roomy_spent
 
 
 def final_body(response: httpx.Response) -> dict:

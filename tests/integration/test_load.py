@@ -97,3 +97,27 @@ def test_load_reports_what_the_services_measured(stack: Stack, base_env, tmp_pat
     for plot in ("throughput.png", "latency.png", "cost.png"):
         assert (out / plot).read_bytes().startswith(PNG_SIGNATURE)
         assert f"]({plot})" in markdown
+
+
+def test_load_without_keys_or_out_removes_its_tenants_and_writes_outside_the_checkout(stack: Stack, base_env, tmp_path):
+    """No --key: the tenants load-1 and load-2 serve the run and are gone after it; no --out: the report goes to a
+    folder of the run's own under ~/.cache/lynx/work/load/, nothing to the working directory (the checkout)."""
+    home, cwd = tmp_path / "home", tmp_path / "checkout"
+    cwd.mkdir()
+    tenants_file = Path(base_env["LYNX_GATEWAY_TENANTS_FILE"])
+    before = gateway_counts(stack, ["load-1", "load-2"])
+    run = subprocess.run(
+        [sys.executable, "-m", "lynx.cli", "load", "--url", stack.gateway.url, "--tenants", "2", "--requests", "4",
+         "--concurrency", "2", "--max-tokens", "4",
+         *(arg for p in stack.processes() for arg in ("--service", f"{p.name}={p.url}"))],
+        env={**base_env, "HOME": str(home)}, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+    (report,) = (home / ".cache" / "lynx" / "work" / "load").glob("*/report.md")
+    assert int(figures(report.read_text())["requests"]) == 4
+    assert list(cwd.iterdir()) == []
+    spent = wait_for(lambda: (lambda after: after if all(after[t] > before[t] for t in ("load-1", "load-2")) else None)(
+        gateway_counts(stack, ["load-1", "load-2"])), 10, "the gateway to charge both load tenants")
+    assert spent  # the two tenants existed and were served during the run
+    assert not {"load-1", "load-2"} & TenantRegistry(tenants_file).known_ids()
+    assert stack.tenant in TenantRegistry(tenants_file).known_ids()  # the file's other tenants stay

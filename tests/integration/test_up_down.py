@@ -1,5 +1,5 @@
 """The README's commands for real: `lynx down && scripts/up.sh`, twice, on the fixed ports, Jaeger and Prometheus
-included."""
+included; the demo tenant's key the same both times."""
 
 from __future__ import annotations
 
@@ -82,13 +82,12 @@ def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
     # Everything else as a user has it; only the demo tenant's key goes to a file of the test's own.
     env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json")}
     assert lynx_down(env).returncode == 0
+    keys = []
     try:
         for _ in range(2):
             up = run(["bash", str(REPO / "scripts" / "up.sh")], env, UP_TIMEOUT_SECONDS)
             assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
-            printed_key = re.search(r"tenant 'demo' API key: (\S+)", up.stdout)
-            assert printed_key, up.stdout
-            key = printed_key.group(1)
+            keys.append(key := demo_key(up))
             started = json.loads((run_dir() / "pids.json").read_text())
             assert {"jaeger", "otelcol", "prometheus", "auditor", "tokenizer", "retriever", "decoder",
                     "gateway"} <= started.keys()
@@ -111,5 +110,45 @@ def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
             assert live_groups(set(started.values())) == []
             assert [name for name, port in PORTS.items() if accepts_connections(port)] == []
             assert not (run_dir() / "pids.json").exists()
+        assert keys[1] == keys[0]
+    finally:
+        lynx_down(env)
+
+
+def demo_key(up: subprocess.CompletedProcess) -> str:
+    printed = re.search(r"tenant 'demo' API key: (\S+)", up.stdout)
+    assert printed, up.stdout
+    return printed.group(1)
+
+
+def chat_status(key: str) -> int:
+    return httpx.post(f"{GATEWAY}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                      json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 4, "retrieval_top_k": 0,
+                            "messages": [{"role": "user", "content": "Hello"}]}).status_code
+
+
+def test_down_then_up_keeps_the_demo_key(tmp_path):
+    """The key `scripts/up.sh` printed still works after `lynx down && scripts/up.sh`, which prints it again; `lynx
+    tenant show demo` prints it too, and `lynx tenant rotate demo` replaces it in the running gateway. Without the
+    observability stack, so that it runs wherever lynx itself does."""
+    env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json")}
+    up_sh = ["bash", str(REPO / "scripts" / "up.sh"), "--no-observability"]
+    assert lynx_down(env).returncode == 0
+    try:
+        first = run(up_sh, env, UP_TIMEOUT_SECONDS)
+        assert first.returncode == 0, f"{first.stdout}\n{first.stderr}"
+        key = demo_key(first)
+        assert chat_status(key) == 200
+        assert lynx_down(env).returncode == 0
+
+        again = run(up_sh, env, UP_TIMEOUT_SECONDS)
+        assert again.returncode == 0, f"{again.stdout}\n{again.stderr}"
+        assert demo_key(again) == key
+        assert chat_status(key) == 200
+        assert run([str(LYNX), "tenant", "show", "demo"], env, 60).stdout.strip() == key
+
+        rotated = run([str(LYNX), "tenant", "rotate", "demo"], env, 60)
+        assert rotated.returncode == 0, rotated.stderr
+        assert (chat_status(key), chat_status(rotated.stdout.strip())) == (401, 200)
     finally:
         lynx_down(env)

@@ -4,7 +4,9 @@ check failed. Nothing heavy is imported until the command runs: lynx.cli imports
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 SCENARIO_NUMBERS = ("1", "2", "3", "4", "5")
@@ -56,8 +58,8 @@ def add_chaos_command(commands) -> None:
 
     load = chaos.add_argument_group("load")
     load.add_argument("--key", action="append", default=[],
-                      help="an API key; repeat for several tenants (local default: tenants chaos-1 and chaos-2 "
-                           "are created in the gateway's tenants file)")
+                      help="an API key; repeat for several tenants (local default: tenants chaos-1 and chaos-2, "
+                           "made in the gateway's tenants file for the run and removed after it)")
     load.add_argument("--concurrency", type=int, default=4)
     load.add_argument("--max-tokens", type=int, default=32)
     load.add_argument("--stream-share", type=float, default=0.5)
@@ -84,6 +86,9 @@ DURATION_FLAGS = (
 )
 
 
+FAULT_OPTIONS = {"latency_seconds": "--fault-latency", "error_rate": "--fault-error-rate"}
+
+
 def selected(args: argparse.Namespace) -> list[int]:
     chosen = args.scenario or ["all"]
     return [int(n) for n in SCENARIO_NUMBERS] if "all" in chosen else sorted({int(n) for n in chosen})
@@ -99,20 +104,35 @@ def make_target(args: argparse.Namespace):
     return LocalTarget(args.run_dir or run_dir(), {"trace-store": args.trace_store_url, "prometheus": args.prometheus_url})
 
 
-def load_keys(args: argparse.Namespace, target) -> tuple[str, ...]:
-    """The keys given, or (local target) two tenants created in the gateway's tenants file."""
+@contextlib.contextmanager
+def load_keys(args: argparse.Namespace, target) -> Iterator[tuple[str, ...]]:
+    """The keys given, or (local target) those of two tenants made in the gateway's tenants file for the run and
+    removed after it."""
     if args.key:
-        return tuple(args.key)
+        yield tuple(args.key)
+        return
     if args.target != "local":
         raise SystemExit("lynx chaos: --key is required with --target kubernetes")
     from lynx.gateway.tenants import TenantRegistry
 
     registry = TenantRegistry(target.tenants_file)
-    print(f"no --key: tenants chaos-1 and chaos-2 in {registry.path}", file=sys.stderr)
-    return tuple(registry.add(f"chaos-{n}") for n in (1, 2))
+    print(f"no --key: tenants chaos-1 and chaos-2 in {registry.path} for this run", file=sys.stderr)
+    with registry.temporary("chaos-1", "chaos-2") as keys:
+        yield keys
 
 
 def run_chaos(args: argparse.Namespace) -> None:
+    from lynx.chaos.targets import TargetError
+
+    try:
+        target = make_target(args)
+    except TargetError as error:
+        raise SystemExit(f"lynx chaos: {error}") from None
+    with load_keys(args, target) as keys:
+        run_with_keys(args, target, keys)
+
+
+def run_with_keys(args: argparse.Namespace, target, keys: tuple[str, ...]) -> None:
     import asyncio
 
     from lynx.chaos.scenarios import Chaos, Durations, Options
@@ -120,10 +140,9 @@ def run_chaos(args: argparse.Namespace) -> None:
     from lynx.contracts.faults import FaultPlan
     from lynx.gateway.tenants import hash_key
     from lynx.load.driver import LoadSpec
+    from lynx.option_errors import refused_options
 
     try:
-        target = make_target(args)
-        keys = load_keys(args, target)
         tenants_by_hash = target.tenants()
     except TargetError as error:
         raise SystemExit(f"lynx chaos: {error}") from None
@@ -136,7 +155,7 @@ def run_chaos(args: argparse.Namespace) -> None:
                         timeout_s=args.timeout)
         fault = FaultPlan(latency_seconds=args.fault_latency, error_rate=args.fault_error_rate)
     except ValueError as error:
-        raise SystemExit(f"lynx chaos: {error}") from None
+        raise SystemExit(f"lynx chaos: {refused_options(error, FAULT_OPTIONS)}") from None
     durations = Durations(**{field: getattr(args, field) for _, field, _, _ in DURATION_FLAGS})
     options = Options(kill_service=args.kill_service, fault_service=args.fault_service, fault=fault,
                       blocked_key=args.blocked_key)

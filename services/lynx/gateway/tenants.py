@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from lynx.files import locked, write_atomically
 
 KEY_PREFIX = "lynx-"
 
@@ -41,7 +45,7 @@ class TenantRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._by_hash: dict[str, Tenant] = {}
 
     def _refresh(self) -> None:
@@ -50,7 +54,7 @@ class TenantRegistry:
         except FileNotFoundError:
             self._by_hash, self._stamp = {}, None
             return
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a new inode: the file was replaced
         if stamp != self._stamp:
             self._by_hash = parse_tenants(json.loads(self.path.read_text()))
             self._stamp = stamp
@@ -68,12 +72,30 @@ class TenantRegistry:
         return {t.id for t in self._by_hash.values()}
 
     def add(self, tenant_id: str) -> str:
-        """Create a tenant with a fresh key; returns the key (shown once, stored only hashed)."""
-        document = json.loads(self.path.read_text()) if self.path.exists() else {"tenants": []}
+        """Create a tenant with a fresh key, or give it a new one (its old key stops working at once in every gateway
+        that reads the file); returns the key (shown once, stored only hashed)."""
         key = new_key()
-        document["tenants"] = [t for t in document["tenants"] if t["id"] != tenant_id]
-        document["tenants"].append({"id": tenant_id, "key_sha256": hash_key(key)})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(document, indent=2) + "\n")
-        self.path.chmod(0o600)
+        self._rewrite(lambda tenants: [*(t for t in tenants if t["id"] != tenant_id),
+                                       {"id": tenant_id, "key_sha256": hash_key(key)}])
         return key
+
+    def remove(self, *tenant_ids: str) -> None:
+        """Takes the tenants out of the file: their keys stop working in every gateway that reads it."""
+        self._rewrite(lambda tenants: [t for t in tenants if t["id"] not in tenant_ids])
+
+    @contextlib.contextmanager
+    def temporary(self, *tenant_ids: str) -> Iterator[tuple[str, ...]]:
+        """Tenants a tool makes for its run (`lynx load`, `lynx chaos`): their keys, and the tenants gone afterwards,
+        whatever ends the run."""
+        try:
+            yield tuple(self.add(tenant_id) for tenant_id in tenant_ids)
+        finally:
+            self.remove(*tenant_ids)
+
+    def _rewrite(self, change: Callable[[list[dict]], list[dict]]) -> None:
+        """Changes the file's tenants under a lock (`lynx up`, `lynx load`, `lynx tenant` may write it at once) and
+        replaces it whole (a gateway re-reading it never sees half of it)."""
+        with locked(self.path):
+            document = json.loads(self.path.read_text()) if self.path.exists() else {"tenants": []}
+            document["tenants"] = change(document["tenants"])
+            write_atomically(self.path, json.dumps(document, indent=2) + "\n", mode=0o600)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -19,7 +22,6 @@ if TYPE_CHECKING:
     from lynx.load.report import Machine, MemoryChange
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_OUT = Path("docs/load")
 PROGRESS_SECONDS = 0.5
 
 
@@ -27,7 +29,7 @@ def add_load_command(commands) -> None:
     load_cmd = commands.add_parser(
         "load", help="drive chat completions through a gateway; report throughput, latency, cost and memory",
         description="Without --key, creates the tenants load-1 ... load-N in the local tenants file (the one "
-                    "`lynx up`'s gateway reads) and drives with their keys.")
+                    "`lynx up`'s gateway reads), drives with their keys and removes them when it ends.")
     load_cmd.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     load_cmd.add_argument("--key", action="append", default=[], help="an API key; repeat for a mix of tenants")
     load_cmd.add_argument("--tenants", type=int, default=2, help="without --key: how many local tenants (default 2)")
@@ -42,8 +44,8 @@ def add_load_command(commands) -> None:
     load_cmd.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                           help="a service whose memory (its /metrics) is reported; repeat (default: the gateway at "
                                "--url and the tokenizer, retriever and decoder its settings name)")
-    load_cmd.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where report.md and the PNGs go "
-                                                                         f"(default {DEFAULT_OUT}/)")
+    load_cmd.add_argument("--out", type=Path, help="where report.md and the PNGs go (default: a new folder under "
+                                                   "~/.cache/lynx/work/load/)")
     load_cmd.set_defaults(run=run_load)
 
 
@@ -61,15 +63,28 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join([*parts, "--out", str(args.out)])
 
 
-def local_keys(count: int) -> tuple[str, ...]:
-    """Keys of the tenants load-1 ... load-N, created (or their keys rotated) in the local gateway's tenants file."""
+@contextlib.contextmanager
+def load_keys(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:
+    """The keys given, or those of the tenants load-1 ... load-N, made in the local gateway's tenants file for the
+    run and removed after it."""
+    if args.key:
+        yield tuple(args.key)
+        return
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenants import TenantRegistry
 
     registry = TenantRegistry(GatewaySettings().tenants_file)
-    names = [f"load-{n}" for n in range(1, count + 1)]
-    print(f"no --key: tenants {', '.join(names)} in {registry.path}", file=sys.stderr)
-    return tuple(registry.add(name) for name in names)
+    names = [f"load-{n}" for n in range(1, args.tenants + 1)]
+    print(f"no --key: tenants {', '.join(names)} in {registry.path} for this run", file=sys.stderr)
+    with registry.temporary(*names) as keys:
+        yield keys
+
+
+def default_out(now: datetime) -> Path:
+    """A folder of its own for each run, named by its start (UTC)."""
+    from lynx.settings import work_dir
+
+    return work_dir("load") / now.strftime("%Y%m%dT%H%M%SZ")
 
 
 def services_to_watch(args: argparse.Namespace) -> dict[str, str]:
@@ -145,18 +160,19 @@ def run_load(args: argparse.Namespace) -> None:
     from lynx.load.plots import write_plots
     from lynx.load.report import render_markdown, summarize
 
-    keys = tuple(args.key) or local_keys(args.tenants)
-    try:
-        spec = LoadSpec(base_url=args.url, keys=keys, concurrency=args.concurrency, duration_s=args.duration,
-                        requests=args.requests, max_tokens=args.max_tokens, stream_share=args.stream_share,
-                        prompt=args.prompt or DEFAULT_PROMPT, timeout_s=args.timeout)
-    except ValueError as error:
-        raise SystemExit(f"lynx load: {error}") from None
+    args.out = args.out or default_out(datetime.now(UTC))
     services = services_to_watch(args)
-    try:
-        records, duration, memory, machine = asyncio.run(measure(spec, services))
-    except (RuntimeError, httpx.HTTPError) as error:  # the gateway is down, or refused the first key
-        raise SystemExit(f"lynx load: {args.url}: {error}") from None
+    with load_keys(args) as keys:
+        try:
+            spec = LoadSpec(base_url=args.url, keys=keys, concurrency=args.concurrency, duration_s=args.duration,
+                            requests=args.requests, max_tokens=args.max_tokens, stream_share=args.stream_share,
+                            prompt=args.prompt or DEFAULT_PROMPT, timeout_s=args.timeout)
+        except ValueError as error:
+            raise SystemExit(f"lynx load: {error}") from None
+        try:
+            records, duration, memory, machine = asyncio.run(measure(spec, services))
+        except (RuntimeError, httpx.HTTPError) as error:  # the gateway is down, or refused the first key
+            raise SystemExit(f"lynx load: {args.url}: {error}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(records, args.out)
     markdown = render_markdown(summarize(records, duration, memory, machine), command_line(args), plots)

@@ -1,5 +1,6 @@
 """The CpQU batch: run the fixed question set through the gateway, read the spend from Prometheus,
-and write the week's row into docs/COSTS.md (the dashboard only copies that table)."""
+and write the week's row into a CpQU table: ~/.cache/lynx/work/cpqu/COSTS.md unless a document is named, the
+repository's docs/COSTS.md when it is the one (the dashboard only copies that table)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,24 @@ def update_document(document: str, row: CpquRow, start: str, end: str) -> str:
         raise ValueError(f"the document has no {start} ... {end} section")
     table = render_table(with_row(parse_table(match.group(1).strip()), row))
     return document[:match.start()] + f"{start}\n{table}\n{end}" + document[match.end():]
+
+
+def default_document() -> Path:
+    from lynx.settings import work_dir
+
+    return work_dir("cpqu") / "COSTS.md"
+
+
+def record(row: CpquRow, document: Path) -> None:
+    """The week's row into ``document``'s CpQU table (a document that does not exist yet starts as the table alone);
+    into the repository's docs/COSTS.md, the dashboards that copy the table are written again too."""
+    from lynx.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, write
+
+    text = document.read_text() if document.exists() else f"{CPQU_START}\n{CPQU_END}\n"
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text(update_document(text, row, CPQU_START, CPQU_END))
+    if document.resolve() == COSTS_DOC.resolve():
+        write()
 
 
 def tenant_spend(prometheus_url: str, tenant: str) -> float:

@@ -34,3 +34,13 @@ def test_rotating_a_key_revokes_the_old_one(tmp_path):
 def test_malformed_hashes_are_refused():
     with pytest.raises(ValueError, match="64 hex"):
         parse_tenants(json.loads('{"tenants": [{"id": "x", "key_sha256": "plain-text-key"}]}'))
+
+
+def test_temporary_tenants_are_gone_after_the_run_even_a_failed_one(tmp_path):
+    registry = TenantRegistry(tmp_path / "tenants.json")
+    kept = registry.add("kept")
+    with pytest.raises(RuntimeError), registry.temporary("run-1", "run-2") as keys:
+        assert [registry.authenticate(key).id for key in keys] == ["run-1", "run-2"]
+        raise RuntimeError("the run failed")
+    assert registry.known_ids() == {"kept"} and registry.authenticate(kept).id == "kept"
+    assert all(registry.authenticate(key) is None for key in keys)

@@ -87,3 +87,12 @@ def test_spend_csv_has_one_row_per_tenant_with_the_day():
     assert rows[1] == ["acme", "Ok", "0.0123456789", "2", "1.987654321", "2026-06-09T22:00:00Z", "2026-06-10T22:00:00Z"]
     assert rows[2] == ["beta", "Ok", "", "5", "5", "2026-06-10T00:00:00Z", "2026-06-11T00:00:00Z"]
     assert rows[3] == ["gamma", "", "", "1", "", "", ""]
+
+
+def test_spend_csv_lists_tenants_without_a_budget_with_an_empty_cap():
+    acme = reconcile(SPEC, SpendReading(0.5, NOW), None, NOW, None).status
+    rows = list(csv.reader(io.StringIO(spend_csv([(SPEC, acme)], [("zulu", SpendReading(0.25, NOW)),
+                                                                   ("beta", SpendReading(1e-05, NOW))], NOW))))
+    assert [row[0] for row in rows[1:]] == ["acme", "beta", "zulu"]
+    assert rows[2] == ["beta", "", "1e-05", "", "", "2026-06-10T00:00:00Z", "2026-06-11T00:00:00Z"]
+    assert rows[3][:5] == ["zulu", "", "0.25", "", ""]

@@ -83,7 +83,23 @@ def test_a_removed_budget_stops_being_exported(store, tmp_path):
     loop = controller(store, tmp_path)
     loop.run_once()
     assert REGISTRY.get_sample_value("lynx_budget_cap_eur", {"tenant": "gone"}) == 1.0
-    store.path.write_text("[]\n")
+    assert store.remove("gone") and not store.remove("gone")
     assert loop.run_once().tenants == {}
     assert REGISTRY.get_sample_value("lynx_budget_cap_eur", {"tenant": "gone"}) is None
     assert REGISTRY.get_sample_value("lynx_budget_state", {"tenant": "gone", "state": "Ok"}) is None
+
+
+def test_removing_one_budget_keeps_the_others(store):
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=1.0))
+    store.put(BudgetSpec(tenant="zeta", daily_cap_eur=2.0))
+    assert store.remove("acme")
+    assert [s.tenant for s in store.list()] == ["zeta"]
+    assert not store.remove("nobody") and [s.tenant for s in store.list()] == ["zeta"]
+
+
+def test_a_budget_removed_while_its_raise_expires_stays_removed(store):
+    """The loop takes expired raises out of the file: it never writes back a budget an admin removed meanwhile."""
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=1.0, raises=[a_raise(-0.5)]))
+    store.remove("acme")
+    assert store.update("acme", lambda current: current and current.model_copy(update={"raises": []})) is None
+    assert store.list() == []

@@ -1,7 +1,9 @@
 import pytest
 
+from lynx.dashboards.build import COSTS_DOC, DASHBOARDS_DIR, cpqu_table
 from lynx.quality.cpqu import (
-    TABLE_HEADER, CpquRow, is_correct, load_questions, parse_table, render_table, update_document, with_row,
+    TABLE_HEADER, CpquRow, default_document, is_correct, load_questions, parse_table, record, render_table,
+    update_document, with_row,
 )
 
 START, END = "<!-- s -->", "<!-- e -->"
@@ -49,3 +51,14 @@ def test_the_document_keeps_everything_outside_its_section():
     assert len(parse_table(updated.split(START)[1].split(END)[0].strip())) == 1
     with pytest.raises(ValueError):
         update_document("no section", row("2026-W48", 6, 3e-5), START, END)
+
+
+def test_without_a_document_the_rows_go_to_a_working_file_outside_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tracked = {path: path.read_bytes() for path in (COSTS_DOC, *DASHBOARDS_DIR.glob("*.json"))}
+    document = default_document()
+    assert document == tmp_path / ".cache" / "lynx" / "work" / "cpqu" / "COSTS.md"
+    record(row("2026-W47", 8, 8e-5), document)
+    record(row("2026-W48", 10, 5e-5), document)
+    assert [r.week for r in parse_table(cpqu_table(document))] == ["2026-W47", "2026-W48"]
+    assert {path: path.read_bytes() for path in tracked} == tracked
