@@ -11,6 +11,9 @@ from lynx.contracts.errors import ErrorBody, ErrorCorrelation, ErrorDetail
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.tracing import trace_ids
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+INTERNAL_ERROR_MESSAGE = "Internal error; the request id in X-Request-ID finds it in the logs."
+
 
 @dataclass
 class LynxError(Exception):

@@ -10,13 +10,18 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from lynx.contracts.limits import (
+    MAX_MESSAGES, MAX_PROMPT_CHARACTERS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE, prompt_characters_error,
+)
+
 # The schema of a field a validator narrows says what that validator accepts, so that a client generated from
 # the schema sends nothing the gateway refuses; the validators keep their own readable messages.
 NON_EMPTY_TEXT = {"type": "string", "minLength": 1}
 Stop = Annotated[str | list[str] | None, WithJsonSchema({"anyOf": [
-    NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "maxItems": 4}, {"type": "null"}]})]
+    NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "maxItems": MAX_STOP_SEQUENCES}, {"type": "null"}]})]
+PROMPT_TEXT = {**NON_EMPTY_TEXT, "maxLength": MAX_PROMPT_CHARACTERS}
 Prompt = Annotated[str | list[str], WithJsonSchema({
-    "anyOf": [NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "minItems": 1, "maxItems": 1}],
+    "anyOf": [PROMPT_TEXT, {"type": "array", "items": PROMPT_TEXT, "minItems": 1, "maxItems": 1}],
     "description": "One prompt per request: a string, or a list holding one."})]
 
 
@@ -40,11 +45,12 @@ class StreamOptions(BaseModel):
 class GenerationFields(BaseModel):
     """Fields the two endpoints share."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Python's JSON parser reads NaN and Infinity, which no field means.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    temperature: float = Field(default=1.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: Stop = None
     stream: bool = False
@@ -59,8 +65,8 @@ class GenerationFields(BaseModel):
     @classmethod
     def at_most_four_stops(cls, value: Stop) -> Stop:
         stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
         return value
@@ -80,10 +86,19 @@ class GenerationFields(BaseModel):
 
 
 class ChatCompletionRequest(GenerationFields):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    messages: list[ChatMessage] = Field(
+        min_length=1, max_length=MAX_MESSAGES,
+        description=f"Their contents together hold at most {MAX_PROMPT_CHARACTERS} characters.")
     max_completion_tokens: int | None = Field(default=None, ge=1)
     retrieval_top_k: int | None = Field(default=None, ge=0, le=20,
                                         description="lynx: passages to retrieve (0 turns retrieval off).")
+
+    @field_validator("messages")
+    @classmethod
+    def prompt_within_limit(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if error := prompt_characters_error(sum(len(m.text()) for m in messages)):
+            raise ValueError(error)
+        return messages
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -100,8 +115,11 @@ class CompletionRequest(GenerationFields):
     def one_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("exactly one prompt per request is supported")
-        if not (value if isinstance(value, str) else value[0]):
+        text = value if isinstance(value, str) else value[0]
+        if not text:
             raise ValueError("the prompt must not be empty")
+        if error := prompt_characters_error(len(text)):
+            raise ValueError(error)
         return value
 
     @field_validator("echo")
