@@ -178,3 +178,18 @@ def test_long_inputs_leave_the_sdk_client_working(stack: Stack):
             answer = client.completions.create(model=MODEL_NAME, prompt="Hello", max_tokens=1)
             served += answer.usage.completion_tokens == 1
     assert (refused, served) == (20, 20)
+
+
+@pytest.mark.parametrize("field, value", [("content", '"a\\udfff"'), ("text part", '[{"type": "text", "text": "\\ud800"}]'),
+                                          ("stop", '"\\ud83d"')])
+def test_a_lone_surrogate_is_refused_with_its_place(stack: Stack, field: str, value: str):
+    """Found by the property test (test_schema_fuzz): half a surrogate pair, which JSON can escape alone, got a 500."""
+    content, stop = (value, '"."') if field != "stop" else ('"hi"', value)
+    body = f'{{"model": "{MODEL_NAME}", "max_tokens": 1, "stop": {stop}, "messages": [{{"role": "user", "content": {content}}}]}}'
+    with httpx.Client(base_url=stack.gateway.url, timeout=60) as client:
+        response = client.post("/v1/chat/completions", content=body.encode(), headers={
+            **stack.headers(), "content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert "unicode string" in response.text or "lone surrogate" in response.text
+        assert_error(response, 400, "invalid_request", "")
+        assert_connection_still_serves(client, stack, response)

@@ -14,6 +14,19 @@ from lynx.contracts.limits import (
     MAX_MESSAGES, MAX_PROMPT_CHARACTERS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE, prompt_characters_error,
 )
 
+
+def whole_unicode(text: str) -> str:
+    """JSON may escape half of a surrogate pair alone; such text cannot be encoded, so no service (nor an error message
+    that quotes it) could take it. Validators call it, rather than an annotated type, so that an error's ``param``
+    names the field and not the union member it was validated as."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"the text holds a lone surrogate ({text[error.start]!a}) at character {error.start}, "
+                         "which is not Unicode text; send whole characters") from None
+    return text
+
+
 # The schema of a field a validator narrows says what that validator accepts, so that a client generated from
 # the schema sends nothing the gateway refuses; the validators keep their own readable messages.
 NON_EMPTY_TEXT = {"type": "string", "minLength": 1}
@@ -29,10 +42,17 @@ class TextPart(BaseModel):
     type: Literal["text"]
     text: str
 
+    _whole_unicode = field_validator("text")(whole_unicode)
+
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str | list[TextPart]
+
+    @field_validator("content")
+    @classmethod
+    def content_whole_unicode(cls, content: str | list[TextPart]) -> str | list[TextPart]:
+        return whole_unicode(content) if isinstance(content, str) else content
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -69,7 +89,11 @@ class GenerationFields(BaseModel):
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
+        for stop in stops:
+            whole_unicode(stop)
         return value
+
+    _model_whole_unicode = field_validator("model")(whole_unicode)
 
     @field_validator("seed")
     @classmethod
@@ -118,6 +142,7 @@ class CompletionRequest(GenerationFields):
         text = value if isinstance(value, str) else value[0]
         if not text:
             raise ValueError("the prompt must not be empty")
+        whole_unicode(text)
         if error := prompt_characters_error(len(text)):
             raise ValueError(error)
         return value
