@@ -99,8 +99,10 @@ def with_passages(messages: list[ChatMessage], passages: list[RetrievedPassage])
     return [ChatMessage(role="system", content=context), *messages]
 
 
-def last_user_text(messages: list[ChatMessage]) -> str:
-    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+def retrieval_query(messages: list[ChatMessage]) -> str:
+    """The last user message. The embedder reads a query's first 256 tokens only: a longer one is cut to what the
+    retriever accepts, which retrieves the same."""
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")[:MAX_QUERY_CHARACTERS]
 
 
 def outcome_of(abandoned: str | None, failure: LynxError | None, finished: StreamFinished | None) -> str:
@@ -281,8 +283,7 @@ class Pipeline:
                          "timeout_error")
 
     async def _retrieve(self, job: Job, account: RequestAccount) -> list[RetrievedPassage]:
-        # The embedder reads a query's first 256 tokens only: a longer one is cut to what the retriever accepts.
-        query = last_user_text(job.messages)[:MAX_QUERY_CHARACTERS]
+        query = retrieval_query(job.messages)
         if job.operation != "chat" or job.retrieval_top_k == 0 or not query:
             return []
         clock = job.clock
