@@ -11,6 +11,9 @@ from lynx.contracts.errors import ErrorBody, ErrorCorrelation, ErrorDetail
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.tracing import trace_ids
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+INTERNAL_ERROR_MESSAGE = "Internal error; the request id in X-Request-ID finds it in the logs."
+
 
 @dataclass
 class LynxError(Exception):
@@ -38,9 +41,12 @@ def error_body(message: str, code: str, type_: str = "invalid_request_error", pa
 
 
 def validation_message(errors: list[dict]) -> tuple[str, str | None]:
-    """A readable sentence from pydantic's errors, plus the offending parameter's name."""
-    first = errors[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    """A readable sentence from pydantic's errors, plus the offending parameter's name.
+
+    A value that matched no member of a union gets one error per member, the plain type mismatch first ("should be a
+    valid string"): the sentence tells the one that says more, without the member's name in the parameter."""
+    first = next((e for e in errors if not str(e.get("type", "")).endswith("_type")), errors[0])
+    location = [str(part) for part in first.get("loc", ()) if part != "body" and "[" not in str(part)]
     param = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return f"The request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')}).", None

@@ -95,6 +95,8 @@ def probes_router(readiness: Readiness) -> APIRouter:
 
 
 def add_error_handlers(app: FastAPI) -> None:
+    """Errors a handler raises on purpose; any other exception is answered by ObservedRequests (lynx.telemetry.http),
+    inside which the request's ids are still known and the connection stays usable."""
     @app.exception_handler(LynxError)
     async def lynx_error(_: Request, exc: LynxError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
@@ -108,9 +110,3 @@ def add_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: TOO_LARGE_CODE}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error")
-        return JSONResponse(error_body("Internal error; the request id in X-Request-ID finds it in the logs.",
-                                       "internal_error", "server_error"), status_code=500)

@@ -125,3 +125,71 @@ def test_the_key_never_reaches_the_logs(stack: Stack):
     log = stack.gateway.log.read_text()
     assert stack.key not in log
     assert "secret prompt text" not in log
+
+
+def client_address(response: httpx.Response) -> tuple:
+    """The local end of the connection that carried ``response``: equal for two responses on one connection."""
+    return response.extensions["network_stream"].get_extra_info("client_addr")
+
+
+def assert_connection_still_serves(client: httpx.Client, stack: Stack, previous: httpx.Response) -> None:
+    """The next request on the same keep-alive connection is answered (the error did not close or reset it)."""
+    following = client.get("/v1/models", headers=stack.headers())
+    assert following.status_code == 200, following.text
+    assert client_address(following) == client_address(previous), "the gateway closed the connection after the error"
+
+
+# Found by a new user (issue 19): each of these got a 500 without its ids, and often broke the connection after it.
+LONG_INPUTS = {
+    "chat message of 20,001 characters, retrieval on": (
+        "/v1/chat/completions", {"messages": [{"role": "user", "content": ("lynx " * 4001)[:20_001]}]},
+        "context_length_exceeded", "context of"),
+    "chat prompt past 8,192 tokens, retrieval off": (
+        "/v1/chat/completions", {"retrieval_top_k": 0, "messages": [{"role": "user", "content": "lynx " * 9000}]},
+        "context_length_exceeded", "context of"),
+    "legacy completion of 'hello world. ' * 3000": (
+        "/v1/completions", {"prompt": "hello world. " * 3000}, "context_length_exceeded", "context of"),
+    "chat content past 400,000 characters": (
+        "/v1/chat/completions", {"messages": [{"role": "user", "content": "lynx " * 80_001}]},
+        "invalid_request", "400000"),
+}
+
+
+@pytest.mark.parametrize("path, body, code, mentions", LONG_INPUTS.values(), ids=LONG_INPUTS.keys())
+def test_long_inputs_are_refused_with_the_limit(stack: Stack, path: str, body: dict, code: str, mentions: str):
+    with httpx.Client(base_url=stack.gateway.url, timeout=60) as client:
+        response = client.post(path, headers=stack.headers(), json={"model": MODEL_NAME, "max_tokens": 2, **body})
+        assert_error(response, 400, code, mentions)
+        assert_connection_still_serves(client, stack, response)
+
+
+def test_long_inputs_leave_the_sdk_client_working(stack: Stack):
+    """One openai SDK client alternating a long request and a normal one: every normal one is answered."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{stack.gateway.url}/v1", api_key=stack.key, max_retries=0, timeout=60)
+    refused, served = 0, 0
+    for _ in range(5):
+        for path, body, code, _ in LONG_INPUTS.values():
+            with pytest.raises(openai.BadRequestError) as refusal:
+                client.post(path.removeprefix("/v1"), cast_to=dict, body={"model": MODEL_NAME, "max_tokens": 2, **body})
+            assert refusal.value.code == code and refusal.value.response.headers["x-request-id"]
+            refused += 1
+            answer = client.completions.create(model=MODEL_NAME, prompt="Hello", max_tokens=1)
+            served += answer.usage.completion_tokens == 1
+    assert (refused, served) == (20, 20)
+
+
+@pytest.mark.parametrize("field, value", [("content", '"a\\udfff"'), ("text part", '[{"type": "text", "text": "\\ud800"}]'),
+                                          ("stop", '"\\ud83d"')])
+def test_a_lone_surrogate_is_refused_with_its_place(stack: Stack, field: str, value: str):
+    """Found by the property test (test_schema_fuzz): half a surrogate pair, which JSON can escape alone, got a 500."""
+    content, stop = (value, '"."') if field != "stop" else ('"hi"', value)
+    body = f'{{"model": "{MODEL_NAME}", "max_tokens": 1, "stop": {stop}, "messages": [{{"role": "user", "content": {content}}}]}}'
+    with httpx.Client(base_url=stack.gateway.url, timeout=60) as client:
+        response = client.post("/v1/chat/completions", content=body.encode(), headers={
+            **stack.headers(), "content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert "unicode string" in response.text or "lone surrogate" in response.text
+        assert_error(response, 400, "invalid_request", "")
+        assert_connection_still_serves(client, stack, response)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE
+
 FinishReason = Literal["stop", "length", "deadline", "cancelled", "error"]
 # The decoder's refusals of new work (503 with Retry-After), which the gateway passes on to the client as they are.
 QUEUE_FULL = "queue_full"  # every slot and queue place is taken
@@ -19,14 +21,15 @@ QUEUE_WAIT_EXCEEDS_DEADLINE = "queue_wait_exceeds_deadline"  # it would wait for
 
 
 class GenerateRequest(BaseModel):
-    input_ids: list[int] = Field(min_length=1, max_length=8192)
-    max_tokens: int = Field(default=128, ge=1, le=8192)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    input_ids: list[int] = Field(min_length=1, max_length=MAX_CONTEXT_TOKENS)
+    max_tokens: int = Field(default=128, ge=1, le=MAX_CONTEXT_TOKENS)
+    temperature: float = Field(default=0.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: list[str] = Field(default_factory=list, max_length=4)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
     deadline_seconds: float | None = Field(
-        default=None, gt=0, le=3600, description="Wall-clock budget from arrival; ends with reason 'deadline'. A "
-        "request that would wait for a slot and not finish within it is refused at once (queue_wait_exceeds_deadline).")
+        default=None, gt=0, le=MAX_DEADLINE_SECONDS, description="Wall-clock budget from arrival; ends with reason "
+        "'deadline'. A request that would wait for a slot and not finish within it is refused at once "
+        "(queue_wait_exceeds_deadline).")
     seed: int | None = None
     ignore_eos: bool = Field(default=False, description="Generate max_tokens even past end-of-sequence (benchmarks).")
     tenant: str = Field(default="", max_length=128, description="Who pays: named in the decoder's own logs only.")
@@ -80,6 +83,15 @@ def parse_event(line: str | bytes) -> StreamStarted | TokenDelta | StreamFinishe
 
 def encode_events(events: list[StreamStarted | TokenDelta | StreamFinished]) -> bytes:
     return b"".join(event.model_dump_json().encode() + b"\n" for event in events)
+
+
+class DecoderInfo(BaseModel):
+    """``GET /v1/info``: what the decoder serves; the gateway checks prompts against its context before sending."""
+
+    model: str
+    max_context: int = Field(description="Prompt + completion tokens one sequence may hold.")
+    kv_slots: int
+    batching: str
 
 
 class CancelResponse(BaseModel):

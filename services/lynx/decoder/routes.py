@@ -9,12 +9,13 @@ from fastapi import APIRouter, Request
 from opentelemetry import trace
 
 from lynx.contracts.decoder import (
-    QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE, CancelResponse, DecoderTimings, GenerateRequest, StreamFinished,
-    StreamStarted, TokenDelta, Usage, encode_events,
+    QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE, CancelResponse, DecoderInfo, DecoderTimings, GenerateRequest,
+    StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
 )
+from lynx.contracts.limits import context_error
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
-from lynx.errors import LynxError
+from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.streaming import ObservedStream, StreamEnd
 from lynx.telemetry.request_id import request_id_var
 
@@ -28,11 +29,8 @@ def validate_against_model(body: GenerateRequest, engine: BatchingEngine) -> Non
     vocab = engine.model.vocab_size
     if any(not 0 <= token < vocab for token in body.input_ids):
         raise LynxError(400, f"input_ids must be token ids in [0, {vocab}).", "invalid_token_id", param="input_ids")
-    needed = len(body.input_ids) + body.max_tokens
-    if needed > engine.max_context:
-        raise LynxError(400, f"The prompt has {len(body.input_ids)} tokens and max_tokens is {body.max_tokens}: "
-                        f"{needed} exceeds the context of {engine.max_context} tokens. Shorten the prompt or "
-                        "lower max_tokens.", "context_length_exceeded", param="max_tokens")
+    if error := context_error(len(body.input_ids), body.max_tokens, engine.max_context):
+        raise LynxError(400, error, CONTEXT_LENGTH_EXCEEDED, param="max_tokens")
 
 
 def wait_exceeds_deadline_error(refused: WaitExceedsDeadline, engine: BatchingEngine) -> LynxError:
@@ -46,10 +44,10 @@ def wait_exceeds_deadline_error(refused: WaitExceedsDeadline, engine: BatchingEn
 
 
 @router.get("/info")
-async def info(request: Request) -> dict:
+async def info(request: Request) -> DecoderInfo:
     state = request.app.state
-    return {"model": state.settings.model_name, "max_context": state.engine.max_context,
-            "kv_slots": state.engine.slots, "batching": state.settings.batching}
+    return DecoderInfo(model=state.settings.model_name, max_context=state.engine.max_context,
+                       kv_slots=state.engine.slots, batching=state.settings.batching)
 
 
 @router.post("/generate")

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from lynx.contracts.limits import MAX_CONTEXT_TOKENS
 from lynx.decoder.shares import StepCostModel
 from lynx.settings import ServiceSettings, default_cache_dir
 
@@ -20,7 +21,7 @@ class DecoderSettings(ServiceSettings):
     model_name: str = "SmolLM2-135M-Instruct"
     kv_slots: int = Field(default=8, ge=1, le=256, description="Sequences decoded at once (KV-cache slots).")
     queue_capacity: int = Field(default=32, ge=0, le=10_000, description="Requests that may wait for a slot.")
-    max_context: int = Field(default=2048, ge=16, le=8192, description="Prompt + completion tokens per slot.")
+    max_context: int = Field(default=2048, ge=16, le=MAX_CONTEXT_TOKENS, description="Prompt + completion tokens per slot.")
     threads: int = Field(default=2, ge=1, le=256, description="onnxruntime intra-op threads.")
     spin_wait: bool = Field(default=True, description="Let onnxruntime threads spin between steps.")
     warm_up: bool = Field(default=True, description="Run each kind of model call once before reporting ready, so "

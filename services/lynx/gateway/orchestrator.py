@@ -26,14 +26,17 @@ from pydantic import ValidationError
 from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Charge, Ledger, Settlement
 from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes, SoloDecoder
-from lynx.contracts.decoder import GenerateRequest, StreamFinished, StreamStarted, TokenDelta, parse_event
+from lynx.contracts.decoder import (
+    DecoderInfo, GenerateRequest, StreamFinished, StreamStarted, TokenDelta, parse_event,
+)
+from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_PROMPT_CHARACTERS, MAX_QUERY_CHARACTERS, context_error
 from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
 from lynx.contracts.tokenizer import ChatMessage, ChatTemplateRequest, TokenizeRequest, TokenizeResponse
-from lynx.errors import LynxError
+from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Estimate, Hold, affordable_max_tokens
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
-from lynx.gateway.upstream import Upstreams, instance_stopping, post_json, unreachable, upstream_failure
+from lynx.gateway.upstream import Upstreams, get_json, instance_stopping, post_json, unreachable, upstream_failure
 from lynx.lines import body_lines
 from lynx.telemetry.metrics import generation_metrics
 from lynx.telemetry.request_id import request_id_var
@@ -77,17 +80,30 @@ class DecoderRoute:
 
 
 def with_passages(messages: list[ChatMessage], passages: list[RetrievedPassage]) -> list[ChatMessage]:
-    """Put the retrieved passages into the system message (creating one if needed)."""
-    if not passages:
+    """Put the retrieved passages into the system message (creating one if needed).
+
+    Passages that would take the prompt past what the tokenizer accepts are left out: such a prompt is far past any
+    context anyway, and is refused for that once counted."""
+    room = MAX_PROMPT_CHARACTERS - sum(len(m.content) for m in messages) - len(CONTEXT_INSTRUCTION) - 2
+    texts = []
+    for passage in passages:
+        text = f"[{passage.source}] {passage.text}"
+        room -= len(text) + 2
+        if room < 0:
+            break
+        texts.append(text)
+    if not texts:
         return messages
-    context = CONTEXT_INSTRUCTION + "\n\n".join(f"[{p.source}] {p.text}" for p in passages)
+    context = CONTEXT_INSTRUCTION + "\n\n".join(texts)
     if messages and messages[0].role == "system":
         return [ChatMessage(role="system", content=messages[0].content + "\n\n" + context), *messages[1:]]
     return [ChatMessage(role="system", content=context), *messages]
 
 
-def last_user_text(messages: list[ChatMessage]) -> str:
-    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+def retrieval_query(messages: list[ChatMessage]) -> str:
+    """The last user message. The embedder reads a query's first 256 tokens only: a longer one is cut to what the
+    retriever accepts, which retrieves the same."""
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")[:MAX_QUERY_CHARACTERS]
 
 
 def outcome_of(abandoned: str | None, failure: LynxError | None, finished: StreamFinished | None) -> str:
@@ -154,6 +170,7 @@ class Pipeline:
         self.cheaper = cheaper
         self.metrics = generation_metrics()
         self.generations: set[Generation] = set()
+        self.contexts: dict[str, int] = {}  # each decoder route's context, by model, once read
         for stage, budget in settings.stage_budgets_seconds.items():
             self.metrics.stage_budget.labels(stage).set(budget)
 
@@ -198,10 +215,22 @@ class Pipeline:
         if pending:
             await asyncio.wait([g.task for g in pending if g.task], timeout=timeout)
 
+    async def context_tokens(self, route: DecoderRoute) -> int:
+        """The context of the decoder ``route`` leads to, read from it once. While it cannot be read, the most any
+        decoder holds: the decoder then refuses what does not fit its own, with the same error."""
+        if route.model not in self.contexts:
+            try:
+                info = await get_json(route.client, "decoder", "/v1/info", DecoderInfo)
+            except LynxError:
+                return MAX_CONTEXT_TOKENS
+            self.contexts[route.model] = info.max_context
+        return self.contexts[route.model]
+
     async def _open(self, job: Job, account: RequestAccount, route: DecoderRoute) -> Generation:
         clock = job.clock
         passages = await self._retrieve(job, account)
         with clock.stage("gateway"):
+            context_tokens = await self.context_tokens(route)
             if job.operation == "chat":
                 path, body = "/v1/chat", ChatTemplateRequest(messages=with_passages(job.messages, passages))
             else:
@@ -220,7 +249,7 @@ class Pipeline:
             remaining = self.settings.request_deadline_seconds - clock.elapsed()
             if remaining <= 0:
                 raise self.deadline_error()
-            max_tokens = self._reserve(job, account, route)
+            max_tokens = self._reserve(job, account, route, context_tokens)
             request = GenerateRequest(
                 input_ids=answer.ids, max_tokens=max_tokens, temperature=job.temperature, top_p=job.top_p,
                 stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id)
@@ -230,8 +259,9 @@ class Pipeline:
         generation.start()
         return generation
 
-    def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute) -> int:
-        """Reserves the request's worst case (429 when it does not fit); returns the max_tokens its cost ceiling allows."""
+    def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute, context_tokens: int) -> int:
+        """Reserves the request's worst case (429 when it does not fit); returns the max_tokens its cost ceiling allows.
+        A prompt that cannot fit the decoder's context with those max_tokens is refused first (400), unreserved."""
         so_far = RequestTimes(wall_seconds=job.clock.elapsed(), gateway_seconds=job.clock.seconds["gateway"],
                               tokenize=account.tokenize, retrieve=account.retrieve, decoder=DecoderUse(0.0))
         rates = route.ledger.rates
@@ -241,6 +271,8 @@ class Pipeline:
             max_tokens = affordable_max_tokens(min(ceilings), so_far, account.prompt_tokens, max_tokens, self.solo,
                                                rates)
             account.span.set_attribute("lynx.budget.max_tokens", max_tokens)
+        if error := context_error(account.prompt_tokens, max_tokens, context_tokens):
+            raise LynxError(400, error, CONTEXT_LENGTH_EXCEEDED, param="messages" if job.messages else "prompt")
         estimate = Estimate(so_far, account.prompt_tokens, max_tokens, self.solo, rates)
         account.hold.reserve(estimate)
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
@@ -250,7 +282,7 @@ class Pipeline:
         return deadline_error(self.settings.request_deadline_seconds, waited_seconds)
 
     async def _retrieve(self, job: Job, account: RequestAccount) -> list[RetrievedPassage]:
-        query = last_user_text(job.messages)
+        query = retrieval_query(job.messages)
         if job.operation != "chat" or job.retrieval_top_k == 0 or not query:
             return []
         clock = job.clock

@@ -10,13 +10,31 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from lynx.contracts.limits import (
+    MAX_MESSAGES, MAX_PROMPT_CHARACTERS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE, prompt_characters_error,
+)
+
+
+def whole_unicode(text: str) -> str:
+    """JSON may escape half of a surrogate pair alone; such text cannot be encoded, so no service (nor an error message
+    that quotes it) could take it. Validators call it, rather than an annotated type, so that an error's ``param``
+    names the field and not the union member it was validated as."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"the text holds a lone surrogate ({text[error.start]!a}) at character {error.start}, "
+                         "which is not Unicode text; send whole characters") from None
+    return text
+
+
 # The schema of a field a validator narrows says what that validator accepts, so that a client generated from
 # the schema sends nothing the gateway refuses; the validators keep their own readable messages.
 NON_EMPTY_TEXT = {"type": "string", "minLength": 1}
 Stop = Annotated[str | list[str] | None, WithJsonSchema({"anyOf": [
-    NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "maxItems": 4}, {"type": "null"}]})]
+    NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "maxItems": MAX_STOP_SEQUENCES}, {"type": "null"}]})]
+PROMPT_TEXT = {**NON_EMPTY_TEXT, "maxLength": MAX_PROMPT_CHARACTERS}
 Prompt = Annotated[str | list[str], WithJsonSchema({
-    "anyOf": [NON_EMPTY_TEXT, {"type": "array", "items": NON_EMPTY_TEXT, "minItems": 1, "maxItems": 1}],
+    "anyOf": [PROMPT_TEXT, {"type": "array", "items": PROMPT_TEXT, "minItems": 1, "maxItems": 1}],
     "description": "One prompt per request: a string, or a list holding one."})]
 
 
@@ -24,10 +42,17 @@ class TextPart(BaseModel):
     type: Literal["text"]
     text: str
 
+    _whole_unicode = field_validator("text")(whole_unicode)
+
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str | list[TextPart]
+
+    @field_validator("content")
+    @classmethod
+    def content_whole_unicode(cls, content: str | list[TextPart]) -> str | list[TextPart]:
+        return whole_unicode(content) if isinstance(content, str) else content
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -40,11 +65,12 @@ class StreamOptions(BaseModel):
 class GenerationFields(BaseModel):
     """Fields the two endpoints share."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Python's JSON parser reads NaN and Infinity, which no field means.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    temperature: float = Field(default=1.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: Stop = None
     stream: bool = False
@@ -59,11 +85,15 @@ class GenerationFields(BaseModel):
     @classmethod
     def at_most_four_stops(cls, value: Stop) -> Stop:
         stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
+        for stop in stops:
+            whole_unicode(stop)
         return value
+
+    _model_whole_unicode = field_validator("model")(whole_unicode)
 
     @field_validator("seed")
     @classmethod
@@ -80,10 +110,19 @@ class GenerationFields(BaseModel):
 
 
 class ChatCompletionRequest(GenerationFields):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    messages: list[ChatMessage] = Field(
+        min_length=1, max_length=MAX_MESSAGES,
+        description=f"Their contents together hold at most {MAX_PROMPT_CHARACTERS} characters.")
     max_completion_tokens: int | None = Field(default=None, ge=1)
     retrieval_top_k: int | None = Field(default=None, ge=0, le=20,
                                         description="lynx: passages to retrieve (0 turns retrieval off).")
+
+    @field_validator("messages")
+    @classmethod
+    def prompt_within_limit(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if error := prompt_characters_error(sum(len(m.text()) for m in messages)):
+            raise ValueError(error)
+        return messages
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -100,8 +139,12 @@ class CompletionRequest(GenerationFields):
     def one_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("exactly one prompt per request is supported")
-        if not (value if isinstance(value, str) else value[0]):
+        text = value if isinstance(value, str) else value[0]
+        if not text:
             raise ValueError("the prompt must not be empty")
+        whole_unicode(text)
+        if error := prompt_characters_error(len(text)):
+            raise ValueError(error)
         return value
 
     @field_validator("echo")

@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS
 from lynx.settings import ServiceSettings, default_cache_dir
 
 
@@ -18,8 +19,10 @@ class GatewaySettings(ServiceSettings):
     tenants_file: Path = Field(default=default_cache_dir() / "tenants.json",
                                description="JSON file of tenants and the SHA-256 of their API keys; re-read on change.")
     model_name: str = Field(default="SmolLM2-135M-Instruct", description="The model id clients ask for.")
-    max_tokens_limit: int = Field(default=1024, ge=1, description="Largest max_tokens a request may ask for.")
-    request_deadline_seconds: float = Field(default=60.0, gt=0, description="Wall-clock budget of one request.")
+    max_tokens_limit: int = Field(default=1024, ge=1, le=MAX_CONTEXT_TOKENS,
+                                  description="Largest max_tokens a request may ask for.")
+    request_deadline_seconds: float = Field(default=60.0, gt=0, le=MAX_DEADLINE_SECONDS,
+                                            description="Wall-clock budget of one request.")
     retrieval_top_k: int = Field(default=3, ge=0, le=20, description="Passages added to chat prompts (0: none).")
     retrieval_min_score: float = Field(default=0.3, ge=-1, le=1,
                                        description="Passages scoring below this cosine similarity are left out.")

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, ValidationError
 
 from lynx.contracts.decoder import QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE
-from lynx.errors import LynxError
+from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.settings import GatewaySettings
 from lynx.shutdown import STOPPING_CODE
 from lynx.telemetry.tracing import instrumented_client
@@ -19,7 +19,7 @@ from lynx.telemetry.tracing import instrumented_client
 READINESS_TIMEOUT = httpx.Timeout(2.0)
 # Upstream refusals that are the client's to fix (or to retry), passed through as they are; any other
 # upstream error is the deployment's fault and becomes a 502.
-CLIENT_FAULT_CODES = {"context_length_exceeded", QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE}
+CLIENT_FAULT_CODES = {CONTEXT_LENGTH_EXCEEDED, QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE}
 
 
 class Upstreams:
@@ -104,6 +104,18 @@ async def post_json(client: httpx.AsyncClient, service: str, path: str, payload:
             raise unreachable(service, error) from error
         if attempt or not instance_stopping(response):
             break
+    return read_answer(service, response, answer)
+
+
+async def get_json(client: httpx.AsyncClient, service: str, path: str, answer: type[Answer]) -> Answer:
+    try:
+        response = await client.get(path)
+    except httpx.HTTPError as error:
+        raise unreachable(service, error) from error
+    return read_answer(service, response, answer)
+
+
+def read_answer(service: str, response: httpx.Response, answer: type[Answer]) -> Answer:
     if response.status_code != 200:
         raise upstream_failure(service, response)
     try:

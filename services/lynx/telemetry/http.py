@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lynx.errors import error_body
+from lynx.errors import INTERNAL_ERROR_MESSAGE, error_body
 from lynx.telemetry.request_id import HEADER as REQUEST_ID_HEADER
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.metrics import http_metrics
@@ -69,17 +69,25 @@ class ObservedRequests:
             ids.append((TRACE_ID_HEADER.encode(), trace_id.encode()))
         method = scope["method"]
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_with_ids(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, response_started = message["status"], True
                 message["headers"] = [*message.get("headers", []), *ids]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_ids)
+        except Exception as error:
+            # Answered here, not by Starlette's last-resort handler: that one runs outside this middleware (no ids)
+            # and raises on, and uvicorn then closes the connection under the client's next request. Only a response
+            # already started must raise on: its body is cut short, and closing the connection is how the client sees it.
+            if response_started:
+                raise
+            await answer_unhandled(error, send_with_ids)
         finally:
             elapsed = time.perf_counter() - started
             endpoint = route_template(scope)
@@ -92,6 +100,22 @@ class ObservedRequests:
                 log.info("request", extra={"fields": {
                     "endpoint": endpoint, "method": method, "status": status, "duration_s": round(elapsed, 6)}})
             request_id_var.reset(token)
+
+
+async def answer_unhandled(error: Exception, send: Send) -> None:
+    """A 500 in the OpenAI shape, with the request's ids, for an error nothing handled; logged and on the span."""
+    log.error("unhandled_error", exc_info=error)
+    span = trace.get_current_span()
+    span.record_exception(error)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+    await send_json(send, 500, error_body(INTERNAL_ERROR_MESSAGE, "internal_error", "server_error"))
+
+
+async def send_json(send: Send, status: int, body: dict) -> None:
+    encoded = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]})
+    await send({"type": "http.response.body", "body": encoded})
 
 
 class BodySizeLimit:
@@ -129,10 +153,7 @@ class BodySizeLimit:
         return f"Request body is larger than {self.max_bytes} bytes; send a smaller body."
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(self.message(), TOO_LARGE_CODE)).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, error_body(self.message(), TOO_LARGE_CODE))
 
 
 class BodyTooLarge(HTTPException):

@@ -2,7 +2,7 @@ from lynx.contracts.decoder import DecoderTimings, StreamFinished, Usage
 from lynx.contracts.retriever import RetrievedPassage
 from lynx.contracts.tokenizer import ChatMessage
 from lynx.errors import LynxError
-from lynx.gateway.orchestrator import last_user_text, outcome_of, with_passages
+from lynx.gateway.orchestrator import retrieval_query, outcome_of, with_passages
 
 PASSAGES = [RetrievedPassage(id="1", source="a.html", text="alpha", score=0.9),
             RetrievedPassage(id="2", source="b.html", text="beta", score=0.8)]
@@ -30,7 +30,7 @@ def test_no_passages_leaves_the_messages_alone():
 
 
 def test_the_query_is_the_last_user_message():
-    assert last_user_text([message("user", "first"), message("assistant", "a"), message("user", "second")]) == "second"
+    assert retrieval_query([message("user", "first"), message("assistant", "a"), message("user", "second")]) == "second"
 
 
 def test_outcomes_follow_how_the_request_ended():
