@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from lynx.contracts.limits import MAX_TENANT_ID_CHARACTERS
+
 BudgetState = Literal["Ok", "Warning", "Blocked", "Paused"]
 UnknownSpend = Literal["open", "closed"]
 MAX_RAISE_HOURS = 72
@@ -28,7 +30,7 @@ class TemporaryRaise(BaseModel):
 
 
 class BudgetSpec(BaseModel):
-    tenant: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(min_length=1, max_length=MAX_TENANT_ID_CHARACTERS)
     daily_cap_eur: float = Field(ge=0)
     timezone: str = Field(default="UTC", pattern=TIMEZONE_PATTERN, description="Whose midnight resets the day.")
     warning_percent: float = Field(default=80, gt=0, le=100)

@@ -12,7 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE
+from lynx.contracts.limits import (
+    MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE, MAX_TENANT_ID_CHARACTERS,
+)
 
 FinishReason = Literal["stop", "length", "deadline", "cancelled", "error"]
 # The decoder's refusals of new work (503 with Retry-After), which the gateway passes on to the client as they are.
@@ -32,7 +34,8 @@ class GenerateRequest(BaseModel):
         "(queue_wait_exceeds_deadline).")
     seed: int | None = None
     ignore_eos: bool = Field(default=False, description="Generate max_tokens even past end-of-sequence (benchmarks).")
-    tenant: str = Field(default="", max_length=128, description="Who pays: named in the decoder's own logs only.")
+    tenant: str = Field(default="", max_length=MAX_TENANT_ID_CHARACTERS,
+                        description="Who pays: named in the decoder's own logs only.")
 
 
 class StreamStarted(BaseModel):

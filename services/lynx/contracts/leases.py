@@ -25,6 +25,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, Field, model_validator
 
 from lynx.contracts.budgets import BudgetState
+from lynx.contracts.limits import MAX_TENANT_ID_CHARACTERS
 
 # Why a grant is what it is. "granted": up to what was wanted; the others grant nothing beyond keep_eur.
 GrantOutcome = Literal[
@@ -51,7 +52,7 @@ class LeaseRequest(BaseModel):
     """A gateway's renewal for one tenant-day: what it charged, what it must keep, what it would like."""
 
     gateway: str = Field(min_length=1, max_length=253, description="This gateway process (pod name and start).")
-    tenant: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(min_length=1, max_length=MAX_TENANT_ID_CHARACTERS)
     day_started_at: datetime = Field(description="The tenant-day the lease is for: the tenant's last local midnight.")
     sequence: int = Field(ge=1, description="1, 2, 3... per gateway and tenant-day.")
     sent_at: datetime = Field(description="The gateway's clock when it sent this: its new lease runs from here.")

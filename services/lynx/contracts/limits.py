@@ -20,6 +20,16 @@ MAX_CONTEXT_TOKENS = 8192
 MAX_QUERY_CHARACTERS = 20_000
 MAX_DEADLINE_SECONDS = 3600.0
 MAX_TEMPERATURE = 2.0
+# A tenant's id: it travels in every service's payloads and labels the tenant's metrics.
+MAX_TENANT_ID_CHARACTERS = 128
+
+
+def tenant_id_error(tenant_id: str) -> str | None:
+    """Why ``tenant_id`` cannot name a tenant, or None."""
+    if 1 <= len(tenant_id) <= MAX_TENANT_ID_CHARACTERS and tenant_id.isprintable() and tenant_id.strip() == tenant_id:
+        return None
+    return (f"a tenant id has 1 to {MAX_TENANT_ID_CHARACTERS} printable characters without leading or trailing "
+            f"spaces, not {tenant_id!r}")
 
 
 def prompt_characters_error(characters: int) -> str | None:

@@ -63,7 +63,10 @@ class LocalTenants:
 
     def rotate(self, tenant: str) -> str:
         """A new key for the tenant (created if need be): the old one stops working in every gateway reading the file."""
-        key = self.registry.add(tenant)
+        try:
+            key = self.registry.add(tenant)
+        except ValueError as problem:
+            raise TenantProblem(str(problem)) from None
         self._change(lambda kept: {**kept, tenant: key})
         return key
 

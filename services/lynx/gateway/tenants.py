@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lynx.contracts.limits import tenant_id_error
 from lynx.files import locked, write_atomically
 
 KEY_PREFIX = "lynx-"
@@ -36,6 +37,8 @@ def parse_tenants(document: dict) -> dict[str, Tenant]:
         digest = str(entry["key_sha256"]).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ValueError(f"tenant {entry.get('id')!r}: key_sha256 must be 64 hex characters")
+        if problem := tenant_id_error(str(entry["id"])):
+            raise ValueError(problem)
         by_hash[digest] = Tenant(id=str(entry["id"]))
     return by_hash
 
@@ -73,7 +76,10 @@ class TenantRegistry:
 
     def add(self, tenant_id: str) -> str:
         """Create a tenant with a fresh key, or give it a new one (its old key stops working at once in every gateway
-        that reads the file); returns the key (shown once, stored only hashed)."""
+        that reads the file); returns the key (shown once, stored only hashed). ValueError for an id no service would
+        accept."""
+        if problem := tenant_id_error(tenant_id):
+            raise ValueError(problem)
         key = new_key()
         self._rewrite(lambda tenants: [*(t for t in tenants if t["id"] != tenant_id),
                                        {"id": tenant_id, "key_sha256": hash_key(key)}])

@@ -65,3 +65,9 @@ def test_removing_a_tenant_keeps_the_others(tmp_path):
     keys = {name: registry.add(name) for name in ("a", "b", "c")}
     registry.remove("a", "c")
     assert registry.known_ids() == {"b"} and registry.authenticate(keys["b"]).id == "b"
+
+
+def test_a_tenant_id_too_long_is_refused_in_one_sentence_and_nothing_is_written(tenants, tmp_path):
+    with pytest.raises(TenantProblem, match="a tenant id has 1 to 128 printable characters"):
+        tenants.add("x" * 129)
+    assert not (tmp_path / "tenants.json").exists() and not keys_file(tmp_path / "tenants.json").exists()

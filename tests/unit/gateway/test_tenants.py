@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from lynx.contracts.decoder import GenerateRequest
 from lynx.gateway.tenants import TenantRegistry, hash_key, parse_tenants
 
 
@@ -34,6 +35,21 @@ def test_rotating_a_key_revokes_the_old_one(tmp_path):
 def test_malformed_hashes_are_refused():
     with pytest.raises(ValueError, match="64 hex"):
         parse_tenants(json.loads('{"tenants": [{"id": "x", "key_sha256": "plain-text-key"}]}'))
+
+
+@pytest.mark.parametrize("tenant_id", ["", "x" * 129, " padded", "line\nbreak"])
+def test_a_tenant_id_no_service_accepts_is_refused_when_added_and_when_read(tmp_path, tenant_id):
+    registry = TenantRegistry(tmp_path / "tenants.json")
+    with pytest.raises(ValueError, match="a tenant id has 1 to 128"):
+        registry.add(tenant_id)
+    with pytest.raises(ValueError, match="a tenant id has 1 to 128"):
+        parse_tenants({"tenants": [{"id": tenant_id, "key_sha256": hash_key("k")}]})
+
+
+def test_the_longest_tenant_id_reaches_the_decoder_contract(tmp_path):
+    registry = TenantRegistry(tmp_path / "tenants.json")
+    tenant = registry.authenticate(registry.add("t" * 128))
+    assert GenerateRequest(input_ids=[1], tenant=tenant.id).tenant == tenant.id
 
 
 def test_temporary_tenants_are_gone_after_the_run_even_a_failed_one(tmp_path):
