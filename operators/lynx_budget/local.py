@@ -149,6 +149,19 @@ class FileStore:
 
 
 
+def local_store(settings: LocalBudgetSettings | None = None) -> FileStore:
+    """The embedded default's budgets: the files `lynx serve budgets` reads and writes."""
+    settings = settings or LocalBudgetSettings()
+    return FileStore(settings.budgets_file, settings.state_file)
+
+
+def budget_or_default(store: FileStore, tenant: str, daily_cap_eur: float) -> BudgetSpec:
+    """The tenant's budget, one of ``daily_cap_eur`` a day set first if it has none (`lynx up`'s demo tenant); a
+    budget an admin set or changed stays as it is."""
+    store.update(tenant, lambda spec: None if spec else BudgetSpec(tenant=tenant, daily_cap_eur=daily_cap_eur))
+    return store.get(tenant)
+
+
 class LocalController:
     """One reconciliation of every local budget: read spend, decide (policy), publish, remember."""
 
@@ -216,7 +229,7 @@ def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = httpx.Client()
-        app.state.controller = LocalController(settings, FileStore(settings.budgets_file, settings.state_file), client)
+        app.state.controller = LocalController(settings, local_store(settings), client)
         loop = asyncio.create_task(periodically(app.state.controller))
         try:
             yield

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
 SERVEABLE = (*SERVICES, "auditor", "budgets")
+DEMO_DAILY_CAP_EUR = 1.0  # `lynx up`'s tenant: thousands of requests a day on this machine's rates
 # Where a serveable's create_app lives when it is not lynx.<name>.app.
 APP_MODULES = {"budgets": "lynx_budget.local"}
 READY_TIMEOUT_SECONDS = 300
@@ -165,11 +166,14 @@ def up(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenant_keys import LocalTenants
     from lynx.models.cache import build
+    from lynx_budget.local import budget_or_default, local_store
 
     build(args.precision)
     ensure_index()
     down(args, quiet=True)
     run_dir().mkdir(parents=True, exist_ok=True)
+    # Before the budget loop starts: its first decisions, published before the gateway is ready, include it.
+    budget = budget_or_default(local_store(), args.tenant, args.daily_cap)
     env = service_environment(args.precision)
     observability, service_env, urls = start_observability(env) if args.observability else ([], {}, {})
     services = [start_service(name, {**env, **service_env}, run_dir() / f"{name}.log", port=configured_port(name),
@@ -191,6 +195,8 @@ def up(args: argparse.Namespace) -> None:
         print(f"  {process.name}: {urls.get(process.name, process.url)}")
     print(f"tenant '{args.tenant}' API key: {key} (the same at every `lynx up`: `lynx tenant rotate {args.tenant}` "
           "replaces it)")
+    print(f"tenant '{args.tenant}' daily budget: {budget.daily_cap_eur:g} EUR ({budget.timezone} days; `lynx budget why "
+          f"{args.tenant}` explains its state)")
     print("try:")
     body = json.dumps({"model": settings.model_name, "temperature": 0, "max_tokens": 64,
                        "messages": [{"role": "user", "content": "How do I define a function in Python?"}]})
@@ -259,10 +265,9 @@ def budget_store(args: argparse.Namespace) -> BudgetStore:
         from lynx_budget.kubestore import KubeStore
 
         return KubeStore(args.namespace)
-    from lynx_budget.local import FileStore, LocalBudgetSettings
+    from lynx_budget.local import local_store
 
-    settings = LocalBudgetSettings()
-    return FileStore(settings.budgets_file, settings.state_file)
+    return local_store()
 
 
 def existing_budget(store: BudgetStore, tenant: str) -> BudgetSpec:
@@ -420,9 +425,13 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("service", choices=SERVEABLE)
     serve_cmd.set_defaults(run=serve)
 
-    up_cmd = commands.add_parser("up", help="build what is missing and start all four services locally")
+    up_cmd = commands.add_parser("up", help="build what is missing and start lynx locally: the four services, the budget "
+                                             "loop and the observability stack")
     up_cmd.add_argument("--precision", choices=["int4", "fp32"], default="int4")
     up_cmd.add_argument("--tenant", default="demo")
+    up_cmd.add_argument("--daily-cap", type=float, default=DEMO_DAILY_CAP_EUR, metavar="EUR",
+                        help="the tenant's daily budget when it has none yet, so that the budget panels have data from the "
+                             "first request (default %(default)s EUR; `lynx budget set` and `lynx budget remove` change it)")
     up_cmd.add_argument("--no-observability", dest="observability", action="store_false",
                         help="do not start Prometheus, Jaeger, the collector and the trace auditor")
     up_cmd.set_defaults(run=up)

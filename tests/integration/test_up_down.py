@@ -17,7 +17,7 @@ import yaml
 from lynx.cli import run_dir, stop_phases
 from lynx.processes import KILL_WAIT_SECONDS
 
-from .conftest import MODEL_NAME, required_binary
+from .conftest import MODEL_NAME, required_binary, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,9 @@ CHART_VALUES = REPO / "charts" / "lynx" / "values.yaml"
 PORTS = {"gateway": 8080, "jaeger": 16686, "jaeger-otlp": 4319}
 TRACES_KEPT_HOURS = 14 * 24  # as the chart keeps them
 UP_TIMEOUT_SECONDS = 600
+BUDGET_METRICS_SECONDS = 60
+DEMO_BUDGET_METRICS = {"lynx_budget_cap_eur", "lynx_budget_spent_eur", "lynx_budget_remaining_eur", "lynx_budget_state",
+                       "lynx_budget_refused_requests_total"}
 DOWN_TIMEOUT_SECONDS = sum(grace for _, grace in stop_phases([])) + KILL_WAIT_SECONDS + 30
 
 
@@ -76,11 +79,27 @@ def assert_observability_as_the_chart(prometheus_pid: int, prometheus_binary: Pa
     assert httpx.get(f"{JAEGER}/api/v3/services", timeout=10).status_code == 200
 
 
+def demo_budget_series() -> set[str]:
+    """The budget metrics Prometheus holds for the demo tenant."""
+    query = '{__name__=~"lynx_budget_.+", tenant="demo"}'
+    body = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10).json()
+    return {series["metric"]["__name__"] for series in body["data"]["result"]}
+
+
+def assert_demo_budget_metrics_within(seconds: float) -> None:
+    """`lynx up` gives the demo tenant a daily budget: the tenants dashboard's budget panels have their data soon
+    after the first request (one budget-loop interval and a scrape), with no `lynx budget set` by hand."""
+    wait_for(lambda: demo_budget_series() >= DEMO_BUDGET_METRICS, seconds, "the demo tenant's budget metrics",
+             interval=1, explain=lambda: f"found only {sorted(demo_budget_series())}")
+
+
 def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
     required_binary("jaeger", "scripts/build_tools.sh jaeger")
     prometheus = required_binary("prometheus", "scripts/build_tools.sh prometheus")
-    # Everything else as a user has it; only the demo tenant's key goes to a file of the test's own.
-    env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json")}
+    # Everything else as a user has it; only the demo tenant's key and budget go to files of the test's own.
+    env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json"),
+           "LYNX_BUDGETS_BUDGETS_FILE": str(tmp_path / "budgets.yaml"),
+           "LYNX_BUDGETS_STATE_FILE": str(tmp_path / "budget-state.json")}
     assert lynx_down(env).returncode == 0
     keys = []
     try:
@@ -100,6 +119,7 @@ def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
             assert answer.status_code == 200, answer.text
             assert answer.json()["choices"][0]["message"]["content"]
             assert all(accepts_connections(port) for port in PORTS.values())
+            assert_demo_budget_metrics_within(BUDGET_METRICS_SECONDS)
 
             down = lynx_down(env)
             assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"

@@ -56,6 +56,9 @@ RECENT_CHARGES = 2048
 # Charges this much older than a decision's spend_as_of are forgotten (a later decision read from a
 # slightly older sample still finds them).
 KEEP_BEHIND_SECONDS = 120.0
+# Why a tenant with a budget is refused (``lynx_budget_refused_requests_total``'s reason label; ``unknown_tenant`` is
+# for tenants without one).
+BUDGET_REFUSALS = ("paused", "blocked", "insufficient")
 
 
 class RecentCharges:
@@ -142,6 +145,8 @@ class Budgets:
         if self.file.refresh() and self.file.decisions is not None:
             for name, decision in self.file.decisions.tenants.items():
                 self.charges[name].forget_before(counted_until(decision) - KEEP_BEHIND_SECONDS)
+                for reason in BUDGET_REFUSALS:  # a budgeted tenant's refusals read 0, not "no data", until one happens
+                    self.metrics.refused.labels(name, reason)
         decisions = self.file.decisions
         return decisions.tenants.get(tenant) if decisions else None
 

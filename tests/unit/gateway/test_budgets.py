@@ -160,6 +160,13 @@ def test_blocked_paused_and_exhausted_tenants_are_refused_before_any_call(budget
             for t, r in (("blocked", "blocked"), ("paused", "paused"), ("spent", "insufficient"))] == [1, 1, 1]
 
 
+def test_a_budgeted_tenants_refusals_read_zero_before_the_first(budgets, tmp_path):
+    publish(tmp_path / "decisions.json", decision("fresh"))
+    assert budgets.decision("fresh") is not None
+    assert [REGISTRY.get_sample_value("lynx_budget_refused_requests_total", {"tenant": "fresh", "reason": reason})
+            for reason in ("paused", "blocked", "insufficient")] == [0, 0, 0]
+
+
 def test_tenants_without_a_budget_follow_unknown_tenants(budgets, tmp_path):
     path = tmp_path / "decisions.json"
     budgets.admit("stranger").reserve(estimate(100.0))  # no file: no budgets, served

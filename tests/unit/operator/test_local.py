@@ -9,7 +9,7 @@ from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, TemporaryRaise
 from lynx.errors import LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.processes import free_port
-from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController
+from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController, budget_or_default
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 
@@ -40,6 +40,14 @@ def test_the_store_keeps_one_budget_per_tenant(store):
     assert store.get("zeta").timezone == "Europe/Paris" and store.get("nobody") is None
     assert yaml.safe_load(store.path.read_text())[1] == {"tenant": "zeta", "daily_cap_eur": 2.0,
                                                          "timezone": "Europe/Paris"}
+
+
+def test_the_demo_budget_is_set_once_and_an_admins_change_stays(store):
+    assert budget_or_default(store, "demo", 1.0).daily_cap_eur == 1.0
+    store.put(BudgetSpec(tenant="demo", daily_cap_eur=5.0, paused=True))
+    assert budget_or_default(store, "demo", 1.0) == BudgetSpec(tenant="demo", daily_cap_eur=5.0, paused=True)
+    store.remove("demo")
+    assert budget_or_default(store, "demo", 2.0).daily_cap_eur == 2.0 and len(store.list()) == 1
 
 
 def test_a_run_publishes_what_the_gateway_enforces(store, tmp_path):
