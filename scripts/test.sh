@@ -12,7 +12,7 @@ bash "$ROOT/scripts/debian_install.sh" docker.io containerd runc containernetwor
 bash "$ROOT/scripts/dockerd.sh"
 
 # The lynx images (downloads and the model conversion) build while go builds the tools (CPU): Prometheus,
-# Alertmanager, the Prometheus operator, kube-state-metrics, Tempo, CoreDNS, skaffold and the
+# Alertmanager, the Prometheus operator, kube-state-metrics, Jaeger, CoreDNS, skaffold and the
 # Kubernetes binaries, once per version into ~/.cache/lynx-tools. The tests' fixtures build again
 # what changed since (Docker's cache makes the rest instant).
 started=$SECONDS
