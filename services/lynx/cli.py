@@ -32,11 +32,10 @@ STOP_GRACE_SECONDS = 45
 # Stopped after the services (everything Prometheus scrapes: the budget loop and the auditor too), in this order,
 # each phase with its own grace: Prometheus once the stopping processes have had their last scrape (lynx.shutdown
 # waits for one, and would wait its whole stop for a Prometheus stopping beside it); the collector once the services
-# have flushed their spans to it (it sends what it holds on its way out); Tempo last, killed after a short grace, as
-# it never exits on SIGTERM once it has served a query (its query-frontend waits forever for a queue that nothing
-# empties any more).
+# have flushed their spans to it (it sends what it holds on its way out); Jaeger last, once the collector has
+# handed it what it held (it writes them to badger and closes its files on SIGTERM).
 LATER_PHASES: tuple[tuple[tuple[str, ...], float], ...] = (
-    (("prometheus",), STOP_GRACE_SECONDS), (("otelcol",), 10), (("tempo",), 5))
+    (("prometheus",), STOP_GRACE_SECONDS), (("otelcol",), 10), (("jaeger",), 10))
 
 
 def stop_grace(name: str) -> float:
@@ -102,21 +101,28 @@ def service_environment(precision: str) -> dict[str, str]:
     }
 
 
-def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
-    """Tempo (+ the auditor, + the collector the services export to, which sends on to Tempo) and Prometheus when
-    their binaries exist; says what it skipped and why."""
+# `lynx up`'s trace store: the query API on Jaeger's usual 16686, the OTLP receiver the collector sends to on 4319
+# (the collector has 4318), and beside them ports no other process of the stack uses.
+LOCAL_JAEGER_PORTS = dict(query_http=16686, query_grpc=16685, otlp_http=4319, health=13134, metrics=8889)
+
+
+def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str], dict[str, str]]:
+    """Jaeger (+ the auditor, + the collector the services export to, which sends on to Jaeger) and Prometheus when
+    their binaries exist; says what it skipped and why. Returns the processes, the services' environment, and
+    what a person can open: name -> URL."""
     from lynx.stack import (
-        CollectorPorts, TempoPorts, find_binary, load_config, prometheus_config, start_collector, start_prometheus,
-        start_tempo,
+        CollectorPorts, JaegerPorts, find_binary, load_config, prometheus_config, start_collector, start_jaeger,
+        start_prometheus,
     )
 
-    started, service_env = [], {}
-    tempo_binary = find_binary("tempo")
-    if tempo_binary:
-        tempo, ports = start_tempo(tempo_binary, load_config("tempo.yaml"), run_dir() / "tempo",
-                                   TempoPorts(http=3200, grpc=9095, otlp_http=4319, memberlist=7946), detached=True)
-        started.append(tempo)
-        otlp = f"http://127.0.0.1:{ports.otlp_http}"
+    started, service_env, urls = [], {}, {}
+    jaeger_binary = find_binary("jaeger")
+    if jaeger_binary:
+        jaeger, ports = start_jaeger(jaeger_binary, load_config("jaeger.yaml"), run_dir() / "jaeger",
+                                     JaegerPorts(**LOCAL_JAEGER_PORTS), detached=True)
+        started.append(jaeger)
+        urls["jaeger"] = f"{ports.query_url}/api/v3/services (traces: /api/v3/traces/<trace id>)"
+        otlp = ports.otlp_url
         collector_binary = find_binary("otelcol-lynx")
         if collector_binary:
             collector, collector_ports = start_collector(
@@ -126,24 +132,33 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str]]:
             otlp = f"http://127.0.0.1:{collector_ports.otlp_http}"
         else:
             print("skipped the OpenTelemetry Collector: no `otelcol-lynx` in ~/.cache/lynx-tools/bin "
-                  "(scripts/build_tools.sh otelcol builds it); spans go straight to Tempo and are lost while it is down",
-                  file=sys.stderr)
+                  "(scripts/build_tools.sh otelcol builds it); spans go straight to Jaeger and are lost while it is "
+                  "down", file=sys.stderr)
         service_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
-        auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TEMPO_URL": tempo.url}, run_dir() / "auditor.log",
-                                port=configured_port("auditor"), detached=True)
+        from lynx.gateway.settings import GatewaySettings
+
+        # The auditor waits out the gateway's deadline before it calls a missing parent lost.
+        auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TRACE_STORE_URL": ports.query_url,
+                                            "LYNX_AUDITOR_TRACE_STORE_KIND": "jaeger",
+                                            "LYNX_AUDITOR_REQUEST_DEADLINE_SECONDS":
+                                                str(GatewaySettings().request_deadline_seconds)},
+                                run_dir() / "auditor.log", port=configured_port("auditor"), detached=True)
         started.append(auditor)
+        urls["auditor"] = f"{auditor.url}/metrics (orphan spans: POST {auditor.url}/v1/audit)"
     else:
-        print("skipped Tempo and the trace auditor: no `tempo` binary on PATH or in ~/.cache/lynx-tools/bin "
-              "(scripts/build_tools.sh tempo builds it); spans are not exported", file=sys.stderr)
+        print("skipped Jaeger and the trace auditor: no `jaeger` binary on PATH or in ~/.cache/lynx-tools/bin "
+              "(scripts/build_tools.sh jaeger builds it); spans are not exported", file=sys.stderr)
     prometheus_binary = find_binary("prometheus")
     if prometheus_binary:
         targets = {name: f"127.0.0.1:{configured_port(name)}" for name in SERVEABLE}
-        started.append(start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"), targets),
-                                        run_dir() / "prometheus", port=9090, detached=True))
+        prometheus = start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"), targets),
+                                      run_dir() / "prometheus", port=9090, detached=True)
+        started.append(prometheus)
+        urls["prometheus"] = f"{prometheus.url}/api/v1/query?query=lynx_tenant_cost_eur_total (API only: no UI)"
     else:
         print("skipped Prometheus: no `prometheus` in ~/.cache/lynx-tools/bin (scripts/build_tools.sh prometheus "
               "builds it)", file=sys.stderr)
-    return started, service_env
+    return started, service_env, urls
 
 
 def up(args: argparse.Namespace) -> None:
@@ -156,7 +171,7 @@ def up(args: argparse.Namespace) -> None:
     down(args, quiet=True)
     run_dir().mkdir(parents=True, exist_ok=True)
     env = service_environment(args.precision)
-    observability, service_env = start_observability(env) if args.observability else ([], {})
+    observability, service_env, urls = start_observability(env) if args.observability else ([], {}, {})
     services = [start_service(name, {**env, **service_env}, run_dir() / f"{name}.log", port=configured_port(name),
                               detached=True) for name in SERVICES]
     settings = GatewaySettings()
@@ -173,7 +188,7 @@ def up(args: argparse.Namespace) -> None:
     key = TenantRegistry(settings.tenants_file).add(args.tenant)
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
     for process in [*observability, budgets]:
-        print(f"  {process.name}: {process.url}")
+        print(f"  {process.name}: {urls.get(process.name, process.url)}")
     print(f"tenant '{args.tenant}' API key: {key}")
     print("try:")
     body = json.dumps({"model": settings.model_name, "temperature": 0, "max_tokens": 64,
@@ -386,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     up_cmd.add_argument("--precision", choices=["int4", "fp32"], default="int4")
     up_cmd.add_argument("--tenant", default="demo")
     up_cmd.add_argument("--no-observability", dest="observability", action="store_false",
-                        help="do not start Prometheus, Tempo and the trace auditor")
+                        help="do not start Prometheus, Jaeger, the collector and the trace auditor")
     up_cmd.set_defaults(run=up)
 
     commands.add_parser("down", help="stop the services `lynx up` started").set_defaults(run=down)

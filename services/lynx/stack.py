@@ -1,5 +1,5 @@
-"""The observability stack beside the services: a Prometheus, a Tempo and the OpenTelemetry Collector in front
-of it, from the configs in config/."""
+"""The observability stack beside the services: a Prometheus, the trace store (Jaeger v2) and the OpenTelemetry
+Collector in front of it, from the configs in config/."""
 
 from __future__ import annotations
 
@@ -45,25 +45,38 @@ def prometheus_config(template: dict, targets: dict[str, str]) -> dict:
 
 
 @dataclass(frozen=True)
-class TempoPorts:
-    http: int
-    grpc: int
-    otlp_http: int
-    memberlist: int
+class JaegerPorts:
+    query_http: int  # the query API (and its placeholder UI page)
+    query_grpc: int
+    otlp_http: int  # the receiver the collector exports to
+    health: int  # healthcheckv2: /status is 200 once every component has started
+    metrics: int  # Jaeger's own Prometheus metrics
 
     @classmethod
-    def free(cls) -> TempoPorts:
-        return cls(free_port(), free_port(), free_port(), free_port())
+    def free(cls) -> JaegerPorts:
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+
+    @property
+    def query_url(self) -> str:
+        return f"http://127.0.0.1:{self.query_http}"
+
+    @property
+    def otlp_url(self) -> str:
+        return f"http://127.0.0.1:{self.otlp_http}"
 
 
-def tempo_config(template: dict, data_dir: Path, ports: TempoPorts) -> dict:
+def jaeger_config(template: dict, data_dir: Path, ports: JaegerPorts) -> dict:
+    """The template listening on ``ports``, keeping its traces (badger's keys and values) in ``data_dir``."""
     config = copy.deepcopy(template)
-    config["server"]["http_listen_port"] = ports.http
-    config["server"]["grpc_listen_port"] = ports.grpc
-    config["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"] = f"127.0.0.1:{ports.otlp_http}"
-    config["memberlist"]["bind_port"] = ports.memberlist
-    config["storage"]["trace"]["wal"]["path"] = str(data_dir / "wal")
-    config["storage"]["trace"]["local"]["path"] = str(data_dir / "blocks")
+    extensions = config["extensions"]
+    extensions["jaeger_query"]["http"]["endpoint"] = f"127.0.0.1:{ports.query_http}"
+    extensions["jaeger_query"]["grpc"]["endpoint"] = f"127.0.0.1:{ports.query_grpc}"
+    extensions["healthcheckv2"]["http"]["endpoint"] = f"127.0.0.1:{ports.health}"
+    for backend in extensions["jaeger_storage"]["backends"].values():
+        backend["badger"]["directories"] = {"keys": str(data_dir / "keys"), "values": str(data_dir / "values")}
+    config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] = f"127.0.0.1:{ports.otlp_http}"
+    for reader in config["service"]["telemetry"]["metrics"]["readers"]:
+        reader["pull"]["exporter"]["prometheus"]["port"] = ports.metrics
     return config
 
 
@@ -80,14 +93,16 @@ def start_prometheus(binary: Path, config: dict, work_dir: Path, port: int | Non
                          f"http://127.0.0.1:{port}", ready_path="/-/ready", detached=detached)
 
 
-def start_tempo(binary: Path, template: dict, work_dir: Path, ports: TempoPorts | None = None,
-                detached: bool = False) -> tuple[ServiceProcess, TempoPorts]:
-    ports = ports or TempoPorts.free()
+def start_jaeger(binary: Path, template: dict, work_dir: Path, ports: JaegerPorts | None = None,
+                 detached: bool = False) -> tuple[ServiceProcess, JaegerPorts]:
+    """Jaeger with its traces in ``work_dir``/data, kept across restarts (one process per folder). The process's
+    url is its health check's, ready once /status answers 200; ``ports`` say where to query it and send it spans."""
+    ports = ports or JaegerPorts.free()
     work_dir.mkdir(parents=True, exist_ok=True)
-    config_file = work_dir / "tempo.yaml"
-    config_file.write_text(yaml.safe_dump(tempo_config(template, work_dir / "data", ports)))
-    process = start_process("tempo", [str(binary), f"-config.file={config_file}"], dict(os.environ),
-                            work_dir / "tempo.log", f"http://127.0.0.1:{ports.http}", ready_path="/ready",
+    config_file = work_dir / "jaeger.yaml"
+    config_file.write_text(yaml.safe_dump(jaeger_config(template, work_dir / "data", ports)))
+    process = start_process("jaeger", [str(binary), f"--config={config_file}"], dict(os.environ),
+                            work_dir / "jaeger.log", f"http://127.0.0.1:{ports.health}", ready_path="/status",
                             detached=detached)
     return process, ports
 
@@ -103,27 +118,30 @@ class CollectorPorts:
         return cls(free_port(), free_port(), free_port())
 
 
-def collector_config(template: dict, data_dir: Path, ports: CollectorPorts, tempo_otlp: str) -> dict:
-    """The template listening on ``ports``, keeping its queue in ``data_dir``, exporting to ``tempo_otlp``."""
+TRACE_STORE_EXPORTER = "otlp_http/tracestore"
+
+
+def collector_config(template: dict, data_dir: Path, ports: CollectorPorts, trace_store_otlp: str) -> dict:
+    """The template listening on ``ports``, keeping its queue in ``data_dir``, exporting to ``trace_store_otlp``."""
     config = copy.deepcopy(template)
     config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] = f"127.0.0.1:{ports.otlp_http}"
     config["extensions"]["health_check"]["endpoint"] = f"127.0.0.1:{ports.health}"
     queue = config["extensions"]["file_storage/queue"]
     queue["directory"] = queue["compaction"]["directory"] = str(data_dir / "queue")
-    config["exporters"]["otlp_http/tempo"]["endpoint"] = tempo_otlp
+    config["exporters"][TRACE_STORE_EXPORTER]["endpoint"] = trace_store_otlp
     for reader in config["service"]["telemetry"]["metrics"]["readers"]:
         reader["pull"]["exporter"]["prometheus"]["port"] = ports.metrics
     return config
 
 
-def start_collector(binary: Path, template: dict, work_dir: Path, tempo_otlp: str,
+def start_collector(binary: Path, template: dict, work_dir: Path, trace_store_otlp: str,
                     ports: CollectorPorts | None = None, detached: bool = False) -> tuple[ServiceProcess, CollectorPorts]:
-    """The collector forwarding to ``tempo_otlp``; ready once its health_check answers. Its queue stays in
+    """The collector forwarding to ``trace_store_otlp``; ready once its health_check answers. Its queue stays in
     ``work_dir`` across restarts, so spans it could not deliver before a stop are sent after the next start."""
     ports = ports or CollectorPorts.free()
     work_dir.mkdir(parents=True, exist_ok=True)
     config_file = work_dir / "otelcol.yaml"
-    config_file.write_text(yaml.safe_dump(collector_config(template, work_dir / "data", ports, tempo_otlp)))
+    config_file.write_text(yaml.safe_dump(collector_config(template, work_dir / "data", ports, trace_store_otlp)))
     process = start_process("otelcol", [str(binary), f"--config={config_file}"], dict(os.environ),
                             work_dir / "otelcol.log", f"http://127.0.0.1:{ports.health}", ready_path="/",
                             detached=detached)

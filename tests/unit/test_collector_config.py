@@ -3,9 +3,9 @@ from pathlib import Path
 
 import yaml
 
-from lynx.stack import REPO, CollectorPorts, collector_config, load_config
+from lynx.stack import REPO, TRACE_STORE_EXPORTER, CollectorPorts, collector_config, load_config
 
-EXPORTER = "otlp_http/tempo"
+EXPORTER = TRACE_STORE_EXPORTER
 # Spans a second the local stack makes at its peak: ~14 spans a request, ~1 request a second on two cores
 # (tests/integration/test_collector.py prints both); the chart's decoder replicas scale this.
 PEAK_SPANS_PER_SECOND = 20
@@ -21,7 +21,7 @@ def shell_variable(path: Path, name: str) -> str:
     return value
 
 
-def test_ports_paths_and_tempo_are_rewritten_and_the_template_kept():
+def test_ports_paths_and_the_trace_store_are_rewritten_and_the_template_kept():
     template = load_config("otelcol.yaml")
     config = collector_config(template, Path("/data"), CollectorPorts(otlp_http=1, health=2, metrics=3),
                               "http://127.0.0.1:9")
@@ -45,7 +45,7 @@ def test_the_queue_is_on_disk_bounded_in_batches_and_outlasts_the_retries():
     seconds_per_batch = min(seconds(batch["timeout"]), batch["send_batch_size"] / PEAK_SPANS_PER_SECOND)
     survives = min(queue["queue_size"] * seconds_per_batch, seconds(retry["max_elapsed_time"]))
     assert survives >= 30 * 60
-    assert seconds(retry["max_interval"]) <= 10  # a batch waiting to be retried goes soon after Tempo is back
+    assert seconds(retry["max_interval"]) <= 10  # a batch waiting to be retried goes soon after the store is back
 
 
 def test_every_component_is_built_at_the_pinned_collector_release():

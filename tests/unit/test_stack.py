@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import lynx.stack
-from lynx.stack import TempoPorts, find_binary, load_config, prometheus_config, tempo_config
+from lynx.stack import JaegerPorts, find_binary, jaeger_config, load_config, prometheus_config
 
 
 def executable(folder: Path, name: str) -> Path:
@@ -33,9 +33,28 @@ def test_prometheus_targets_are_rewritten_and_unknown_jobs_dropped():
     assert float(config["global"]["scrape_interval"].rstrip("s")) <= 15
 
 
-def test_tempo_ports_and_paths_are_rewritten():
-    config = tempo_config(load_config("tempo.yaml"), Path("/data"), TempoPorts(1, 2, 3, 4))
-    assert config["server"]["http_listen_port"] == 1 and config["server"]["grpc_listen_port"] == 2
-    assert config["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "127.0.0.1:3"
-    assert config["memberlist"]["bind_port"] == 4
-    assert config["storage"]["trace"]["local"]["path"] == "/data/blocks"
+def test_jaeger_ports_and_paths_are_rewritten_and_the_template_kept():
+    template = load_config("jaeger.yaml")
+    config = jaeger_config(template, Path("/data"), JaegerPorts(1, 2, 3, 4, 5))
+    query = config["extensions"]["jaeger_query"]
+    assert query["http"]["endpoint"] == "127.0.0.1:1" and query["grpc"]["endpoint"] == "127.0.0.1:2"
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "127.0.0.1:3"
+    assert config["extensions"]["healthcheckv2"]["http"]["endpoint"] == "127.0.0.1:4"
+    assert config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]["port"] == 5
+    (badger,) = [b["badger"] for b in config["extensions"]["jaeger_storage"]["backends"].values()]
+    assert badger["directories"] == {"keys": "/data/keys", "values": "/data/values"}
+    assert template == load_config("jaeger.yaml")
+
+
+def test_jaeger_keeps_traces_14_days_on_disk_listens_on_loopback_only_and_does_not_trace_itself():
+    config = load_config("jaeger.yaml")
+    (badger,) = [b["badger"] for b in config["extensions"]["jaeger_storage"]["backends"].values()]
+    assert badger["ephemeral"] is False and badger["ttl"]["spans"] == "336h"
+    assert config["extensions"]["jaeger_query"]["enable_tracing"] is False
+    endpoints = [config["extensions"]["jaeger_query"]["http"]["endpoint"],
+                 config["extensions"]["jaeger_query"]["grpc"]["endpoint"],
+                 config["extensions"]["healthcheckv2"]["http"]["endpoint"],
+                 *(p["endpoint"] for p in config["receivers"]["otlp"]["protocols"].values())]
+    assert all(e.startswith("127.0.0.1:") for e in endpoints), endpoints
+    assert all(r["pull"]["exporter"]["prometheus"]["host"] == "127.0.0.1"
+               for r in config["service"]["telemetry"]["metrics"]["readers"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from lynx.auditor.runner import Auditor
 from lynx.auditor.settings import AuditorSettings
-from lynx.auditor.tempo import TempoClient
+from lynx.auditor.tracestore import TraceStoreClient
 from lynx.errors import LynxError
 from lynx.service import create_service_app
 
@@ -21,10 +21,10 @@ async def audit_now(request: Request) -> dict:
     try:
         totals = await asyncio.to_thread(request.app.state.auditor.run_once)
     except Exception as error:
-        raise LynxError(503, f"Tempo could not be read ({type(error).__name__}); see the auditor's log.",
-                        "tempo_unavailable", "server_error", headers={"Retry-After": "5"}) from error
+        raise LynxError(503, f"The trace store could not be read ({type(error).__name__}); see the auditor's log.",
+                        "trace_store_unavailable", "server_error", headers={"Retry-After": "5"}) from error
     return {"traces": totals.traces, "spans": totals.spans, "orphan_spans": totals.orphans,
-            "orphan_examples": [list(e) for e in totals.orphan_examples]}
+            "incomplete_traces": totals.incomplete, "orphan_examples": [list(e) for e in totals.orphan_examples]}
 
 
 def create_app(settings: AuditorSettings | None = None) -> FastAPI:
@@ -37,17 +37,17 @@ def create_app(settings: AuditorSettings | None = None) -> FastAPI:
             await asyncio.sleep(settings.interval_seconds)
 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tempo = TempoClient(settings.tempo_url)
-        app.state.auditor = Auditor(settings, tempo)
+        store = TraceStoreClient(settings.trace_store_url, settings.trace_store_kind)
+        app.state.auditor = Auditor(settings, store)
         loop = asyncio.create_task(periodically(app.state.auditor))
         try:
             yield
         finally:
             loop.cancel()
-            tempo.close()
+            store.close()
 
-    async def tempo_ready(app: FastAPI) -> bool:
-        return bool(getattr(app.state, "ready", False)) and await asyncio.to_thread(app.state.auditor.tempo.ready)
+    async def trace_store_ready(app: FastAPI) -> bool:
+        return bool(getattr(app.state, "ready", False)) and await asyncio.to_thread(app.state.auditor.store.ready)
 
     return create_service_app(name="auditor", settings=settings, lifespan=lifespan, router=router,
-                              readiness=tempo_ready)
+                              readiness=trace_store_ready)

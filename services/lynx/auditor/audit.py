@@ -1,11 +1,21 @@
-"""Orphan spans: a span whose parent is missing from its own trace. Pure functions."""
+"""Orphan spans: a span whose parent is missing from its own trace once that trace can no longer complete.
+Pure functions and a window of verdicts; the runner feeds it what the trace store returns.
+
+A trace's spans reach the store over a while: each service exports its spans in batches when they end, and the
+request span, the root, ends last (a stream's after its last token). A trace read early can therefore name parents
+that are still on their way. It can no longer complete once the longest request deadline and the export delay have
+passed since it started: only then does a missing parent make an orphan. Until then the trace is read again at
+every audit.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lynx.auditor.tempo import StoredSpan
+from lynx.auditor.tracestore import StoredSpan
+
+NANOS_PER_SECOND = 1e9
 
 
 @dataclass(frozen=True)
@@ -14,10 +24,11 @@ class AuditResult:
     spans: int
     orphans: int
     orphan_examples: tuple[tuple[str, str, str], ...] = ()  # (trace id, service, span name)
+    incomplete: int = 0  # traces still missing a parent that may yet arrive (no verdict yet)
 
     def __add__(self, other: AuditResult) -> AuditResult:
         return AuditResult(self.traces + other.traces, self.spans + other.spans, self.orphans + other.orphans,
-                           (self.orphan_examples + other.orphan_examples)[:10])
+                           (self.orphan_examples + other.orphan_examples)[:10], self.incomplete + other.incomplete)
 
 
 EMPTY = AuditResult(0, 0, 0)
@@ -31,26 +42,70 @@ def orphans_in_trace(spans: Iterable[StoredSpan]) -> list[StoredSpan]:
 
 
 def audit_trace(spans: list[StoredSpan]) -> AuditResult:
+    """The verdict on a trace that can no longer complete: each span missing its parent is an orphan."""
     orphans = orphans_in_trace(spans)
     return AuditResult(traces=1 if spans else 0, spans=len(spans), orphans=len(orphans),
                        orphan_examples=tuple((s.trace_id, s.service, s.name) for s in orphans[:3]))
 
 
+def trace_start(spans: Iterable[StoredSpan], first_seen: float) -> float:
+    """When the trace began (unix seconds): its earliest span's start, or when the auditor first saw it if no span
+    says (a clock cannot make a trace look older than the auditor knows it is)."""
+    starts = [s.start_unix_nano / NANOS_PER_SECOND for s in spans if s.start_unix_nano]
+    return min([*starts, first_seen])
+
+
+@dataclass(frozen=True)
+class TraceCheck:
+    """A trace as last read. ``final`` once it can no longer complete: then ``result`` is its verdict for good."""
+
+    started: float
+    first_seen: float
+    final: bool
+    result: AuditResult
+
+
+def check_trace(spans: list[StoredSpan], first_seen: float, now: float, complete_after: float) -> TraceCheck:
+    """``complete_after``: the longest request deadline plus the export delay, in seconds."""
+    started = trace_start(spans, first_seen)
+    if now - started >= complete_after:
+        return TraceCheck(started, first_seen, True, audit_trace(spans))
+    waiting = 1 if orphans_in_trace(spans) else 0
+    return TraceCheck(started, first_seen, False, AuditResult(1 if spans else 0, len(spans), 0, (), waiting))
+
+
 class AuditWindow:
-    """Traces audited in the last ``lookback`` seconds; each trace is audited once."""
+    """The traces of the last ``lookback`` seconds: each read again at every run until it can no longer complete,
+    then its verdict kept until the trace leaves the window."""
 
-    def __init__(self, lookback_seconds: float) -> None:
+    def __init__(self, lookback_seconds: float, complete_after_seconds: float) -> None:
         self.lookback = lookback_seconds
-        self._audited: dict[str, tuple[float, AuditResult]] = {}
+        self.complete_after = complete_after_seconds
+        self._checks: dict[str, TraceCheck] = {}
 
-    def pending(self, trace_ids: Iterable[str]) -> list[str]:
-        return [t for t in trace_ids if t not in self._audited]
+    def due(self, trace_ids: Iterable[str]) -> list[str]:
+        """What to read now: the listed traces without a verdict, and those known to be waiting even when the
+        store's listing left them out (it lists the newest first, up to a limit)."""
+        waiting = (t for t, check in self._checks.items() if not check.final)
+        return [t for t in dict.fromkeys([*trace_ids, *waiting]) if not self.is_final(t)]
 
-    def add(self, trace_id: str, result: AuditResult, now: float) -> None:
-        self._audited[trace_id] = (now, result)
+    def is_final(self, trace_id: str) -> bool:
+        check = self._checks.get(trace_id)
+        return check is not None and check.final
+
+    def record(self, trace_id: str, spans: list[StoredSpan], now: float) -> TraceCheck | None:
+        """The trace as just read; None when the store returned nothing (it is asked again next time)."""
+        if not spans:
+            return None
+        previous = self._checks.get(trace_id)
+        check = check_trace(spans, previous.first_seen if previous else now, now, self.complete_after)
+        self._checks[trace_id] = check
+        return check
 
     def expire(self, now: float) -> None:
-        self._audited = {t: v for t, v in self._audited.items() if now - v[0] <= self.lookback}
+        """Forgets traces older than the lookback (longer than ``complete_after``: a trace the store still has got
+        its verdict before)."""
+        self._checks = {t: c for t, c in self._checks.items() if now - c.started <= self.lookback}
 
     def totals(self) -> AuditResult:
-        return sum((result for _, result in self._audited.values()), EMPTY)
+        return sum((check.result for check in self._checks.values()), EMPTY)

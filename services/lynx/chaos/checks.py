@@ -1,5 +1,5 @@
 """What must hold after every scenario, each measured apart from what it checks: the clients' own records of
-every answer, the traces Tempo stored, the counters Prometheus scraped.
+every answer, the traces the trace store kept, the counters Prometheus scraped.
 
 The ``*_check`` functions are pure: records and readings in, a ``Check`` out. ``read_traces``,
 ``counter_increase`` and ``await_scrape`` fetch the readings.
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import httpx
 
 from lynx.auditor.audit import orphans_in_trace
-from lynx.auditor.tempo import StoredSpan, TempoClient
+from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
 
 COST_FAMILY = "lynx_tenant_cost_eur"
 VIOLATIONS_FAMILY = "lynx_cost_identity_violations"
@@ -43,7 +43,7 @@ class Check:
 
 @dataclass(frozen=True)
 class TraceAudit:
-    """One recorded trace as Tempo returned it: no spans means Tempo does not have it."""
+    """One recorded trace as the trace store returned it: no spans means the store does not have it."""
 
     trace_id: str
     spans: int
@@ -97,7 +97,7 @@ def orphans_check(audits: Sequence[TraceAudit]) -> Check:
 
 def missing_traces_check(audits: Sequence[TraceAudit]) -> Check:
     missing = [a.trace_id for a in audits if not a.spans]
-    return Check("traces in Tempo", f"{len(audits) - len(missing)} of {len(audits)}", "every recorded trace",
+    return Check("traces in the trace store", f"{len(audits) - len(missing)} of {len(audits)}", "every recorded trace",
                  not missing, ", ".join(missing[:3]))
 
 
@@ -144,16 +144,17 @@ def audit_spans(trace_id: str, spans: list[StoredSpan]) -> TraceAudit:
     return TraceAudit(trace_id, len(spans), tuple(orphans_in_trace(spans)))
 
 
-def read_traces(tempo: TempoClient, trace_ids: Iterable[str], wait_s: float, interval: float = 2.0) -> list[TraceAudit]:
-    """Every trace from Tempo, re-read until it is whole (present, no orphan) or ``wait_s`` has passed: spans arrive
-    in batches, parents after their children, so a trace may look broken for a while before it is not. Call it once
-    the traces are old enough for every service to have exported them (the auditor's settle time)."""
+def read_traces(store: TraceStoreClient, trace_ids: Iterable[str], wait_s: float,
+                interval: float = 2.0) -> list[TraceAudit]:
+    """Every trace from the trace store, re-read until it is whole (present, no orphan) or ``wait_s`` has passed:
+    spans arrive in batches, parents after their children, so a trace may look broken for a while before it is not.
+    Call it once the traces are old enough for every service to have exported them."""
     pending = list(dict.fromkeys(t for t in trace_ids if t))
     audits: dict[str, TraceAudit] = {}
     deadline = time.monotonic() + wait_s
     while True:
         for trace_id in pending:
-            audits[trace_id] = audit_spans(trace_id, tempo.trace(trace_id))
+            audits[trace_id] = audit_spans(trace_id, store.trace(trace_id))
         pending = [t for t in pending if not audits[t].spans or audits[t].orphans]
         if not pending or time.monotonic() >= deadline:
             return list(audits.values())

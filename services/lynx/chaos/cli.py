@@ -14,12 +14,12 @@ LOAD_SAFETY_SECONDS = 6 * 3600.0
 DESCRIPTION = """\
 Drives steady load through the gateway (streamed and not, one tenant per key), breaks the deployment while it runs,
 and after each scenario checks: every request answered (2xx, or 4xx/5xx with an OpenAI error body; no reset, no
-hang); every recorded trace in Tempo, without orphan spans; the costs returned to clients (failed requests included)
+hang); every recorded trace in the trace store, without orphan spans; the costs returned to clients (failed requests included)
 equal the increase of lynx_tenant_cost_eur_total in Prometheus within 0.1 %; no cost identity violation.
 
 Scenarios: 1 SIGKILL a leaf service mid-load (pod deleted with grace 0); 2 restart every service gracefully while
 streams are open; 3 latency and errors injected into a leaf service (refused unless its fault injection is enabled);
-4 Tempo stopped, then back; 5 Prometheus stopped, then back (needs --blocked-key).
+4 the trace store (Jaeger) stopped, then back; 5 Prometheus stopped, then back (needs --blocked-key).
 
 Local target: the processes `lynx up` started (its run directory's pids.json); a killed or stopped process is started
 again with its own command line and environment. Kubernetes target: the release's pods, found by the chart's labels;
@@ -37,7 +37,10 @@ def add_chaos_command(commands) -> None:
     where.add_argument("--release", help="kubernetes: the release name (default: any lynx pods of the namespace)")
     where.add_argument("--kubeconfig", help="kubernetes: default $KUBECONFIG, else ~/.kube/config")
     where.add_argument("--gateway-url", default="http://127.0.0.1:8080")
-    where.add_argument("--tempo-url", default="http://127.0.0.1:3200")
+    where.add_argument("--trace-store-url", default="http://127.0.0.1:16686",
+                       help="the trace store's query API (default: the local Jaeger's)")
+    where.add_argument("--trace-store-kind", choices=("jaeger", "tempo"), default="jaeger",
+                       help="jaeger (default), or tempo for a Tempo of your own (its HTTP port, 3200)")
     where.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
 
     what = chaos.add_argument_group("scenarios")
@@ -73,9 +76,9 @@ DURATION_FLAGS = (
     ("--tail", "tail_s", 15.0, "load once the deployment is whole again"),
     ("--gap", "gap_s", 3.0, "scenario 2: load between two restarts"),
     ("--fault-seconds", "fault_s", 30.0, "scenario 3: how long the faults stay"),
-    ("--tempo-outage", "tempo_outage_s", 30.0, "scenario 4: how long Tempo is down"),
+    ("--trace-store-outage", "trace_store_outage_s", 30.0, "scenario 4: how long the trace store is down"),
     ("--prometheus-outage", "prometheus_outage_s", 30.0, "scenario 5: how long Prometheus is down"),
-    ("--trace-settle", "trace_settle_s", 20.0, "age of the last trace before Tempo is read"),
+    ("--trace-settle", "trace_settle_s", 20.0, "age of the last trace before the trace store is read"),
     ("--trace-wait", "trace_wait_s", 60.0, "how long a trace that looks broken may take to become whole"),
     ("--scrape-wait", "scrape_wait_s", 120.0, "how long Prometheus may take to scrape the counters after the load"),
 )
@@ -93,7 +96,7 @@ def make_target(args: argparse.Namespace):
         return KubernetesTarget(args.namespace, args.kubeconfig, args.release)
     from lynx.cli import run_dir
 
-    return LocalTarget(args.run_dir or run_dir(), {"tempo": args.tempo_url, "prometheus": args.prometheus_url})
+    return LocalTarget(args.run_dir or run_dir(), {"trace-store": args.trace_store_url, "prometheus": args.prometheus_url})
 
 
 def load_keys(args: argparse.Namespace, target) -> tuple[str, ...]:
@@ -137,8 +140,9 @@ def run_chaos(args: argparse.Namespace) -> None:
     durations = Durations(**{field: getattr(args, field) for _, field, _, _ in DURATION_FLAGS})
     options = Options(kill_service=args.kill_service, fault_service=args.fault_service, fault=fault,
                       blocked_key=args.blocked_key)
-    chaos = Chaos(target, load, args.tempo_url, args.prometheus_url,
-                  tuple(sorted({tenants_by_hash[hash_key(k)] for k in keys})), durations, options)
+    chaos = Chaos(target, load, args.trace_store_url, args.prometheus_url,
+                  tuple(sorted({tenants_by_hash[hash_key(k)] for k in keys})), durations, options,
+                  trace_store_kind=args.trace_store_kind)
     print(f"lynx chaos on {target.describe()}: scenarios {', '.join(map(str, selected(args)))}; load of "
           f"{len(keys)} tenant(s) at {args.gateway_url}", flush=True)
     records = args.records.open("w") if args.records else None

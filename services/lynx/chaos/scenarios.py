@@ -4,7 +4,7 @@ part-way through it, the load on until the deployment has been whole again for a
 1. SIGKILL a tokenizer, retriever or decoder mid-load (on Kubernetes: its pod deleted with grace 0);
 2. restart every service, the gateway last, gracefully (SIGTERM / pod deletion) while streams are open;
 3. latency and errors injected into one leaf service for a while (only where fault injection is enabled);
-4. the trace backend (Tempo) stopped, then brought back;
+4. the trace store (Jaeger, or a Tempo of the user's) stopped, then brought back;
 5. Prometheus stopped, then brought back: a blocked tenant stays blocked throughout, and no charge is lost.
 
 In scenarios 1 and 2 a "witness" stream is opened before each signal, late enough before it to be generating
@@ -22,7 +22,7 @@ from typing import TextIO
 
 import httpx
 
-from lynx.auditor.tempo import TempoClient
+from lynx.auditor.tracestore import TraceStoreClient, TraceStoreKind
 from lynx.chaos import checks
 from lynx.chaos.checks import Check, classify
 from lynx.chaos.report import Progress
@@ -43,9 +43,9 @@ class Durations:
     tail_s: float = 15.0  # load once the deployment is whole again
     gap_s: float = 3.0  # scenario 2: load between one service's restart and the next
     fault_s: float = 30.0  # scenario 3: how long the faults stay
-    tempo_outage_s: float = 30.0  # scenario 4
+    trace_store_outage_s: float = 30.0  # scenario 4
     prometheus_outage_s: float = 30.0  # scenario 5
-    trace_settle_s: float = 20.0  # age of the last trace before Tempo is read (the auditor's settle time)
+    trace_settle_s: float = 20.0  # age of the last trace before the trace store is read
     trace_wait_s: float = 60.0  # how long a trace that looks broken may take to become whole
     scrape_wait_s: float = 120.0  # how long Prometheus may take to scrape the counters after the load
 
@@ -65,13 +65,14 @@ class Chaos:
 
     target: Target
     load: LoadSpec  # duration_s is only a safety net: the scenario stops its load itself
-    tempo_url: str
+    trace_store_url: str
     prometheus_url: str
     tenants: tuple[str, ...]  # the tenant ids of the load's keys: the cost counter's tenant label
     durations: Durations = field(default_factory=Durations)
     options: Options = field(default_factory=Options)
     progress: Progress = field(default_factory=Progress)
     records_file: TextIO | None = None  # one JSON line per request
+    trace_store_kind: TraceStoreKind = "jaeger"
 
 
 @dataclass
@@ -195,8 +196,8 @@ async def backend_outage(chaos: Chaos, run: Run, backend: str, seconds: float) -
         run.disruptions.append(await asyncio.to_thread(chaos.target.start_backend, backend))
 
 
-async def tempo_outage(chaos: Chaos, run: Run) -> None:
-    await backend_outage(chaos, run, "tempo", chaos.durations.tempo_outage_s)
+async def trace_store_outage(chaos: Chaos, run: Run) -> None:
+    await backend_outage(chaos, run, "trace-store", chaos.durations.trace_store_outage_s)
 
 
 async def prometheus_outage(chaos: Chaos, run: Run) -> None:
@@ -261,7 +262,7 @@ SCENARIOS = {
                 extra_checks=lambda run, records: [open_streams_check(run, records, complete=True),
                                                    checks.drain_check(run.disruptions)]),
     3: Scenario(3, "latency and errors injected into a leaf service", inject_faults, refusal=faults_refused),
-    4: Scenario(4, "trace backend stopped, then back", tempo_outage),
+    4: Scenario(4, "trace store stopped, then back", trace_store_outage),
     5: Scenario(5, "Prometheus stopped, then back", prometheus_outage, refusal=blocked_refused,
                 alongside=probe_blocked,
                 extra_checks=lambda run, records: [checks.blocked_check(run.blocked_statuses)]),
@@ -349,16 +350,16 @@ def evaluate(scenario: Scenario, chaos: Chaos, run: Run, records: list[RequestRe
 def trace_checks(chaos: Chaos, records: Sequence[RequestRecord], ended: float) -> list[Check]:
     settle = ended + chaos.durations.trace_settle_s - time.time()
     if settle > 0:
-        chaos.progress.set_phase(f"letting the last spans reach Tempo ({settle:.0f} s)")
+        chaos.progress.set_phase(f"letting the last spans reach the trace store ({settle:.0f} s)")
         time.sleep(settle)
-    chaos.progress.set_phase("reading every recorded trace from Tempo")
-    tempo = TempoClient(chaos.tempo_url)
+    chaos.progress.set_phase("reading every recorded trace from the trace store")
+    store = TraceStoreClient(chaos.trace_store_url, chaos.trace_store_kind)
     try:
-        audits = checks.read_traces(tempo, [r.trace_id for r in records if r.trace_id], chaos.durations.trace_wait_s)
+        audits = checks.read_traces(store, [r.trace_id for r in records if r.trace_id], chaos.durations.trace_wait_s)
     except httpx.HTTPError as error:
-        return [Check("traces read from Tempo", f"{type(error).__name__}: {error}", "readable", False)]
+        return [Check("traces read from the trace store", f"{type(error).__name__}: {error}", "readable", False)]
     finally:
-        tempo.close()
+        store.close()
     return [checks.missing_traces_check(audits), checks.orphans_check(audits)]
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
 LEAF_SERVICES = ("tokenizer", "retriever", "decoder")
-Backend = Literal["tempo", "prometheus"]
+Backend = Literal["trace-store", "prometheus"]
 READY_TIMEOUT_SECONDS = 600.0
 POLL_SECONDS = 0.5
 FAULTS_PATH = "/admin/faults"
@@ -71,7 +71,7 @@ class Target(Protocol):
         """Stop every instance of ``service`` gracefully (SIGTERM, its own grace) and wait for a ready replacement."""
 
     def stop_backend(self, backend: Backend) -> Disruption:
-        """Take Tempo or Prometheus away; returns once it is gone."""
+        """Take the trace store or Prometheus away; returns once it is gone."""
 
     def start_backend(self, backend: Backend) -> Disruption:
         """Bring it back; returns once it is ready."""
@@ -102,7 +102,10 @@ def poll(check: Callable[[], Value | None], timeout: float, what: str, describe:
 
 # -- local processes ------------------------------------------------------------------------------------------------
 
-LOCAL_READY_PATHS = {"tempo": "/ready", "prometheus": "/-/ready"}  # as lynx.stack starts them; services: /readyz
+# The backends' processes as `lynx up` names them, and the path that answers 200 at a backend's URL (the one the
+# chaos command is given) once it serves again: for the trace store, its query API reading storage. Services: /readyz.
+LOCAL_BACKEND_PROCESSES: dict[Backend, str] = {"trace-store": "jaeger", "prometheus": "prometheus"}
+LOCAL_READY_PATHS = {"jaeger": "/api/v3/services", "prometheus": "/-/ready"}
 UNROUTABLE_HOSTS = ("0.0.0.0", "::", "")
 
 
@@ -171,9 +174,10 @@ class LocalTarget:
 
     def _url(self, name: str) -> tuple[str, str]:
         if name in LOCAL_READY_PATHS:
-            if name not in self.backend_urls:
-                raise TargetError(f"no URL known for {name}")
-            return self.backend_urls[name], LOCAL_READY_PATHS[name]
+            backend = next(b for b, process in LOCAL_BACKEND_PROCESSES.items() if process == name)
+            if backend not in self.backend_urls:
+                raise TargetError(f"no URL known for the {backend} ({name})")
+            return self.backend_urls[backend], LOCAL_READY_PATHS[name]
         return service_url(name, self.recipes[name].env), "/readyz"
 
     def _require(self, name: str) -> int:
@@ -199,12 +203,13 @@ class LocalTarget:
         return [replace(stopped, ready_after_s=self._start(service) - started)]
 
     def stop_backend(self, backend: Backend) -> Disruption:
-        return self._stop(backend, "stop")
+        return self._stop(LOCAL_BACKEND_PROCESSES[backend], "stop")
 
     def start_backend(self, backend: Backend) -> Disruption:
+        name = LOCAL_BACKEND_PROCESSES[backend]
         at, started = time.time(), time.monotonic()
-        ready = self._start(backend)
-        return Disruption("start", backend, f"pid {self.pids[backend]}", at, ready_after_s=ready - started)
+        ready = self._start(name)
+        return Disruption("start", name, f"pid {self.pids[name]}", at, ready_after_s=ready - started)
 
     def faults_enabled(self, service: str) -> bool:
         url, _ = self._url(service)
@@ -283,6 +288,10 @@ NAME_LABEL, COMPONENT_LABEL, INSTANCE_LABEL = "app.kubernetes.io/name", "app.kub
 PROMETHEUS_CRD = ("monitoring.coreos.com", "v1", "prometheuses")
 TENANTS_FILE = "tenants.json"  # the key of the chart's tenants Secret
 PROMETHEUS_POD_LABEL = "operator.prometheus.io/name"  # what the Prometheus operator puts on the pods of a Prometheus
+# The workloads of a backend, when no Prometheus resource runs it: (name label, component label) tried in order. The
+# trace store is the chart's own Jaeger, else a Tempo of the user's (the opt-in subchart).
+BACKEND_LABELS: dict[Backend, tuple[tuple[str, str | None], ...]] = {
+    "trace-store": (("lynx", "jaeger"), ("tempo", None)), "prometheus": (("prometheus", None),)}
 
 
 def pod_ready(pod) -> bool:
@@ -293,8 +302,9 @@ def pod_ready(pod) -> bool:
 
 class KubernetesTarget:
     """A namespace where the chart runs: lynx's pods are found by the chart's labels (app.kubernetes.io/name=lynx,
-    app.kubernetes.io/component=<service>, and app.kubernetes.io/instance=<release> when given), Tempo by its
-    chart's name label, Prometheus by its Prometheus resource; everything through the Kubernetes API."""
+    app.kubernetes.io/component=<service>, and app.kubernetes.io/instance=<release> when given), the trace store as
+    the chart's Jaeger (component jaeger) or a Tempo subchart (name label tempo), Prometheus by its Prometheus
+    resource; everything through the Kubernetes API."""
 
     def __init__(self, namespace: str, kubeconfig: str | None = None, release: str | None = None,
                  ready_timeout: float = READY_TIMEOUT_SECONDS) -> None:
@@ -372,7 +382,7 @@ class KubernetesTarget:
     # -- backends
     def _workloads(self, backend: Backend) -> list[tuple[str, str, int]]:
         """(kind, name, replicas) of what runs the backend: the Prometheus operator's Prometheus resources, else the
-        StatefulSets and Deployments with the backend's chart name label (app.kubernetes.io/name=tempo)."""
+        StatefulSets and Deployments with the first of the backend's BACKEND_LABELS that any has."""
         from kubernetes.client.exceptions import ApiException
 
         workloads = []
@@ -385,15 +395,17 @@ class KubernetesTarget:
                     raise
                 found = []
             workloads = [("Prometheus", p["metadata"]["name"], p["spec"].get("replicas", 1)) for p in found]
-        if not workloads:
-            selector = self._selector(backend)
+        selectors = [self._selector(name, component) for name, component in BACKEND_LABELS[backend]]
+        for selector in selectors:
+            if workloads:
+                break
             workloads = [(kind, w.metadata.name, w.spec.replicas)
                          for kind, listing in (("StatefulSet", self.apps.list_namespaced_stateful_set),
                                                ("Deployment", self.apps.list_namespaced_deployment))
                          for w in listing(self.namespace, label_selector=selector).items]
         if not workloads:
             raise TargetError(f"no {backend} found in namespace {self.namespace} (a Prometheus resource, or "
-                              f"StatefulSets and Deployments labelled {self._selector(backend)})")
+                              f"StatefulSets and Deployments labelled {' or '.join(selectors)})")
         return workloads
 
     def _backend_pods(self, kind: str, name: str) -> list:

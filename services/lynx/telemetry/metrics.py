@@ -181,6 +181,7 @@ def cost_metrics() -> CostMetrics:
 @dataclass(frozen=True)
 class AuditorMetrics:
     orphan_spans: Gauge
+    incomplete_traces: Gauge
     window_spans: Gauge
     window_traces: Gauge
     spans_checked: Counter
@@ -192,16 +193,20 @@ class AuditorMetrics:
 
 @functools.cache
 def auditor_metrics() -> AuditorMetrics:
-    """What the trace auditor found in Tempo."""
+    """What the trace auditor found in the trace store."""
     return AuditorMetrics(
         orphan_spans=Gauge("lynx_trace_orphan_spans",
-                           "Spans whose parent is missing from their trace, among traces of the lookback window."),
+                           "Spans whose parent is missing from their trace once it can no longer complete, among "
+                           "traces of the lookback window."),
+        incomplete_traces=Gauge("lynx_trace_audit_incomplete_traces",
+                                "Traces of the lookback window missing a parent span that may still arrive "
+                                "(read again at every audit until the request deadline and export delay passed)."),
         window_spans=Gauge("lynx_trace_audit_window_spans", "Spans checked in the lookback window."),
         window_traces=Gauge("lynx_trace_audit_window_traces", "Traces checked in the lookback window."),
         spans_checked=Counter("lynx_trace_audit_spans_checked", "Spans checked by the auditor."),
         traces_checked=Counter("lynx_trace_audit_traces_checked", "Traces checked by the auditor."),
         orphans_found=Counter("lynx_trace_audit_orphan_spans_found", "Orphan spans found by the auditor."),
-        failures=Counter("lynx_trace_audit_failures", "Audit runs that could not read Tempo."),
+        failures=Counter("lynx_trace_audit_failures", "Audit runs that could not read the trace store."),
         last_run=Gauge("lynx_trace_audit_last_run_timestamp_seconds", "When the last audit run finished."),
     )
 

@@ -1,11 +1,12 @@
-import base64
+from lynx.auditor.audit import AuditResult, AuditWindow, audit_trace, check_trace, orphans_in_trace, trace_start
+from lynx.auditor.tracestore import StoredSpan
 
-from lynx.auditor.audit import AuditResult, AuditWindow, audit_trace, orphans_in_trace
-from lynx.auditor.tempo import StoredSpan, hex_id, spans_from_otlp_json
+COMPLETE_AFTER = 90.0  # a request deadline of 60 s and an export delay of 30 s
 
 
-def span(span_id: str, parent: str = "", links: tuple[str, ...] = ()) -> StoredSpan:
-    return StoredSpan("t" * 32, span_id, parent, f"span-{span_id}", "svc", links)
+def span(span_id: str, parent: str = "", links: tuple[str, ...] = (), started: float = 0.0) -> StoredSpan:
+    return StoredSpan("t" * 32, span_id, parent, f"span-{span_id}", "svc", links,
+                      start_unix_nano=int(started * 1e9))
 
 
 def test_a_complete_trace_has_no_orphans():
@@ -27,36 +28,68 @@ def test_audit_counts_traces_spans_and_orphans():
     assert audit_trace([]) == AuditResult(0, 0, 0)
 
 
-def test_the_window_audits_each_trace_once_and_forgets_old_ones():
-    window = AuditWindow(lookback_seconds=60)
-    window.add("t1", AuditResult(1, 5, 1), now=100)
-    assert window.pending(["t1", "t2"]) == ["t2"]
-    window.add("t2", AuditResult(1, 3, 0), now=130)
-    assert window.totals() == AuditResult(2, 8, 1)
-    window.expire(now=170)
+def test_a_trace_starts_with_its_earliest_span_or_when_it_was_first_seen():
+    assert trace_start([span("a", started=1000.0), span("b", "a", started=1002.5)], first_seen=1050.0) == 1000.0
+    assert trace_start([span("a")], first_seen=1050.0) == 1050.0  # no span says when it started
+    assert trace_start([span("a", started=2000.0)], first_seen=1050.0) == 1050.0  # a clock ahead of the auditor's
+
+
+def test_a_missing_parent_is_no_orphan_while_the_trace_may_still_complete():
+    # A stream's children have arrived; its request span, the root, ends (and is exported) last.
+    early = [span("retrieve", "request", started=1000.0), span("decode", "request", started=1001.0)]
+    check = check_trace(early, first_seen=1020.0, now=1020.0, complete_after=COMPLETE_AFTER)
+    assert not check.final and check.result.orphans == 0 and check.result.incomplete == 1
+    assert check.result.spans == 2
+
+
+def test_a_parent_still_missing_once_the_trace_can_no_longer_complete_makes_orphans():
+    late = [span("retrieve", "request", started=1000.0), span("decode", "request", started=1001.0)]
+    check = check_trace(late, first_seen=1020.0, now=1000.0 + COMPLETE_AFTER, complete_after=COMPLETE_AFTER)
+    assert check.final and check.result.orphans == 2 and check.result.incomplete == 0
+    assert check.result.orphan_examples[0] == ("t" * 32, "svc", "span-retrieve")
+
+
+def test_the_window_rechecks_a_trace_until_its_parent_arrives_and_never_cries_wolf():
+    window = AuditWindow(lookback_seconds=300, complete_after_seconds=COMPLETE_AFTER)
+    children = [span("retrieve", "request", started=1000.0), span("decode", "request", started=1001.0)]
+    window.record("t1", children, now=1020.0)
+    assert window.totals() == AuditResult(1, 2, 0, (), incomplete=1)
+    assert window.due([]) == ["t1"]  # read again even when the store's listing leaves it out
+    whole = [span("request", started=1000.0), *children]
+    window.record("t1", whole, now=1040.0)
     assert window.totals() == AuditResult(1, 3, 0)
+    assert window.due(["t1"]) == ["t1"]  # whole so far, but a late child could still name a missing parent
+    final = window.record("t1", whole, now=1000.0 + COMPLETE_AFTER)
+    assert final is not None and final.final and final.result == AuditResult(1, 3, 0)
+    assert window.due(["t1"]) == []  # a verdict is final: never read again
 
 
-def test_ids_are_read_in_hex_or_base64():
-    raw = bytes(range(16))
-    assert hex_id(base64.b64encode(raw).decode()) == raw.hex()
-    assert hex_id(raw.hex().upper()) == raw.hex()
-    assert hex_id("") == ""
+def test_a_planted_orphan_is_reported_once_its_trace_can_no_longer_complete():
+    window = AuditWindow(lookback_seconds=300, complete_after_seconds=COMPLETE_AFTER)
+    planted = [span("orphan", "ghost", started=1000.0)]
+    window.record("t1", planted, now=1010.0)
+    assert window.totals().orphans == 0
+    window.record("t1", planted, now=1100.0)
+    assert window.totals().orphans == 1 and window.totals().incomplete == 0
 
 
-def test_otlp_json_in_either_layout():
-    trace_id, root, child = bytes(16), bytes([1] * 8), bytes([2] * 8)
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
-    document = {"batches": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "lynx-gateway"}}]},
-        "scopeSpans": [{"spans": [
-            {"traceId": b64(trace_id), "spanId": b64(root), "name": "root"},
-            {"traceId": b64(trace_id), "spanId": b64(child), "parentSpanId": b64(root), "name": "child",
-             "links": [{"traceId": b64(trace_id), "spanId": b64(bytes([9] * 8))}]},
-        ]}]}]}
-    spans = spans_from_otlp_json(document)
-    assert [(s.name, s.service, s.parent_span_id) for s in spans] == [
-        ("root", "lynx-gateway", ""), ("child", "lynx-gateway", root.hex())]
-    assert spans[1].linked_span_ids == (bytes([9] * 8).hex(),)
-    renamed = {"trace": {"resourceSpans": document["batches"]}}
-    assert spans_from_otlp_json(renamed) == spans
+def test_a_late_child_with_a_missing_parent_is_still_caught():
+    window = AuditWindow(lookback_seconds=300, complete_after_seconds=COMPLETE_AFTER)
+    window.record("t1", [span("request", started=1000.0)], now=1030.0)
+    window.record("t1", [span("request", started=1000.0), span("late", "ghost", started=1040.0)], now=1095.0)
+    assert window.totals().orphans == 1
+
+
+def test_the_window_forgets_traces_older_than_the_lookback():
+    window = AuditWindow(lookback_seconds=300, complete_after_seconds=COMPLETE_AFTER)
+    window.record("old", [span("x", "ghost", started=1000.0)], now=1100.0)
+    window.record("new", [span("y", started=1200.0)], now=1300.0)
+    assert window.totals() == AuditResult(2, 2, 1, (("t" * 32, "svc", "span-x"),))
+    window.expire(now=1301.0)
+    assert window.totals() == AuditResult(1, 1, 0)
+
+
+def test_a_trace_the_store_does_not_return_is_asked_for_again():
+    window = AuditWindow(lookback_seconds=300, complete_after_seconds=COMPLETE_AFTER)
+    assert window.record("t1", [], now=1000.0) is None
+    assert window.due(["t1"]) == ["t1"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lynx.auditor.tempo import StoredSpan
+from lynx.auditor.tracestore import StoredSpan
 from lynx.chaos.checks import (
     TraceAudit, answered_check, audit_spans, blocked_check, classify, cost_check, costs_agree, drain_check,
     label_matcher, missing_traces_check, orphans_check, recovered_check, violations_check,
@@ -50,7 +50,7 @@ def test_recovery_needs_a_request_sent_after_the_disruption_began_and_ended_afte
     assert not recovered_check([request("http_error", status=503, started=111.0)], 100.0, 110.0).ok
 
 
-def test_orphans_and_missing_traces_are_counted_from_what_tempo_returned():
+def test_orphans_and_missing_traces_are_counted_from_what_the_trace_store_returned():
     whole = audit_spans("1" * 32, [span("a"), span("b", "a")])
     broken = audit_spans("2" * 32, [span("a"), span("c", "never-exported")])
     missing = TraceAudit("3" * 32, 0)

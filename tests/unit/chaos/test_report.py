@@ -37,8 +37,8 @@ def test_scenarios_are_chosen_by_number_or_all():
     add_chaos_command(parser.add_subparsers())
     assert selected(parser.parse_args(["chaos"])) == [1, 2, 3, 4, 5]
     assert selected(parser.parse_args(["chaos", "--scenario", "4", "--scenario", "1"])) == [1, 4]
-    args = parser.parse_args(["chaos", "--scenario", "2", "--tail", "3", "--tempo-outage", "8"])
-    assert (args.tail_s, args.tempo_outage_s, args.lead_s) == (3.0, 8.0, 10.0)
+    args = parser.parse_args(["chaos", "--scenario", "2", "--tail", "3", "--trace-store-outage", "8"])
+    assert (args.tail_s, args.trace_store_outage_s, args.lead_s) == (3.0, 8.0, 10.0)
 
 
 def test_a_local_service_is_reached_where_its_settings_say():
