@@ -3,7 +3,7 @@
 the gateway's fast paths (GET /v1/models, a request refused for its unknown API key) in requests/s and p99 latency.
 
 One deployment in `lynx up`'s configuration on free ports (four services, spans to an OpenTelemetry Collector
-forwarding to Tempo, a Prometheus scraping every 5 s). Alternating, --repeats times: the in-place raw loop of
+forwarding to Jaeger, a Prometheus scraping every 5 s). Alternating, --repeats times: the in-place raw loop of
 scripts/bench_engines.py in this process (a batch of as many sequences as the decoder has KV slots, each with a
 prompt as long as the gateway's, generating the same tokens), then --concurrency clients sending `lynx load`'s chat
 completions back to back through the gateway for --seconds. Then the fast paths, alternating, each --fast-seconds
@@ -217,7 +217,7 @@ def render(args: argparse.Namespace, result: dict) -> str:
         f"Produced by `{args.command}` on {machine()} (load average {result['load'][0]:.1f} at the start, "
         f"{result['load'][1]:.1f} at the end), onnxruntime with {THREADS} intra-op threads. One deployment in "
         "`lynx up`'s configuration on free ports: the four services with their default settings (the decoder has "
-        f"{result['slots']} KV slots), every span exported to an OpenTelemetry Collector forwarding to Tempo, a "
+        f"{result['slots']} KV slots), every span exported to an OpenTelemetry Collector forwarding to Jaeger, a "
         "Prometheus scraping every 5 s. Medians of the repeats; percentiles interpolated.", "",
         "### Saturation against the raw decode limit", "",
         f"Gateway: {args.concurrency} clients send `lynx load`'s chat completions back to back for {args.seconds:g} s "
@@ -259,7 +259,7 @@ def render_fast_paths(args: argparse.Namespace, fast: dict[tuple[str, str], list
         "`OTEL_SDK_DISABLED=true`. CPU per request: user + system time of each process over the run, divided by the "
         "requests answered.", "",
         "| path | gateway | requests/s | p50 | p99 | each run: requests/s | CPU per request: gateway, client, "
-        "collector + Tempo | targets |",
+        "collector + Jaeger | targets |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (path, gateway), runs in fast.items():
@@ -267,7 +267,7 @@ def render_fast_paths(args: argparse.Namespace, fast: dict[tuple[str, str], list
         met = "met" if fast_rps >= FAST_RPS_TARGET and p99 < FAST_P99_TARGET_MS else "missed"
         lines.append(f"| {path} | {gateway} | {fast_rps:.0f} | {median([r.p50_ms for r in runs]):.1f} ms "
                      f"| {p99:.1f} ms | {', '.join(f'{r.requests_per_s:.0f}' for r in runs)} "
-                     f"| {cpu(runs, 'gateway')}, {cpu(runs, CLIENT)}, {cpu(runs, 'otelcol', 'tempo')} "
+                     f"| {cpu(runs, 'gateway')}, {cpu(runs, CLIENT)}, {cpu(runs, 'otelcol', 'jaeger')} "
                      f"| {met if gateway == TRACED else '-'} |")
     return lines
 

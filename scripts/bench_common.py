@@ -28,7 +28,7 @@ from lynx.load.report import LoadReport, summarize
 from lynx.models.cache import build
 from lynx.processes import ServiceProcess, start_service, wait_ready
 from lynx.stack import (
-    find_binary, load_config, prometheus_config, start_collector, start_prometheus, start_tempo,
+    find_binary, load_config, prometheus_config, start_collector, start_jaeger, start_prometheus,
 )
 
 LEAVES = ("tokenizer", "retriever", "decoder")
@@ -123,12 +123,12 @@ def required_binary(name: str) -> Path:
 
 
 def start_observed(processes: Processes, env: dict[str, str], work: Path) -> Deployment:
-    """`lynx up`'s configuration on free ports: spans to an OpenTelemetry Collector forwarding to Tempo, and a
+    """`lynx up`'s configuration on free ports: spans to an OpenTelemetry Collector forwarding to Jaeger, and a
     Prometheus scraping the four services at config/prometheus.yml's interval."""
-    tempo, tempo_ports = start_tempo(required_binary("tempo"), load_config("tempo.yaml"), work / "tempo")
-    processes.add(tempo)
+    jaeger, jaeger_ports = start_jaeger(required_binary("jaeger"), load_config("jaeger.yaml"), work / "jaeger")
+    processes.add(jaeger)
     collector, collector_ports = start_collector(required_binary("otelcol-lynx"), load_config("otelcol.yaml"),
-                                                 work / "otelcol", f"http://127.0.0.1:{tempo_ports.otlp_http}")
+                                                 work / "otelcol", jaeger_ports.otlp_url)
     processes.add(collector)
     otlp_endpoint = f"http://127.0.0.1:{collector_ports.otlp_http}"
     exporting = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint}
@@ -137,7 +137,7 @@ def start_observed(processes: Processes, env: dict[str, str], work: Path) -> Dep
     prometheus = start_prometheus(required_binary("prometheus"), prometheus_config(load_config("prometheus.yml"),
                                                                                    targets), work / "prometheus")
     processes.add(prometheus)
-    observability = {"tempo": tempo, "otelcol": collector, "prometheus": prometheus}
+    observability = {"jaeger": jaeger, "otelcol": collector, "prometheus": prometheus}
     wait_ready([*observability.values(), *services.values()], START_TIMEOUT_SECONDS)
     return Deployment(services, observability, add_tenant(env, f"bench-{work.name}"),
                       f"http://127.0.0.1:{collector_ports.metrics}/metrics", otlp_endpoint)

@@ -8,7 +8,7 @@
    metrics and export nothing.
 2. Observability tax: throughput at a concurrency that saturates the decoder, alternating runs between two
    deployments of the four services: "on" is `lynx up`'s configuration (spans over OTLP to an OpenTelemetry
-   Collector forwarding to Tempo, a Prometheus scraping every service), "off" sets OTEL_SDK_DISABLED=true.
+   Collector forwarding to Jaeger, a Prometheus scraping every service), "off" sets OTEL_SDK_DISABLED=true.
 
 Usage: .venv/bin/python scripts/bench_pipeline.py [--parts microservices observability] [--pairs 30]
        [--repeats 5] [--seconds 60] [--concurrency 8] [--output docs/BENCHMARKS.md]
@@ -217,7 +217,7 @@ def render_microservices(args: argparse.Namespace, result: dict) -> str:
 # --- 2. observability tax ------------------------------------------------------------------------------------------
 
 def sent_spans(deployment: Deployment) -> float:
-    """Spans the collector has sent on to Tempo (its own counter)."""
+    """Spans the collector has sent on to Jaeger (its own counter)."""
     text = httpx.get(deployment.collector_metrics_url, timeout=10).text
     return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
                if sample.name.startswith(SENT_SPANS) and not sample.name.endswith("_created"))
@@ -300,7 +300,7 @@ def render_observability(args: argparse.Namespace, result: dict) -> str:
         "streamed, retrieval on). Throughput counts the answers that ended between a run's first answer and the end of "
         "its sending, when every client was busy (neither the ramp-up nor the drain). "
         "On: `lynx up`'s configuration on free ports: every span exported over OTLP/HTTP to the OpenTelemetry "
-        "Collector (otelcol-lynx, config/otelcol.yaml), which forwards to Tempo, and a Prometheus scraping the four "
+        "Collector (otelcol-lynx, config/otelcol.yaml), which forwards to Jaeger, and a Prometheus scraping the four "
         "services every 5 s (config/prometheus.yml). Off: `OTEL_SDK_DISABLED=true`, which lynx honours (its tracer "
         "provider is the SDK's, whose tracers are then no-ops: no span is made, no trace id returned), and no "
         "scraper. Metrics and the cost ledger have no off switch: both sides record them.", "",
@@ -311,7 +311,7 @@ def render_observability(args: argparse.Namespace, result: dict) -> str:
           f"| {', '.join(f'{r.requests_per_s:.2f}' for r in rs)} |" for side, rs in runs.items()),
         "",
         f"On / off (medians): **{rps_ratio:.1%}** of the requests/s, **{tps_ratio:.1%}** of the output tokens/s "
-        f"(target >= {THROUGHPUT_TARGET:.0%}: {met}). The collector sent {result['spans']:.0f} spans on to Tempo during "
+        f"(target >= {THROUGHPUT_TARGET:.0%}: {met}). The collector sent {result['spans']:.0f} spans on to Jaeger during "
         f"the measured runs: {result['spans'] / max(ok_on, 1):.1f} per answered request.", "",
         "CPU time per answered request, by process (median of the runs):", "",
         "| process | on | off |", "| --- | --- | --- |",

@@ -2,7 +2,7 @@
 """Soak: open-loop arrivals at a fraction of the measured capacity for minutes through `lynx up`'s stack; errors,
 each service's memory at the start and the end, and which dashboard panels the stack's own Prometheus can fill.
 
-Starts `lynx up` (the four services, the budget loop, Tempo behind the OpenTelemetry Collector, the trace auditor and
+Starts `lynx up` (the four services, the budget loop, Jaeger behind the OpenTelemetry Collector, the trace auditor and
 a Prometheus, on lynx's default ports; it refuses to run if anything already listens there) and stops it with
 `lynx down` however the run ends. Two tenants of its own: one with a roomy daily budget sends all the load, one whose
 budget no request fits sends one request every --probe-seconds, as the dashboards test does, so that the refusal
@@ -42,7 +42,7 @@ from bench_common import (
     MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, Saturation, command_line, load_average, load_spec, machine, saturate,
     stop_on_sigterm, write_section,
 )
-from lynx.cli import SERVEABLE, configured_port, run_dir
+from lynx.cli import LOCAL_JAEGER_PORTS, SERVEABLE, configured_port, run_dir
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.queries import PanelQuery, panel_queries
 from lynx.gateway.settings import GatewaySettings
@@ -55,8 +55,9 @@ from lynx_budget.local import FileStore, LocalBudgetSettings
 SECTION_HEADING = "## Soak at a fraction of capacity"
 LYNX = Path(sys.executable).with_name("lynx")
 PROMETHEUS = "http://127.0.0.1:9090"
-# lynx up's ports: the services, the budget loop and auditor, Prometheus, Tempo, the collector.
-LYNX_UP_PORTS = (8080, 8081, 8082, 8083, 8084, 8085, 9090, 3200, 9095, 4319, 7946, 4318, 13133, 8888)
+# lynx up's ports: the services, the budget loop and auditor, Prometheus, Jaeger (lynx.cli.LOCAL_JAEGER_PORTS), the
+# collector.
+LYNX_UP_PORTS = (8080, 8081, 8082, 8083, 8084, 8085, 9090, *LOCAL_JAEGER_PORTS.values(), 4318, 13133, 8888)
 SERVED, REFUSED = "soak", "soak-refused"
 ROOMY_CAP_EUR = 100.0
 NO_REQUEST_FITS_EUR = 1e-6
@@ -245,7 +246,7 @@ def render(args: argparse.Namespace, result: dict) -> str:
         SECTION_HEADING, "",
         f"Produced by `{args.command}` on {machine()} (load average {result['load'][0]:.1f} at the start, "
         f"{result['load'][1]:.1f} at the end), against `lynx up`'s stack on its default ports (the four services with "
-        "their default settings, the budget loop, Tempo behind the OpenTelemetry Collector, the trace auditor, a "
+        "their default settings, the budget loop, Jaeger behind the OpenTelemetry Collector, the trace auditor, a "
         "Prometheus scraping every 5 s), started and stopped by the script.", "",
         f"Capacity, measured first on the same stack: {args.concurrency} clients sending `lynx load`'s chat completions "
         f"(`max_tokens` {MAX_TOKENS}, half streamed, retrieval on) back to back for {args.capacity_seconds:g} s: "

@@ -110,6 +110,7 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str], dict
     """Jaeger (+ the auditor, + the collector the services export to, which sends on to Jaeger) and Prometheus when
     their binaries exist; says what it skipped and why. Returns the processes, the services' environment, and
     what a person can open: name -> URL."""
+    from lynx.gateway.settings import GatewaySettings
     from lynx.stack import (
         CollectorPorts, JaegerPorts, find_binary, load_config, prometheus_config, start_collector, start_jaeger,
         start_prometheus,
@@ -135,8 +136,6 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str], dict
                   "(scripts/build_tools.sh otelcol builds it); spans go straight to Jaeger and are lost while it is "
                   "down", file=sys.stderr)
         service_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
-        from lynx.gateway.settings import GatewaySettings
-
         # The auditor waits out the gateway's deadline before it calls a missing parent lost.
         auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TRACE_STORE_URL": ports.query_url,
                                             "LYNX_AUDITOR_TRACE_STORE_KIND": "jaeger",
@@ -146,7 +145,7 @@ def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str], dict
         started.append(auditor)
         urls["auditor"] = f"{auditor.url}/metrics (orphan spans: POST {auditor.url}/v1/audit)"
     else:
-        print("skipped Jaeger and the trace auditor: no `jaeger` binary on PATH or in ~/.cache/lynx-tools/bin "
+        print("skipped Jaeger and the trace auditor: no `jaeger` in ~/.cache/lynx-tools/bin "
               "(scripts/build_tools.sh jaeger builds it); spans are not exported", file=sys.stderr)
     prometheus_binary = find_binary("prometheus")
     if prometheus_binary:

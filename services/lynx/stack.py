@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "config"
 TOOLS_BIN = Path(os.environ.get("LYNX_TOOLS_CACHE", Path.home() / ".cache" / "lynx-tools")) / "bin"
 # Binaries that must be the versions the chart deploys: only the tool cache's builds count, never another on PATH
-# (Debian's Prometheus 2 reads PromQL differently from the chart's Prometheus 3).
-PINNED = frozenset({"prometheus", "promtool", "alertmanager", "amtool"})
+# (Debian's Prometheus 2 reads PromQL differently from the chart's Prometheus 3; a Jaeger 1 reads no --config).
+PINNED = frozenset({"prometheus", "promtool", "alertmanager", "amtool", "jaeger"})
 
 
 def find_binary(name: str) -> Path | None:

@@ -16,7 +16,7 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
 from lynx.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
-from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus, start_tempo
+from lynx.stack import JaegerPorts, find_binary, load_config, prometheus_config, start_jaeger, start_prometheus
 
 from .otlp_sink import OtlpSink
 
@@ -124,13 +124,24 @@ def tight_stack(base_env, sink, tmp_path_factory) -> Iterator[Stack]:
 
 @dataclass
 class ObservedStack:
-    """The services exporting to a real Tempo, scraped by a real Prometheus, audited by the auditor."""
+    """The services exporting to a real Jaeger, scraped by a real Prometheus, audited by the auditor."""
 
     services: Stack
-    tempo: ServiceProcess
-    tempo_otlp: str
+    jaeger: ServiceProcess
+    jaeger_ports: JaegerPorts
     prometheus: ServiceProcess
     auditor: ServiceProcess
+    audit_complete_after: float  # the auditor's request deadline + export delay
+
+    @property
+    def trace_store_url(self) -> str:
+        """Jaeger's query API."""
+        return self.jaeger_ports.query_url
+
+    @property
+    def trace_store_otlp(self) -> str:
+        """Jaeger's OTLP/HTTP receiver."""
+        return self.jaeger_ports.otlp_url
 
     def query(self, expr: str, prometheus: ServiceProcess | None = None) -> list[dict]:
         import httpx
@@ -165,19 +176,40 @@ def required_binary(name: str, how: str) -> Path:
     return binary
 
 
+def start_trace_store(work_dir: Path) -> tuple[ServiceProcess, JaegerPorts]:
+    """A Jaeger on free ports keeping its traces in ``work_dir``, ready."""
+    jaeger, ports = start_jaeger(required_binary("jaeger", "scripts/build_tools.sh jaeger"), load_config("jaeger.yaml"),
+                                 work_dir)
+    try:
+        wait_ready([jaeger], START_TIMEOUT_SECONDS)
+    except Exception:
+        stop_processes([jaeger])
+        raise
+    return jaeger, ports
+
+
+def auditor_environment(trace_store_url: str, request_deadline_seconds: float,
+                        export_delay_seconds: float) -> dict[str, str]:
+    """An auditor reading ``trace_store_url`` every 2 s, over 15 minutes, waiting out the gateway's deadline and the
+    export delay before it calls a missing parent lost."""
+    return {"LYNX_AUDITOR_TRACE_STORE_URL": trace_store_url, "LYNX_AUDITOR_INTERVAL_SECONDS": "2",
+            "LYNX_AUDITOR_LOOKBACK_SECONDS": "900", "LYNX_AUDITOR_EXPORT_DELAY_SECONDS": str(export_delay_seconds),
+            "LYNX_AUDITOR_REQUEST_DEADLINE_SECONDS": str(request_deadline_seconds)}
+
+
 @pytest.fixture(scope="session")
 def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
+    from lynx.gateway.settings import GatewaySettings
+
     work = tmp_path_factory.mktemp("observed")
-    tempo_binary = required_binary("tempo", "scripts/build_tools.sh tempo")
     required_binary("prometheus", "scripts/build_tools.sh prometheus")  # fail before starting anything
-    tempo, ports = start_tempo(tempo_binary, load_config("tempo.yaml"), work / "tempo")
-    started: list[ServiceProcess] = [tempo]
+    jaeger, ports = start_trace_store(work / "jaeger")
+    started: list[ServiceProcess] = [jaeger]
     try:
-        wait_ready([tempo], START_TIMEOUT_SECONDS)
-        otlp = f"http://127.0.0.1:{ports.otlp_http}"
-        env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
-        auditor_env = {"LYNX_AUDITOR_TEMPO_URL": tempo.url, "LYNX_AUDITOR_SETTLE_SECONDS": "3",
-                       "LYNX_AUDITOR_INTERVAL_SECONDS": "2", "LYNX_AUDITOR_LOOKBACK_SECONDS": "900"}
+        env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": ports.otlp_url}
+        # Spans go straight to Jaeger here: the SDK's 0.2 s batch delay and Jaeger's indexing fit in 5 s.
+        deadline, export_delay = GatewaySettings().request_deadline_seconds, 5.0
+        auditor_env = auditor_environment(ports.query_url, deadline, export_delay)
         auditor = start_service("auditor", {**env, **auditor_env}, work / "auditor.log")
         started.append(auditor)
         services = start_stack(env, work, sink)
@@ -185,7 +217,7 @@ def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
         wait_ready([auditor], START_TIMEOUT_SECONDS)
         prometheus = scraping_prometheus(services, auditor, work / "prometheus")
         started.append(prometheus)
-        yield ObservedStack(services, tempo, otlp, prometheus, auditor)
+        yield ObservedStack(services, jaeger, ports, prometheus, auditor, deadline + export_delay)
     finally:
         stop_processes(started)
 
@@ -207,8 +239,8 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
 
 @pytest.fixture(scope="session")
 def faulty(observed: ObservedStack, base_env, sink, tmp_path_factory) -> Iterator[Stack]:
-    """Services exporting to the observed stack's Tempo, with fault injection on and a 5 s deadline."""
-    env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.tempo_otlp}
+    """Services exporting to the observed stack's Jaeger, with fault injection on and a 5 s deadline."""
+    env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp}
     running = start_stack(env, tmp_path_factory.mktemp("faulty-logs"), sink, {
         "tokenizer": {"LYNX_TOKENIZER_FAULTS_ENABLED": "true"},
         "decoder": {"LYNX_DECODER_FAULTS_ENABLED": "true", "LYNX_DECODER_KV_SLOTS": "4"},

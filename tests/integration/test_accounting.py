@@ -1,6 +1,6 @@
 """Every way a request ends is charged once, the same everywhere; the decoder's time is all accounted for.
 
-Real processes: the four services export to a real Tempo; the decoder and tokenizer run with fault
+Real processes: the four services export to a real Jaeger; the decoder and tokenizer run with fault
 injection switched on (it is off by default) so a decoder failure and a slow stage can be planted.
 """
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from lynx.auditor.audit import orphans_in_trace
-from lynx.auditor.tempo import TempoClient
+from lynx.auditor.tracestore import TraceStoreClient
 from lynx.processes import start_service, wait_ready
 
 from .conftest import MODEL_NAME, ObservedStack, Stack, metric_value, wait_for
@@ -202,13 +202,13 @@ def test_decoder_seconds_charged_add_up_to_its_busy_time_and_with_idle_to_its_wa
     assert shortest - 0.001 <= busy + idle <= longest + 0.001, (busy, idle, shortest, longest)
 
 
-def test_every_request_leaves_one_complete_trace_in_tempo(accounted, observed: ObservedStack):
-    tempo = TempoClient(observed.tempo.url)
+def test_every_request_leaves_one_complete_trace_in_the_trace_store(accounted, observed: ObservedStack):
+    store = TraceStoreClient(observed.trace_store_url)
     for name, sent in accounted["sent"].items():
         def request_span_stored(trace_id=sent["trace_id"]):
-            spans = tempo.trace(trace_id)
+            spans = store.trace(trace_id)
             return spans if any("lynx.outcome" in s.attributes for s in spans) else None
-        spans = wait_for(request_span_stored, 45, f"the {name} request's trace in Tempo")
+        spans = wait_for(request_span_stored, 45, f"the {name} request's trace in Jaeger")
         assert orphans_in_trace(spans) == [], name
         roots = [s for s in spans if not s.parent_span_id]
         assert len(roots) == 1 and roots[0].service == "lynx-gateway", name
@@ -231,7 +231,7 @@ def test_a_stream_cut_by_gateway_shutdown_is_charged_and_its_decoder_sequence_st
                                                                                      observed: ObservedStack, tmp_path):
     """SIGTERM with a stream open and a 1 s grace: the stream is cut, charged as failed, the decoder told to stop."""
     gateway = start_service("gateway", {
-        **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.tempo_otlp, "LYNX_GATEWAY_SHUTDOWN_GRACE_SECONDS": "1",
+        **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp, "LYNX_GATEWAY_SHUTDOWN_GRACE_SECONDS": "1",
         "LYNX_GATEWAY_TOKENIZER_URL": faulty.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": faulty.retriever.url,
         "LYNX_GATEWAY_DECODER_URL": faulty.decoder.url}, tmp_path / "gateway.log")
     try:

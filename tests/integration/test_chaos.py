@@ -21,11 +21,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from lynx.auditor.tempo import TempoClient
+from lynx.auditor.tracestore import TraceStoreClient
 from lynx.cli import SERVICES, stop_phases
 from lynx.gateway.tenants import TenantRegistry
 from lynx.processes import free_port, running_groups, start_service, stop_groups, wait_ready
-from lynx.stack import TempoPorts, load_config, prometheus_config, start_collector, start_prometheus, start_tempo
+from lynx.stack import load_config, prometheus_config, start_collector, start_jaeger, start_prometheus
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, published_state, required_binary, wait_for
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHAOS = [sys.executable, str(REPO / "scripts" / "chaos.py")]
 # Fault injection on, explicitly, on the tokenizer only: scenario 3's default service.
 FAULTY = {"tokenizer": {"LYNX_TOKENIZER_FAULTS_ENABLED": "true"}}
-SHORT = ["--lead", "4", "--tail", "4", "--gap", "1", "--fault-seconds", "5", "--tempo-outage", "8",
+SHORT = ["--lead", "4", "--tail", "4", "--gap", "1", "--fault-seconds", "5", "--trace-store-outage", "8",
          "--trace-settle", "3", "--trace-wait", "30", "--scrape-wait", "60", "--concurrency", "3", "--max-tokens", "16"]
 RUN_TIMEOUT_SECONDS = 900
 
@@ -44,8 +44,8 @@ RUN_TIMEOUT_SECONDS = 900
 class LocalRun:
     run_dir: Path
     gateway: str
-    tempo: str
-    tempo_otlp: str
+    trace_store: str  # Jaeger's query API
+    trace_store_otlp: str
     prometheus: str
     keys: tuple[str, ...]
     budget_env: dict[str, str]
@@ -56,22 +56,22 @@ class LocalRun:
     def chaos_args(self) -> list[str]:
         keys = [arg for key in self.keys for arg in ("--key", key)]
         return ["--target", "local", "--run-dir", str(self.run_dir), "--gateway-url", self.gateway,
-                "--tempo-url", self.tempo, "--prometheus-url", self.prometheus, *keys]
+                "--trace-store-url", self.trace_store, "--prometheus-url", self.prometheus, *keys]
 
 
 def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
-    """Tempo, the collector in front of it, the four services and a Prometheus scraping them every second, each
+    """Jaeger, the collector in front of it, the four services and a Prometheus scraping them every second, each
     leading its own process group (detached, as `lynx up` starts them), with their pids in ``work``/pids.json."""
     work.mkdir(parents=True, exist_ok=True)
     pids_file = work / "pids.json"
-    tempo, ports = start_tempo(required_binary("tempo", "scripts/build_tools.sh tempo"), load_config("tempo.yaml"),
-                               work / "tempo", TempoPorts.free(), detached=True)
-    started = [tempo]
-    pids_file.write_text(json.dumps({"tempo": tempo.process.pid}))
+    jaeger, ports = start_jaeger(required_binary("jaeger", "scripts/build_tools.sh jaeger"), load_config("jaeger.yaml"),
+                                 work / "jaeger", detached=True)
+    started = [jaeger]
+    pids_file.write_text(json.dumps({"jaeger": jaeger.process.pid}))
     try:
         collector, collector_ports = start_collector(
             required_binary("otelcol-lynx", "scripts/build_tools.sh otelcol"), load_config("otelcol.yaml"),
-            work / "otelcol", f"http://127.0.0.1:{ports.otlp_http}", detached=True)
+            work / "otelcol", ports.otlp_url, detached=True)
         started.append(collector)
         pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
         wait_ready(started, START_TIMEOUT_SECONDS)
@@ -107,8 +107,7 @@ def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
         raise
     registry = TenantRegistry(work / "tenants.json")
     keys = (registry.add("chaos-a"), registry.add("chaos-b"))
-    return LocalRun(work, services["gateway"].url, tempo.url, f"http://127.0.0.1:{ports.otlp_http}", prometheus.url,
-                    keys, budget_env)
+    return LocalRun(work, services["gateway"].url, ports.query_url, ports.otlp_url, prometheus.url, keys, budget_env)
 
 
 def stop_local_run(work: Path) -> None:
@@ -152,8 +151,8 @@ def test_scenarios_1_to_4_shortened_pass_every_check(local_run: LocalRun):
     # Independently of the script's own account: every service was really replaced by a new process, and no old
     # one is left running.
     after = local_run.pids()
-    assert all(after[name] != before[name] for name in (*SERVICES, "tempo")), (before, after)
-    assert running_groups({before[name] for name in (*SERVICES, "tempo")}) == set()
+    assert all(after[name] != before[name] for name in (*SERVICES, "jaeger")), (before, after)
+    assert running_groups({before[name] for name in (*SERVICES, "jaeger")}) == set()
     assert httpx.get(f"{local_run.gateway}/readyz", timeout=10).status_code == 200
 
 
@@ -164,10 +163,10 @@ def test_scenario_3_is_refused_where_fault_injection_is_off(local_run: LocalRun)
     assert "LYNX_RETRIEVER_FAULTS_ENABLED=true" in result.stdout
 
 
-def plant_orphan(tempo_otlp: str, trace_id: str) -> None:
+def plant_orphan(trace_store_otlp: str, trace_id: str) -> None:
     """One span in ``trace_id`` whose parent span is never exported."""
     provider = TracerProvider(resource=Resource.create({"service.name": "lynx-test-planted"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{tempo_otlp}/v1/traces")))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{trace_store_otlp}/v1/traces")))
     missing_parent = SpanContext(int(trace_id, 16), int.from_bytes(os.urandom(8), "big"), is_remote=True,
                                  trace_flags=TraceFlags(TraceFlags.SAMPLED))
     provider.get_tracer("planted").start_span("planted-orphan",
@@ -186,7 +185,7 @@ def test_a_planted_orphan_span_turns_the_run_red(local_run: LocalRun, tmp_path: 
             return next((json.loads(line)["trace_id"] for line in lines if json.loads(line)["trace_id"]), None)
 
         trace_id = wait_for(recorded_trace, 120, "a request recorded by the chaos run", interval=0.2)
-        plant_orphan(local_run.tempo_otlp, trace_id)
+        plant_orphan(local_run.trace_store_otlp, trace_id)
         stdout, stderr = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
     finally:
         process.kill()
@@ -195,12 +194,12 @@ def test_a_planted_orphan_span_turns_the_run_red(local_run: LocalRun, tmp_path: 
     orphans = next(line for line in scenario_table(stdout, 3).splitlines() if line.strip().startswith("orphan spans"))
     assert orphans.split()[2] == "1" and orphans.rstrip().endswith("FAILED"), orphans
     assert f"{trace_id} lynx-test-planted 'planted-orphan'" in stdout
-    # The orphan is really in Tempo, as planted: the script read it from there.
-    tempo = TempoClient(local_run.tempo)
+    # The orphan is really in Jaeger, as planted: the script read it from there.
+    store = TraceStoreClient(local_run.trace_store)
     try:
-        assert "planted-orphan" in {s.name for s in tempo.trace(trace_id)}
+        assert "planted-orphan" in {s.name for s in store.trace(trace_id)}
     finally:
-        tempo.close()
+        store.close()
 
 
 

@@ -84,7 +84,7 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
     started: list[ServiceProcess] = []
     try:
         gateway = start_service("gateway", {
-            **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.tempo_otlp, "LYNX_GATEWAY_BUDGETS_FILE": str(decisions),
+            **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp, "LYNX_GATEWAY_BUDGETS_FILE": str(decisions),
             "LYNX_GATEWAY_TOKENIZER_URL": services.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": services.retriever.url,
             "LYNX_GATEWAY_DECODER_URL": services.decoder.url}, work / "gateway.log")
         started.append(gateway)

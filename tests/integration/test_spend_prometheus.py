@@ -72,7 +72,7 @@ def test_the_day_spend_is_what_the_responses_cost(observed: ObservedStack, base_
 def lone_gateway(observed: ObservedStack, base_env, tmp_path) -> Iterator[Callable[[], ServiceProcess]]:
     """Starts gateways on one port, in front of the observed stack's services, never two at once."""
     port, running = free_port(), []
-    env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.tempo_otlp,
+    env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp,
            "LYNX_GATEWAY_BUDGETS_FILE": str(tmp_path / "no-budgets.json"),
            "LYNX_GATEWAY_TOKENIZER_URL": observed.services.tokenizer.url,
            "LYNX_GATEWAY_RETRIEVER_URL": observed.services.retriever.url,

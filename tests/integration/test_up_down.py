@@ -1,4 +1,5 @@
-"""The README's commands for real: `lynx down && scripts/up.sh`, twice, on the fixed ports, Tempo and Prometheus included."""
+"""The README's commands for real: `lynx down && scripts/up.sh`, twice, on the fixed ports, Jaeger and Prometheus
+included."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 LYNX = REPO / ".venv" / "bin" / "lynx"
 GATEWAY = "http://127.0.0.1:8080"
 PROMETHEUS = "http://127.0.0.1:9090"
-TEMPO = "http://127.0.0.1:3200"
+JAEGER = "http://127.0.0.1:16686"
 CHART_VALUES = REPO / "charts" / "lynx" / "values.yaml"
-PORTS = {"gateway": 8080, "tempo": 3200}
+PORTS = {"gateway": 8080, "jaeger": 16686, "jaeger-otlp": 4319}
+TRACES_KEPT_HOURS = 14 * 24  # as the chart keeps them
 UP_TIMEOUT_SECONDS = 600
 DOWN_TIMEOUT_SECONDS = sum(grace for _, grace in stop_phases([])) + KILL_WAIT_SECONDS + 30
 
@@ -59,19 +61,23 @@ def hours(duration: str) -> float:
     return sum(float(n) * {"h": 1, "m": 1 / 60, "s": 1 / 3600}[unit] for n, unit in re.findall(r"([\d.]+)([hms])", duration))
 
 
-def assert_observability_as_the_chart(prometheus_pid: int, prometheus_binary: Path) -> None:
-    """The local Prometheus is the tool cache's build, and it and Tempo keep data as long as the chart says."""
+def assert_observability_as_the_chart(prometheus_pid: int, prometheus_binary: Path, jaeger_pid: int) -> None:
+    """The local Prometheus is the tool cache's build, and it and Jaeger keep data as long as the chart says."""
     assert Path(f"/proc/{prometheus_pid}/exe").resolve() == prometheus_binary.resolve()
     chart = yaml.safe_load(CHART_VALUES.read_text())
     runtime = httpx.get(f"{PROMETHEUS}/api/v1/status/runtimeinfo", timeout=10).json()["data"]
     assert runtime["storageRetention"] == chart["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]["retention"]
-    # Tempo answers a request line ("GET /status/config"), then its configuration as a second YAML document.
-    (tempo,) = [d for d in yaml.safe_load_all(httpx.get(f"{TEMPO}/status/config", timeout=10).text) if isinstance(d, dict)]
-    assert hours(tempo["compactor"]["compaction"]["block_retention"]) == hours(chart["tempo"]["tempo"]["retention"]) > 0
+    # Jaeger keeps spans on disk for 14 days: the configuration the running process was given (its --config file).
+    (config_arg,) = [a for a in Path(f"/proc/{jaeger_pid}/cmdline").read_text().split("\0") if a.startswith("--config=")]
+    config = yaml.safe_load(Path(config_arg.removeprefix("--config=")).read_text())
+    (badger,) = [b["badger"] for b in config["extensions"]["jaeger_storage"]["backends"].values()]
+    assert hours(badger["ttl"]["spans"]) == TRACES_KEPT_HOURS and badger["ephemeral"] is False
+    assert Path(badger["directories"]["keys"]).is_relative_to(run_dir())
+    assert httpx.get(f"{JAEGER}/api/v3/services", timeout=10).status_code == 200
 
 
 def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
-    required_binary("tempo", "scripts/build_tools.sh tempo")
+    required_binary("jaeger", "scripts/build_tools.sh jaeger")
     prometheus = required_binary("prometheus", "scripts/build_tools.sh prometheus")
     # Everything else as a user has it; only the demo tenant's key goes to a file of the test's own.
     env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json")}
@@ -84,9 +90,10 @@ def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
             assert printed_key, up.stdout
             key = printed_key.group(1)
             started = json.loads((run_dir() / "pids.json").read_text())
-            assert {"tempo", "otelcol", "prometheus", "auditor", "tokenizer", "retriever", "decoder", "gateway"} <= started.keys()
+            assert {"jaeger", "otelcol", "prometheus", "auditor", "tokenizer", "retriever", "decoder",
+                    "gateway"} <= started.keys()
             assert "skipped" not in up.stderr, up.stderr
-            assert_observability_as_the_chart(started["prometheus"], prometheus)
+            assert_observability_as_the_chart(started["prometheus"], prometheus, started["jaeger"])
             assert httpx.get(f"{GATEWAY}/readyz", timeout=10).status_code == 200
             answer = httpx.post(f"{GATEWAY}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
                                 json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 16,

@@ -66,12 +66,12 @@ class TraceCheck:
 
 
 def check_trace(spans: list[StoredSpan], first_seen: float, now: float, complete_after: float) -> TraceCheck:
-    """``complete_after``: the longest request deadline plus the export delay, in seconds."""
+    """``complete_after``: the longest request deadline plus the export delay, in seconds. A trace without a verdict
+    counts nowhere but, when it misses a parent, among the incomplete."""
     started = trace_start(spans, first_seen)
     if now - started >= complete_after:
         return TraceCheck(started, first_seen, True, audit_trace(spans))
-    waiting = 1 if orphans_in_trace(spans) else 0
-    return TraceCheck(started, first_seen, False, AuditResult(1 if spans else 0, len(spans), 0, (), waiting))
+    return TraceCheck(started, first_seen, False, AuditResult(0, 0, 0, incomplete=1 if orphans_in_trace(spans) else 0))
 
 
 class AuditWindow:

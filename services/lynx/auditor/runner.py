@@ -4,6 +4,7 @@ the numbers."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from lynx.auditor.audit import EMPTY, AuditResult, AuditWindow
@@ -20,10 +21,14 @@ class Auditor:
         self.store = store
         self.window = AuditWindow(settings.lookback_seconds, settings.complete_after_seconds)
         self.metrics = auditor_metrics()
+        self.lock = threading.Lock()  # the periodic loop and POST /v1/audit run in threads of their own
 
     def run_once(self, now: float | None = None) -> AuditResult:
         """Reads every trace of the window without a verdict yet; returns the totals over the window."""
-        now = time.time() if now is None else now
+        with self.lock:
+            return self._run(time.time() if now is None else now)
+
+    def _run(self, now: float) -> AuditResult:
         try:
             candidates = self.store.recent_trace_ids(now - self.settings.lookback_seconds, now,
                                                      self.settings.max_traces_per_run)

@@ -201,8 +201,8 @@ def auditor_metrics() -> AuditorMetrics:
         incomplete_traces=Gauge("lynx_trace_audit_incomplete_traces",
                                 "Traces of the lookback window missing a parent span that may still arrive "
                                 "(read again at every audit until the request deadline and export delay passed)."),
-        window_spans=Gauge("lynx_trace_audit_window_spans", "Spans checked in the lookback window."),
-        window_traces=Gauge("lynx_trace_audit_window_traces", "Traces checked in the lookback window."),
+        window_spans=Gauge("lynx_trace_audit_window_spans", "Spans judged in the lookback window."),
+        window_traces=Gauge("lynx_trace_audit_window_traces", "Traces judged in the lookback window."),
         spans_checked=Counter("lynx_trace_audit_spans_checked", "Spans checked by the auditor."),
         traces_checked=Counter("lynx_trace_audit_traces_checked", "Traces checked by the auditor."),
         orphans_found=Counter("lynx_trace_audit_orphan_spans_found", "Orphan spans found by the auditor."),
