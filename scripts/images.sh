@@ -4,7 +4,7 @@
 #   scripts/images.sh lynx        every image of docker/*.Dockerfile, on that base (PYTHON_IMAGE)
 #   scripts/images.sh upstream    the images the umbrella chart and the node need, from the Go builds
 #                                 of scripts/build_tools.sh (Prometheus, Alertmanager, the operator and
-#                                 its config reloader, kube-state-metrics, Tempo, the OpenTelemetry
+#                                 its config reloader, kube-state-metrics, Jaeger v2, the OpenTelemetry
 #                                 Collector otelcol-lynx, pause)
 #   scripts/images.sh             all three
 # Prints the image references, one per line. Docker's layer cache makes a repeated build quick.
@@ -105,7 +105,8 @@ build_upstream() {
     "$cache/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/prometheus-config-reloader"
   upstream_image kube-state-metrics "$KUBE_STATE_METRICS_VERSION" 65534:65534 "" \
     "$cache/kube-state-metrics-$KUBE_STATE_METRICS_VERSION/kube-state-metrics"
-  upstream_image tempo "${TEMPO_VERSION##*-}" 10001:10001 /var/tempo "$cache/tempo-${TEMPO_VERSION##*-}/tempo"
+  # Tagged with the Jaeger release, as the upstream image jaegertracing/jaeger is; it runs as the chart's user.
+  upstream_image jaeger "$JAEGER_RELEASE" 10001:10001 "" "$cache/jaeger-$JAEGER_VERSION/jaeger"
   upstream_image otelcol-lynx "$OTELCOL_VERSION" 10001:10001 "" "$cache/otelcol-lynx-$OTELCOL_VERSION/otelcol-lynx"
   upstream_image pause "$KUBERNETES_VERSION" 65535:65535 "" "$cache/pause-$KUBERNETES_VERSION/pause"
 }

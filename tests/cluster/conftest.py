@@ -18,6 +18,7 @@ from .testbed import Cluster, create_cluster, missing_tools
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "lynx"
 KUBE_VERSION = "1.36.3"
+# Tempo is an opt-in dependency (off by default): its archive is there for rendering, never run.
 UPSTREAM_ARCHIVES = ("kube-prometheus-stack-88.5.3.tgz", "tempo-2.2.4.tgz")
 
 
@@ -91,7 +92,7 @@ def images() -> dict[str, list[str]]:
 
 
 # Module scope: the node and its release go away after test_real_node.py, before the integration tests,
-# whose timings must not share the two cores with Prometheus, Tempo and a dozen idle pods.
+# whose timings must not share the two cores with Prometheus, Jaeger and a dozen idle pods.
 @pytest.fixture(scope="module")
 def real_node(images) -> Iterator[RealNode]:
     if missing := missing_packages():
@@ -113,8 +114,8 @@ def real_node(images) -> Iterator[RealNode]:
 def release_on_node(real_node: RealNode, chart: Path) -> Cluster:
     """The umbrella chart installed on the real node with `helm install --wait`."""
     cluster = real_node.cluster
-    # Tempo keeps its traces on a volume (node-values.yaml), so that chaos scenario 4 may stop it and find them again.
-    real_node.host_volume("lynx-tempo", "lynx-node-local", "2Gi", owner=10001)
+    # Jaeger keeps its traces on a volume (node-values.yaml): a new pod finds them again.
+    real_node.host_volume("lynx-jaeger", "lynx-node-local", "2Gi", owner=10001)
     started = time.monotonic()
     cluster.helm("install", NODE_RELEASE, str(chart), "--namespace", NODE_NAMESPACE, "--create-namespace",
                  "-f", str(NODE_VALUES), "--wait", "--timeout", "15m")

@@ -65,7 +65,7 @@ def test_every_prometheus_rule_passes_promtool(cluster: Cluster, chart, values: 
 def test_disabled_parts_render_nothing(cluster: Cluster, chart, tmp_path):
     values = tmp_path / "off.yaml"
     values.write_text(yaml.safe_dump({
-        "kube-prometheus-stack": {"enabled": False}, "tempo": {"enabled": False},
+        "kube-prometheus-stack": {"enabled": False}, "jaeger": {"enabled": False},
         "components": {c: {"enabled": False} for c in LYNX_COMPONENTS},
         "monitoring": {"prometheusRule": {"enabled": False}}, "dashboards": {"enabled": False},
         "helmTest": {"enabled": False}}))
@@ -142,7 +142,11 @@ def test_dashboards_reach_the_grafana_sidecar(installed: Cluster):
     for source in (REPO / "dashboards").glob("*.json"):
         assert json.loads(shipped[source.name]) == json.loads(source.read_text())
     datasource_maps = installed.get("configmaps", "--namespace", NAMESPACE, "-l", "grafana_datasource=1")["items"]
-    assert any("tempo" in json.dumps(m["data"]) and "tracesToMetrics" in json.dumps(m["data"]) for m in datasource_maps)
+    provisioned = [d for m in datasource_maps for text in m["data"].values() for d in yaml.safe_load(text)["datasources"]]
+    jaeger = [d for d in provisioned if d["type"] == "jaeger"]
+    assert jaeger and jaeger[0]["uid"] == "jaeger" and "tracesToMetrics" in jaeger[0]["jsonData"]
+    prometheus = next(d for d in provisioned if d["type"] == "prometheus")
+    assert [t["datasourceUid"] for t in prometheus["jsonData"]["exemplarTraceIdDestinations"]] == ["jaeger"]
 
 
 def test_pods_are_hardened(installed: Cluster):
@@ -153,8 +157,10 @@ def test_pods_are_hardened(installed: Cluster):
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
             assert security["capabilities"]["drop"] == ["ALL"]
-            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            # Jaeger's healthcheckv2 answers on /status (503 while starting or stopping); the others /readyz, /healthz.
+            jaeger = container["name"] == "jaeger"
+            assert container["readinessProbe"]["httpGet"]["path"] == ("/status" if jaeger else "/readyz")
+            assert container["livenessProbe"]["httpGet"]["path"] == ("/status" if jaeger else "/healthz")
             assert container["resources"]["limits"]["memory"]
 
 

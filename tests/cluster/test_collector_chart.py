@@ -21,8 +21,17 @@ SERVICES = {"gateway", "tokenizer", "retriever", "decoder", "auditor"}
 
 
 def backend(values: dict) -> str:
-    """Where the scenario's spans should end up: its otlp.endpoint, else the chart's Tempo."""
-    return values.get("otlp", {}).get("endpoint") or f"http://{RELEASE}-tempo:4318"
+    """Where the scenario's spans should end up: its otlp.endpoint, else the chart's Jaeger, else the opt-in Tempo."""
+    if values.get("otlp", {}).get("endpoint"):
+        return values["otlp"]["endpoint"]
+    jaeger = values.get("jaeger", {}).get("enabled", True)
+    return f"http://{RELEASE}-jaeger:4318" if jaeger else f"http://{RELEASE}-tempo:4318"
+
+
+def exporter(config: dict) -> dict:
+    """The collector's one otlp_http exporter, whatever config/otelcol.yaml names it."""
+    (found,) = [e for name, e in config["exporters"].items() if name.startswith("otlp_http")]
+    return found
 
 
 def service_endpoints(documents: list[dict]) -> dict[str, str]:
@@ -47,7 +56,7 @@ def test_services_export_to_the_collector_and_it_to_the_backend(cluster: Cluster
     endpoints = service_endpoints(documents)
     assert endpoints and set(endpoints.values()) == {f"http://{COLLECTOR}:4318"}
     config = collector_config(documents)
-    assert config["exporters"]["otlp_http/tempo"]["endpoint"] == backend(yaml.safe_load(values.read_text()))
+    assert exporter(config)["endpoint"] == backend(yaml.safe_load(values.read_text()))
     (service,) = [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == COLLECTOR]
     assert {p["port"] for p in service["spec"]["ports"]} >= {4317, 4318}
 

@@ -3,9 +3,10 @@ answers /readyz: non-root user 10001, read-only root filesystem, no capabilities
 escalation, the default seccomp profile, the chart's memory limit and only /tmp writable.
 
 The containers share one network namespace, as a pod's containers do, so the services find each
-other on 127.0.0.1 with their default settings; Tempo (the image built from the Go module) owns it,
-so the auditor's readiness, which asks Tempo, is real too. The operator image needs an API server:
-its /readyz is checked on the real node (test_real_node.py).
+other on 127.0.0.1 with their default settings; Jaeger (the image built from the Go module, with its
+built-in in-memory configuration) owns it, so the auditor's readiness, which asks the trace store, is
+real too. The operator image needs an API server: its /readyz is checked on the real node
+(test_real_node.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from ..integration.conftest import wait_for
-from .conftest import CHART, REPO
+from .conftest import CHART
 from .realnode import DOCKER
 
 SERVICES = ("tokenizer", "retriever", "decoder", "auditor", "gateway")
@@ -59,16 +60,14 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def pod_of_images(images) -> Iterator[dict[str, str]]:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     tag = next(ref for ref in images["lynx"] if ref.startswith("lynx-gateway:")).split(":", 1)[1]
-    tempo = next(ref for ref in images["upstream"] if "/tempo:" in ref)
+    jaeger = next(ref for ref in images["upstream"] if "/jaeger:" in ref)
     prefix = f"lynx-images-{uuid.uuid4().hex[:6]}"
-    names = {"tempo": f"{prefix}-tempo"}
+    names = {"jaeger": f"{prefix}-jaeger"}
     try:
-        docker("run", "--detach", "--name", names["tempo"], "--read-only", "--tmpfs", "/tmp:uid=65534",
-               "--volume", f"{REPO / 'config' / 'tempo.yaml'}:/conf/tempo.yaml:ro", tempo,
-               "-config.file=/conf/tempo.yaml")
+        docker("run", "--detach", "--name", names["jaeger"], "--read-only", "--tmpfs", "/tmp:uid=10001", jaeger)
         for service in SERVICES:
             names[service] = f"{prefix}-{service}"
-            docker("run", "--detach", "--name", names[service], "--network", f"container:{names['tempo']}",
+            docker("run", "--detach", "--name", names[service], "--network", f"container:{names['jaeger']}",
                    *security_flags(values, service), f"lynx-{service}:{tag}")
         yield names
     finally:
@@ -78,7 +77,7 @@ def pod_of_images(images) -> Iterator[dict[str, str]]:
 
 def test_every_service_image_answers_readyz_under_the_charts_security_context(pod_of_images):
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    address = docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", pod_of_images["tempo"]).stdout.strip()
+    address = docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", pod_of_images["jaeger"]).stdout.strip()
 
     def ready(service: str) -> bool:
         state = docker("inspect", "--format", "{{.State.Running}}", pod_of_images[service]).stdout.strip()

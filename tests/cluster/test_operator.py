@@ -67,7 +67,7 @@ OPTIMISTIC_ESTIMATE = {"LYNX_GATEWAY_PREFILL_SECONDS_PER_TOKEN": "1e-12", "LYNX_
 # Only what the operator needs from the chart; the gateway stays to show its mount of the decisions.
 RELEASE_VALUES = {
     "operator": {"enabled": True, "prometheusUrl": "http://prometheus.monitoring.svc:9090", "intervalSeconds": 1},
-    "kube-prometheus-stack": {"enabled": False}, "tempo": {"enabled": False}, "helmTest": {"enabled": False},
+    "kube-prometheus-stack": {"enabled": False}, "jaeger": {"enabled": False}, "helmTest": {"enabled": False},
     "dashboards": {"enabled": False}, "grafanaDatasource": {"enabled": False},
     "components": {name: {"enabled": False} for name in ("tokenizer", "retriever", "decoder", "auditor")},
 }

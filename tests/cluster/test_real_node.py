@@ -1,6 +1,7 @@
 """The umbrella chart on a real Kubernetes node (tests/cluster/realnode.py): real containers from the
 images built here, real probes, kube-proxy Services, CoreDNS, `kubectl port-forward`, the Prometheus
-operator creating Prometheus, Tempo receiving the services' spans, the budget operator in-cluster.
+operator creating Prometheus, Jaeger (the chart's trace store) receiving the services' spans through the collector,
+the budget operator in-cluster.
 
 The tests run in order on one release (module order); each states what it leaves behind.
 """
@@ -21,8 +22,7 @@ import httpx
 import openai
 import pytest
 
-from lynx.auditor.audit import orphans_in_trace
-from lynx.auditor.tempo import TempoClient
+from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
 
 from ..integration.conftest import MODEL_NAME, wait_for
 from .conftest import NODE_NAMESPACE, NODE_RELEASE, REPO
@@ -35,13 +35,17 @@ pytestmark = pytest.mark.integration
 NODE_TEST_KEY = "lynx-node-test-key-0001"
 TENANT = "node-test"
 LYNX_SERVICES = ("gateway", "tokenizer", "retriever", "decoder")
-# Pods of the release: lynx's, the budget operator, and what kube-prometheus-stack and Tempo run.
+# Pods of the release: lynx's, the budget operator, the collector and Jaeger, and what kube-prometheus-stack runs.
 EXPECTED_PODS = ("gateway", "tokenizer", "retriever", "decoder", "auditor", "operator",
                  "kube-prometheus-stack-operator", "kube-state-metrics", "prometheus-lynx", "alertmanager-lynx",
-                 "tempo", "collector")
+                 "jaeger", "collector")
+# The readiness path of the chart's pods: the lynx services' /readyz (the collector's health_check answers any
+# path), Jaeger's healthcheckv2 /status.
+READINESS_PATHS = {"jaeger": "/status"}
 SETTLE_SECONDS = 300
-# The chaos script's scenarios run on the node; 5 runs on the local target (tests/integration/test_chaos.py).
-CHAOS_SCENARIOS = (1, 2, 3, 4)
+# The chaos script's scenarios run on the node: the decoder killed, every lynx pod restarted. The others run on the
+# local target (tests/integration/test_chaos.py).
+CHAOS_SCENARIOS = (1, 2)
 # Scenario 2 restarts every pod, the gateways one after the other, while the others serve.
 CHAOS_GATEWAYS = 2
 
@@ -111,6 +115,20 @@ def complete(base_url: str, max_tokens: int = 8) -> tuple[dict, str]:
     return raw.http_response.json(), raw.headers["x-lynx-trace-id"]
 
 
+def orphans(spans: list[StoredSpan]) -> list[StoredSpan]:
+    """Spans naming a parent that is not in their trace, counted here apart from the auditor's own code."""
+    present = {s.span_id for s in spans}
+    return [s for s in spans if s.parent_span_id and s.parent_span_id not in present]
+
+
+def whole_trace(store: TraceStoreClient, trace_id: str) -> list[StoredSpan] | None:
+    """The trace's spans once it is whole (spans reach Jaeger in batches): every lynx service has spans in it and
+    every parent named has arrived; None until then."""
+    spans = store.trace(trace_id)
+    whole = {f"lynx-{s}" for s in LYNX_SERVICES} <= {s.service for s in spans} and not orphans(spans)
+    return spans if whole else None
+
+
 def test_every_pod_runs_ready_through_its_probes_without_restarts(release_on_node: Cluster):
     """helm --wait covered the chart's own workloads; Prometheus and Alertmanager are created by the
     Prometheus operator afterwards, so they are polled for."""
@@ -125,9 +143,11 @@ def test_every_pod_runs_ready_through_its_probes_without_restarts(release_on_nod
                 if s["restartCount"]}
     assert not restarts, restarts
     for pod in current:
-        if pod["metadata"]["labels"].get("app.kubernetes.io/name") == "lynx":
+        labels = pod["metadata"]["labels"]
+        if labels.get("app.kubernetes.io/name") == "lynx":
             container = pod["spec"]["containers"][0]
-            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", pod["metadata"]["name"]
+            expected = READINESS_PATHS.get(labels["app.kubernetes.io/component"], "/readyz")
+            assert container["readinessProbe"]["httpGet"]["path"] == expected, pod["metadata"]["name"]
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
     # Ready means /readyz answered 200: the tokenizer, retriever and decoder answer it only with their
     # models loaded from the image's /models (the completion below uses them).
@@ -154,31 +174,38 @@ def test_prometheus_from_the_operator_scrapes_every_lynx_service_monitor(release
         assert version == "3.14.0"
 
 
-def test_completion_through_port_forward_is_traced_in_tempo_and_costed_in_prometheus(release_on_node: Cluster):
+def test_completion_through_port_forward_is_traced_in_jaeger_and_costed_in_prometheus(release_on_node: Cluster):
+    """A completion through `kubectl port-forward`; its trace read back whole from the in-cluster Jaeger's query API
+    (spans of the four services, one root, no orphan, the request span's cost the answer's), then again from a new
+    Jaeger pod on the same claim: the traces outlive the pod."""
     with port_forward(release_on_node, f"svc/{NODE_RELEASE}-gateway", 8080) as gateway:
         body, trace_id = complete(gateway)
     cost = body["lynx"]["cost"]["total"]
     assert cost > 0
 
-    with port_forward(release_on_node, f"svc/{NODE_RELEASE}-tempo", 3200) as tempo_url:
-        tempo = TempoClient(tempo_url)
+    def read_whole(description: str) -> list[StoredSpan]:
+        with port_forward(release_on_node, f"svc/{NODE_RELEASE}-jaeger", 16686) as jaeger_url:
+            store = TraceStoreClient(jaeger_url, kind="jaeger")
+            try:
+                return wait_for(lambda: whole_trace(store, trace_id), 120, description, interval=2)
+            finally:
+                store.close()
 
-        def whole_trace():
-            """Spans reach Tempo in batches: the trace is whole once every service has spans in it and
-            every parent named has arrived."""
-            spans = tempo.trace(trace_id)
-            services = {s.service for s in spans}
-            whole = {f"lynx-{s}" for s in LYNX_SERVICES} <= services and not orphans_in_trace(spans)
-            return spans if whole else None
-
-        try:
-            spans = wait_for(whole_trace, 120, f"trace {trace_id} whole: every service, no orphan", interval=2)
-        finally:
-            tempo.close()
+    spans = read_whole(f"trace {trace_id} whole in Jaeger: every service, no orphan")
     roots = [s for s in spans if not s.parent_span_id]
     assert len(roots) == 1
     charged = [s.attributes["lynx.cost.eur"] for s in spans if "lynx.cost.eur" in s.attributes]
     assert charged and charged[0] == pytest.approx(cost, rel=1e-9)
+
+    (old,) = component_pods(release_on_node, "jaeger")
+    deployment = release_on_node.get("deployment", f"{NODE_RELEASE}-jaeger", "--namespace", NODE_NAMESPACE)
+    assert deployment["spec"]["strategy"]["type"] == "Recreate" and deployment["spec"]["replicas"] == 1
+    release_on_node.kubectl("delete", "pod", "--namespace", NODE_NAMESPACE, old["metadata"]["name"])
+    wait_for(lambda: [p for p in component_pods(release_on_node, "jaeger")
+                      if p["metadata"]["uid"] != old["metadata"]["uid"] and ready(p)],
+             SETTLE_SECONDS, "a new Jaeger pod Ready", interval=1)
+    again = read_whole(f"trace {trace_id} in the new Jaeger pod")
+    assert sorted(s.span_id for s in again) == sorted(s.span_id for s in spans)
 
     with port_forward(release_on_node, "svc/prometheus-operated", 9090) as prometheus:
         query = f'sum(lynx_tenant_cost_eur_total{{tenant="{TENANT}"}})'
@@ -335,16 +362,14 @@ def test_skaffold_run_builds_every_image_and_deploys_them_on_the_node(release_on
     assert history[-1]["status"] == "deployed" and len(history) >= 2
 
 
-def test_chaos_script_kills_pods_stops_tempo_and_every_check_holds(release_on_node: Cluster, real_node,
+def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_node: Cluster, real_node,
                                                                     tmp_path: Path):
     """The chaos script's Kubernetes target on the real node, with two gateways: scenario 1 deletes the decoder's
-    pod with grace 0 mid-load, scenario 2 deletes every lynx pod in turn (gracefully, streams open), scenario 3
-    injects latency and errors into the tokenizer through the API server's pod proxy, scenario 4 scales Tempo to zero
-    and back (its traces on a volume). The pods are really replaced (checked here, apart from the script), and the
-    script's checks hold: every request answered, every trace in Tempo without orphans, the costs returned = the cost
-    counter's increase (a stopped gateway's last charges included: they reach Prometheus in its final scrape), no
-    identity violation. Not run here: scenario 5 (the release's Prometheus keeps its data in emptyDir, which stopping
-    it loses; it runs on the local target). Leaves the gateway at two replicas."""
+    pod with grace 0 mid-load, scenario 2 deletes every lynx pod in turn (gracefully, streams open). The pods are
+    really replaced (checked here, apart from the script), and the script's checks hold: every request answered,
+    every trace in the chart's Jaeger without orphans, the costs returned = the cost counter's increase (a stopped
+    gateway's last charges included: they reach Prometheus in its final scrape), no identity violation. Leaves the
+    gateway at two replicas."""
 
     def cluster_url(service: str, port: int) -> str:
         """A Service's ClusterIP, which kube-proxy serves on the node: it outlives the pods behind it."""
@@ -375,16 +400,15 @@ def test_chaos_script_kills_pods_stops_tempo_and_every_check_holds(release_on_no
     wait_for(discovers_endpointslices, SETTLE_SECONDS, "Prometheus discovering its targets from EndpointSlices",
              interval=2)
     decoders_before = {p["metadata"]["uid"] for p in component_pods(release_on_node, "decoder")}
-    tempo_before = {p["metadata"]["uid"] for p in component_pods(release_on_node, "tempo", "app.kubernetes.io/name")}
     records = tmp_path / "records.jsonl"
     result = subprocess.run([
         sys.executable, str(REPO / "scripts" / "chaos.py"), "--target", "kubernetes",
         "--kubeconfig", str(release_on_node.kubeconfig), "--namespace", NODE_NAMESPACE, "--release", NODE_RELEASE,
         "--gateway-url", cluster_url(f"{NODE_RELEASE}-gateway", 8080),
-        "--tempo-url", cluster_url(f"{NODE_RELEASE}-tempo", 3200),
+        "--trace-store-url", cluster_url(f"{NODE_RELEASE}-jaeger", 16686),
         "--prometheus-url", prometheus_url,
         "--key", NODE_TEST_KEY, *(arg for number in CHAOS_SCENARIOS for arg in ("--scenario", str(number))),
-        "--lead", "10", "--tail", "10", "--fault-seconds", "10", "--tempo-outage", "20",
+        "--lead", "10", "--tail", "10",
         "--concurrency", "2", "--max-tokens", "16", "--records", str(records)],
         capture_output=True, text=True, timeout=2400)
     print(result.stdout, result.stderr[-3000:], sep="\n")
@@ -395,17 +419,13 @@ def test_chaos_script_kills_pods_stops_tempo_and_every_check_holds(release_on_no
     # Scenario 1 deleted the decoder: a new pod, Ready.
     decoders_now = component_pods(release_on_node, "decoder")
     assert decoders_now and all(ready(p) and p["metadata"]["uid"] not in decoders_before for p in decoders_now)
-    # Scenario 4 stopped Tempo: a new pod, on the same claim.
-    tempo_now = component_pods(release_on_node, "tempo", "app.kubernetes.io/name")
-    assert tempo_before and tempo_now and all(ready(p) and p["metadata"]["uid"] not in tempo_before for p in tempo_now)
-    # Read apart from the script: scenario 4's longest stream, sent while Tempo was down or coming back, is in Tempo,
-    # whole, with spans of every service (the collector held them). Not one of scenario 1's: a SIGKILLed decoder
-    # loses the spans it had not yet exported, so a trace it served may lack them without having an orphan.
+    # Read apart from the script: scenario 2's longest stream, open while every lynx pod was restarted, is whole in
+    # Jaeger with spans of every service. Not one of scenario 1's: a SIGKILLed decoder loses the spans it had not yet
+    # exported, so a trace it served may lack them without having an orphan.
     sent = [json.loads(line) for line in records.read_text().splitlines()]
-    streams = [r for r in sent if r["scenario"] == 4 and r["stream"] and r["outcome"] == "ok" and r["trace_id"]]
-    tempo = TempoClient(cluster_url(f"{NODE_RELEASE}-tempo", 3200))
+    streams = [r for r in sent if r["scenario"] == 2 and r["stream"] and r["outcome"] == "ok" and r["trace_id"]]
+    store = TraceStoreClient(cluster_url(f"{NODE_RELEASE}-jaeger", 16686), kind="jaeger")
     try:
-        spans = tempo.trace(max(streams, key=lambda r: r["latency_s"])["trace_id"])
+        assert whole_trace(store, max(streams, key=lambda r: r["latency_s"])["trace_id"])
     finally:
-        tempo.close()
-    assert {f"lynx-{s}" for s in LYNX_SERVICES} <= {s.service for s in spans} and not orphans_in_trace(spans)
+        store.close()

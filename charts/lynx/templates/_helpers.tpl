@@ -71,10 +71,12 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* The trace backend's OTLP/HTTP endpoint (the collector exports there): the value, or the chart's own Tempo. */}}
+{{/* The trace backend's OTLP/HTTP endpoint (the collector exports there): the value, or the chart's own trace store. */}}
 {{- define "lynx.tracesBackendEndpoint" -}}
 {{- if .Values.otlp.endpoint }}
 {{- .Values.otlp.endpoint }}
+{{- else if .Values.jaeger.enabled }}
+{{- printf "http://%s:4318" (include "lynx.componentName" (dict "root" . "name" "jaeger")) }}
 {{- else if .Values.tempo.enabled }}
 {{- printf "http://%s:4318" (include "lynx.tempoHost" .) }}
 {{- end }}
@@ -96,9 +98,29 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* Tempo's query URL, for the auditor and Grafana. */}}
-{{- define "lynx.tempoQueryUrl" -}}
-{{- default (printf "http://%s:3200" (include "lynx.tempoHost" .)) .Values.components.auditor.tempoUrl }}
+{{/*
+The trace store's query URL, for the auditor and Grafana: components.auditor.traceStoreUrl, else the chart's Jaeger
+(its query API on 16686), else the opt-in Tempo subchart (3200); empty when there is none.
+*/}}
+{{- define "lynx.traceStoreUrl" -}}
+{{- if .Values.components.auditor.traceStoreUrl }}
+{{- .Values.components.auditor.traceStoreUrl }}
+{{- else if .Values.jaeger.enabled }}
+{{- printf "http://%s:16686" (include "lynx.componentName" (dict "root" . "name" "jaeger")) }}
+{{- else if .Values.tempo.enabled }}
+{{- printf "http://%s:3200" (include "lynx.tempoHost" .) }}
+{{- end }}
+{{- end }}
+
+{{/* What that trace store is, `jaeger` or `tempo`: components.auditor.traceStoreKind, else the chart's own store's. */}}
+{{- define "lynx.traceStoreKind" -}}
+{{- if .Values.components.auditor.traceStoreKind }}
+{{- .Values.components.auditor.traceStoreKind }}
+{{- else if and .Values.tempo.enabled (not .Values.jaeger.enabled) (not .Values.components.auditor.traceStoreUrl) }}
+{{- "tempo" }}
+{{- else }}
+{{- "jaeger" }}
+{{- end }}
 {{- end }}
 
 {{/* Labels the kube-prometheus-stack Prometheus selects ServiceMonitors and rules by. */}}
@@ -114,10 +136,10 @@ release: {{ .Release.Name }}
 {{- default (printf "%s-tenants" (include "lynx.fullname" .)) .Values.tenants.existingSecret }}
 {{- end }}
 
-{{/* "true" when a component is deployed: enabled, and for the auditor, a Tempo to read. Call with (dict "root" $ "name" "auditor"). */}}
+{{/* "true" when a component is deployed: enabled, and for the auditor, a trace store to read. Call with (dict "root" $ "name" "auditor"). */}}
 {{- define "lynx.componentEnabled" -}}
 {{- $component := index .root.Values.components .name }}
-{{- if and $component.enabled (or (ne .name "auditor") .root.Values.tempo.enabled $component.tempoUrl) }}true{{ end }}
+{{- if and $component.enabled (or (ne .name "auditor") (include "lynx.traceStoreUrl" .root)) }}true{{ end }}
 {{- end }}
 
 {{/* The Secret holding the helm test's API key. */}}

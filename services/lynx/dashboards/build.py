@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[3]
 DASHBOARDS_DIR = REPO / "dashboards"
 COSTS_DOC = REPO / "docs" / "COSTS.md"
 CPQU_START, CPQU_END = "<!-- cpqu:start -->", "<!-- cpqu:end -->"
-TRACE_SAMPLING = ("Traces (exemplars, Tempo links) are sampled at the rate set by OTEL_TRACES_SAMPLER: "
+TRACE_SAMPLING = ("Traces (exemplars, Jaeger links) are sampled at the rate set by OTEL_TRACES_SAMPLER: "
                   "100% (parentbased_always_on) by default.")
 
 
@@ -73,7 +73,7 @@ def capstone(costs_doc: Path = COSTS_DOC) -> dict:
              "correct answers on the fixed question set). This panel never recomputes it.",
              cpqu_table(costs_doc)),
         stat("Orphan spans", "Spans whose parent is missing from their trace, among the traces the auditor read "
-             f"from Tempo in its lookback window. Must be 0. {TRACE_SAMPLING}",
+             f"from the trace store (Jaeger) in its lookback window. Must be 0. {TRACE_SAMPLING}",
              [target("max(lynx_trace_orphan_spans)", "orphan spans")], "short", red_above=0.5),
         stat("Cost identity violations (1h)",
              f"Requests whose stages disagreed with an independent clock or counter (docs/COSTS.md). Must be 0. {EXACT}",
@@ -181,7 +181,7 @@ def tenants() -> dict:
         timeseries("Failed requests, with links to their traces",
                    "Completion requests answered 4xx or 5xx (429: refused by a budget), by status. Each point "
                    "marked on the lines is an exemplar, one failed request's trace id: hover it to open the trace "
-                   f"in Tempo (the Prometheus datasource's exemplar link). {EXACT} {TRACE_SAMPLING}",
+                   f"in Jaeger (the Prometheus datasource's exemplar link). {EXACT} {TRACE_SAMPLING}",
                    [target(f'sum by (status) (rate(lynx_request_total{{{COMPLETION_ENDPOINTS},status=~"[45].."}}'
                            "[$__rate_interval]))", "{{status}}", exemplar=True)], "reqps"),
         over(timeseries("Spend per hour by tenant, 7 days", f"EUR charged to each tenant per hour, every outcome. {EXACT}",

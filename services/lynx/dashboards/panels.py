@@ -9,7 +9,7 @@ EXACT = "Prometheus histograms and counters: every request is counted (exact, no
 
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False, *, exemplar: bool = False,
            table: bool = False) -> dict:
-    """One PromQL query; ``exemplar`` asks for its exemplars too (Grafana links their trace ids to Tempo through
+    """One PromQL query; ``exemplar`` asks for its exemplars too (Grafana links their trace ids to Jaeger through
     the Prometheus datasource's exemplar settings), ``table`` returns label columns for a table panel."""
     query = {"refId": ref, "expr": expr, "legendFormat": legend or "__auto", "datasource": DATASOURCE,
              "instant": instant, "range": not instant}
