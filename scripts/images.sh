@@ -3,7 +3,7 @@
 #   scripts/images.sh base        a Debian bookworm base with python3, made from Debian's packages
 #   scripts/images.sh lynx        every image of docker/*.Dockerfile, on that base (PYTHON_IMAGE)
 #   scripts/images.sh upstream    the images the umbrella chart and the node need, from the Go builds
-#                                 of scripts/build_tools.sh (Prometheus, Alertmanager, the operator and
+#                                 of scripts/build_tools.sh (Prometheus with Kubernetes discovery, Alertmanager, the operator and
 #                                 its config reloader, kube-state-metrics, Jaeger v2, the OpenTelemetry
 #                                 Collector otelcol-lynx, pause)
 #   scripts/images.sh             all three
@@ -96,7 +96,7 @@ build_upstream() {
   local cache="${LYNX_TOOLS_CACHE:-$HOME/.cache/lynx-tools}"
   source "$ROOT/scripts/tool_versions.sh"
   upstream_image prometheus "v$PROMETHEUS_RELEASE" 65534:65534 /prometheus \
-    "$cache/prometheus-$PROMETHEUS_VERSION/prometheus" "$cache/prometheus-$PROMETHEUS_VERSION/promtool"
+    "$cache/prometheus-kubernetes-$PROMETHEUS_VERSION/prometheus" "$cache/prometheus-$PROMETHEUS_VERSION/promtool"
   upstream_image alertmanager "$ALERTMANAGER_VERSION" 65534:65534 /alertmanager \
     "$cache/alertmanager-$ALERTMANAGER_VERSION/alertmanager" "$cache/alertmanager-$ALERTMANAGER_VERSION/amtool"
   upstream_image prometheus-operator "$PROMETHEUS_OPERATOR_VERSION" 65534:65534 "" \

@@ -1,6 +1,6 @@
 # The versions of every tool scripts/build_tools.sh builds and scripts/images.sh packs into images:
 # sourced by both, set nowhere else.
-HELM_VERSION=v3.22.0
+HELM_VERSION=v3.21.4  # v3.22.0 is served but not an approved release
 KWOK_VERSION=v0.8.0
 ETCD_VERSION=v3.5.35
 KUBERNETES_VERSION=v1.36.3
