@@ -48,7 +48,7 @@ from lynx.contracts.decoder import QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE
 from lynx.decoder.settings import DecoderSettings
 from lynx.load.driver import RequestRecord, served_model
 from lynx.load.report import Percentiles
-from lynx.processes import wait_ready
+from lynx.local.processes import wait_ready
 
 SECTION_HEADING = "## Admission by deadline: admitted work that finishes in time"
 ARMS = {"before": "false", "after": "true"}  # LYNX_DECODER_ADMIT_BY_DEADLINE

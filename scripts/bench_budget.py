@@ -37,9 +37,9 @@ from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.gateway.tenants import TenantRegistry
 from lynx.load.report import percentile
 from lynx.models.cache import build
-from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
+from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
-from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus
+from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
 from lynx_budget.local import FileStore
 
 MODEL = "SmolLM2-135M-Instruct"

@@ -44,7 +44,7 @@ from lynx.decoder.settings import DecoderSettings
 from lynx.load.driver import DEFAULT_PROMPT
 from lynx.load.report import percentile
 from lynx.models.cache import build
-from lynx.processes import wait_ready
+from lynx.local.processes import wait_ready
 
 SECTION_HEADING = "## Capacity: saturation and the gateway's fast paths"
 FAST_RPS_TARGET = 1000

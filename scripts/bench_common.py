@@ -22,14 +22,15 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from lynx.cli import service_environment, stop_processes
+from lynx.local.stopping import stop_processes
+from lynx.local.topology import models_environment
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.load.driver import LoadSpec, RequestRecord, drive, send
 from lynx.load.report import LoadReport, summarize
 from lynx.models.cache import build
-from lynx.processes import ServiceProcess, start_service, wait_ready
-from lynx.stack import (
+from lynx.local.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.stack import (
     find_binary, load_config, prometheus_config, start_collector, start_jaeger, start_prometheus,
 )
 
@@ -49,8 +50,7 @@ def stop_on_sigterm() -> None:
 
 def bench_environment(work: Path, **extra: str) -> dict[str, str]:
     """What `lynx up` gives its services (the built models), with this run's own tenants and budget files."""
-    build("int4")
-    return {**service_environment("int4"), "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"),
+    return {**os.environ, **models_environment(build("int4")), "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"),
             "LYNX_GATEWAY_BUDGETS_FILE": str(work / "budget-decisions.json"), **extra}
 
 

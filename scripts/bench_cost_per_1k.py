@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import build
-from lynx.processes import start_service, wait_ready
+from lynx.local.processes import start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 
 MODEL = "SmolLM2-135M-Instruct"

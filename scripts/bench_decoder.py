@@ -35,7 +35,7 @@ from lynx.decoder.model import DecoderModel
 from lynx.load.report import percentile
 from lynx.models.build import DECODER_GGUF, DECODER_PACKAGE
 from lynx.models.cache import build, build_env_package_dir
-from lynx.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.processes import ServiceProcess, start_service, wait_ready
 
 PROMPT_TOKENS = 32
 BATCHES = (1, 4, 8, 16)

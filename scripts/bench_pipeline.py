@@ -45,7 +45,7 @@ from lynx.gateway import upstream
 from lynx.gateway.settings import GatewaySettings
 from lynx.load.driver import RequestRecord, send, served_model
 from lynx.load.report import percentile
-from lynx.processes import ServiceProcess, free_port, start_process, wait_ready
+from lynx.local.processes import ServiceProcess, free_port, start_process, wait_ready
 from lynx.retriever import app as retriever_app
 from lynx.shutdown import serve
 from lynx.telemetry.request_id import forward_request_id

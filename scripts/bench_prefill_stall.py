@@ -26,7 +26,7 @@ import numpy as np
 from bench_common import command_line, load_average, machine, median, model_name, stop_on_sigterm, write_section
 from bench_engines import streamed_lines
 from lynx.models.cache import build
-from lynx.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.processes import ServiceProcess, start_service, wait_ready
 
 HEADING = "## Long prompts arriving while streams decode: whole vs chunked prefill"
 STREAMS = 8

@@ -34,7 +34,7 @@ import httpx
 from bench_common import write_section
 from lynx.load.report import percentile
 from lynx.models.cache import is_built, models_dir
-from lynx.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 
 SECTION_HEADING = "## Retriever probes under load"

@@ -41,7 +41,8 @@ from bench_common import (
     MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, Saturation, arrival_offsets, at_offsets, load_average, load_spec, machine,
     measure_and_publish, saturate,
 )
-from lynx.cli import LOCAL_JAEGER_PORTS, SERVEABLE, configured_port, run_dir
+from lynx.local.run import run_dir
+from lynx.local.topology import SERVEABLE, Topology
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.queries import PanelQuery, panel_queries
 from lynx.gateway.settings import GatewaySettings
@@ -53,10 +54,9 @@ from lynx_budget.local import FileStore, LocalBudgetSettings
 
 SECTION_HEADING = "## Soak at a fraction of capacity"
 LYNX = Path(sys.executable).with_name("lynx")
-PROMETHEUS = "http://127.0.0.1:9090"
-# lynx up's ports: the services, the budget loop and auditor, Prometheus, Jaeger (lynx.cli.LOCAL_JAEGER_PORTS), the
-# collector.
-LYNX_UP_PORTS = (8080, 8081, 8082, 8083, 8084, 8085, 9090, *LOCAL_JAEGER_PORTS.values(), 4318, 13133, 8888)
+LYNX_UP = Topology.configured()
+PROMETHEUS = LYNX_UP.prometheus_url
+LYNX_UP_PORTS = LYNX_UP.all_ports()
 SERVED, REFUSED = "soak", "soak-refused"
 ROOMY_CAP_EUR = 100.0
 NO_REQUEST_FITS_EUR = 1e-6
@@ -119,7 +119,7 @@ def await_decisions(tenants: set[str]) -> None:
 
 
 def service_urls() -> dict[str, str]:
-    return {name: f"http://127.0.0.1:{configured_port(name)}" for name in SERVEABLE}
+    return {name: LYNX_UP.url(name) for name in SERVEABLE}
 
 
 def service_pids() -> dict[str, int]:

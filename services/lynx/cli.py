@@ -1,64 +1,20 @@
-"""lynx's command line: serve one service, run them all locally, build models, ingest documents, set budgets."""
+"""lynx's command line: parses the arguments and hands each command to the module that does it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
 
 from lynx.chaos.cli import add_chaos_command
 from lynx.load.cli import add_load_command
+from lynx.local.run import DEMO_DAILY_CAP_EUR, down, ensure_index, up
+from lynx.local.topology import SERVEABLE
 from lynx.option_errors import CommandRefused
-from lynx.processes import ServiceProcess, start_service, stop_groups, stop_together, wait_ready
-from lynx.settings import default_cache_dir
+from lynx_budget.commands import add_budget_commands
 
-if TYPE_CHECKING:
-    from lynx.contracts.budgets import BudgetSpec
-    from lynx_budget.local import BudgetStore
-
-SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
-SERVEABLE = (*SERVICES, "auditor", "budgets")
-DEMO_DAILY_CAP_EUR = 1.0  # `lynx up`'s tenant: thousands of requests a day on this machine's rates
 # Where a serveable's create_app lives when it is not lynx.<name>.app.
 APP_MODULES = {"budgets": "lynx_budget.local"}
-READY_TIMEOUT_SECONDS = 300
-T = TypeVar("T")
-# Above the services' own shutdown at its longest (lynx.shutdown, default settings: the 15 s drain and the 20 s
-# final-scrape wait share 35 s, then up to 5 s to close).
-STOP_GRACE_SECONDS = 45
-# Stopped after the services (everything Prometheus scrapes: the budget loop and the auditor too), in this order,
-# each phase with its own grace: Prometheus once the stopping processes have had their last scrape (lynx.shutdown
-# waits for one, and would wait its whole stop for a Prometheus stopping beside it); the collector once the services
-# have flushed their spans to it (it sends what it holds on its way out); Jaeger last, once the collector has
-# handed it what it held (it writes them to badger and closes its files on SIGTERM).
-LATER_PHASES: tuple[tuple[tuple[str, ...], float], ...] = (
-    (("prometheus",), STOP_GRACE_SECONDS), (("otelcol",), 10), (("jaeger",), 10))
-
-
-def stop_grace(name: str) -> float:
-    """Seconds between SIGTERM and SIGKILL for the process `lynx up` named ``name``."""
-    return next((grace for names, grace in LATER_PHASES if name in names), STOP_GRACE_SECONDS)
-
-
-def stop_phases(named: Iterable[tuple[str, T]]) -> list[tuple[list[T], float]]:
-    """The processes of a run (``(name, pid or process)`` pairs), in the order they are stopped: phases whose
-    processes stop together, each with its grace."""
-    named = list(named)
-    later = {name for names, _ in LATER_PHASES for name in names}
-    return [([item for name, item in named if name not in later], STOP_GRACE_SECONDS),
-            *(([item for name, item in named if name in names], grace) for names, grace in LATER_PHASES)]
-
-
-def stop_processes(processes: Iterable[ServiceProcess]) -> None:
-    """Stops processes started in this one (tests, benchmarks) as `lynx down` stops a run: phase by phase
-    (``stop_phases``), each phase's processes together."""
-    for phase, grace in stop_phases((process.name, process) for process in processes):
-        stop_together(phase, grace)
 
 
 def app_factory(service: str):
@@ -73,177 +29,6 @@ def serve(args: argparse.Namespace) -> None:
     serve_app(app_factory(args.service)())
 
 
-def run_dir() -> Path:
-    return default_cache_dir() / "run"
-
-
-def configured_port(service: str) -> int:
-    """The port the service's settings give (LYNX_<SERVICE>_PORT or its default)."""
-    from lynx.auditor.settings import AuditorSettings
-    from lynx.decoder.settings import DecoderSettings
-    from lynx.gateway.settings import GatewaySettings
-    from lynx.retriever.settings import RetrieverSettings
-    from lynx.tokenizer.settings import TokenizerSettings
-    from lynx_budget.local import LocalBudgetSettings
-
-    settings = {"tokenizer": TokenizerSettings, "retriever": RetrieverSettings, "decoder": DecoderSettings,
-                "gateway": GatewaySettings, "auditor": AuditorSettings, "budgets": LocalBudgetSettings}[service]
-    return settings().port
-
-
-def service_environment(precision: str) -> dict[str, str]:
-    from lynx.models.cache import models_dir
-
-    models = models_dir(precision)
-    return {
-        **os.environ,
-        "LYNX_TOKENIZER_MODEL_DIR": str(models / "decoder"),
-        "LYNX_DECODER_MODEL_DIR": str(models / "decoder"),
-        "LYNX_RETRIEVER_EMBEDDER_DIR": str(models / "embedder"),
-    }
-
-
-# `lynx up`'s trace store: the query API on Jaeger's usual 16686, the OTLP receiver the collector sends to on 4319
-# (the collector has 4318), and beside them ports no other process of the stack uses.
-LOCAL_JAEGER_PORTS = dict(query_http=16686, query_grpc=16685, otlp_http=4319, health=13134, metrics=8889)
-
-
-def start_observability(env: dict[str, str]) -> tuple[list, dict[str, str], dict[str, str]]:
-    """Jaeger (+ the auditor, + the collector the services export to, which sends on to Jaeger) and Prometheus when
-    their binaries exist; says what it skipped and why. Returns the processes, the services' environment, and
-    what a person can open: name -> URL."""
-    from lynx.gateway.settings import GatewaySettings
-    from lynx.stack import (
-        CollectorPorts, JaegerPorts, find_binary, load_config, prometheus_config, start_collector, start_jaeger,
-        start_prometheus,
-    )
-
-    started, service_env, urls = [], {}, {}
-    jaeger_binary = find_binary("jaeger")
-    if jaeger_binary:
-        jaeger, ports = start_jaeger(jaeger_binary, load_config("jaeger.yaml"), run_dir() / "jaeger",
-                                     JaegerPorts(**LOCAL_JAEGER_PORTS), detached=True)
-        started.append(jaeger)
-        urls["jaeger"] = f"{ports.query_url}/api/v3/services (traces: /api/v3/traces/<trace id>)"
-        otlp = ports.otlp_url
-        collector_binary = find_binary("otelcol-lynx")
-        if collector_binary:
-            collector, collector_ports = start_collector(
-                collector_binary, load_config("otelcol.yaml"), run_dir() / "otelcol", otlp,
-                CollectorPorts(otlp_http=4318, health=13133, metrics=8888), detached=True)
-            started.append(collector)
-            otlp = f"http://127.0.0.1:{collector_ports.otlp_http}"
-        else:
-            print("skipped the OpenTelemetry Collector: no `otelcol-lynx` in ~/.cache/lynx-tools/bin "
-                  "(scripts/build_tools.sh otelcol builds it); spans go straight to Jaeger and are lost while it is "
-                  "down", file=sys.stderr)
-        service_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
-        # The auditor waits out the gateway's deadline before it calls a missing parent lost.
-        auditor = start_service("auditor", {**env, "LYNX_AUDITOR_TRACE_STORE_URL": ports.query_url,
-                                            "LYNX_AUDITOR_TRACE_STORE_KIND": "jaeger",
-                                            "LYNX_AUDITOR_REQUEST_DEADLINE_SECONDS":
-                                                str(GatewaySettings().request_deadline_seconds)},
-                                run_dir() / "auditor.log", port=configured_port("auditor"), detached=True)
-        started.append(auditor)
-        urls["auditor"] = f"{auditor.url}/metrics (orphan spans: POST {auditor.url}/v1/audit)"
-    else:
-        print("skipped Jaeger and the trace auditor: no `jaeger` in ~/.cache/lynx-tools/bin "
-              "(scripts/build_tools.sh jaeger builds it); spans are not exported", file=sys.stderr)
-    prometheus_binary = find_binary("prometheus")
-    if prometheus_binary:
-        targets = {name: f"127.0.0.1:{configured_port(name)}" for name in SERVEABLE}
-        prometheus = start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"), targets),
-                                      run_dir() / "prometheus", port=9090, detached=True)
-        started.append(prometheus)
-        urls["prometheus"] = f"{prometheus.url}/api/v1/query?query=lynx_tenant_cost_eur_total (API only: no UI)"
-    else:
-        print("skipped Prometheus: no `prometheus` in ~/.cache/lynx-tools/bin (scripts/build_tools.sh prometheus "
-              "builds it)", file=sys.stderr)
-    return started, service_env, urls
-
-
-def up(args: argparse.Namespace) -> None:
-    from lynx.gateway.settings import GatewaySettings
-    from lynx.gateway.tenant_keys import LocalTenants
-    from lynx.models.cache import build
-    from lynx_budget.local import budget_or_default, local_store
-
-    build(args.precision)
-    ensure_index()
-    down(args, quiet=True)
-    run_dir().mkdir(parents=True, exist_ok=True)
-    # Before the budget loop starts: its first decisions, published before the gateway is ready, include it.
-    budget = budget_or_default(local_store(), args.tenant, args.daily_cap)
-    env = service_environment(args.precision)
-    observability, service_env, urls = start_observability(env) if args.observability else ([], {}, {})
-    services = [start_service(name, {**env, **service_env}, run_dir() / f"{name}.log", port=configured_port(name),
-                              detached=True) for name in SERVICES]
-    settings = GatewaySettings()
-    # The budget loop publishes its decisions where this gateway reads them.
-    budgets = start_service("budgets", {**env, "LYNX_BUDGETS_DECISIONS_FILE": str(settings.budgets_file)},
-                            run_dir() / "budgets.log", port=configured_port("budgets"), detached=True)
-    everything = [*observability, *services, budgets]
-    (run_dir() / "pids.json").write_text(json.dumps({p.name: p.process.pid for p in everything}))
-    base = f"http://{settings.host}:{settings.port}"
-    try:
-        wait_ready(everything, READY_TIMEOUT_SECONDS)
-    except RuntimeError as error:
-        raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
-    key = LocalTenants(settings.tenants_file).key_or_new(args.tenant)
-    print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
-    for process in [*observability, budgets]:
-        print(f"  {process.name}: {urls.get(process.name, process.url)}")
-    print(f"tenant '{args.tenant}' API key: {key} (the same at every `lynx up`: `lynx tenant rotate {args.tenant}` "
-          "replaces it)")
-    print(f"tenant '{args.tenant}' daily budget: {budget.daily_cap_eur:g} EUR ({budget.timezone} days; `lynx budget why "
-          f"{args.tenant}` explains its state)")
-    print("try:")
-    body = json.dumps({"model": settings.model_name, "temperature": 0, "max_tokens": 64,
-                       "messages": [{"role": "user", "content": "How do I define a function in Python?"}]})
-    print(f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
-          f"-H 'Content-Type: application/json' -d '{body}'")
-
-
-def down(args: argparse.Namespace, quiet: bool = False) -> None:
-    """Stops what `lynx up` started and returns only once every process of it has exited (so its ports are free)."""
-    pids_file = run_dir() / "pids.json"
-    if not pids_file.exists():
-        return
-    pids_by_name = json.loads(pids_file.read_text())
-    names = {pid: name for name, pid in pids_by_name.items()}
-    try:
-        for pids, grace in stop_phases(pids_by_name.items()):
-            for pid, ending in stop_groups(pids, grace):
-                if ending == "killed":
-                    print(f"killed {names[pid]} (pid {pid}) with SIGKILL: still running {grace} s after SIGTERM",
-                          file=sys.stderr)
-                elif not quiet:
-                    print(f"stopped {names[pid]} (pid {pid})" if ending == "stopped"
-                          else f"{names[pid]} (pid {pid}) was not running")
-    except RuntimeError as error:  # pids.json stays, so that the next `lynx down` tries again
-        raise SystemExit(f"lynx down: {error}") from None
-    pids_file.unlink()
-
-
-def ensure_index(corpus: Path | None = None, force: bool = False) -> None:
-    from lynx.models.cache import models_dir
-    from lynx.retriever.index import INDEX_FILE, read_manifest
-    from lynx.retriever.ingest import DEFAULT_CORPUS, current_chunking, ingest
-    from lynx.retriever.settings import RetrieverSettings
-
-    settings = RetrieverSettings()
-    if (settings.index_dir / INDEX_FILE).is_file() and not force:
-        if read_manifest(settings.index_dir).get("chunking") == current_chunking():
-            return
-        corpus = corpus or Path(read_manifest(settings.index_dir)["corpus"])
-    corpus = corpus or DEFAULT_CORPUS
-    if not corpus.is_dir():
-        raise SystemExit(f"corpus {corpus} not found (the default is Debian's python3.11-doc: "
-                         "apt-get install python3.11-doc, or pass a folder to `lynx ingest`)")
-    summary = ingest(corpus, settings.index_dir, models_dir() / "embedder")
-    print(json.dumps(summary), file=sys.stderr)
-
-
 def models_build(args: argparse.Namespace) -> None:
     from lynx.models.cache import build
 
@@ -256,106 +41,6 @@ def tenant_command(args: argparse.Namespace) -> None:
 
     key = getattr(LocalTenants(GatewaySettings().tenants_file), args.action)(args.tenant)
     print(key or f"tenant {args.tenant} removed: its key no longer works")
-
-
-def budget_store(args: argparse.Namespace) -> BudgetStore:
-    """The budgets this command line edits: the embedded default's local file (`lynx up`), or with --kube the
-    TenantBudget resources of the current kubeconfig context."""
-    if args.kube:
-        from lynx_budget.kubestore import KubeStore
-
-        return KubeStore(args.namespace)
-    from lynx_budget.local import local_store
-
-    return local_store()
-
-
-def existing_budget(store: BudgetStore, tenant: str) -> BudgetSpec:
-    spec = store.get(tenant)
-    if spec is None:
-        raise SystemExit(f"tenant {tenant!r} has no budget; set one with: lynx budget set {tenant} --cap EUR")
-    return spec
-
-
-def save_budget(store: BudgetStore, spec: BudgetSpec) -> None:
-    store.put(spec)
-    print(f"budget of {spec.tenant} saved; the budget controller applies it at its next run")
-
-
-def budget_set(args: argparse.Namespace) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    from lynx.contracts.budgets import BudgetSpec
-    from lynx.option_errors import refused_options
-    from lynx_budget.admin import SPEC_OPTIONS
-
-    store = budget_store(args)
-    current = store.get(args.tenant)
-    if current is None and args.cap is None:
-        raise SystemExit(f"tenant {args.tenant!r} has no budget yet: --cap is required")
-    changes = {"daily_cap_eur": args.cap, "timezone": args.timezone, "warning_percent": args.warning,
-               "per_request_cap_eur": args.per_request_cap, "cheaper_near_cap": args.cheaper_near_cap}
-    base = current.model_dump() if current else {"tenant": args.tenant}
-    try:
-        if args.timezone is not None:
-            ZoneInfo(args.timezone)
-        spec = BudgetSpec.model_validate({**base, **{k: v for k, v in changes.items() if v is not None}})
-    except ZoneInfoNotFoundError:
-        raise SystemExit(f"lynx budget set: --timezone takes an IANA zone such as Europe/Paris, not {args.timezone!r}"
-                         ) from None
-    except ValueError as error:
-        raise SystemExit(f"lynx budget set: {refused_options(error, SPEC_OPTIONS)}") from None
-    save_budget(store, spec)
-
-
-def budget_pause(args: argparse.Namespace) -> None:
-    from lynx_budget.admin import pause, resume
-
-    store = budget_store(args)
-    change = pause if args.action == "pause" else resume
-    save_budget(store, change(existing_budget(store, args.tenant)))
-
-
-def budget_raise(args: argparse.Namespace) -> None:
-    import getpass
-
-    from lynx.option_errors import refused_options
-    from lynx_budget.admin import RAISE_OPTIONS, add_raise
-
-    store = budget_store(args)
-    try:
-        spec = add_raise(existing_budget(store, args.tenant), args.amount, args.hours, args.reason,
-                         args.requested_by or getpass.getuser(), datetime.now(UTC))
-    except ValueError as error:
-        raise SystemExit(f"lynx budget raise: {refused_options(error, RAISE_OPTIONS)}") from None
-    save_budget(store, spec)
-
-
-def budget_remove(args: argparse.Namespace) -> None:
-    if not budget_store(args).remove(args.tenant):
-        raise SystemExit(f"lynx budget remove: tenant {args.tenant!r} has no budget")
-    print(f"budget of {args.tenant} removed: it is a tenant without a budget once the budget controller has run")
-
-
-def budget_why(args: argparse.Namespace) -> None:
-    from lynx_budget.admin import explain
-
-    store = budget_store(args)
-    print(explain(existing_budget(store, args.tenant), store.status(args.tenant), datetime.now(UTC)))
-
-
-def budget_export(args: argparse.Namespace) -> None:
-    import httpx
-
-    from lynx_budget.admin import export_csv
-    from lynx_budget.local import LocalBudgetSettings
-
-    with httpx.Client() as client:
-        text, problem = export_csv(budget_store(args), client, args.prometheus or LocalBudgetSettings().prometheus_url,
-                                   datetime.now(UTC))
-    sys.stdout.write(text)
-    if problem:
-        raise SystemExit(f"lynx budget export: {problem}")
 
 
 def dashboards_build(args: argparse.Namespace) -> None:
@@ -374,47 +59,6 @@ def cpqu(args: argparse.Namespace) -> None:
     record(row, document)
     print(json.dumps({"week": row.week, "questions": row.questions, "correct": row.correct,
                       "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu, "written": str(document)}))
-
-
-def add_budget_commands(commands) -> None:
-    budget_cmd = commands.add_parser(
-        "budget", help="per-tenant daily cost caps: the local budgets file (`lynx up`) or TenantBudgets").add_subparsers(
-        dest="action", required=True)
-    set_cmd = budget_cmd.add_parser("set", help="create or change a tenant's budget")
-    set_cmd.add_argument("tenant")
-    set_cmd.add_argument("--cap", type=float, help="daily cap in EUR (required for a new budget)")
-    set_cmd.add_argument("--timezone", help="IANA zone whose midnight resets the day (default UTC)")
-    set_cmd.add_argument("--warning", type=float, help="warning threshold, percent of the cap (default 80)")
-    set_cmd.add_argument("--per-request-cap", type=float, help="no single request may cost more (EUR)")
-    set_cmd.add_argument("--cheaper-near-cap", action=argparse.BooleanOptionalAction, default=None,
-                         help="in Warning, route to the cheaper decoder when one is deployed")
-    set_cmd.set_defaults(run=budget_set)
-    for action, says in (("pause", "refuse every request of the tenant"), ("resume", "lift a pause")):
-        command = budget_cmd.add_parser(action, help=says)
-        command.add_argument("tenant")
-        command.set_defaults(run=budget_pause)
-    raise_cmd = budget_cmd.add_parser("raise", help="raise a tenant's cap for a while, with a reason")
-    raise_cmd.add_argument("tenant")
-    raise_cmd.add_argument("--amount", type=float, required=True, help="EUR added to the daily cap")
-    raise_cmd.add_argument("--hours", type=float, default=24, help="how long it lasts (at most 72; default 24)")
-    raise_cmd.add_argument("--reason", required=True)
-    raise_cmd.add_argument("--by", dest="requested_by", help="who asks (default: your user name)")
-    raise_cmd.set_defaults(run=budget_raise)
-    remove_cmd = budget_cmd.add_parser("remove", help="delete a tenant's budget: it becomes a tenant without one")
-    remove_cmd.add_argument("tenant")
-    remove_cmd.set_defaults(run=budget_remove)
-    why_cmd = budget_cmd.add_parser("why", help="why a tenant is in its state, and what to do")
-    why_cmd.add_argument("tenant")
-    why_cmd.set_defaults(run=budget_why)
-    export_cmd = budget_cmd.add_parser(
-        "export", help="today's spend by tenant, as CSV: every budget, and every tenant without one that has spent")
-    export_cmd.add_argument("--prometheus", help="the Prometheus that scrapes the gateways, for the tenants without a "
-                                                 "budget (default: LYNX_BUDGETS_PROMETHEUS_URL, else the local one)")
-    export_cmd.set_defaults(run=budget_export)
-    for command in budget_cmd.choices.values():
-        command.add_argument("--kube", action="store_true",
-                             help="act on the TenantBudget resources of the current kubeconfig context instead")
-        command.add_argument("--namespace", help="with --kube: their namespace (default: the context's)")
 
 
 def main(argv: list[str] | None = None) -> None:

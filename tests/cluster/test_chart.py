@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lynx.stack import find_binary
+from lynx.local.stack import find_binary
 
 from ..integration.conftest import wait_for
 from .conftest import CHART, KUBE_VERSION, REPO, render

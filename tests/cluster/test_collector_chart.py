@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lynx.stack import find_binary
+from lynx.local.stack import find_binary
 
 from .conftest import CHART, render
 from .testbed import Cluster

@@ -28,11 +28,11 @@ import yaml
 from kopf.testing import KopfRunner
 from kubernetes.client import CoreV1Api
 
-from lynx.cli import stop_processes
+from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import TIMEZONE_PATTERN, BudgetDecisions, BudgetSpec, TemporaryRaise
 from lynx.gateway.tenants import TenantRegistry
-from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
-from lynx.stack import load_config, prometheus_config, start_prometheus
+from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
+from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx_budget import kube
 from lynx_budget.local import write_atomically
 from lynx_budget.policy import PROMETHEUS_REACHABLE, day_window

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lynx.stack import find_binary
+from lynx.local.stack import find_binary
 
 from .conftest import KUBE_VERSION
 from .testbed import tool

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lynx.stack import find_binary
+from lynx.local.stack import find_binary
 
 NODE_COUNT = 3
 TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "helm", "kubectl")

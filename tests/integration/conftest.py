@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from lynx.cli import stop_processes
+from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetDecisions
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import is_built, models_dir
-from lynx.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
-from lynx.stack import JaegerPorts, find_binary, load_config, prometheus_config, start_jaeger, start_prometheus
+from lynx.local.stack import find_binary, load_config, prometheus_config, start_jaeger, start_prometheus
+from lynx.local.topology import JaegerPorts
 
 from .otlp_sink import OtlpSink
 

@@ -17,7 +17,7 @@ import pytest
 
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tracestore import TraceStoreClient
-from lynx.processes import start_service, wait_ready
+from lynx.local.processes import start_service, wait_ready
 
 from .conftest import MODEL_NAME, ObservedStack, Stack, metric_value, wait_for
 

@@ -18,11 +18,11 @@ import httpx
 import pytest
 import yaml
 
-from lynx.cli import stop_processes
+from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetSpec
 from lynx.gateway.tenants import TenantRegistry
-from lynx.processes import ServiceProcess, free_port, start_process, start_service, wait_ready
-from lynx.stack import load_config, prometheus_config
+from lynx.local.processes import ServiceProcess, free_port, start_process, start_service, wait_ready
+from lynx.local.stack import load_config, prometheus_config
 from lynx_budget.local import FileStore
 
 from ..rules.chart import alertmanager_config, helm_template, rules_file

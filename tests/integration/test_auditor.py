@@ -23,9 +23,9 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags,
 
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tracestore import TraceStoreClient
-from lynx.cli import stop_processes
-from lynx.processes import ServiceProcess, start_service, wait_ready
-from lynx.stack import load_config, start_collector
+from lynx.local.stopping import stop_processes
+from lynx.local.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.stack import load_config, start_collector
 
 from .conftest import (
     MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, Stack, auditor_environment, metric_value, required_binary,

@@ -23,10 +23,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lynx.cli import stop_processes
+from lynx.local.stopping import stop_processes
 from lynx.gateway.tenants import TenantRegistry
-from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
-from lynx.stack import load_config, prometheus_config, start_prometheus
+from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
+from lynx.local.stack import load_config, prometheus_config, start_prometheus
 
 from .conftest import (
     MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, wait_for,

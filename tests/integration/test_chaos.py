@@ -22,10 +22,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from lynx.auditor.tracestore import TraceStoreClient
-from lynx.cli import SERVICES, stop_phases
+from lynx.local.stopping import stop_phases
+from lynx.local.topology import SERVICES
 from lynx.gateway.tenants import TenantRegistry
-from lynx.processes import free_port, running_groups, start_service, stop_groups, wait_ready
-from lynx.stack import load_config, prometheus_config, start_collector, start_jaeger, start_prometheus
+from lynx.local.processes import free_port, running_groups, start_service, stop_groups, wait_ready
+from lynx.local.stack import load_config, prometheus_config, start_collector, start_jaeger, start_prometheus
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, published_state, required_binary, wait_for
 
@@ -111,7 +112,7 @@ def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
 
 
 def stop_local_run(work: Path) -> None:
-    """What `lynx down` does, for this run directory: phase by phase (lynx.cli.stop_phases)."""
+    """What `lynx down` does, for this run directory: phase by phase (lynx.local.stopping.stop_phases)."""
     for group, grace in stop_phases(json.loads((work / "pids.json").read_text()).items()):
         for _ in stop_groups(group, grace):
             pass

@@ -19,9 +19,10 @@ import pytest
 
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
-from lynx.cli import stop_grace, stop_processes
-from lynx.processes import ServiceProcess, wait_ready
-from lynx.stack import CONFIG_DIR, CollectorPorts, JaegerPorts, load_config, start_collector, start_jaeger
+from lynx.local.stopping import stop_grace, stop_processes
+from lynx.local.processes import ServiceProcess, wait_ready
+from lynx.local.stack import CONFIG_DIR, load_config, start_collector, start_jaeger
+from lynx.local.topology import CollectorPorts, JaegerPorts
 
 from .conftest import (
     MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, start_stack, wait_for,

@@ -16,13 +16,13 @@ import httpx
 import pytest
 import yaml
 
-from lynx.cli import stop_processes
+from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.build import all_dashboards
 from lynx.dashboards.queries import expand, panel_queries
 from lynx.gateway.tenants import TenantRegistry
-from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
-from lynx.stack import find_binary, load_config, prometheus_config, start_prometheus
+from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
+from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
 from lynx_budget.local import FileStore
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lynx.cli import stop_processes
+from lynx.local.stopping import stop_processes
 from lynx.gateway.tenants import TenantRegistry
-from lynx.processes import ServiceProcess, free_port, start_service, wait_ready
-from lynx.stack import load_config, prometheus_config, start_prometheus
+from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
+from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx_budget.policy import SpendReading, day_window
 from lynx_budget.spend import SpendUnavailable, query, read_spend
 

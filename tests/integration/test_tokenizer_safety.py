@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from lynx.contracts.tokenizer import DetokenizeResponse, TokenizeResponse
-from lynx.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.processes import ServiceProcess, start_service, wait_ready
 
 from .conftest import START_TIMEOUT_SECONDS
 

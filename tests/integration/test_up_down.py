@@ -14,8 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from lynx.cli import run_dir, stop_phases
-from lynx.processes import KILL_WAIT_SECONDS
+from lynx.local.run import run_dir
+from lynx.local.stopping import stop_phases
+from lynx.local.processes import KILL_WAIT_SECONDS
 
 from .conftest import MODEL_NAME, required_binary, wait_for
 

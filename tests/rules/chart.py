@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lynx.stack import find_binary
+from lynx.local.stack import find_binary
 
 from ..cluster.conftest import CHART, KUBE_VERSION, UPSTREAM_ARCHIVES, shared_charts
 

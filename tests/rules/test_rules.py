@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lynx.stack import find_binary
+from lynx.local.stack import find_binary
 
 from .chart import (
     BUDGET_GROUP, COST_GROUP, alertmanager_config, budget_alerts, cost_records, helm_template, rules_file, write_rules,

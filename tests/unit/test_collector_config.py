@@ -3,7 +3,8 @@ from pathlib import Path
 
 import yaml
 
-from lynx.stack import REPO, TRACE_STORE_EXPORTER, CollectorPorts, collector_config, load_config
+from lynx.local.stack import REPO, TRACE_STORE_EXPORTER, collector_config, load_config
+from lynx.local.topology import CollectorPorts
 
 EXPORTER = TRACE_STORE_EXPORTER
 # Spans a second the local stack makes at its peak: ~14 spans a request, ~1 request a second on two cores

@@ -1,7 +1,8 @@
 from pathlib import Path
 
-import lynx.stack
-from lynx.stack import JaegerPorts, find_binary, jaeger_config, load_config, prometheus_config
+import lynx.local.stack
+from lynx.local.stack import find_binary, jaeger_config, load_config, prometheus_config
+from lynx.local.topology import JaegerPorts
 
 
 def executable(folder: Path, name: str) -> Path:
@@ -14,7 +15,7 @@ def executable(folder: Path, name: str) -> Path:
 
 def test_pinned_binaries_come_only_from_the_tool_cache_and_others_from_it_first(tmp_path, monkeypatch):
     cache, elsewhere = tmp_path / "cache", tmp_path / "path"
-    monkeypatch.setattr(lynx.stack, "TOOLS_BIN", cache)
+    monkeypatch.setattr(lynx.local.stack, "TOOLS_BIN", cache)
     monkeypatch.setenv("PATH", str(elsewhere))
     executable(elsewhere, "prometheus")
     executable(elsewhere, "kubectl")

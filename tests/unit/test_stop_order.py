@@ -1,6 +1,6 @@
 """The order `lynx down` stops a run in: what Prometheus scrapes first, then Prometheus, the collector, Jaeger."""
 
-from lynx.cli import STOP_GRACE_SECONDS, stop_grace, stop_phases
+from lynx.local.stopping import STOP_GRACE_SECONDS, stop_grace, stop_phases
 
 RUN = {"jaeger": 1, "otelcol": 2, "auditor": 3, "prometheus": 4, "tokenizer": 5, "retriever": 6, "decoder": 7,
        "gateway": 8, "budgets": 9}

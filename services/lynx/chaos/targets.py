@@ -22,7 +22,7 @@ from lynx.contracts.faults import FaultPlan
 from lynx.gateway.tenants import parse_tenants
 
 if TYPE_CHECKING:
-    from lynx.processes import ServiceProcess
+    from lynx.local.processes import ServiceProcess
 
 SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
 LEAF_SERVICES = ("tokenizer", "retriever", "decoder")
@@ -188,7 +188,7 @@ class LocalTarget:
 
     # -- the actions
     def kill(self, service: str) -> Disruption:
-        from lynx.processes import KILL_WAIT_SECONDS, signal_group
+        from lynx.local.processes import KILL_WAIT_SECONDS, signal_group
 
         pid = self._require(service)
         at, started = time.time(), time.monotonic()
@@ -235,8 +235,8 @@ class LocalTarget:
     # -- how
     def _stop(self, name: str, action: str) -> Disruption:
         """SIGTERM, then SIGKILL after the grace `lynx down` gives it."""
-        from lynx.cli import stop_grace
-        from lynx.processes import stop_groups
+        from lynx.local.stopping import stop_grace
+        from lynx.local.processes import stop_groups
 
         pid = self._require(name)
         grace = stop_grace(name)
@@ -247,7 +247,7 @@ class LocalTarget:
                           within_grace=endings.get(pid) != "killed")
 
     def _await_gone(self, name: str, pid: int, timeout: float) -> float:
-        from lynx.processes import await_exit
+        from lynx.local.processes import await_exit
 
         if not list(await_exit({pid}, timeout)):
             raise TargetError(f"{name} (pid {pid}) still running {timeout:g} s after SIGKILL")
@@ -261,7 +261,7 @@ class LocalTarget:
 
     def _start(self, name: str) -> float:
         """Starts ``name`` as it was, records its pid, and returns (monotonic) when it is ready."""
-        from lynx.processes import start_process, wait_ready
+        from lynx.local.processes import start_process, wait_ready
 
         recipe = self.recipes[name]
         url, ready_path = self._url(name)

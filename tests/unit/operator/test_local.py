@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, TemporaryRaise
 from lynx.errors import LynxError
 from lynx.gateway.budgets import Budgets
-from lynx.processes import free_port
+from lynx.local.processes import free_port
 from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController, budget_or_default
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from lynx.processes import ServiceProcess, free_port, start_process
+from lynx.local.processes import ServiceProcess, free_port, start_process
+from lynx.local.topology import CollectorPorts, JaegerPorts
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO / "config"
 TOOLS_BIN = Path(os.environ.get("LYNX_TOOLS_CACHE", Path.home() / ".cache" / "lynx-tools")) / "bin"
 # Binaries that must be the versions the chart deploys: only the tool cache's builds count, never another on PATH
@@ -43,26 +43,6 @@ def prometheus_config(template: dict, targets: dict[str, str]) -> dict:
     config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"].removeprefix("lynx-") in targets]
     return config
 
-
-@dataclass(frozen=True)
-class JaegerPorts:
-    query_http: int  # the query API (and its placeholder UI page)
-    query_grpc: int
-    otlp_http: int  # the receiver the collector exports to
-    health: int  # healthcheckv2: /status is 200 once every component has started
-    metrics: int  # Jaeger's own Prometheus metrics
-
-    @classmethod
-    def free(cls) -> JaegerPorts:
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
-
-    @property
-    def query_url(self) -> str:
-        return f"http://127.0.0.1:{self.query_http}"
-
-    @property
-    def otlp_url(self) -> str:
-        return f"http://127.0.0.1:{self.otlp_http}"
 
 
 def jaeger_config(template: dict, data_dir: Path, ports: JaegerPorts) -> dict:
@@ -106,16 +86,6 @@ def start_jaeger(binary: Path, template: dict, work_dir: Path, ports: JaegerPort
                             detached=detached)
     return process, ports
 
-
-@dataclass(frozen=True)
-class CollectorPorts:
-    otlp_http: int
-    health: int
-    metrics: int
-
-    @classmethod
-    def free(cls) -> CollectorPorts:
-        return cls(free_port(), free_port(), free_port())
 
 
 TRACE_STORE_EXPORTER = "otlp_http/tracestore"
