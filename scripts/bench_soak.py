@@ -41,7 +41,7 @@ from bench_common import (
     MAX_TOKENS, REQUEST_TIMEOUT_SECONDS, Saturation, arrival_offsets, at_offsets, load_average, load_spec, machine,
     measure_and_publish, saturate,
 )
-from lynx.local.run import run_dir
+from lynx.local.registry import run_dir
 from lynx.local.topology import SERVEABLE, Topology
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.queries import PanelQuery, panel_queries

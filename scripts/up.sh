@@ -1,17 +1,8 @@
 #!/usr/bin/env bash
 # Install what is missing, then `lynx up`: six lynx processes and three observability ones, locally (see README).
+# A first run builds the models, and (in the background, into ~/.cache/lynx-tools) the OpenTelemetry Collector,
+# Prometheus and Jaeger: lynx serves once the collector runs, and starts the other two as each is built.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
-
-# The observability stack's Prometheus and Jaeger (the trace store), the versions the chart deploys, and the
-# OpenTelemetry Collector in front of Jaeger (it queues spans on disk while Jaeger is down): built with `go` into
-# ~/.cache/lynx-tools the first time (build_tools.sh names each build as it starts it), found there afterwards.
-if [[ " $* " != *" --no-observability "* ]]; then
-  echo "up.sh: Prometheus 3.14, Jaeger 2.12 and the OpenTelemetry Collector from ~/.cache/lynx-tools (scripts/build_tools.sh; the first build takes minutes)" >&2
-  if ! bash "$ROOT/scripts/build_tools.sh" prometheus jaeger otelcol >/dev/null; then
-    echo "up.sh: building Prometheus, Jaeger or the collector failed (above); scripts/up.sh --no-observability starts lynx without them" >&2
-    exit 1
-  fi
-fi
 exec "$ROOT/.venv/bin/lynx" up "$@"

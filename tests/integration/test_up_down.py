@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -14,9 +15,11 @@ import httpx
 import pytest
 import yaml
 
-from lynx.local.run import run_dir
+from lynx.local.registry import run_dir
 from lynx.local.stopping import stop_phases
+from lynx.auditor.tracestore import TraceStoreClient
 from lynx.local.processes import KILL_WAIT_SECONDS
+from lynx.local.stack import TOOLS_BIN
 
 from .conftest import MODEL_NAME, required_binary, wait_for
 
@@ -31,6 +34,8 @@ CHART_VALUES = REPO / "charts" / "lynx" / "values.yaml"
 PORTS = {"gateway": 8080, "jaeger": 16686, "jaeger-otlp": 4319}
 TRACES_KEPT_HOURS = 14 * 24  # as the chart keeps them
 UP_TIMEOUT_SECONDS = 600
+TRACE_TIMEOUT_SECONDS = 30
+TOOLS_CACHE = TOOLS_BIN.parent
 BUDGET_METRICS_SECONDS = 60
 DEMO_BUDGET_METRICS = {"lynx_budget_cap_eur", "lynx_budget_spent_eur", "lynx_budget_remaining_eur", "lynx_budget_state",
                        "lynx_budget_refused_requests_total"}
@@ -94,38 +99,91 @@ def assert_demo_budget_metrics_within(seconds: float) -> None:
              interval=1, explain=lambda: f"found only {sorted(demo_budget_series())}")
 
 
-def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
+def first_run_tools(cache: Path) -> Path:
+    """A tool cache as a first run finds it: no links in bin/ (so `lynx up` must build the observability stack), and
+    the builds' output folders copied from the real cache, so that scripts/build_tools.sh finds them current instead
+    of compiling for minutes (the cold figures are in the README). Copies: a build here never touches the real cache."""
+    for piece in ("otelcol-lynx", "prometheus", "jaeger"):
+        (built,) = TOOLS_CACHE.glob(f"{piece}-v*")
+        shutil.copytree(built, cache / built.name, symlinks=False)
+    return cache
+
+
+def trace_services(trace_id: str) -> set[str]:
+    """The services of the trace's spans in the local Jaeger, once it holds the whole trace with no orphan."""
+    store = TraceStoreClient(JAEGER)
+
+    def whole() -> set[str] | None:
+        spans = store.trace(trace_id)
+        ids = {span.span_id for span in spans}
+        roots = [span for span in spans if not span.parent_span_id]
+        orphans = [span for span in spans if span.parent_span_id and span.parent_span_id not in ids]
+        services = {span.service for span in spans}
+        return services if len(roots) == 1 and not orphans and len(services) == 4 else None
+
+    try:
+        return wait_for(whole, TRACE_TIMEOUT_SECONDS, f"trace {trace_id} whole in Jaeger", interval=0.5,
+                        explain=lambda: f"spans: {[(s.service, s.name) for s in store.trace(trace_id)]}")
+    finally:
+        store.close()
+
+
+def builds_log() -> str:
+    return (run_dir() / "builds.log").read_text()
+
+
+def test_a_first_run_then_a_warm_one_and_down_leaves_nothing_running(tmp_path):
+    """The first `scripts/up.sh` of a machine builds the observability stack in the background and serves once the
+    collector runs; the trace of its first completion reaches Jaeger whole and its cost reaches Prometheus. The
+    second finds everything built. Both times `lynx down` leaves nothing running."""
     required_binary("jaeger", "scripts/build_tools.sh jaeger")
-    prometheus = required_binary("prometheus", "scripts/build_tools.sh prometheus")
+    required_binary("prometheus", "scripts/build_tools.sh prometheus")
     # Everything else as a user has it; only the demo tenant's key and budget go to files of the test's own.
     env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json"),
            "LYNX_BUDGETS_BUDGETS_FILE": str(tmp_path / "budgets.yaml"),
            "LYNX_BUDGETS_STATE_FILE": str(tmp_path / "budget-state.json")}
+    first_run_cache = first_run_tools(tmp_path / "tools")
+    first_run_env = {**env, "LYNX_TOOLS_CACHE": str(first_run_cache),
+                     "PATH": os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != TOOLS_CACHE / "bin")}
     assert lynx_down(env).returncode == 0
     keys = []
     try:
-        for _ in range(2):
-            up = run(["bash", str(REPO / "scripts" / "up.sh")], env, UP_TIMEOUT_SECONDS)
+        for run_env, cache in ((first_run_env, first_run_cache), (env, TOOLS_CACHE)):
+            first_run = run_env is first_run_env
+            up = run(["bash", str(REPO / "scripts" / "up.sh")], run_env, UP_TIMEOUT_SECONDS)
             assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
             keys.append(key := demo_key(up))
+            assert ("building otelcol, prometheus, jaeger for the first time" in up.stderr) is first_run, up.stderr
+            if first_run:
+                wait_for(lambda: "the observability stack is up\n" in builds_log(), UP_TIMEOUT_SECONDS,
+                         "the first run's builds", interval=1, explain=builds_log)
+                assert json.loads((run_dir() / "builds.json").read_text()) == dict.fromkeys(
+                    ("otelcol", "prometheus", "jaeger"), "ready")
             started = json.loads((run_dir() / "pids.json").read_text())
             assert {"jaeger", "otelcol", "prometheus", "auditor", "tokenizer", "retriever", "decoder",
                     "gateway"} <= started.keys()
-            assert "skipped" not in up.stderr, up.stderr
-            assert_observability_as_the_chart(started["prometheus"], prometheus, started["jaeger"])
+            assert ("builds" in started) is first_run
+            assert "skipped" not in up.stderr and "without" not in up.stderr, up.stderr
+            assert_observability_as_the_chart(started["prometheus"], cache / "bin" / "prometheus", started["jaeger"])
             assert httpx.get(f"{GATEWAY}/readyz", timeout=10).status_code == 200
-            answer = httpx.post(f"{GATEWAY}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+            headers = {"Authorization": f"Bearer {key}"}
+            answer = httpx.post(f"{GATEWAY}/v1/chat/completions", headers=headers, timeout=120,
                                 json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 16,
                                       "messages": [{"role": "user", "content": "How do I define a function in Python?"}]})
             assert answer.status_code == 200, answer.text
             assert answer.json()["choices"][0]["message"]["content"]
+            trace_id = answer.headers["x-lynx-trace-id"]
+            assert trace_services(trace_id) == {"lynx-gateway", "lynx-tokenizer", "lynx-retriever",
+                                                         "lynx-decoder"}
             assert all(accepts_connections(port) for port in PORTS.values())
             assert_demo_budget_metrics_within(BUDGET_METRICS_SECONDS)
 
-            down = lynx_down(env)
+            down = lynx_down(run_env)
             assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"
             for name, pid in started.items():
-                assert (f"stopped {name} (pid {pid})" in down.stdout
+                # The builder has exited once the stack was up: `lynx down` finds it gone.
+                ended = f"{name} (pid {pid}) was not running" if name == "builds" else f"stopped {name} (pid {pid})"
+                assert (ended in down.stdout
                         or f"killed {name} (pid {pid}) with SIGKILL" in down.stderr), f"{down.stdout}\n{down.stderr}"
             # `lynx down` has returned, so all of it must be gone already: waiting here would hide the bug.
             assert live_groups(set(started.values())) == []

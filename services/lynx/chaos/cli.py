@@ -99,7 +99,7 @@ def make_target(args: argparse.Namespace):
 
     if args.target == "kubernetes":
         return KubernetesTarget(args.namespace, args.kubeconfig, args.release)
-    from lynx.local.run import run_dir
+    from lynx.local.registry import run_dir
 
     return LocalTarget(args.run_dir or run_dir(), {"trace-store": args.trace_store_url, "prometheus": args.prometheus_url})
 

@@ -4,138 +4,154 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lynx.local.processes import start_service, stop_groups, wait_ready
+from lynx.local.builds import BUILDER, piece_states, start_builder
+from lynx.local.observability import PIECES, missing, piece_urls, say_skipped, spans_endpoint, start_piece
+from lynx.local.processes import ServiceProcess, start_service, stop_groups, wait_ready
+from lynx.local.registry import forget, pids_file, record, recorded_pids, run_dir
 from lynx.local.stopping import stop_phases
-from lynx.local.topology import (
-    SERVICES, UPSTREAMS, Topology, auditor_environment, models_environment, upstreams_environment,
-)
-from lynx.settings import default_cache_dir
+from lynx.local.topology import SERVICES, UPSTREAMS, Topology, models_environment, upstreams_environment
+from lynx.polling import wait_for
+
+if TYPE_CHECKING:
+    from lynx.contracts.budgets import BudgetSpec
 
 DEMO_DAILY_CAP_EUR = 1.0  # `lynx up`'s tenant: thousands of requests a day on this machine's rates
 READY_TIMEOUT_SECONDS = 300
+BUILDER_GRACE_SECONDS = 10
+# A first build of the collector: module downloads and about 90 s of compiling on 2 cores, beside the models' build.
+COLLECTOR_BUILD_TIMEOUT_SECONDS = 900
 
 
-def run_dir() -> Path:
-    return default_cache_dir() / "run"
+def await_collector(topology: Topology, builder: subprocess.Popen) -> bool:
+    """Whether the collector the builder builds first came up (False: its build failed, or the builder stopped)."""
+    import httpx
 
+    def settled() -> str | None:
+        if piece_states().get("otelcol") == "failed" or builder.poll() is not None:
+            return "gone"
+        try:
+            return "up" if httpx.get(f"http://{topology.host}:{topology.collector.health}/", timeout=2).is_success \
+                else None
+        except httpx.HTTPError:
+            return None
 
-def start_observability(topology: Topology, env: dict[str, str]) -> tuple[list, dict[str, str], dict[str, str]]:
-    """Jaeger (+ the auditor, + the collector the services export to, which sends on to Jaeger) and Prometheus when
-    their binaries exist; says what it skipped and why. Returns the processes, the services' environment, and
-    what a person can open: name -> URL."""
-    from lynx.gateway.settings import GatewaySettings
-    from lynx.local.stack import (
-        find_binary, load_config, prometheus_config, start_collector, start_jaeger, start_prometheus,
-    )
-
-    started, service_env, urls = [], {}, {}
-    jaeger_binary = find_binary("jaeger")
-    if jaeger_binary:
-        jaeger, ports = start_jaeger(jaeger_binary, load_config("jaeger.yaml"), run_dir() / "jaeger", topology.jaeger,
-                                     detached=True)
-        started.append(jaeger)
-        urls["jaeger"] = f"{ports.query_url}/api/v3/services (traces: /api/v3/traces/<trace id>)"
-        otlp = ports.otlp_url
-        collector_binary = find_binary("otelcol-lynx")
-        if collector_binary:
-            collector, collector_ports = start_collector(
-                collector_binary, load_config("otelcol.yaml"), run_dir() / "otelcol", otlp, topology.collector,
-                detached=True)
-            started.append(collector)
-            otlp = collector_ports.otlp_url
-        else:
-            print("skipped the OpenTelemetry Collector: no `otelcol-lynx` in ~/.cache/lynx-tools/bin "
-                  "(scripts/build_tools.sh otelcol builds it); spans go straight to Jaeger and are lost while it is "
-                  "down", file=sys.stderr)
-        service_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
-        auditor = start_service("auditor", {**env, **auditor_environment(
-            ports.query_url, GatewaySettings().request_deadline_seconds)}, run_dir() / "auditor.log",
-            port=topology.services["auditor"], detached=True)
-        started.append(auditor)
-        urls["auditor"] = f"{auditor.url}/metrics (orphan spans: POST {auditor.url}/v1/audit)"
-    else:
-        print("skipped Jaeger and the trace auditor: no `jaeger` in ~/.cache/lynx-tools/bin "
-              "(scripts/build_tools.sh jaeger builds it); spans are not exported", file=sys.stderr)
-    prometheus_binary = find_binary("prometheus")
-    if prometheus_binary:
-        prometheus = start_prometheus(prometheus_binary, prometheus_config(load_config("prometheus.yml"),
-                                                                           topology.scrape_targets()),
-                                      run_dir() / "prometheus", port=topology.prometheus, detached=True)
-        started.append(prometheus)
-        urls["prometheus"] = f"{prometheus.url}/api/v1/query?query=lynx_tenant_cost_eur_total (API only: no UI)"
-    else:
-        print("skipped Prometheus: no `prometheus` in ~/.cache/lynx-tools/bin (scripts/build_tools.sh prometheus "
-              "builds it)", file=sys.stderr)
-    return started, service_env, urls
+    print(f"waiting for the OpenTelemetry Collector's first build (log: {run_dir() / 'builds.log'}): the services "
+          "start once it runs, so that it holds their spans until Jaeger is built", file=sys.stderr)
+    try:
+        return wait_for(settled, COLLECTOR_BUILD_TIMEOUT_SECONDS, "the collector's first build", interval=1) == "up"
+    except AssertionError as timeout:
+        print(f"{timeout}: the services start without it", file=sys.stderr)
+        return False
 
 
 def up(args) -> None:
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenant_keys import LocalTenants
-    from lynx.models.cache import build, models_dir
+    from lynx.models.cache import build
     from lynx_budget.local import budget_or_default, local_store
 
-    build(args.precision)
-    ensure_index()
+    since = time.time()
     down(quiet=True)
     run_dir().mkdir(parents=True, exist_ok=True)
+    topology, settings = Topology.configured(), GatewaySettings()
+    # A first run builds what is missing of the observability stack while the models build, and serves before
+    # Prometheus and Jaeger are built: spans wait in the collector, the gateway's counters until the first scrape.
+    pending = missing() if args.observability else []
+    builder = start_builder(pending, since) if pending else None
+    if builder:
+        print(f"building {', '.join(pending)} for the first time, in the background (log: {run_dir() / 'builds.log'})",
+              file=sys.stderr)
+    env = {**os.environ, **models_environment(build(args.precision))}
+    ensure_index()
     # Before the budget loop starts: its first decisions, published before the gateway is ready, include it.
     budget = budget_or_default(local_store(), args.tenant, args.daily_cap)
-    topology = Topology.configured()
-    env = {**os.environ, **models_environment(models_dir(args.precision))}
-    observability, service_env, urls = start_observability(topology, env) if args.observability else ([], {}, {})
-    services = [start_service(name, {**env, **service_env, **(upstreams_environment(
-        {upstream: topology.url(upstream) for upstream in UPSTREAMS}) if name == "gateway" else {})},
-        run_dir() / f"{name}.log", port=topology.services[name], detached=True) for name in SERVICES]
-    settings = GatewaySettings()
+    built = [piece for piece in PIECES if piece not in pending] if args.observability else []
+    observability = [process for piece in built
+                     for process in start_piece(piece, topology, run_dir(), env, settings.request_deadline_seconds)]
+    record({process.name: process.process.pid for process in observability})
+    coming = set(pending)
+    if builder and "otelcol" in pending and not await_collector(topology, builder):
+        coming.discard("otelcol")
+        say_skipped(["otelcol"])
+    endpoint = spans_endpoint(topology, coming | set(built))
+    service_env = {**env, **({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {})}
+    upstreams = upstreams_environment({name: topology.url(name) for name in UPSTREAMS})
+    services = [start_service(name, {**service_env, **(upstreams if name == "gateway" else {})},
+                              run_dir() / f"{name}.log", port=topology.services[name], detached=True)
+                for name in SERVICES]
     # The budget loop publishes its decisions where this gateway reads them.
     budgets = start_service("budgets", {**env, "LYNX_BUDGETS_DECISIONS_FILE": str(settings.budgets_file),
                                         "LYNX_BUDGETS_PROMETHEUS_URL": topology.prometheus_url},
                             run_dir() / "budgets.log", port=topology.services["budgets"], detached=True)
-    everything = [*observability, *services, budgets]
-    (run_dir() / "pids.json").write_text(json.dumps({p.name: p.process.pid for p in everything}))
-    base = topology.url("gateway")
+    record({process.name: process.process.pid for process in [*services, budgets]})
     try:
-        wait_ready(everything, READY_TIMEOUT_SECONDS)
+        wait_ready([*observability, *services, budgets], READY_TIMEOUT_SECONDS)
     except RuntimeError as error:
         raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
-    key = LocalTenants(settings.tenants_file).key_or_new(args.tenant)
+    states = {**dict.fromkeys(PIECES, "ready"), **(piece_states() if builder else {})} if args.observability else {}
+    say_ready(topology, states, budgets, args.tenant, LocalTenants(settings.tenants_file).key_or_new(args.tenant),
+              budget, settings.model_name)
+
+
+def say_ready(topology: Topology, states: dict[str, str], budgets: ServiceProcess, tenant: str, key: str,
+              budget: BudgetSpec, model: str) -> None:
+    """What runs, what is still building, the tenant's key and budget, and a request to try."""
+    base = topology.url("gateway")
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
-    for process in [*observability, budgets]:
-        print(f"  {process.name}: {urls.get(process.name, process.url)}")
-    print(f"tenant '{args.tenant}' API key: {key} (the same at every `lynx up`: `lynx tenant rotate {args.tenant}` "
-          "replaces it)")
-    print(f"tenant '{args.tenant}' daily budget: {budget.daily_cap_eur:g} EUR ({budget.timezone} days; `lynx budget why "
-          f"{args.tenant}` explains its state)")
+    for piece, state in states.items():
+        for name, url in piece_urls(piece, topology).items():
+            print(f"  {name}: {url}" + ("" if state == "ready" else f" ({state})"))
+    print(f"  budgets: {budgets.url}")
+    if building := [piece for piece, state in states.items() if state == "building"]:
+        print(f"  still building: {', '.join(building)} (each starts once built; {run_dir() / 'builds.log'} ends with "
+              "\"the observability stack is up\"). Meanwhile the collector holds the spans and the gateway's counters "
+              "wait for Prometheus' first scrape: no charge or span is lost, and budgets are enforced once Prometheus "
+              "answers")
+    print(f"tenant '{tenant}' API key: {key} (the same at every `lynx up`: `lynx tenant rotate {tenant}` replaces it)")
+    print(f"tenant '{tenant}' daily budget: {budget.daily_cap_eur:g} EUR ({budget.timezone} days; `lynx budget why "
+          f"{tenant}` explains its state)")
     print("try:")
-    body = json.dumps({"model": settings.model_name, "temperature": 0, "max_tokens": 64,
+    body = json.dumps({"model": model, "temperature": 0, "max_tokens": 64,
                        "messages": [{"role": "user", "content": "How do I define a function in Python?"}]})
     print(f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
           f"-H 'Content-Type: application/json' -d '{body}'")
 
 
-def down(args=None, quiet: bool = False) -> None:
-    """Stops what `lynx up` started and returns only once every process of it has exited (so its ports are free)."""
-    pids_file = run_dir() / "pids.json"
-    if not pids_file.exists():
-        return
-    pids_by_name = json.loads(pids_file.read_text())
+def stop(pids_by_name: dict[str, int], grace: float | None, quiet: bool) -> None:
+    """Stops the recorded processes ``pids_by_name``: phase by phase (lynx.local.stopping), or all with ``grace``."""
     names = {pid: name for name, pid in pids_by_name.items()}
+    phases = stop_phases(pids_by_name.items()) if grace is None else [(list(pids_by_name.values()), grace)]
+    for pids, phase_grace in phases:
+        for pid, ending in stop_groups(pids, phase_grace):
+            if ending == "killed":
+                print(f"killed {names[pid]} (pid {pid}) with SIGKILL: still running {phase_grace} s after SIGTERM",
+                      file=sys.stderr)
+            elif not quiet:
+                print(f"stopped {names[pid]} (pid {pid})" if ending == "stopped"
+                      else f"{names[pid]} (pid {pid}) was not running")
+
+
+def down(args=None, quiet: bool = False) -> None:
+    """Stops what `lynx up` started and returns only once every process of it has exited (so its ports are free).
+    A builder still at work goes first (with its builds), so that it starts nothing more."""
     try:
-        for pids, grace in stop_phases(pids_by_name.items()):
-            for pid, ending in stop_groups(pids, grace):
-                if ending == "killed":
-                    print(f"killed {names[pid]} (pid {pid}) with SIGKILL: still running {grace} s after SIGTERM",
-                          file=sys.stderr)
-                elif not quiet:
-                    print(f"stopped {names[pid]} (pid {pid})" if ending == "stopped"
-                          else f"{names[pid]} (pid {pid}) was not running")
-    except RuntimeError as error:  # pids.json stays, so that the next `lynx down` tries again
+        builder = recorded_pids().get(BUILDER)
+        if builder:
+            stop({BUILDER: builder}, BUILDER_GRACE_SECONDS, quiet)
+            forget([BUILDER])
+        pids_by_name = recorded_pids()
+        if not pids_by_name:
+            return
+        stop(pids_by_name, None, quiet)
+    except RuntimeError as error:  # the record stays, so that the next `lynx down` tries again
         raise SystemExit(f"lynx down: {error}") from None
-    pids_file.unlink()
+    pids_file().unlink(missing_ok=True)
 
 
 def ensure_index(corpus: Path | None = None, force: bool = False) -> None:
