@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from lynx.files import write_atomically
 from lynx.local.processes import start_service, stop_groups, wait_ready
 from lynx.local.stopping import stop_phases
 from lynx.local.topology import (
@@ -96,7 +97,7 @@ def up(args) -> None:
                                         "LYNX_BUDGETS_PROMETHEUS_URL": topology.prometheus_url},
                             run_dir() / "budgets.log", port=topology.services["budgets"], detached=True)
     everything = [*observability, *services, budgets]
-    (run_dir() / "pids.json").write_text(json.dumps({p.name: p.process.pid for p in everything}))
+    write_atomically(run_dir() / "pids.json", json.dumps({p.name: p.process.pid for p in everything}))
     base = topology.url("gateway")
     try:
         wait_ready(everything, READY_TIMEOUT_SECONDS)

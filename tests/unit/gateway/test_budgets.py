@@ -21,7 +21,7 @@ from lynx.gateway.orchestrator import Job, Pipeline, RequestAccount
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
-from lynx_budget.local import write_atomically
+from lynx.files import write_atomically
 
 RATES = CostSettings()
 STEP = DecoderSettings().step_cost()
