@@ -79,6 +79,11 @@ class TenantRegistry:
     def known_ids(self) -> set[str]:
         return {t.id for t in self._by_hash().values()}
 
+    def stored_ids(self) -> set[str]:
+        """The ids the file holds now, for the tools that change it: ValueError when it cannot be read (a gateway,
+        which must go on serving, asks ``known_ids``)."""
+        return {t.id for t in parse_tenants(self._document()).values()}
+
     def add(self, tenant_id: str) -> str:
         """Create a tenant with a fresh key, or give it a new one (its old key stops working at once in every gateway
         that reads the file); returns the key (shown once, stored only hashed). ValueError for an id no service would
