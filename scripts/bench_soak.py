@@ -45,6 +45,7 @@ from lynx.local.registry import run_dir
 from lynx.local.topology import SERVEABLE, Topology
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.dashboards.queries import PanelQuery, panel_queries
+from lynx.files import locked, write_atomically
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.load.driver import LoadSpec, RequestRecord, served_model
@@ -98,10 +99,11 @@ def tenant_budgets(specs: list[BudgetSpec]) -> Iterator[FileStore]:
             store.put(spec)
         yield store
     finally:
-        if saved is None:
-            settings.budgets_file.unlink(missing_ok=True)
-        else:
-            settings.budgets_file.write_text(saved)
+        with locked(settings.budgets_file):  # the running budget loop reads and rewrites it meanwhile
+            if saved is None:
+                settings.budgets_file.unlink(missing_ok=True)
+            else:
+                write_atomically(settings.budgets_file, saved)
 
 
 def await_decisions(tenants: set[str]) -> None:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 import httpx
 
 from lynx.contracts.faults import FaultPlan
-from lynx.gateway.tenants import parse_tenants
+from lynx.files import write_atomically
+from lynx.gateway.tenants import read_tenants
 
 if TYPE_CHECKING:
     from lynx.local.processes import ServiceProcess
@@ -230,7 +231,7 @@ class LocalTarget:
     def tenants(self) -> dict[str, str]:
         if not self.tenants_file.is_file():
             return {}
-        return {digest: t.id for digest, t in parse_tenants(json.loads(self.tenants_file.read_text())).items()}
+        return {digest: t.id for digest, t in read_tenants(self.tenants_file.read_bytes()).items()}
 
     # -- how
     def _stop(self, name: str, action: str) -> Disruption:
@@ -276,9 +277,7 @@ class LocalTarget:
         return time.monotonic()
 
     def _save_pids(self) -> None:
-        partial = self.pids_file.with_name(f".{self.pids_file.name}.partial")
-        partial.write_text(json.dumps(self.pids))
-        partial.replace(self.pids_file)
+        write_atomically(self.pids_file, json.dumps(self.pids))
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------------------------
@@ -460,8 +459,7 @@ class KubernetesTarget:
         data = self.core.read_namespaced_secret(volume.secret.secret_name, self.namespace).data or {}
         if TENANTS_FILE not in data:
             raise TargetError(f"Secret {volume.secret.secret_name} has no {TENANTS_FILE}")
-        document = json.loads(base64.b64decode(data[TENANTS_FILE]))
-        return {digest: t.id for digest, t in parse_tenants(document).items()}
+        return {digest: t.id for digest, t in read_tenants(base64.b64decode(data[TENANTS_FILE])).items()}
 
     # -- faults, through the API server's proxy to each pod
     def _proxy(self, pod, method: str, body: dict | None = None):

@@ -34,7 +34,6 @@ no recent charges: until the next decision it may admit again what it charged ju
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections import defaultdict, deque
@@ -42,14 +41,12 @@ from datetime import UTC
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from lynx.accounting.pricing import CostSettings, RequestTimes, SoloDecoder, worst_case_cost
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
 from lynx.errors import LynxError
 from lynx.telemetry.metrics import enforcement_metrics
+from lynx.watched_file import WatchedFile
 
-log = logging.getLogger("lynx.gateway.budgets")
 QUOTA = "insufficient_quota"
 # Charges remembered per tenant; beyond that the two oldest merge (see RecentCharges).
 RECENT_CHARGES = 2048
@@ -86,36 +83,11 @@ class RecentCharges:
             self.entries.popleft()
 
 
-class DecisionsFile:
-    """The published decisions, re-read when the file changes (like the tenants file).
-
-    A missing file means no budgets. A file that cannot be read keeps the last decisions read (a
-    controller writes it atomically, so this is a broken deployment, logged once per change)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self.decisions: BudgetDecisions | None = None
-
-    def refresh(self) -> bool:
-        """Whether the decisions changed."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            changed = self.decisions is not None
-            self.decisions, self._stamp = None, None
-            return changed
-        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a new inode: replaced by a rename
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        try:
-            self.decisions = BudgetDecisions.model_validate_json(self.path.read_bytes())
-        except (OSError, ValidationError) as error:
-            log.error("budget_decisions_unreadable", extra={"fields": {"path": str(self.path),
-                                                                       "error": type(error).__name__}})
-            return False
-        return True
+def decisions_file(path: Path) -> WatchedFile[BudgetDecisions | None]:
+    """The published decisions, re-read when the file changes (like the tenants file). A missing file means no
+    budgets; a file that cannot be read keeps the last decisions read (a controller writes it atomically, so this is
+    a broken deployment: ``lynx.watched_file`` says so)."""
+    return WatchedFile(path, "budget_decisions", BudgetDecisions.model_validate_json, absent=None)
 
 
 def counted_until(decision: TenantDecision) -> float:
@@ -134,7 +106,7 @@ class Budgets:
     requests never both see the same budget as free."""
 
     def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
-        self.file = DecisionsFile(path)
+        self.file = decisions_file(path)
         self.now = now
         self.charges: defaultdict[str, RecentCharges] = defaultdict(RecentCharges)
         self.reserved: defaultdict[str, float] = defaultdict(float)
@@ -142,12 +114,12 @@ class Budgets:
         self.metrics = enforcement_metrics()
 
     def decision(self, tenant: str) -> TenantDecision | None:
-        if self.file.refresh() and self.file.decisions is not None:
-            for name, decision in self.file.decisions.tenants.items():
+        if self.file.refresh() and self.file.value is not None:
+            for name, decision in self.file.value.tenants.items():
                 self.charges[name].forget_before(counted_until(decision) - KEEP_BEHIND_SECONDS)
                 for reason in BUDGET_REFUSALS:  # a budgeted tenant's refusals read 0, not "no data", until one happens
                     self.metrics.refused.labels(name, reason)
-        decisions = self.file.decisions
+        decisions = self.file.value
         return decisions.tenants.get(tenant) if decisions else None
 
     def spent(self, tenant: str, decision: TenantDecision) -> float | None:
@@ -167,7 +139,7 @@ class Budgets:
         """The tenant's decision, or the 429 that refuses it now (``request``: also when its worst case does not fit)."""
         decision = self.decision(tenant)
         if decision is None:
-            decisions = self.file.decisions
+            decisions = self.file.value
             if decisions is not None and decisions.unknown_tenants == "closed":
                 raise self._refuse(tenant, "unknown_tenant", (
                     f"Tenant '{tenant}' has no daily budget, and this deployment refuses tenants without one; "

@@ -33,7 +33,10 @@ class LocalTenants:
         self.keys_file = keys_file(tenants_file)
 
     def exists(self, tenant: str) -> bool:
-        return tenant in self.registry.known_ids()
+        try:
+            return tenant in self.registry.stored_ids()
+        except ValueError as problem:  # a broken tenants file: said, never taken for one without the tenant
+            raise TenantProblem(str(problem)) from None
 
     def kept_key(self, tenant: str) -> str | None:
         """The tenant's kept key, if the tenants file still accepts it."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lynx.contracts.limits import tenant_id_error
 from lynx.files import locked, write_atomically
+from lynx.watched_file import WatchedFile
 
 KEY_PREFIX = "lynx-"
 
@@ -30,10 +31,17 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(24)
 
 
-def parse_tenants(document: dict) -> dict[str, Tenant]:
-    """{key_sha256: Tenant} from ``{"tenants": [{"id": ..., "key_sha256": ...}]}``."""
+TENANTS_FILE_SHAPE = '{"tenants": [{"id": ..., "key_sha256": ...}, ...]}'
+
+
+def parse_tenants(document: object) -> dict[str, Tenant]:
+    """{key_sha256: Tenant} from ``{"tenants": [{"id": ..., "key_sha256": ...}]}``; ValueError for anything else."""
+    entries = document.get("tenants", []) if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and {"id", "key_sha256"} <= e.keys()
+                                                for e in entries):
+        raise ValueError(f"a tenants file holds {TENANTS_FILE_SHAPE}")
     by_hash: dict[str, Tenant] = {}
-    for entry in document.get("tenants", []):
+    for entry in entries:
         digest = str(entry["key_sha256"]).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ValueError(f"tenant {entry.get('id')!r}: key_sha256 must be 64 hex characters")
@@ -43,36 +51,38 @@ def parse_tenants(document: dict) -> dict[str, Tenant]:
     return by_hash
 
 
+def read_tenants(content: bytes | str) -> dict[str, Tenant]:
+    """A tenants file's content; ValueError (JSONDecodeError is one) when it is not one."""
+    return parse_tenants(json.loads(content))
+
+
 class TenantRegistry:
-    """Looks keys up by hash; re-reads the file when it changes, so tenants can be added live."""
+    """Looks keys up by hash; re-reads the file when it changes, so tenants can be added live. A file that cannot be
+    read keeps the tenants read last (``lynx.watched_file``); a missing file means no tenants."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._by_hash: dict[str, Tenant] = {}
+        self._file = WatchedFile(path, "tenants", read_tenants, absent={})
 
-    def _refresh(self) -> None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            self._by_hash, self._stamp = {}, None
-            return
-        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a new inode: the file was replaced
-        if stamp != self._stamp:
-            self._by_hash = parse_tenants(json.loads(self.path.read_text()))
-            self._stamp = stamp
+    def _by_hash(self) -> dict[str, Tenant]:
+        """{key_sha256: Tenant} as the file says now."""
+        self._file.refresh()
+        return self._file.value
 
     def authenticate(self, key: str) -> Tenant | None:
-        self._refresh()
         digest = hash_key(key)
-        for known, tenant in self._by_hash.items():
+        for known, tenant in self._by_hash().items():
             if hmac.compare_digest(known, digest):
                 return tenant
         return None
 
     def known_ids(self) -> set[str]:
-        self._refresh()
-        return {t.id for t in self._by_hash.values()}
+        return {t.id for t in self._by_hash().values()}
+
+    def stored_ids(self) -> set[str]:
+        """The ids the file holds now, for the tools that change it: ValueError when it cannot be read (a gateway,
+        which must go on serving, asks ``known_ids``)."""
+        return {t.id for t in parse_tenants(self._document()).values()}
 
     def add(self, tenant_id: str) -> str:
         """Create a tenant with a fresh key, or give it a new one (its old key stops working at once in every gateway
@@ -102,6 +112,18 @@ class TenantRegistry:
         """Changes the file's tenants under a lock (`lynx up`, `lynx load`, `lynx tenant` may write it at once) and
         replaces it whole (a gateway re-reading it never sees half of it)."""
         with locked(self.path):
-            document = json.loads(self.path.read_text()) if self.path.exists() else {"tenants": []}
-            document["tenants"] = change(document["tenants"])
+            document = self._document()
+            document["tenants"] = change(document.get("tenants", []))
             write_atomically(self.path, json.dumps(document, indent=2) + "\n", mode=0o600)
+
+    def _document(self) -> dict:
+        """The file's document, checked: a broken file is refused, never overwritten with what could be read of it."""
+        if not self.path.exists():
+            return {"tenants": []}
+        try:
+            document = json.loads(self.path.read_text())
+            parse_tenants(document)
+        except ValueError as problem:
+            raise ValueError(f"{self.path} is not a tenants file ({problem}): fix it or remove it; it holds "
+                             f"{TENANTS_FILE_SHAPE}") from None
+        return document

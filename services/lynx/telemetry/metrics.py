@@ -251,3 +251,21 @@ def enforcement_metrics() -> EnforcementMetrics:
                         ["tenant", "reason"]),
         reserved=Gauge("lynx_budget_reserved_eur", "Worst-case cost reserved by requests in flight.", ["tenant"]),
     )
+
+
+@dataclass(frozen=True)
+class WatchedFileMetrics:
+    stale: Gauge
+    unreadable_versions: Counter
+
+
+@functools.cache
+def watched_file_metrics() -> WatchedFileMetrics:
+    """Files a process serves from while others replace them (``lynx.watched_file``), by a fixed name per file."""
+    return WatchedFileMetrics(
+        stale=Gauge("lynx_watched_file_stale", "1 while the file's newest version cannot be read and the last good "
+                    "one is served, else 0.", ["file"]),
+        unreadable_versions=Counter("lynx_watched_file_unreadable_versions",
+                                    "Versions of the file that could not be read or parsed (each counted once).",
+                                    ["file"]),
+    )

@@ -21,7 +21,7 @@ from lynx.gateway.orchestrator import Job, Pipeline, RequestAccount
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
-from lynx_budget.local import write_atomically
+from lynx.files import write_atomically
 
 RATES = CostSettings()
 STEP = DecoderSettings().step_cost()
@@ -183,10 +183,12 @@ def test_the_decisions_file_is_reread_when_it_changes(budgets, tmp_path):
     refusal(lambda: budgets.admit("acme"))
     publish(path, decision(state="Ok", cap_eur=2.0, remaining_eur=1.6, reason="A raise of 1 EUR is in force."))
     budgets.admit("acme")
-    path.write_text("{not json")  # a broken file keeps the last decisions
+    path.write_text("{not json")  # a broken file keeps the last decisions, and says so
     assert budgets.decision("acme").cap_eur == 2.0
+    assert REGISTRY.get_sample_value("lynx_watched_file_stale", {"file": "budget_decisions"}) == 1
     path.unlink()
     assert budgets.decision("acme") is None
+    assert REGISTRY.get_sample_value("lynx_watched_file_stale", {"file": "budget_decisions"}) == 0
 
 
 def test_a_settled_hold_is_released_once(budgets, tmp_path):

@@ -71,3 +71,12 @@ def test_a_tenant_id_too_long_is_refused_in_one_sentence_and_nothing_is_written(
     with pytest.raises(TenantProblem, match="a tenant id has 1 to 128 printable characters"):
         tenants.add("x" * 129)
     assert not (tmp_path / "tenants.json").exists() and not keys_file(tmp_path / "tenants.json").exists()
+
+
+@pytest.mark.parametrize("command", ["add", "show", "rotate", "remove"])
+def test_every_command_on_a_broken_tenants_file_says_so_and_leaves_it(tmp_path, command):
+    path = tmp_path / "tenants.json"
+    path.write_text("{broken")
+    with pytest.raises(TenantProblem, match=r"tenants.json is not a tenants file .*: fix it or remove it"):
+        getattr(LocalTenants(path), command)("acme")
+    assert path.read_text() == "{broken"

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from lynx.contracts.decoder import GenerateRequest
-from lynx.gateway.tenants import TenantRegistry, hash_key, parse_tenants
+from lynx.files import write_atomically
+from lynx.gateway.tenants import TenantRegistry, hash_key, parse_tenants, read_tenants
 
 
 def test_keys_are_stored_hashed_and_authenticate(tmp_path):
@@ -60,3 +61,30 @@ def test_temporary_tenants_are_gone_after_the_run_even_a_failed_one(tmp_path):
         raise RuntimeError("the run failed")
     assert registry.known_ids() == {"kept"} and registry.authenticate(kept).id == "kept"
     assert all(registry.authenticate(key) is None for key in keys)
+
+
+@pytest.mark.parametrize("content", ['[]', '{"tenants": 3}', '{"tenants": [{"id": "x"}]}', '{"tenants": ["x"]}', '7'])
+def test_a_document_of_another_shape_is_refused_as_a_value_error(content):
+    with pytest.raises(ValueError, match="a tenants file holds"):
+        read_tenants(content)
+
+
+def test_a_broken_file_keeps_the_tenants_read_last(tmp_path):
+    path = tmp_path / "tenants.json"
+    registry = TenantRegistry(path)
+    key = registry.add("acme")
+    assert registry.authenticate(key).id == "acme"  # read once, as a gateway serving it has
+    good = path.read_text()
+    write_atomically(path, '{"tenants": [{"id": "acme"')
+    assert registry.authenticate(key).id == "acme" and registry.known_ids() == {"acme"}
+    write_atomically(path, good)
+    newcomer = TenantRegistry(path).add("newcomer")
+    assert registry.authenticate(newcomer).id == "newcomer"
+
+
+def test_adding_to_a_broken_file_is_refused_and_leaves_it_as_it_is(tmp_path):
+    path = tmp_path / "tenants.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"tenants.json is not a tenants file .*: fix it or remove it"):
+        TenantRegistry(path).add("acme")
+    assert path.read_text() == "{not json"
