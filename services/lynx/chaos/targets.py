@@ -7,7 +7,6 @@ backend is gone or back) and returns a ``Disruption`` saying what was done and h
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 import httpx
 
 from lynx.contracts.faults import FaultPlan
-from lynx.files import write_atomically
+from lynx.local.registry import pids_file, record, recorded_pids
 from lynx.gateway.tenants import read_tenants
 
 if TYPE_CHECKING:
@@ -147,10 +146,10 @@ class LocalTarget:
     def __init__(self, run_dir: Path, backend_urls: dict[str, str],
                  ready_timeout: float = READY_TIMEOUT_SECONDS) -> None:
         self.run_dir = run_dir
-        self.pids_file = run_dir / "pids.json"
+        self.pids_file = pids_file(run_dir)
         if not self.pids_file.is_file():
             raise TargetError(f"{self.pids_file} not found: start lynx with `lynx up` first (or pass --run-dir)")
-        self.pids: dict[str, int] = json.loads(self.pids_file.read_text())
+        self.pids: dict[str, int] = recorded_pids(run_dir)
         missing = [s for s in SERVICES if s not in self.pids]
         if missing:
             raise TargetError(f"{self.pids_file} names no {', '.join(missing)}: was lynx started with `lynx up`?")
@@ -269,15 +268,12 @@ class LocalTarget:
         process = start_process(name, list(recipe.argv), recipe.env, recipe.log, url, ready_path, detached=True)
         self.children[name] = process
         self.pids[name] = process.process.pid
-        self._save_pids()
+        record({name: process.process.pid}, self.run_dir)
         try:
             wait_ready([process], self.ready_timeout)
         except RuntimeError as error:
             raise TargetError(f"{name} did not come back: {error}") from None
         return time.monotonic()
-
-    def _save_pids(self) -> None:
-        write_atomically(self.pids_file, json.dumps(self.pids))
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------------------------
