@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lynx.accounting.shares import StepCostModel, step_shares
 from lynx.decoder import kv
 from lynx.decoder.admission import Backlog, Refusal, admission_refusal, prior_sequence_seconds, weighted_mean
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
-from lynx.decoder.shares import StepCostModel, step_shares
 from lynx.decoder.stopping import StopMatcher
 from lynx.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics

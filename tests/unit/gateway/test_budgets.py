@@ -11,9 +11,8 @@ from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
     NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, attribute_costs, worst_case_cost,
 )
+from lynx.accounting.shares import StepCostSettings, step_shares
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
-from lynx.decoder.settings import DecoderSettings
-from lynx.decoder.shares import step_shares
 from lynx.errors import LynxError
 from lynx.gateway.app import cheaper_route
 from lynx.gateway.budgets import Budgets, Estimate, RecentCharges, affordable_max_tokens
@@ -24,7 +23,7 @@ from lynx.gateway.upstream import Upstreams
 from lynx_budget.local import write_atomically
 
 RATES = CostSettings()
-STEP = DecoderSettings().step_cost()
+STEP = StepCostSettings().step_cost()
 SOLO = SoloDecoder(GatewaySettings().prefill_seconds_per_token, STEP)
 NOTHING_YET = RequestTimes(wall_seconds=0.0, gateway_seconds=0.0, tokenize=NO_CALL, retrieve=NO_CALL,
                            decoder=DecoderUse(0.0))
