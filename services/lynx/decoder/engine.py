@@ -49,7 +49,7 @@ from lynx.decoder.sampling import SamplingParams, sample
 from lynx.decoder.stopping import StopMatcher
 from lynx.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
-from lynx.tokenizer.detok import IncrementalDetokenizer
+from lynx.tokenization.detok import IncrementalDetokenizer
 
 log = logging.getLogger("lynx.decoder.engine")
 SHUTDOWN_MESSAGE = "the decoder is shutting down"
