@@ -20,12 +20,11 @@ import httpx
 
 from lynx.contracts.faults import FaultPlan
 from lynx.gateway.tenants import parse_tenants
+from lynx.local.topology import SERVICES
 
 if TYPE_CHECKING:
     from lynx.local.processes import ServiceProcess
 
-SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
-LEAF_SERVICES = ("tokenizer", "retriever", "decoder")
 Backend = Literal["trace-store", "prometheus"]
 READY_TIMEOUT_SECONDS = 600.0
 POLL_SECONDS = 0.5

@@ -28,7 +28,7 @@ With N gateways, each subtracts only its own charges: until the controller's nex
 the others' (one scrape interval + one controller interval + the file's propagation), each may admit
 up to the whole remaining budget R of the decision in force, so spend can pass the cap by up to
 (N - 1) x R, and by no more than what N - 1 gateways spend in that interval. docs/BENCHMARKS.md
-measures both (one gateway: 0.01 % of a 0.01 EUR cap; two: 6.8 %). A restarted gateway starts with
+("Budget enforcement under load", scripts/bench_budget.py) measures both. A restarted gateway starts with
 no recent charges: until the next decision it may admit again what it charged just before it stopped.
 """
 
