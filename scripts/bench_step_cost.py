@@ -11,7 +11,7 @@ and fits
 
 by least squares. The mixed batches show whether a row's cost depends on its neighbours' lengths
 (it did when the cache was right-padded and copied each step). The coefficients are the decoder's
-``LYNX_DECODER_STEP_*`` settings, which ``lynx.decoder.shares`` splits steps by.
+``LYNX_DECODER_STEP_*`` settings, which ``lynx.accounting.shares`` splits steps by.
 
 Usage: .venv/bin/python scripts/bench_step_cost.py [--steps 12] [--output docs/COSTS.md] [--benchmarks docs/BENCHMARKS.md]
 """
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from bench_common import load_average, machine, write_section
+from lynx.accounting.shares import StepCostModel
 from lynx.decoder import kv
 from lynx.decoder.kv import KVPool
 from lynx.decoder.model import DecoderModel
-from lynx.decoder.shares import StepCostModel
 from lynx.models.cache import build
 
 BATCHES = (1, 2, 4, 8, 16)

@@ -16,7 +16,7 @@ from lynx.decoder import kv
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, Sequence
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.settings import DecoderSettings
-from lynx.tokenizer.detok import IncrementalDetokenizer
+from lynx.tokenization.detok import IncrementalDetokenizer
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lynx.decoder.shares import StepCostModel
+from lynx.accounting.shares import StepCostModel
 
 STAGES = ("tokenize", "retrieve", "prefill", "decode", "other")
 STAGE_TIER = {"tokenize": "tokenizer", "retrieve": "retriever", "prefill": "decoder", "decode": "decoder",

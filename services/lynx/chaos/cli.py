@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from lynx.local.topology import UPSTREAMS
+
 SCENARIO_NUMBERS = ("1", "2", "3", "4", "5")
 # The load's own end is only a safety net: each scenario stops its load when it is done.
 LOAD_SAFETY_SECONDS = 6 * 3600.0
@@ -48,9 +50,9 @@ def add_chaos_command(commands) -> None:
     what = chaos.add_argument_group("scenarios")
     what.add_argument("--scenario", action="append", choices=(*SCENARIO_NUMBERS, "all"),
                       help="run this scenario; repeat for several (default: all, in order)")
-    what.add_argument("--kill-service", choices=("tokenizer", "retriever", "decoder"), default="decoder",
+    what.add_argument("--kill-service", choices=UPSTREAMS, default="decoder",
                       help="scenario 1: which service is killed (default decoder)")
-    what.add_argument("--fault-service", choices=("tokenizer", "retriever", "decoder"), default="tokenizer",
+    what.add_argument("--fault-service", choices=UPSTREAMS, default="tokenizer",
                       help="scenario 3: which service gets the faults (default tokenizer)")
     what.add_argument("--fault-latency", type=float, default=0.2, help="scenario 3: seconds added to each call")
     what.add_argument("--fault-error-rate", type=float, default=0.2, help="scenario 3: share of calls failed")

@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 import httpx
 
 from lynx.contracts.faults import FaultPlan
-from lynx.local.registry import pids_file, record, recorded_pids
 from lynx.gateway.tenants import read_tenants
+from lynx.local.registry import pids_file, record, recorded_pids
+from lynx.local.topology import SERVICES
 
 if TYPE_CHECKING:
     from lynx.local.processes import ServiceProcess
 
-SERVICES = ("tokenizer", "retriever", "decoder", "gateway")
-LEAF_SERVICES = ("tokenizer", "retriever", "decoder")
 Backend = Literal["trace-store", "prometheus"]
 READY_TIMEOUT_SECONDS = 600.0
 POLL_SECONDS = 0.5

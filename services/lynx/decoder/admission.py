@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lynx.decoder.shares import StepCostModel
+from lynx.accounting.shares import StepCostModel
 
 # Weight of the newest finished sequence in the mean: a burst's first few sequences move the estimate most of the way
 # to the new regime, while one outlier moves it a fifth.

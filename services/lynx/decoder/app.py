@@ -10,8 +10,8 @@ from lynx.decoder.model import DecoderModel
 from lynx.decoder.routes import GENERATE_PATH, router
 from lynx.decoder.settings import DecoderSettings
 from lynx.service import create_service_app
-from lynx.tokenizer.detok import IncrementalDetokenizer
-from lynx.tokenizer.text import ModelTokenizer
+from lynx.tokenization.detok import IncrementalDetokenizer
+from lynx.tokenization.text import ModelTokenizer
 
 # Ending every sequence takes one engine step; their streams then send the final reports.
 ENGINE_STOP_SECONDS = 1.0

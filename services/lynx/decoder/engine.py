@@ -18,7 +18,7 @@ ends leaves a gap that the last running row moves into. Nothing else is copied b
 
 Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
 with prompt work is charged to the sequences of that call (by their share of its tokens), a lap
-that ends with a decode step is split between the rows of that step (``shares.py``), and every
+that ends with a decode step is split between the rows of that step (``lynx.accounting.shares``), and every
 other lap (waiting for work) is idle; so attributed + idle = the thread's wall time. Every
 sequence the engine accepts ends with exactly one ``Finish`` carrying what it consumed, however
 it ends (stop, length, deadline, cancelled, error), so no path leaves a consumed second uncharged.
@@ -40,16 +40,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lynx.accounting.shares import StepCostModel, step_shares
 from lynx.decoder import kv
 from lynx.decoder.admission import Backlog, Refusal, admission_refusal, prior_sequence_seconds, weighted_mean
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
-from lynx.decoder.shares import StepCostModel, step_shares
 from lynx.decoder.stopping import StopMatcher
 from lynx.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
-from lynx.tokenizer.detok import IncrementalDetokenizer
+from lynx.tokenization.detok import IncrementalDetokenizer
 
 log = logging.getLogger("lynx.decoder.engine")
 SHUTDOWN_MESSAGE = "the decoder is shutting down"
@@ -337,9 +337,10 @@ class BatchingEngine:
         """Each kind of model call once, greedy, at the largest prompt work of one step: a long prompt's first two
         chunks and a decode step after them, then short prompts in every row and a decode step of all rows.
         onnxruntime's first calls grow its buffers, some of them the calling thread's own, so this runs on the engine
-        thread. Without it, the first burst of eight requests after a start waited 123 ms longer for its slowest first
-        token than later bursts; with it, 13 ms (docs/BENCHMARKS.md, scripts/bench_cold_start.py). Nothing it leaves
-        in the cache is read: each sequence prefills its own row."""
+        thread. Without it, the first requests after a start wait longer for their first token than later ones; how
+        much longer, with and without it, is measured in docs/BENCHMARKS.md ("The first requests after a decoder
+        starts", scripts/bench_cold_start.py). Nothing it leaves in the cache is read: each sequence prefills its own
+        row."""
         model, pool, pad = self.model, self._pool, self.model.pad_token_id
         tokens = max(1, min(self.prefill_token_budget, WARM_UP_TOKENS, (self.max_context - 1) // 2))
         model.prefill_rows(pool, 0, [[pad] * tokens])

@@ -7,13 +7,13 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.limits import MAX_CONTEXT_TOKENS
-from lynx.decoder.shares import StepCostModel
+from lynx.accounting.shares import StepCostSettings
 from lynx.settings import ServiceSettings, default_cache_dir
 
 UNROUTABLE_HOSTS = ("0.0.0.0", "::", "")
 
 
-class DecoderSettings(ServiceSettings):
+class DecoderSettings(ServiceSettings, StepCostSettings):
     model_config = SettingsConfigDict(env_prefix="LYNX_DECODER_", extra="ignore", frozen=True)
 
     port: int = Field(default=8083, ge=1, le=65535)
@@ -41,19 +41,9 @@ class DecoderSettings(ServiceSettings):
     advertise_url: str | None = Field(
         default=None, description="How callers reach this very instance (to cancel a sequence it holds), e.g. "
         "http://$(POD_IP):8083. Default: http://host:port, or the caller's decoder URL when host is 0.0.0.0.")
-    # The decode step's cost model (lynx.decoder.shares); defaults measured on the int4 model with
-    # scripts/bench_step_cost.py (docs/COSTS.md). The split of a step depends on them (the shares always add up
-    # to the measured step time), and the gateway's worst-case estimate of a request (it reads them too).
-    step_fixed_seconds: float = Field(default=0.003174, ge=0, description="Step cost shared evenly by its rows.")
-    step_row_seconds: float = Field(default=0.001360, ge=0, description="Step cost each row adds.")
-    step_context_token_seconds: float = Field(
-        default=3.46e-6, ge=0, description="Step cost each token of a row's own context adds.")
 
     def advertised_url(self) -> str:
         """The base URL in cancel links; empty means 'relative to whatever URL reached this decoder'."""
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
         return "" if self.host in UNROUTABLE_HOSTS else f"http://{self.host}:{self.port}"
-
-    def step_cost(self) -> StepCostModel:
-        return StepCostModel(self.step_fixed_seconds, self.step_row_seconds, self.step_context_token_seconds)

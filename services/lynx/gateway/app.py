@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import CostSettings, SoloDecoder
-from lynx.decoder.settings import DecoderSettings
+from lynx.accounting.shares import StepCostSettings
 from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import CANCEL_GRACE_SECONDS, DecoderRoute, Pipeline
 from lynx.gateway.routes import router
@@ -29,7 +29,7 @@ async def ready_with_upstreams(app: FastAPI) -> bool:
 
 def solo_decoder(settings: GatewaySettings) -> SoloDecoder:
     """One sequence alone in the decoder, from the decoder's own step coefficients (LYNX_DECODER_STEP_*)."""
-    return SoloDecoder(settings.prefill_seconds_per_token, DecoderSettings().step_cost(),
+    return SoloDecoder(settings.prefill_seconds_per_token, StepCostSettings().step_cost(),
                        settings.budget_estimate_margin)
 
 

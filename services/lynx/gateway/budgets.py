@@ -28,7 +28,7 @@ With N gateways, each subtracts only its own charges: until the controller's nex
 the others' (one scrape interval + one controller interval + the file's propagation), each may admit
 up to the whole remaining budget R of the decision in force, so spend can pass the cap by up to
 (N - 1) x R, and by no more than what N - 1 gateways spend in that interval. docs/BENCHMARKS.md
-measures both (one gateway: 0.01 % of a 0.01 EUR cap; two: 6.8 %). A restarted gateway starts with
+("Budget enforcement under load", scripts/bench_budget.py) measures both. A restarted gateway starts with
 no recent charges: until the next decision it may admit again what it charged just before it stopped.
 """
 
@@ -39,6 +39,7 @@ import time
 from collections import defaultdict, deque
 from datetime import UTC
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lynx.accounting.pricing import CostSettings, RequestTimes, SoloDecoder, worst_case_cost
@@ -197,30 +198,41 @@ class Budgets:
             self.charges[tenant].add(self.now(), charged)
 
 
+@dataclass(frozen=True)
 class Estimate:
     """A request's worst-case cost, and what it was computed from (for the refusal's message)."""
 
-    def __init__(self, so_far: RequestTimes, prompt_tokens: int, max_tokens: int, solo: SoloDecoder,
-                 rates: CostSettings) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.max_tokens = max_tokens
-        self.eur = worst_case_cost(so_far, prompt_tokens, max_tokens, solo, rates)
+    prompt_tokens: int
+    max_tokens: int
+    eur: float
+
+    @classmethod
+    def worst_case(cls, so_far: RequestTimes, prompt_tokens: int, max_tokens: int, solo: SoloDecoder,
+                   rates: CostSettings) -> Estimate:
+        return cls(prompt_tokens, max_tokens, worst_case_cost(so_far, prompt_tokens, max_tokens, solo, rates))
 
     def describe(self) -> str:
         return f"its {self.prompt_tokens} prompt tokens and max_tokens {self.max_tokens}"
 
 
-def affordable_max_tokens(ceiling_eur: float, so_far: RequestTimes, prompt_tokens: int, max_tokens: int,
-                          solo: SoloDecoder, rates: CostSettings) -> int:
-    """The largest max_tokens (<= ``max_tokens``) whose worst case stays within ``ceiling_eur``; at least 1."""
-    low, high = 1, max_tokens
+def affordable_estimate(ceiling_eur: float | None, so_far: RequestTimes, prompt_tokens: int, max_tokens: int,
+                        solo: SoloDecoder, rates: CostSettings) -> Estimate:
+    """The worst case at the largest max_tokens (<= ``max_tokens``, at least 1) whose worst case stays within
+    ``ceiling_eur`` (``max_tokens`` itself without a ceiling). The worst case grows with max_tokens, so the search
+    halves the range; the estimate returned is the one the search computed, not computed again."""
+    whole = Estimate.worst_case(so_far, prompt_tokens, max_tokens, solo, rates)
+    if ceiling_eur is None or whole.eur <= ceiling_eur or max_tokens == 1:
+        return whole
+    low, high, fitting = 1, max_tokens - 1, None
     while low < high:
         middle = (low + high + 1) // 2
-        if worst_case_cost(so_far, prompt_tokens, middle, solo, rates) <= ceiling_eur:
-            low = middle
+        candidate = Estimate.worst_case(so_far, prompt_tokens, middle, solo, rates)
+        if candidate.eur <= ceiling_eur:
+            low, fitting = middle, candidate
         else:
             high = middle - 1
-    return low
+    # low moved only to a fitting candidate's max_tokens; unmoved, it is the floor of one token, not yet computed.
+    return fitting if fitting is not None else Estimate.worst_case(so_far, prompt_tokens, low, solo, rates)
 
 
 class Hold:

@@ -33,7 +33,7 @@ from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_PROMPT_CHARACTERS, MAX
 from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
 from lynx.contracts.tokenizer import ChatMessage, ChatTemplateRequest, TokenizeRequest, TokenizeResponse
 from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
-from lynx.gateway.budgets import Estimate, Hold, affordable_max_tokens
+from lynx.gateway.budgets import Hold, affordable_estimate
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams, get_json, instance_stopping, post_json, unreachable, upstream_failure
@@ -135,13 +135,17 @@ class RequestAccount:
         self.times: RequestTimes | None = None
         self.outcome: str | None = None
 
+    def times_so_far(self, decoder: DecoderUse) -> RequestTimes:
+        """The request's times as its clock reads them now, with what the decoder used (nothing, before it runs)."""
+        clock = self.job.clock
+        return RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
+                            tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder)
+
     def settle(self, outcome: str, decoder: DecoderUse, completion_tokens: int, finish_reason: str | None,
                error: str | None = None) -> Settlement:
         if self.settlement is not None:
             return self.settlement
-        clock = self.job.clock
-        times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
-                             tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder)
+        times = self.times_so_far(decoder)
         self.outcome, self.times = outcome, times
         try:
             self.settlement = self.ledger.charge(Charge(
@@ -262,21 +266,16 @@ class Pipeline:
     def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute, context_tokens: int) -> int:
         """Reserves the request's worst case (429 when it does not fit); returns the max_tokens its cost ceiling allows.
         A prompt that cannot fit the decoder's context with those max_tokens is refused first (400), unreserved."""
-        so_far = RequestTimes(wall_seconds=job.clock.elapsed(), gateway_seconds=job.clock.seconds["gateway"],
-                              tokenize=account.tokenize, retrieve=account.retrieve, decoder=DecoderUse(0.0))
-        rates = route.ledger.rates
         ceilings = [c for c in (job.max_cost_eur, account.hold.per_request_cap_eur) if c is not None]
-        max_tokens = job.max_tokens
+        estimate = affordable_estimate(min(ceilings, default=None), account.times_so_far(DecoderUse(0.0)),
+                                       account.prompt_tokens, job.max_tokens, self.solo, route.ledger.rates)
         if ceilings:
-            max_tokens = affordable_max_tokens(min(ceilings), so_far, account.prompt_tokens, max_tokens, self.solo,
-                                               rates)
-            account.span.set_attribute("lynx.budget.max_tokens", max_tokens)
-        if error := context_error(account.prompt_tokens, max_tokens, context_tokens):
+            account.span.set_attribute("lynx.budget.max_tokens", estimate.max_tokens)
+        if error := context_error(account.prompt_tokens, estimate.max_tokens, context_tokens):
             raise LynxError(400, error, CONTEXT_LENGTH_EXCEEDED, param="messages" if job.messages else "prompt")
-        estimate = Estimate(so_far, account.prompt_tokens, max_tokens, self.solo, rates)
         account.hold.reserve(estimate)
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
-        return max_tokens
+        return estimate.max_tokens
 
     def deadline_error(self, waited_seconds: float = 0.0) -> LynxError:
         return deadline_error(self.settings.request_deadline_seconds, waited_seconds)

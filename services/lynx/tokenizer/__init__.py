@@ -1,1 +1,1 @@
-"""The tokenizer service: encode, count, chat template, incremental decode."""
+"""The tokenizer service: encode, count, chat template, incremental decode (over lynx.tokenization)."""

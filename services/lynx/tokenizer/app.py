@@ -6,9 +6,9 @@ from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from lynx.service import create_service_app
+from lynx.tokenization.text import ModelTokenizer
 from lynx.tokenizer.routes import router
 from lynx.tokenizer.settings import TokenizerSettings
-from lynx.tokenizer.text import ModelTokenizer
 
 
 def create_app(settings: TokenizerSettings | None = None) -> FastAPI:

@@ -11,7 +11,7 @@ from opentelemetry.trace import Span
 from lynx.contracts.tokenizer import (
     ChatTemplateRequest, DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 )
-from lynx.tokenizer.text import ModelTokenizer
+from lynx.tokenization.text import ModelTokenizer
 from lynx.workers import timed_span
 
 router = APIRouter(prefix="/v1")

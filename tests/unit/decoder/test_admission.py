@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from lynx.accounting.shares import StepCostModel
 from lynx.decoder.admission import (
     PRIOR_MARGIN, Backlog, Refusal, admission_refusal, expected_wait_seconds, prior_sequence_seconds, weighted_mean,
 )
-from lynx.decoder.shares import StepCostModel
 
 
 @pytest.mark.parametrize("waiting, free_slots", [(0, 1), (2, 3), (0, 8)])

@@ -9,11 +9,11 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
+from lynx.accounting.shares import StepCostModel
 from lynx.decoder.admission import PRIOR_MARGIN
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
-from lynx.decoder.shares import StepCostModel
-from lynx.tokenizer.detok import IncrementalDetokenizer
+from lynx.tokenization.detok import IncrementalDetokenizer
 
 from .fake_model import FakeModel
 

@@ -11,12 +11,11 @@ from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
     NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, attribute_costs, worst_case_cost,
 )
+from lynx.accounting.shares import StepCostSettings, step_shares
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
-from lynx.decoder.settings import DecoderSettings
-from lynx.decoder.shares import step_shares
 from lynx.errors import LynxError
 from lynx.gateway.app import cheaper_route
-from lynx.gateway.budgets import Budgets, Estimate, RecentCharges, affordable_max_tokens
+from lynx.gateway.budgets import Budgets, Estimate, RecentCharges, affordable_estimate
 from lynx.gateway.orchestrator import Job, Pipeline, RequestAccount
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
@@ -24,7 +23,7 @@ from lynx.gateway.upstream import Upstreams
 from lynx.files import write_atomically
 
 RATES = CostSettings()
-STEP = DecoderSettings().step_cost()
+STEP = StepCostSettings().step_cost()
 SOLO = SoloDecoder(GatewaySettings().prefill_seconds_per_token, STEP)
 NOTHING_YET = RequestTimes(wall_seconds=0.0, gateway_seconds=0.0, tokenize=NO_CALL, retrieve=NO_CALL,
                            decoder=DecoderUse(0.0))
@@ -60,12 +59,27 @@ def test_sharing_a_batch_costs_a_short_row_less_than_decoding_alone():
     assert step_shares(STEP.predict(batch), batch, STEP)[0] < alone
 
 
+def affordable_max_tokens(ceiling_eur: float | None, max_tokens: int) -> int:
+    return affordable_estimate(ceiling_eur, NOTHING_YET, 40, max_tokens, SOLO, RATES).max_tokens
+
+
 def test_the_ceiling_lowers_max_tokens_to_what_it_affords():
     ceiling = worst_case_cost(NOTHING_YET, 40, 100, SOLO, RATES)
-    assert affordable_max_tokens(ceiling, NOTHING_YET, 40, 512, SOLO, RATES) == 100
-    assert affordable_max_tokens(ceiling * 0.999, NOTHING_YET, 40, 512, SOLO, RATES) == 99
-    assert affordable_max_tokens(ceiling, NOTHING_YET, 40, 30, SOLO, RATES) == 30
-    assert affordable_max_tokens(1e-12, NOTHING_YET, 40, 512, SOLO, RATES) == 1  # always at least one token
+    assert affordable_max_tokens(ceiling, 512) == 100
+    assert affordable_max_tokens(ceiling * 0.999, 512) == 99
+    assert affordable_max_tokens(ceiling, 30) == 30
+    assert affordable_max_tokens(None, 512) == 512
+    assert affordable_max_tokens(1e-12, 512) == 1  # always at least one token
+    assert affordable_max_tokens(1e-12, 1) == 1
+
+
+@pytest.mark.parametrize("ceiling_eur", [None, 1e-12, 1e-5, 1e-4, 1.0])
+def test_the_estimate_the_search_returns_is_the_worst_case_at_the_max_tokens_it_chose(ceiling_eur):
+    estimate = affordable_estimate(ceiling_eur, NOTHING_YET, 40, 512, SOLO, RATES)
+    assert (estimate.prompt_tokens, estimate.eur) == (40, worst_case_cost(NOTHING_YET, 40, estimate.max_tokens, SOLO,
+                                                                          RATES))
+    if ceiling_eur is not None and estimate.max_tokens > 1:
+        assert estimate.eur <= ceiling_eur
 
 
 def decision(tenant: str = "acme", **overrides) -> TenantDecision:
@@ -94,7 +108,7 @@ def estimate(eur: float) -> Estimate:
     """A request whose worst case is ``eur``: the decoder at a rate that makes 1 s cost 1 EUR."""
     rates = CostSettings(decoder_per_hour=3600)
     solo = SoloDecoder(eur, STEP)  # one prompt token, one output token: prefill only
-    return Estimate(NOTHING_YET, 1, 1, solo, rates)
+    return Estimate.worst_case(NOTHING_YET, 1, 1, solo, rates)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from lynx.models.cache import is_built, models_dir
-from lynx.tokenizer.text import ModelTokenizer
+from lynx.tokenization.text import ModelTokenizer
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from lynx.contracts.tokenizer import ChatMessage, DetokenizeResponse, TokenizeResponse
+from lynx.tokenization.text import ModelTokenizer
 from lynx.tokenizer.app import create_app
 from lynx.tokenizer.settings import TokenizerSettings
-from lynx.tokenizer.text import ModelTokenizer
 
 WAIT_SECONDS = 10.0
 IM_START, IM_END = 1, 2

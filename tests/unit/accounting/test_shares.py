@@ -1,6 +1,6 @@
 import pytest
 
-from lynx.decoder.shares import StepCostModel, step_shares
+from lynx.accounting.shares import StepCostModel, step_shares
 
 MODEL = StepCostModel(fixed_seconds=0.010, per_row_seconds=0.002, per_context_token_seconds=0.00001)
 

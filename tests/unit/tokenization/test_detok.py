@@ -1,4 +1,4 @@
-from lynx.tokenizer.detok import IncrementalDetokenizer
+from lynx.tokenization.detok import IncrementalDetokenizer
 
 # A byte-level toy vocabulary: token i is one byte, as byte-BPE tokenizers do for rare characters.
 BYTES = list("hi é!".encode())
