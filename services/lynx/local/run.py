@@ -33,13 +33,12 @@ def await_collector(topology: Topology, builder: subprocess.Popen) -> bool:
     import httpx
 
     def settled() -> str | None:
-        if piece_states().get("otelcol") == "failed" or builder.poll() is not None:
-            return "gone"
         try:
-            return "up" if httpx.get(f"http://{topology.host}:{topology.collector.health}/", timeout=2).is_success \
-                else None
+            if httpx.get(f"http://{topology.host}:{topology.collector.health}/", timeout=2).is_success:
+                return "up"
         except httpx.HTTPError:
-            return None
+            pass
+        return "gone" if piece_states().get("otelcol") == "failed" or builder.poll() is not None else None
 
     print(f"waiting for the OpenTelemetry Collector's first build (log: {run_dir() / 'builds.log'}): the services "
           "start once it runs, so that it holds their spans until Jaeger is built", file=sys.stderr)
