@@ -1,6 +1,5 @@
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 import yaml
 from prometheus_client import REGISTRY
@@ -9,6 +8,7 @@ from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, TemporaryRaise
 from lynx.errors import LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.local.processes import free_port
+from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController, budget_or_default
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -24,7 +24,7 @@ def controller(store: FileStore, tmp_path, **settings) -> LocalController:
     config = LocalBudgetSettings(budgets_file=store.path, state_file=store.state_file,
                                  decisions_file=tmp_path / "decisions.json",
                                  prometheus_url=f"http://127.0.0.1:{free_port()}", **settings)
-    return LocalController(config, store, httpx.Client(timeout=2), now=lambda: NOW)
+    return LocalController(config, store, PrometheusClient(config.prometheus_url, 2), now=lambda: NOW)
 
 
 def a_raise(hours_left: float) -> TemporaryRaise:
