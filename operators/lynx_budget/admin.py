@@ -29,7 +29,7 @@ from lynx_budget.policy import (
 from lynx_budget.spend import charged_tenants, read_spend
 
 if TYPE_CHECKING:
-    from lynx_budget.local import BudgetStore
+    from lynx_budget.store import BudgetStore
 
 # The command line's options for the fields of a budget and of a raise, named when it refuses their values.
 SPEC_OPTIONS = {"tenant": "the tenant id", "daily_cap_eur": "--cap", "timezone": "--timezone",
@@ -135,7 +135,8 @@ def spend_csv(rows: list[tuple[BudgetSpec, BudgetStatus | None]],
 def export_csv(store: BudgetStore, prometheus: PrometheusClient, now: datetime) -> tuple[str, str | None]:
     """(the CSV, a problem or None): every budget with its last decision, and every tenant without one that Prometheus
     holds spend for today. With Prometheus unreadable, the budgets alone, and the problem says so."""
-    budgeted = [(spec, store.status(spec.tenant)) for spec in store.list()]
+    statuses = store.statuses()
+    budgeted = [(spec, statuses.get(spec.tenant)) for spec in store.list()]
     with_budget = {spec.tenant for spec, _ in budgeted}
     day_start, _ = day_window(UNBUDGETED_TIMEZONE, now)
     try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lynx.contracts.budgets import BudgetSpec
-    from lynx_budget.local import BudgetStore
+    from lynx_budget.store import BudgetStore
 
 
 def budget_store(args: argparse.Namespace) -> BudgetStore:

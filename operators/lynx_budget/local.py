@@ -18,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import yaml
 from fastapi import APIRouter, FastAPI
@@ -59,21 +58,6 @@ class LocalBudgetSettings(ServiceSettings):
     unknown_tenants: UnknownSpend = Field(
         default="open", description="Tenants without a budget: served (open) or refused (closed) by the gateway.")
     history_limit: int = Field(default=20, ge=1, le=200, description="Audit entries kept in each tenant's status.")
-
-
-class BudgetStore(Protocol):
-    """Where budgets live: this local file, or TenantBudget resources in Kubernetes."""
-
-    def get(self, tenant: str) -> BudgetSpec | None: ...
-
-    def put(self, spec: BudgetSpec) -> None: ...
-
-    def remove(self, tenant: str) -> bool:
-        """Deletes the tenant's budget (it becomes a tenant without one); False when it had none."""
-
-    def list(self) -> list[BudgetSpec]: ...
-
-    def status(self, tenant: str) -> BudgetStatus | None: ...
 
 
 class BudgetsFileInvalid(CommandRefused, ValueError):

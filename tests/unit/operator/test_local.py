@@ -86,6 +86,19 @@ def test_the_last_status_is_kept_between_runs(store, tmp_path):
     assert again.tenants["acme"].state == "Blocked"  # an unknown spend never unblocks, whatever the setting now
 
 
+def test_statuses_are_every_tenants_last_decision_at_once(store, tmp_path):
+    assert store.statuses() == {} and store.status("acme") is None  # no run yet
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=1.0, paused=True))
+    store.put(BudgetSpec(tenant="zeta", daily_cap_eur=2.0))
+    published = controller(store, tmp_path, unknown_spend="closed").run_once()
+    statuses = store.statuses()
+    assert set(statuses) == {"acme", "zeta"} == set(published.tenants)
+    assert {t: s.state for t, s in statuses.items()} == {t: d.state for t, d in published.tenants.items()} \
+        == {"acme": "Paused", "zeta": "Blocked"}
+    assert all(statuses[tenant] == store.status(tenant) for tenant in statuses)
+    assert store.remove("zeta") and set(controller(store, tmp_path).run_once().tenants) == set(store.statuses())
+
+
 def test_a_removed_budget_stops_being_exported(store, tmp_path):
     store.put(BudgetSpec(tenant="gone", daily_cap_eur=1.0))
     loop = controller(store, tmp_path)
