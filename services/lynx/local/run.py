@@ -13,6 +13,7 @@ from lynx.local.topology import (
     SERVICES, UPSTREAMS, Topology, auditor_environment, models_environment, upstreams_environment,
 )
 from lynx.settings import default_cache_dir
+from lynx.telemetry.prometheus_api import query_link
 
 DEMO_DAILY_CAP_EUR = 1.0  # `lynx up`'s tenant: thousands of requests a day on this machine's rates
 READY_TIMEOUT_SECONDS = 300
@@ -65,7 +66,7 @@ def start_observability(topology: Topology, env: dict[str, str]) -> tuple[list, 
                                                                            topology.scrape_targets()),
                                       run_dir() / "prometheus", port=topology.prometheus, detached=True)
         started.append(prometheus)
-        urls["prometheus"] = f"{prometheus.url}/api/v1/query?query=lynx_tenant_cost_eur_total (API only: no UI)"
+        urls["prometheus"] = f"{query_link(prometheus.url, 'lynx_tenant_cost_eur_total')} (API only: no UI)"
     else:
         print("skipped Prometheus: no `prometheus` in ~/.cache/lynx-tools/bin (scripts/build_tools.sh prometheus "
               "builds it)", file=sys.stderr)

@@ -44,6 +44,11 @@ def unix_time(moment: datetime | float) -> str:
     return f"{seconds:.3f}"
 
 
+def query_link(url: str, expr: str) -> str:
+    """The address of ``expr``'s instant query, for a person to open (Prometheus' API answers it as JSON)."""
+    return str(httpx.URL(f"{url.rstrip('/')}/api/v1/query", params={"query": expr}))
+
+
 def answer_data(url: str, what: str, response: httpx.Response) -> object:
     """The ``data`` of a successful, unannotated answer to ``what`` (a query or an endpoint), else PrometheusError."""
     if response.status_code != 200:

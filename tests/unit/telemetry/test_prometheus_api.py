@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from lynx.telemetry.prometheus_api import PrometheusError, answer_data, label_value, result_of, unix_time
+from lynx.telemetry.prometheus_api import (
+    PrometheusError,
+    answer_data,
+    label_value,
+    query_link,
+    result_of,
+    unix_time,
+)
 
 URL = "http://prometheus:9090"
 
@@ -28,6 +35,11 @@ def answer(status: int, body: object) -> httpx.Response:
 ])
 def test_a_label_value_is_a_promql_string_literal(value, literal):
     assert label_value(value) == literal
+
+
+def test_a_query_link_is_the_instant_query_with_its_expression_encoded():
+    assert query_link(f"{URL}/", "lynx_tenant_cost_eur_total") == f"{URL}/api/v1/query?query=lynx_tenant_cost_eur_total"
+    assert query_link(URL, 'sum(x{tenant="a b"})') == f"{URL}/api/v1/query?query=sum%28x%7Btenant%3D%22a+b%22%7D%29"
 
 
 def test_times_are_unix_seconds_to_the_millisecond():
