@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 import kopf
 import urllib3
@@ -81,7 +81,7 @@ async def reconcile(spec: kopf.Spec, status: kopf.Status, body: kopf.Body, name:
     moment = now()
     try:
         budget = kube.budget_spec(spec)
-        ZoneInfo(budget.timezone)  # a zone this machine does not know: the spec's fault, not a passing failure
+        day = policy.day_window(budget.timezone, moment)
     except (ValidationError, ZoneInfoNotFoundError) as error:
         raise kopf.PermanentError(f"the spec cannot be used: {error}") from error
     try:
@@ -90,10 +90,10 @@ async def reconcile(spec: kopf.Spec, status: kopf.Status, body: kopf.Body, name:
         # Guessing would risk unblocking a Blocked tenant: the published decision stands until someone looks.
         raise kopf.PermanentError(f"the status cannot be read ({error!r}); remove it to start over") from error
 
-    reading = await asyncio.to_thread(spend.read_today, memo.prometheus, budget, moment)
+    reading = await asyncio.to_thread(spend.read_today, memo.prometheus, budget.tenant, day[0], moment)
     if isinstance(reading, policy.SpendFailure):
         logger.warning(f"spend of tenant {budget.tenant!r} unavailable: {reading.reason}: {reading.detail}")
-    result = policy.reconcile(budget, reading, moment, last, config.unknown_spend, config.history_limit)
+    result = policy.reconcile(budget, reading, day, moment, last, config.unknown_spend, config.history_limit)
 
     patch.status.update(result.status.to_dict())
     for event in result.events:

@@ -31,7 +31,7 @@ from lynx.service import create_service_app
 from lynx.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges
-from lynx_budget.policy import BudgetStatus, SpendFailure, SpendReading, reconcile
+from lynx_budget.policy import BudgetStatus, SpendFailure, SpendReading, day_window, reconcile
 from lynx_budget.spend import read_today
 
 log = logging.getLogger("lynx.budgets")
@@ -163,12 +163,13 @@ class LocalController:
         statuses: dict[str, BudgetStatus] = {}
         decisions = BudgetDecisions(generated_at=now, source="local", unknown_tenants=self.settings.unknown_tenants)
         for spec in self.store.list():
-            spend = read_today(self.prometheus, spec, now)
+            day = day_window(spec.timezone, now)
+            spend = read_today(self.prometheus, spec.tenant, day[0], now)
             if isinstance(spend, SpendFailure):
                 log.warning("spend_unavailable", extra={"fields": {"tenant": spec.tenant,
                                                                    "error": f"{spend.reason}: {spend.detail}"}})
             gauges.count_read(isinstance(spend, SpendReading), now)
-            result = reconcile(spec, spend, now, last.get(spec.tenant), self.settings.unknown_spend,
+            result = reconcile(spec, spend, day, now, last.get(spec.tenant), self.settings.unknown_spend,
                                self.settings.history_limit)
             if result.expired_raises:
                 # None: an admin removed the budget meanwhile, and it stays removed.

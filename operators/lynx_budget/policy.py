@@ -322,18 +322,20 @@ def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, 
             f"at {resets}.{stale}")
 
 
-def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, now: datetime, last: BudgetStatus | None,
-              unknown_spend: UnknownSpend = "open", history_limit: int = 20) -> Reconciliation:
+def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[datetime, datetime], now: datetime,
+              last: BudgetStatus | None, unknown_spend: UnknownSpend = "open", history_limit: int = 20
+              ) -> Reconciliation:
     """One tenant's decision.
 
-    ``spend`` is what the tenant spent in today's window (``day_window(spec.timezone, now)``), or a SpendFailure
-    saying why it could not be read (``spend.read_today`` gives either). Then the day's last known figures are kept
+    ``day`` is the tenant's day at ``now``, ``day_window(spec.timezone, now)``, computed once by the caller, which
+    reads the spend of the same window. ``spend`` is what the tenant spent in it, or a SpendFailure saying why it
+    could not be read (``spend.read_today`` gives either). Then the day's last known figures are kept
     and a Blocked tenant stays Blocked, a new day included; with no figure for the day, ``unknown_spend`` decides
     (open: Ok with the whole cap; closed: Blocked).
     """
     require_aware(now)
     reading, failure = (spend, None) if isinstance(spend, SpendReading) else (None, spend)
-    day_start, resets_at = day_window(spec.timezone, now)
+    day_start, resets_at = day
     audit = _Audit(now)
     new_day = last is not None and last.day_started_at != day_start
     if new_day:

@@ -12,9 +12,8 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from lynx.contracts.budgets import BudgetSpec
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
-from lynx_budget.policy import SpendFailure, SpendReading, day_window
+from lynx_budget.policy import SpendFailure, SpendReading
 
 COUNTER = "lynx_tenant_cost_eur_total"
 CREATED = "lynx_tenant_cost_eur_created"
@@ -115,11 +114,12 @@ def read_spend(prometheus: PrometheusClient, tenant: str, day_start: datetime, n
                                            f"counter samples ({type(error).__name__}: {error!r})") from error
 
 
-def read_today(prometheus: PrometheusClient, spec: BudgetSpec, now: datetime) -> SpendReading | SpendFailure:
-    """What the tenant of ``spec`` spent in its day so far (``day_window(spec.timezone, now)``), or why that could not
-    be read: the operator and the local loop both read spend this way and hand the result to ``policy.reconcile``."""
+def read_today(prometheus: PrometheusClient, tenant: str, day_start: datetime, now: datetime
+               ) -> SpendReading | SpendFailure:
+    """What ``tenant`` spent in its day so far (from ``day_start``, ``policy.day_window``'s), or why that could not be
+    read: the operator and the local loop both read spend this way and hand the result to ``policy.reconcile``."""
     try:
-        return read_spend(prometheus, spec.tenant, day_window(spec.timezone, now)[0], now)
+        return read_spend(prometheus, tenant, day_start, now)
     except PrometheusError as error:
         return SpendFailure(error.reason, error.detail)
 

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from lynx.local.stopping import stop_processes
-from lynx.contracts.budgets import BudgetSpec
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
@@ -192,7 +191,8 @@ def test_a_silent_prometheus_fails_the_read_after_the_operators_timeout(monkeypa
         settings = OperatorSettings()
         started = time.monotonic()
         with PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds) as prometheus:
-            failure = read_today(prometheus, BudgetSpec(tenant="acme", daily_cap_eur=1.0), datetime.now(UTC))
+            now = datetime.now(UTC)
+            failure = read_today(prometheus, "acme", day_window("UTC", now)[0], now)
         waited = time.monotonic() - started
     assert isinstance(failure, SpendFailure) and failure.reason == "Unreachable" and "ReadTimeout" in failure.detail
     assert 0.5 <= waited < 10
