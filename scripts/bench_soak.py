@@ -51,6 +51,7 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.load.driver import LoadSpec, RequestRecord, served_model
 from lynx.load.memory import sample_memory
 from lynx.load.report import MIB, Percentiles, errors_by_type
+from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
 from lynx_budget.local import FileStore, LocalBudgetSettings
 
 SECTION_HEADING = "## Soak at a fraction of capacity"
@@ -153,24 +154,25 @@ class PanelResult:
     notes: tuple[str, ...]  # Prometheus' warnings and infos: a panel must not be a doubtful query
 
 
-def evaluate(query: PanelQuery, start: float, end: float) -> PanelResult:
-    """What Grafana would ask for the soak's window: the value at its end for an instant target, else a range."""
-    if query.instant:
-        response = httpx.get(f"{PROMETHEUS}/api/v1/query", timeout=30, params={"query": query.expr, "time": end})
-    else:
-        response = httpx.get(f"{PROMETHEUS}/api/v1/query_range", timeout=30, params={
-            "query": query.expr, "start": start, "end": end, "step": QUERY_STEP_SECONDS})
-    body = response.json()
-    if response.status_code != 200:
-        return PanelResult(query, 0, (body.get("error", response.text),))
-    return PanelResult(query, len(body["data"]["result"]), tuple(body.get("warnings", []) + body.get("infos", [])))
+def evaluate(prometheus: PrometheusClient, query: PanelQuery, start: float, end: float) -> PanelResult:
+    """What Grafana would ask for the soak's window: the value at its end for an instant target, else a range. A
+    query Prometheus refuses or answers with warnings or infos has no series and says why."""
+    try:
+        if query.instant:
+            result = prometheus.query(query.expr, end)
+        else:
+            result = prometheus.query_range(query.expr, start, end, QUERY_STEP_SECONDS)
+    except PrometheusError as error:
+        return PanelResult(query, 0, (error.detail,))
+    return PanelResult(query, len(result), ())
 
 
 def await_final_scrape(after: float) -> None:
     """Until Prometheus has scraped every service once after ``after`` (unix time)."""
     deadline = time.monotonic() + 10 * SCRAPE_SECONDS
     while time.monotonic() < deadline:
-        targets = httpx.get(f"{PROMETHEUS}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        with PrometheusClient(PROMETHEUS) as prometheus:
+            targets = prometheus.active_targets()
         if all(t["health"] == "up" and t["lastScrape"] and parse_time(t["lastScrape"]) > after for t in targets):
             return
         time.sleep(1)
@@ -203,7 +205,8 @@ def measure(args: argparse.Namespace) -> dict:
         soak_end = time.time()
         memory_end = asyncio.run(sample_memory(service_urls()))
         await_final_scrape(soak_end)
-        panels = [evaluate(q, soak_start, time.time()) for q in panel_queries()]
+        with PrometheusClient(PROMETHEUS, timeout_seconds=30) as prometheus:
+            panels = [evaluate(prometheus, q, soak_start, time.time()) for q in panel_queries()]
     return {"capacity": capacity, "rate": rate, "records": records, "probes": probes, "window": (soak_start, soak_end),
             "memory": (memory_start, memory_end), "panels": panels, "load": (load_start, load_average())}
 

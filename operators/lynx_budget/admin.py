@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from lynx.contracts.budgets import MAX_RAISE_HOURS, BudgetSpec, TemporaryRaise
+from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
 from lynx_budget.policy import (
     PROMETHEUS_REACHABLE,
     BudgetStatus,
@@ -25,12 +26,10 @@ from lynx_budget.policy import (
     rfc3339,
     utc,
 )
-from lynx_budget.spend import SpendUnavailable, charged_tenants, read_spend
+from lynx_budget.spend import charged_tenants, read_spend
 
 if TYPE_CHECKING:
-    import httpx
-
-    from lynx_budget.local import BudgetStore
+    from lynx_budget.store import BudgetStore
 
 # The command line's options for the fields of a budget and of a raise, named when it refuses their values.
 SPEC_OPTIONS = {"tenant": "the tenant id", "daily_cap_eur": "--cap", "timezone": "--timezone",
@@ -133,16 +132,17 @@ def spend_csv(rows: list[tuple[BudgetSpec, BudgetStatus | None]],
     return out.getvalue()
 
 
-def export_csv(store: BudgetStore, client: httpx.Client, prometheus_url: str, now: datetime) -> tuple[str, str | None]:
+def export_csv(store: BudgetStore, prometheus: PrometheusClient, now: datetime) -> tuple[str, str | None]:
     """(the CSV, a problem or None): every budget with its last decision, and every tenant without one that Prometheus
     holds spend for today. With Prometheus unreadable, the budgets alone, and the problem says so."""
-    budgeted = [(spec, store.status(spec.tenant)) for spec in store.list()]
+    statuses = store.statuses()
+    budgeted = [(spec, statuses.get(spec.tenant)) for spec in store.list()]
     with_budget = {spec.tenant for spec, _ in budgeted}
     day_start, _ = day_window(UNBUDGETED_TIMEZONE, now)
     try:
-        readings = [(tenant, read_spend(client, prometheus_url, tenant, day_start, now))
-                    for tenant in charged_tenants(client, prometheus_url, day_start, now) if tenant not in with_budget]
-    except SpendUnavailable as error:
+        readings = [(tenant, read_spend(prometheus, tenant, day_start, now))
+                    for tenant in charged_tenants(prometheus, day_start, now) if tenant not in with_budget]
+    except PrometheusError as error:
         return spend_csv(budgeted), (f"tenants without a budget are left out, as their spend could not be read "
                                      f"({error.detail}); pass --prometheus with the URL of the Prometheus that "
                                      "scrapes the gateways")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lynx.contracts.budgets import BudgetSpec
-    from lynx_budget.local import BudgetStore
+    from lynx_budget.store import BudgetStore
 
 
 def budget_store(args: argparse.Namespace) -> BudgetStore:
@@ -100,14 +100,13 @@ def budget_why(args: argparse.Namespace) -> None:
 
 
 def budget_export(args: argparse.Namespace) -> None:
-    import httpx
-
+    from lynx.telemetry.prometheus_api import PrometheusClient
     from lynx_budget.admin import export_csv
     from lynx_budget.local import LocalBudgetSettings
 
-    with httpx.Client() as client:
-        text, problem = export_csv(budget_store(args), client, args.prometheus or LocalBudgetSettings().prometheus_url,
-                                   datetime.now(UTC))
+    settings = LocalBudgetSettings()
+    with PrometheusClient(args.prometheus or settings.prometheus_url, settings.prometheus_timeout_seconds) as prometheus:
+        text, problem = export_csv(budget_store(args), prometheus, datetime.now(UTC))
     sys.stdout.write(text)
     if problem:
         raise SystemExit(f"lynx budget export: {problem}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import typing
+from datetime import datetime
 
 from lynx.contracts.budgets import BudgetState
 from lynx.telemetry.metrics import budget_metrics
@@ -35,3 +36,13 @@ def withdraw(tenant: str) -> None:
     for state in STATES:
         with contextlib.suppress(KeyError):
             metrics.state.remove(tenant, state)
+
+
+def count_read(read: bool, now: datetime) -> None:
+    """One spend read: its time (``now``, the decision's clock, the one the status' lastReadAt is stamped with) when
+    it succeeded, one more failure when not. An alert compares the time with Prometheus' ``time()``."""
+    metrics = budget_metrics()
+    if read:
+        metrics.last_read.set(now.timestamp())
+    else:
+        metrics.read_failures.inc()

@@ -13,18 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfoNotFoundError
 
-import httpx
 import kopf
 import urllib3
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from lynx.telemetry.metrics import budget_metrics
+from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges, kube, policy, spend
 from lynx_budget.settings import OperatorSettings
 
@@ -52,7 +50,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=kube.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=kube.GROUP)
     memo.api = kube.api_client()
-    memo.prometheus = httpx.Client(timeout=config.prometheus_timeout_seconds)
+    memo.prometheus = PrometheusClient(config.prometheus_url, config.prometheus_timeout_seconds)
     memo.publisher = kube.Publisher(memo.api, config.configmap_namespace, config.configmap_name,
                                     config.unknown_tenants, now)
     try:
@@ -83,7 +81,7 @@ async def reconcile(spec: kopf.Spec, status: kopf.Status, body: kopf.Body, name:
     moment = now()
     try:
         budget = kube.budget_spec(spec)
-        day_start, _next_midnight = policy.day_window(budget.timezone, moment)
+        day = policy.day_window(budget.timezone, moment)
     except (ValidationError, ZoneInfoNotFoundError) as error:
         raise kopf.PermanentError(f"the spec cannot be used: {error}") from error
     try:
@@ -92,21 +90,18 @@ async def reconcile(spec: kopf.Spec, status: kopf.Status, body: kopf.Body, name:
         # Guessing would risk unblocking a Blocked tenant: the published decision stands until someone looks.
         raise kopf.PermanentError(f"the status cannot be read ({error!r}); remove it to start over") from error
 
-    try:
-        reading = await asyncio.to_thread(spend.read_spend, memo.prometheus, config.prometheus_url, budget.tenant,
-                                          day_start, moment)
-        error = None
-    except spend.SpendUnavailable as failure:
-        reading, error = None, str(failure)
-        logger.warning(f"spend of tenant {budget.tenant!r} unavailable: {failure}")
-    result = policy.reconcile(budget, reading, error, moment, last, config.unknown_spend, config.history_limit)
+    reading = await asyncio.to_thread(spend.read_today, memo.prometheus, budget.tenant, day[0], moment)
+    if isinstance(reading, policy.SpendFailure):
+        logger.warning(f"spend of tenant {budget.tenant!r} unavailable: {reading.reason}: {reading.detail}")
+    result = policy.reconcile(budget, reading, day, moment, last, config.unknown_spend, config.history_limit)
 
     patch.status.update(result.status.to_dict())
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if body.metadata.deletion_timestamp is None:  # the body is live: a budget deleted meanwhile stays forgotten
         memo.publisher.set(result.decision)
-        export(result.status, budget.tenant, read=reading is not None)
+        gauges.show(budget.tenant, result.status)
+        gauges.count_read(isinstance(reading, policy.SpendReading), moment)
     if result.expired_raises:
         try:
             removed = await asyncio.to_thread(kube.remove_raises, memo.api, namespace, name,
@@ -126,11 +121,3 @@ def forget(spec: kopf.Spec, memo: kopf.Memo, **_) -> None:
     memo.publisher.remove(tenant)
     gauges.withdraw(tenant)
 
-
-def export(status: policy.BudgetStatus, tenant: str, read: bool) -> None:
-    gauges.show(tenant, status)
-    metrics = budget_metrics()
-    if read:
-        metrics.last_read.set(time.time())  # the real clock: an alert compares it with Prometheus' time()
-    else:
-        metrics.read_failures.inc()

@@ -71,9 +71,12 @@ class KubeStore:
         return self.read[tenant]
 
     def status(self, tenant: str) -> BudgetStatus | None:
-        found = self.resource(tenant)
-        status = (found or {}).get("status") or {}
-        return BudgetStatus.from_dict(status) if "state" in status else None
+        return self.statuses().get(tenant)
+
+    def statuses(self) -> dict[str, BudgetStatus]:
+        """Every TenantBudget's status the operator wrote, from one LIST."""
+        return {r["spec"]["tenant"]: BudgetStatus.from_dict(r["status"]) for r in self.resources()
+                if "state" in (r.get("status") or {})}
 
     def put(self, spec: BudgetSpec) -> None:
         """Creates the tenant's TenantBudget, or replaces its spec, provided it is still the one get() returned: an

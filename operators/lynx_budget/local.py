@@ -2,7 +2,7 @@
 
 The same pure policy as the operator (``policy.reconcile``), on a timer: each budget in a local
 file (``~/.cache/lynx/budgets.yaml``, a list of ``BudgetSpec`` that `lynx budget set` writes), each
-tenant's spend read from the local Prometheus (``spend.read_spend``), each tenant's last status in a
+tenant's spend read from the local Prometheus (``spend.read_today``), each tenant's last status in a
 local state file, and the decisions published (source ``local``) to the file the gateway reads,
 written atomically. Expired raises are removed from the budgets file; every audit entry is logged
 as a ``budget_event`` (what the operator makes a Kubernetes Event). ``/metrics`` exports
@@ -18,9 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
-import httpx
 import yaml
 from fastapi import APIRouter, FastAPI
 from pydantic import Field, ValidationError
@@ -31,10 +29,10 @@ from lynx.files import locked, write_atomically
 from lynx.option_errors import CommandRefused, refused_options
 from lynx.service import create_service_app
 from lynx.settings import ServiceSettings, default_cache_dir
-from lynx.telemetry.metrics import budget_metrics
+from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges
-from lynx_budget.policy import BudgetStatus, day_window, reconcile
-from lynx_budget.spend import SpendUnavailable, read_spend
+from lynx_budget.policy import BudgetStatus, SpendFailure, SpendReading, day_window, reconcile
+from lynx_budget.spend import read_today
 
 log = logging.getLogger("lynx.budgets")
 
@@ -52,6 +50,7 @@ class LocalBudgetSettings(ServiceSettings):
         description="Where the decisions are published: the gateway's LYNX_GATEWAY_BUDGETS_FILE.")
     prometheus_url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://.+",
                                 description="The Prometheus that scrapes the gateway.")
+    prometheus_timeout_seconds: float = Field(default=5.0, gt=0, description="One spend query's time limit.")
     interval_seconds: float = Field(default=15.0, gt=0, description="Time between two reconciliations.")
     unknown_spend: UnknownSpend = Field(
         default="open", description="A tenant whose spend cannot be read and has no figure today: served (open) or "
@@ -59,21 +58,6 @@ class LocalBudgetSettings(ServiceSettings):
     unknown_tenants: UnknownSpend = Field(
         default="open", description="Tenants without a budget: served (open) or refused (closed) by the gateway.")
     history_limit: int = Field(default=20, ge=1, le=200, description="Audit entries kept in each tenant's status.")
-
-
-class BudgetStore(Protocol):
-    """Where budgets live: this local file, or TenantBudget resources in Kubernetes."""
-
-    def get(self, tenant: str) -> BudgetSpec | None: ...
-
-    def put(self, spec: BudgetSpec) -> None: ...
-
-    def remove(self, tenant: str) -> bool:
-        """Deletes the tenant's budget (it becomes a tenant without one); False when it had none."""
-
-    def list(self) -> list[BudgetSpec]: ...
-
-    def status(self, tenant: str) -> BudgetStatus | None: ...
 
 
 class BudgetsFileInvalid(CommandRefused, ValueError):
@@ -165,13 +149,12 @@ def budget_or_default(store: FileStore, tenant: str, daily_cap_eur: float) -> Bu
 class LocalController:
     """One reconciliation of every local budget: read spend, decide (policy), publish, remember."""
 
-    def __init__(self, settings: LocalBudgetSettings, store: FileStore, client: httpx.Client,
+    def __init__(self, settings: LocalBudgetSettings, store: FileStore, prometheus: PrometheusClient,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.store = store
-        self.client = client
+        self.prometheus = prometheus
         self.now = now
-        self.metrics = budget_metrics()
         self.published: set[str] = set()
 
     def run_once(self) -> BudgetDecisions:
@@ -180,8 +163,13 @@ class LocalController:
         statuses: dict[str, BudgetStatus] = {}
         decisions = BudgetDecisions(generated_at=now, source="local", unknown_tenants=self.settings.unknown_tenants)
         for spec in self.store.list():
-            spend, error = self._read_spend(spec, now)
-            result = reconcile(spec, spend, error, now, last.get(spec.tenant), self.settings.unknown_spend,
+            day = day_window(spec.timezone, now)
+            spend = read_today(self.prometheus, spec.tenant, day[0], now)
+            if isinstance(spend, SpendFailure):
+                log.warning("spend_unavailable", extra={"fields": {"tenant": spec.tenant,
+                                                                   "error": f"{spend.reason}: {spend.detail}"}})
+            gauges.count_read(isinstance(spend, SpendReading), now)
+            result = reconcile(spec, spend, day, now, last.get(spec.tenant), self.settings.unknown_spend,
                                self.settings.history_limit)
             if result.expired_raises:
                 # None: an admin removed the budget meanwhile, and it stays removed.
@@ -196,17 +184,6 @@ class LocalController:
         write_atomically(self.settings.decisions_file, decisions.model_dump_json(indent=2) + "\n")
         self._export(statuses)
         return decisions
-
-    def _read_spend(self, spec: BudgetSpec, now: datetime):
-        day_start, _ = day_window(spec.timezone, now)
-        try:
-            spend = read_spend(self.client, self.settings.prometheus_url, spec.tenant, day_start, now)
-        except SpendUnavailable as error:
-            self.metrics.read_failures.inc()
-            log.warning("spend_unavailable", extra={"fields": {"tenant": spec.tenant, "error": str(error)}})
-            return None, str(error)
-        self.metrics.last_read.set(now.timestamp())
-        return spend, None
 
     def _export(self, statuses: dict[str, BudgetStatus]) -> None:
         for tenant in self.published - statuses.keys():  # a budget removed from the file
@@ -228,8 +205,8 @@ def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
             await asyncio.sleep(settings.interval_seconds)
 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = httpx.Client()
-        app.state.controller = LocalController(settings, local_store(settings), client)
+        prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds)
+        app.state.controller = LocalController(settings, local_store(settings), prometheus)
         loop = asyncio.create_task(periodically(app.state.controller))
         try:
             yield
@@ -237,6 +214,6 @@ def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
-            client.close()
+            prometheus.close()
 
     return create_service_app(name="budgets", settings=settings, lifespan=lifespan, router=APIRouter())

@@ -7,7 +7,6 @@ decide the same way from the same inputs, and the tests need neither a cluster n
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Literal
@@ -34,13 +33,21 @@ EVENT_OF_KIND: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
     "spend_unavailable": ("Warning", "SpendUnavailable"),
     "spend_restored": ("Normal", "SpendRead"),
 }
-ERROR_REASON = re.compile(r"^([A-Z][A-Za-z]+): (.+)$", re.S)  # "Unreachable: Prometheus at ... did not answer"
 
 
 @dataclass(frozen=True)
 class SpendReading:
     spent_eur: float
     as_of: datetime  # the time the figure is exact for (the newest sample used), tz-aware UTC
+
+
+@dataclass(frozen=True)
+class SpendFailure:
+    """Why spend could not be read: the condition's reason ("Unreachable", "HttpError", "BadAnswer") and what
+    happened, in words."""
+
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -217,14 +224,6 @@ def format_local(moment: datetime, timezone: str) -> str:
     return local if timezone == "UTC" else f"{local} ({utc(moment):%Y-%m-%d %H:%M} UTC)"
 
 
-def split_error(spend_error: str | None) -> tuple[str, str]:
-    """(condition reason, message) from a SpendUnavailable's text, "Reason: what happened"."""
-    if not spend_error:
-        return "SpendUnavailable", "spend was not read"
-    match = ERROR_REASON.match(spend_error)
-    return (match.group(1), match.group(2)) if match else ("SpendUnavailable", spend_error)
-
-
 class _Audit:
     def __init__(self, now: datetime) -> None:
         self.now = now
@@ -264,13 +263,14 @@ def audit_raises(spec: BudgetSpec, now: datetime, audited: tuple[str, ...], audi
     return tuple(expired), tuple(dict.fromkeys(keys))
 
 
-def reachability(last: BudgetStatus | None, spend_read: bool, spend_error: str | None, now: datetime,
+def reachability(last: BudgetStatus | None, spend: SpendReading | SpendFailure, now: datetime,
                  audit: _Audit) -> Condition:
     previous = last.condition(PROMETHEUS_REACHABLE) if last else None
+    spend_read = isinstance(spend, SpendReading)
     if spend_read:
         reason, message = "SpendRead", "Today's spend was read from Prometheus."
     else:
-        reason, message = split_error(spend_error)
+        reason, message = spend.reason, spend.detail
     changed = previous is None or previous.status != spend_read
     if changed and not spend_read:
         audit.add("spend_unavailable", f"Spend cannot be read ({reason}): {message}")
@@ -288,13 +288,13 @@ def cap_words(spec: BudgetSpec, cap_eur: float) -> str:
 
 
 def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, cap_eur: float,
-                     resets_at: datetime, spend_error: str | None, read_at: datetime | None,
+                     resets_at: datetime, failure: SpendFailure | None, read_at: datetime | None,
                      unknown_spend: UnknownSpend) -> str:
     """The decision's reason: what happened, in figures, and what the tenant owner can do about it."""
     tenant, cap = spec.tenant, cap_words(spec, cap_eur)
     resets = format_local(resets_at, spec.timezone)
     a_raise = f"a temporary raise from an admin (an amount and a reason, for at most {MAX_RAISE_HOURS} h)"
-    unread = "" if spend_error is None else f"today's spend cannot be read right now ({split_error(spend_error)[1]})"
+    unread = "" if failure is None else f"today's spend cannot be read right now ({failure.detail})"
     stale = "" if not unread or spent is None else f" Figures as last read at {rfc3339(read_at)}; {unread}."
     if state == "Paused":
         spent_words = "" if spent is None else f" It has spent {format_eur(spent)} of {cap} today."
@@ -322,22 +322,24 @@ def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, 
             f"at {resets}.{stale}")
 
 
-def reconcile(spec: BudgetSpec, spend: SpendReading | None, spend_error: str | None, now: datetime,
+def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[datetime, datetime], now: datetime,
               last: BudgetStatus | None, unknown_spend: UnknownSpend = "open", history_limit: int = 20
               ) -> Reconciliation:
     """One tenant's decision.
 
-    ``spend`` is what the tenant spent in today's window (``day_window(spec.timezone, now)``), or None when it could
-    not be read, ``spend_error`` saying why (``str(SpendUnavailable)``). Then the day's last known figures are kept
+    ``day`` is the tenant's day at ``now``, ``day_window(spec.timezone, now)``, computed once by the caller, which
+    reads the spend of the same window. ``spend`` is what the tenant spent in it, or a SpendFailure saying why it
+    could not be read (``spend.read_today`` gives either). Then the day's last known figures are kept
     and a Blocked tenant stays Blocked, a new day included; with no figure for the day, ``unknown_spend`` decides
     (open: Ok with the whole cap; closed: Blocked).
     """
     require_aware(now)
-    day_start, resets_at = day_window(spec.timezone, now)
+    reading, failure = (spend, None) if isinstance(spend, SpendReading) else (None, spend)
+    day_start, resets_at = day
     audit = _Audit(now)
     new_day = last is not None and last.day_started_at != day_start
     if new_day:
-        held = "" if spend is not None or last.state != "Blocked" or spec.paused else \
+        held = "" if reading is not None or last.state != "Blocked" or spec.paused else \
             "; its spend cannot be read, so it stays Blocked until it can"
         audit.add("day_rollover", f"New budget day from {format_local(day_start, spec.timezone)} to "
                                   f"{format_local(resets_at, spec.timezone)}: spend counts from 0 again{held}.")
@@ -345,8 +347,8 @@ def reconcile(spec: BudgetSpec, spend: SpendReading | None, spend_error: str | N
     cap = effective_cap(spec, now)
 
     today = last if last is not None and not new_day else None
-    if spend is not None:
-        spent, as_of, read_at = spend.spent_eur, spend.as_of, now
+    if reading is not None:
+        spent, as_of, read_at = reading.spent_eur, reading.as_of, now
     elif today is not None:
         spent, as_of, read_at = today.spent_eur, today.spend_as_of, today.last_read_at
     else:
@@ -355,16 +357,15 @@ def reconcile(spec: BudgetSpec, spend: SpendReading | None, spend_error: str | N
     state: BudgetState
     if spec.paused:
         state = "Paused"
-    elif spend is None and last is not None and last.state == "Blocked":
+    elif reading is None and last is not None and last.state == "Blocked":
         state = "Blocked"  # an unknown spend never unblocks
     elif spent is None:
         state = "Ok" if unknown_spend == "open" else "Blocked"
     else:
         state = decide_state(spent, cap, spec.warning_percent)
 
-    condition = reachability(last, spend is not None, spend_error, now, audit)
-    error = None if spend is not None else (spend_error or "spend was not read")
-    reason = explain_decision(spec, state, spent, cap, resets_at, error, read_at, unknown_spend)
+    condition = reachability(last, spend, now, audit)
+    reason = explain_decision(spec, state, spent, cap, resets_at, failure, read_at, unknown_spend)
     previous = last.state if last else None
     if state != previous:
         if state == "Paused":

@@ -8,20 +8,17 @@ of ``lynx_tenant_cost_eur_total`` for the tenant (one per gateway replica and ou
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
-from lynx_budget.policy import SpendReading
+from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
+from lynx_budget.policy import SpendFailure, SpendReading
 
 COUNTER = "lynx_tenant_cost_eur_total"
 CREATED = "lynx_tenant_cost_eur_created"
 # Fetched before midnight, so that each series' last sample at or before midnight (its baseline) is in the answer.
 BASELINE_MARGIN = timedelta(minutes=10)
-QUERY_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -31,21 +28,11 @@ class Sample:
     created: float | None  # the counter's creation time, scraped with it; None when Prometheus has no _created
 
 
-class SpendUnavailable(Exception):
-    """Spend could not be read. ``str()`` is "Reason: what happened", the form the policy's condition expects."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 def spend_query(tenant: str, day_start: datetime, now: datetime) -> str:
     """The raw samples of the tenant's counters and of their creation times, from a little before midnight to now
     (a range selector, evaluated at now): a day is 23, 24 or 25 h, never assumed."""
     seconds = math.ceil((now - day_start + BASELINE_MARGIN).total_seconds())
-    # json.dumps escapes quotes, backslashes and control characters the way a PromQL (Go) string literal reads them.
-    return f'{{__name__=~"{COUNTER}|{CREATED}",tenant={json.dumps(tenant, ensure_ascii=False)}}}[{seconds}s]'
+    return f'{{__name__=~"{COUNTER}|{CREATED}",tenant={label_value(tenant)}}}[{seconds}s]'
 
 
 def series_key(metric: dict[str, str]) -> frozenset:
@@ -111,45 +98,30 @@ def spend_from_samples(series: list[dict], created: dict[frozenset, dict[float, 
     return SpendReading(total, datetime.fromtimestamp(newest, UTC) if newest is not None else day_start)
 
 
-def query(client: httpx.Client, prometheus_url: str, expr: str, at: datetime, result_type: str) -> list[dict]:
-    url = f"{prometheus_url.rstrip('/')}/api/v1/query"
-    try:
-        response = client.get(url, params={"query": expr, "time": f"{at.timestamp():.3f}"},
-                               timeout=QUERY_TIMEOUT_SECONDS)
-    except httpx.HTTPError as error:
-        raise SpendUnavailable("Unreachable", f"Prometheus at {prometheus_url} did not answer "
-                                              f"({type(error).__name__}: {error})") from error
-    if response.status_code != 200:
-        raise SpendUnavailable("HttpError", f"Prometheus at {prometheus_url} answered HTTP {response.status_code} "
-                                            f"to {expr}: {response.text[:300]}")
-    try:
-        body = response.json()
-    except ValueError as error:
-        raise SpendUnavailable("BadAnswer", f"Prometheus at {prometheus_url} answered with no JSON: "
-                                            f"{response.text[:200]!r}") from error
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, dict) or body.get("status") != "success" or data.get("resultType") != result_type \
-            or not isinstance(data.get("result"), list):
-        raise SpendUnavailable("BadAnswer", f"Prometheus at {prometheus_url} answered {str(body)[:300]} to {expr}, "
-                                            f"not a {result_type}")
-    return data["result"]
-
-
-def read_spend(client: httpx.Client, prometheus_url: str, tenant: str, day_start: datetime,
-               now: datetime) -> SpendReading:
+def read_spend(prometheus: PrometheusClient, tenant: str, day_start: datetime, now: datetime) -> SpendReading:
     """What ``tenant`` spent from ``day_start`` to ``now``, over every gateway replica and outcome.
 
-    No series at all is not an error (the tenant has not been charged): 0. Raises SpendUnavailable.
+    No series at all is not an error (the tenant has not been charged): 0. Raises PrometheusError.
     """
-    rows = query(client, prometheus_url, spend_query(tenant, day_start, now), now, "matrix")
+    rows = prometheus.samples(spend_query(tenant, day_start, now), now)
     try:
         counters = [row for row in rows if row["metric"]["__name__"] == COUNTER]
         created = {series_key(row["metric"]): {float(t): float(c) for t, c in row["values"]}
                    for row in rows if row["metric"]["__name__"] == CREATED}
         return spend_from_samples(counters, created, day_start, now)
     except (KeyError, TypeError, ValueError) as error:
-        raise SpendUnavailable("BadAnswer", f"Prometheus at {prometheus_url} answered samples that are not "
-                                            f"counter samples ({type(error).__name__}: {error!r})") from error
+        raise PrometheusError("BadAnswer", f"Prometheus at {prometheus.url} answered samples that are not "
+                                           f"counter samples ({type(error).__name__}: {error!r})") from error
+
+
+def read_today(prometheus: PrometheusClient, tenant: str, day_start: datetime, now: datetime
+               ) -> SpendReading | SpendFailure:
+    """What ``tenant`` spent in its day so far (from ``day_start``, ``policy.day_window``'s), or why that could not be
+    read: the operator and the local loop both read spend this way and hand the result to ``policy.reconcile``."""
+    try:
+        return read_spend(prometheus, tenant, day_start, now)
+    except PrometheusError as error:
+        return SpendFailure(error.reason, error.detail)
 
 
 def charged_tenants_query(day_start: datetime, now: datetime) -> str:
@@ -158,7 +130,7 @@ def charged_tenants_query(day_start: datetime, now: datetime) -> str:
     return f"count by (tenant) (count_over_time({COUNTER}[{seconds}s]))"
 
 
-def charged_tenants(client: httpx.Client, prometheus_url: str, day_start: datetime, now: datetime) -> list[str]:
-    """The tenants Prometheus holds cost samples of since ``day_start``, budget or none. Raises SpendUnavailable."""
-    rows = query(client, prometheus_url, charged_tenants_query(day_start, now), now, "vector")
+def charged_tenants(prometheus: PrometheusClient, day_start: datetime, now: datetime) -> list[str]:
+    """The tenants Prometheus holds cost samples of since ``day_start``, budget or none. Raises PrometheusError."""
+    rows = prometheus.query(charged_tenants_query(day_start, now), now)
     return sorted({row["metric"]["tenant"] for row in rows if "tenant" in row.get("metric", {})})

@@ -10,6 +10,8 @@ to the file the gateways read (LYNX_GATEWAY_BUDGETS_FILE), atomically, when it c
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -160,6 +162,12 @@ def test_lynx_budget_kube_sets_and_removes_a_tenant_budget(release: Cluster):
 
     assert lynx_budget("set", "Leaving Tenant", "--cap", "2").returncode == 0
     assert "Leaving Tenant" in tenants()
+    # The export reads every TenantBudget's status with one LIST (KubeStore.statuses); with no Prometheus to read
+    # the tenants without a budget from, it still lists the budgets, and says what it left out.
+    exported = lynx_budget("export", "--prometheus", f"http://127.0.0.1:{free_port()}")
+    rows = list(csv.reader(io.StringIO(exported.stdout)))
+    assert exported.returncode == 1 and "tenants without a budget are left out" in exported.stderr, exported.stderr
+    assert ["Leaving Tenant", "2"] in [[row[0], row[3]] for row in rows[1:]], exported.stdout
     removed = lynx_budget("remove", "Leaving Tenant")
     assert removed.returncode == 0, removed.stderr
     assert "Leaving Tenant" not in tenants()

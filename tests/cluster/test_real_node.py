@@ -23,6 +23,7 @@ import openai
 import pytest
 
 from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
+from lynx.telemetry.prometheus_api import PrometheusClient
 
 from ..integration.conftest import MODEL_NAME, wait_for
 from .conftest import NODE_NAMESPACE, NODE_RELEASE, REPO
@@ -99,9 +100,8 @@ def release_state(cluster: Cluster, node) -> str:
 
 
 def prometheus_query(url: str, query: str) -> list[dict]:
-    reply = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
-    assert reply["status"] == "success", reply
-    return reply["data"]["result"]
+    with PrometheusClient(url) as prometheus:
+        return prometheus.query(query)
 
 
 def complete(base_url: str, max_tokens: int = 8) -> tuple[dict, str]:
@@ -160,9 +160,10 @@ def test_prometheus_from_the_operator_scrapes_every_lynx_service_monitor(release
     assert {f"{NODE_RELEASE}-{s}" for s in LYNX_SERVICES} <= set(monitors), monitors
     with port_forward(release_on_node, "svc/prometheus-operated", 9090) as prometheus:
         def all_up() -> dict | None:
-            targets = httpx.get(f"{prometheus}/api/v1/targets", params={"state": "active"}, timeout=10).json()
+            with PrometheusClient(prometheus) as client:
+                targets = client.active_targets()
             health = {}
-            for target in targets["data"]["activeTargets"]:
+            for target in targets:
                 pool = target["scrapePool"]
                 for monitor in monitors:
                     if pool == f"serviceMonitor/{NODE_NAMESPACE}/{monitor}/0":
@@ -170,7 +171,8 @@ def test_prometheus_from_the_operator_scrapes_every_lynx_service_monitor(release
             return health if set(health) == set(monitors) and set(health.values()) == {"up"} else None
 
         wait_for(all_up, SETTLE_SECONDS, f"the targets of {monitors} up in Prometheus", interval=2)
-        version = httpx.get(f"{prometheus}/api/v1/status/buildinfo", timeout=10).json()["data"]["version"]
+        with PrometheusClient(prometheus) as client:
+            version = client.status("buildinfo")["version"]
         assert version == "3.14.0"
 
 
@@ -391,8 +393,9 @@ def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_n
              SETTLE_SECONDS, f"{CHAOS_GATEWAYS} gateways ready", interval=2)
 
     def discovers_endpointslices() -> bool:
-        config = httpx.get(f"{prometheus_url}/api/v1/status/config", timeout=10).json()["data"]["yaml"]
-        targets = httpx.get(f"{prometheus_url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        with PrometheusClient(prometheus_url) as client:
+            config = client.status("config")["yaml"]
+            targets = client.active_targets()
         gateway = [t for t in targets if t["labels"].get("service") == f"{NODE_RELEASE}-gateway"]
         return ("role: endpointslice" in config and len(gateway) == CHAOS_GATEWAYS
                 and all(t["health"] == "up" for t in gateway))

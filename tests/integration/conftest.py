@@ -18,6 +18,7 @@ from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_jaeger, start_prometheus
 from lynx.local.topology import JaegerPorts
+from lynx.telemetry.prometheus_api import PrometheusClient
 
 from .otlp_sink import OtlpSink
 
@@ -156,16 +157,10 @@ class ObservedStack:
         return self.jaeger_ports.otlp_url
 
     def query(self, expr: str, prometheus: ServiceProcess | None = None) -> list[dict]:
-        import httpx
-
-        url = (prometheus or self.prometheus).url
-        response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
-        assert response.status_code == 200, f"{expr}: {response.text}"
-        body = response.json()
-        # Prometheus 3 annotates a query it answered doubtfully (a rate over what is not a counter, a histogram
-        # quantile over unsorted buckets): a panel must not be such a query.
-        assert not body.get("warnings") and not body.get("infos"), f"{expr}: {body.get('warnings')} {body.get('infos')}"
-        return body["data"]["result"]
+        """The instant vector of ``expr``; PrometheusError also for a query Prometheus answered doubtfully (warnings
+        or infos): a panel must not be such a query."""
+        with PrometheusClient((prometheus or self.prometheus).url) as client:
+            return client.query(expr)
 
     def start_prometheus(self, work_dir: Path) -> ServiceProcess:
         return scraping_prometheus(self.services, self.auditor, work_dir)

@@ -23,6 +23,7 @@ from lynx.contracts.budgets import BudgetSpec
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_process, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config
+from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget.local import FileStore
 
 from ..rules.chart import alertmanager_config, helm_template, rules_file
@@ -105,9 +106,8 @@ class Alerting:
                           headers={"Authorization": f"Bearer {self.key}"})
 
     def query(self, expr: str) -> list[dict]:
-        response = httpx.get(f"{self.prometheus.url}/api/v1/query", params={"query": expr}, timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]["result"]
+        with PrometheusClient(self.prometheus.url) as prometheus:
+            return prometheus.query(expr)
 
 
 def start_alertmanager(config: dict, work_dir: Path) -> ServiceProcess:

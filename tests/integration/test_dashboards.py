@@ -23,6 +23,7 @@ from lynx.dashboards.queries import expand, panel_queries
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
+from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget.local import FileStore
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
@@ -150,6 +151,13 @@ def test_every_expression_parses_with_promtool(tmp_path):
     assert shutil.which(str(promtool))
 
 
+def exemplar_trace_ids(prometheus_url: str, expr: str) -> set[str]:
+    """The trace ids of the exemplars Prometheus holds of ``expr``'s series from the last 10 minutes."""
+    with PrometheusClient(prometheus_url) as prometheus:
+        found = prometheus.exemplars(expr, time.time() - 600, time.time() + 5)
+    return {e["labels"].get("trace_id") for series in found for e in series["exemplars"]}
+
+
 def test_the_failures_panel_links_a_refused_request_to_its_trace(budgeted: Budgeted):
     """The exemplars of the tenants dashboard's failures panel carry the trace id the refused request answered with."""
     (panel,) = [p for p in all_dashboards()["tenants"]["panels"] if p["title"].startswith("Failed requests")]
@@ -157,9 +165,7 @@ def test_the_failures_panel_links_a_refused_request_to_its_trace(budgeted: Budge
     trace_id = budgeted.warm_up().headers["X-Lynx-Trace-Id"]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = httpx.get(f"{budgeted.prometheus.url}/api/v1/query_exemplars", params={
-            "query": query, "start": time.time() - 600, "end": time.time() + 5}).json()
-        if trace_id in {e["labels"].get("trace_id") for series in found["data"] for e in series["exemplars"]}:
+        if trace_id in exemplar_trace_ids(budgeted.prometheus.url, query):
             return
         time.sleep(1)
     pytest.fail(f"no exemplar with trace_id {trace_id} for {query}")
@@ -172,10 +178,7 @@ def test_prometheus_stores_exemplars_with_trace_ids(observed: ObservedStack):
     trace_id = response.json()["lynx"]["trace_id"]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = httpx.get(f"{observed.prometheus.url}/api/v1/query_exemplars", params={
-            "query": "lynx_cost_eur_per_request_bucket", "start": time.time() - 600, "end": time.time() + 5}).json()
-        ids = {e["labels"].get("trace_id") for series in found["data"] for e in series["exemplars"]}
-        if trace_id in ids:
+        if trace_id in exemplar_trace_ids(observed.prometheus.url, "lynx_cost_eur_per_request_bucket"):
             return
         time.sleep(1)
     pytest.fail(f"no exemplar with trace_id {trace_id} in Prometheus")

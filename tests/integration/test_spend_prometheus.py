@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +18,10 @@ from lynx.local.stopping import stop_processes
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
-from lynx_budget.policy import SpendReading, day_window
-from lynx_budget.spend import SpendUnavailable, query, read_spend
+from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
+from lynx_budget.policy import SpendFailure, SpendReading, day_window
+from lynx_budget.settings import OperatorSettings
+from lynx_budget.spend import read_spend, read_today
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
 
@@ -39,8 +42,8 @@ def today(prometheus_url: str, tenant: str) -> Callable[[], SpendReading]:
     """Reads the tenant's spend since the current UTC midnight."""
     def read() -> SpendReading:
         now = datetime.now(UTC)
-        with httpx.Client() as client:
-            return read_spend(client, prometheus_url, tenant, day_window("UTC", now)[0], now)
+        with PrometheusClient(prometheus_url) as prometheus:
+            return read_spend(prometheus, tenant, day_window("UTC", now)[0], now)
     return read
 
 
@@ -159,8 +162,8 @@ def answering() -> Iterator[Callable[[int, bytes], str]]:
 def test_a_broken_prometheus_is_spend_unavailable(answering, status, body, reason, words):
     url = answering(status, body)
     now = datetime.now(UTC)
-    with httpx.Client() as client, pytest.raises(SpendUnavailable) as raised:
-        read_spend(client, url, "acme", day_window("UTC", now)[0], now)
+    with PrometheusClient(url) as prometheus, pytest.raises(PrometheusError) as raised:
+        read_spend(prometheus, "acme", day_window("UTC", now)[0], now)
     assert raised.value.reason == reason and words in str(raised.value)
     assert str(raised.value).startswith(f"{reason}: ")
 
@@ -168,10 +171,28 @@ def test_a_broken_prometheus_is_spend_unavailable(answering, status, body, reaso
 def test_nothing_listening_is_unreachable():
     url = f"http://127.0.0.1:{free_port()}"
     now = datetime.now(UTC)
-    with httpx.Client() as client, pytest.raises(SpendUnavailable, match="^Unreachable: Prometheus at"):
-        read_spend(client, url, "acme", day_window("UTC", now)[0], now)
+    with PrometheusClient(url) as prometheus, pytest.raises(PrometheusError, match="^Unreachable: Prometheus at"):
+        read_spend(prometheus, "acme", day_window("UTC", now)[0], now)
 
 
 def test_a_query_prometheus_refuses_is_an_http_error(observed: ObservedStack):
-    with httpx.Client() as client, pytest.raises(SpendUnavailable, match="^HttpError: .*HTTP 400"):
-        query(client, observed.prometheus.url, "lynx_tenant_cost_eur_total{", datetime.now(UTC), "matrix")
+    with PrometheusClient(observed.prometheus.url) as prometheus, \
+            pytest.raises(PrometheusError, match="^HttpError: .*HTTP 400"):
+        prometheus.samples("lynx_tenant_cost_eur_total{", datetime.now(UTC))
+
+
+def test_a_silent_prometheus_fails_the_read_after_the_operators_timeout(monkeypatch):
+    """LYNX_OPERATOR_PROMETHEUS_TIMEOUT_SECONDS bounds a spend read (it once stayed at a fixed 30 s whatever it said):
+    a server that accepts the connection and never answers is Unreachable once it has passed."""
+    monkeypatch.setenv("LYNX_OPERATOR_PROMETHEUS_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("LYNX_OPERATOR_CONFIGMAP_NAMESPACE", "lynx")
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        monkeypatch.setenv("LYNX_OPERATOR_PROMETHEUS_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        settings = OperatorSettings()
+        started = time.monotonic()
+        with PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds) as prometheus:
+            now = datetime.now(UTC)
+            failure = read_today(prometheus, "acme", day_window("UTC", now)[0], now)
+        waited = time.monotonic() - started
+    assert isinstance(failure, SpendFailure) and failure.reason == "Unreachable" and "ReadTimeout" in failure.detail
+    assert 0.5 <= waited < 10

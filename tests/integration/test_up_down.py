@@ -20,6 +20,7 @@ from lynx.local.stopping import stop_phases
 from lynx.auditor.tracestore import TraceStoreClient
 from lynx.local.processes import KILL_WAIT_SECONDS
 from lynx.local.stack import TOOLS_BIN
+from lynx.telemetry.prometheus_api import PrometheusClient
 
 from .conftest import MODEL_NAME, required_binary, wait_for
 
@@ -74,7 +75,8 @@ def assert_observability_as_the_chart(prometheus_pid: int, prometheus_binary: Pa
     """The local Prometheus is the tool cache's build, and it and Jaeger keep data as long as the chart says."""
     assert Path(f"/proc/{prometheus_pid}/exe").resolve() == prometheus_binary.resolve()
     chart = yaml.safe_load(CHART_VALUES.read_text())
-    runtime = httpx.get(f"{PROMETHEUS}/api/v1/status/runtimeinfo", timeout=10).json()["data"]
+    with PrometheusClient(PROMETHEUS) as prometheus:
+        runtime = prometheus.status("runtimeinfo")
     assert runtime["storageRetention"] == chart["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]["retention"]
     # Jaeger keeps spans on disk for 14 days: the configuration the running process was given (its --config file).
     (config_arg,) = [a for a in Path(f"/proc/{jaeger_pid}/cmdline").read_text().split("\0") if a.startswith("--config=")]
@@ -88,8 +90,8 @@ def assert_observability_as_the_chart(prometheus_pid: int, prometheus_binary: Pa
 def demo_budget_series() -> set[str]:
     """The budget metrics Prometheus holds for the demo tenant."""
     query = '{__name__=~"lynx_budget_.+", tenant="demo"}'
-    body = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10).json()
-    return {series["metric"]["__name__"] for series in body["data"]["result"]}
+    with PrometheusClient(PROMETHEUS) as prometheus:
+        return {series["metric"]["__name__"] for series in prometheus.query(query)}
 
 
 def assert_demo_budget_metrics_within(seconds: float) -> None:

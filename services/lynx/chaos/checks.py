@@ -7,7 +7,6 @@ The ``*_check`` functions are pure: records and readings in, a ``Check`` out. ``
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -16,10 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
-
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
+from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
 
 COST_FAMILY = "lynx_tenant_cost_eur"
 VIOLATIONS_FAMILY = "lynx_cost_identity_violations"
@@ -163,20 +161,20 @@ def read_traces(store: TraceStoreClient, trace_ids: Iterable[str], wait_s: float
 
 def label_matcher(label: str, values: Iterable[str]) -> str:
     """``label=~"a|b"`` with each value a literal (regex characters escaped, then quoted as a PromQL string)."""
-    return f"{label}=~{json.dumps('|'.join(re.escape(v) for v in sorted(values)))}"
+    return f"{label}=~{label_value('|'.join(re.escape(v) for v in sorted(values)))}"
 
 
 def counter_increase(prometheus_url: str, family: str, start: float, end: float, matchers: str = "") -> float:
     """The exact increase of a counter family from ``start`` to ``end`` (unix seconds), summed over its series, from
     the raw samples of ``<family>_total`` and ``<family>_created``: restarts and gaps counted as the budget controller
     counts them (lynx_budget.spend, docs/COSTS.md), nothing extrapolated."""
-    from lynx_budget.spend import BASELINE_MARGIN, query, series_key, spend_from_samples
+    from lynx_budget.spend import BASELINE_MARGIN, series_key, spend_from_samples
 
     seconds = math.ceil(end - start + BASELINE_MARGIN.total_seconds())
     selector = f'{{__name__=~"{family}_total|{family}_created"{"," + matchers if matchers else ""}}}[{seconds}s]'
     at = datetime.fromtimestamp(end, UTC)
-    with httpx.Client() as client:
-        rows = query(client, prometheus_url, selector, at, "matrix")
+    with PrometheusClient(prometheus_url) as prometheus:
+        rows = prometheus.samples(selector, at)
     counters = [row for row in rows if row["metric"]["__name__"] == f"{family}_total"]
     created = {series_key(row["metric"]): {float(t): float(c) for t, c in row["values"]}
                for row in rows if row["metric"]["__name__"] == f"{family}_created"}
@@ -188,10 +186,10 @@ def newest_scrape(prometheus_url: str, family: str, matchers: str = "") -> float
     such series)."""
     expr = f"min(timestamp({family}_total{{{matchers}}}))"
     try:
-        reply = httpx.get(f"{prometheus_url.rstrip('/')}/api/v1/query", params={"query": expr}, timeout=10).json()
-    except (httpx.HTTPError, ValueError):
+        with PrometheusClient(prometheus_url) as prometheus:
+            result = prometheus.query(expr)
+    except PrometheusError:
         return None
-    result = reply.get("data", {}).get("result", [])
     return float(result[0]["value"][1]) if result else None
 
 

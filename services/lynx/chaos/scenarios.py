@@ -29,6 +29,7 @@ from lynx.chaos.report import Progress
 from lynx.chaos.targets import READY_TIMEOUT_SECONDS, SERVICES, Disruption, Target, TargetError
 from lynx.contracts.faults import FaultPlan
 from lynx.load.driver import LoadSpec, RequestRecord, drive, served_model
+from lynx.telemetry.prometheus_api import PrometheusError
 
 WITNESS_PROMPT = "Write a long story about a lighthouse keeper and a storm."
 WITNESS_LEAD_SECONDS = (0.5, 15.0)  # bounds of the time from sending the witness to the signal
@@ -364,8 +365,6 @@ def trace_checks(chaos: Chaos, records: Sequence[RequestRecord], ended: float) -
 
 
 def counter_checks(chaos: Chaos, started: float, records: Sequence[RequestRecord], ended: float) -> list[Check]:
-    from lynx_budget.spend import SpendUnavailable
-
     chaos.progress.set_phase("waiting for Prometheus to scrape the counters after the load")
     tenants = checks.label_matcher("tenant", chaos.tenants)
     url = chaos.prometheus_url
@@ -378,6 +377,6 @@ def counter_checks(chaos: Chaos, started: float, records: Sequence[RequestRecord
     try:
         counted = checks.counter_increase(url, checks.COST_FAMILY, started, end, tenants)
         violations = checks.counter_increase(url, checks.VIOLATIONS_FAMILY, started, end)
-    except SpendUnavailable as error:
+    except PrometheusError as error:
         return [Check("counters read from Prometheus", str(error), "readable", False)]
     return [checks.cost_check(records, counted), checks.violations_check(violations)]

@@ -12,6 +12,7 @@ from lynx.local.stack import (
     find_binary, load_config, prometheus_config, start_collector, start_jaeger, start_prometheus,
 )
 from lynx.local.topology import Topology, auditor_environment
+from lynx.telemetry.prometheus_api import query_link
 
 # The pieces by their scripts/build_tools.sh names, in the order a first run builds them: the collector first, since
 # the services start once it runs (it queues their spans on disk until Jaeger is up), then Prometheus (the spend the
@@ -41,7 +42,7 @@ def piece_urls(piece: str, topology: Topology) -> dict[str, str]:
     return {
         "otelcol": {"otelcol": f"{topology.collector.otlp_url}/v1/traces (OTLP/HTTP; spans queue on disk while Jaeger "
                                "is away)"},
-        "prometheus": {"prometheus": f"{topology.prometheus_url}/api/v1/query?query=lynx_tenant_cost_eur_total "
+        "prometheus": {"prometheus": f"{query_link(topology.prometheus_url, 'lynx_tenant_cost_eur_total')} "
                                      "(API only: no UI)"},
         "jaeger": {"jaeger": f"{topology.jaeger.query_url}/api/v3/services (traces: /api/v3/traces/<trace id>)",
                    "auditor": f"{auditor}/metrics (orphan spans: POST {auditor}/v1/audit)"},

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from lynx.telemetry.prometheus_api import PrometheusClient, label_value
+
 QUESTIONS_FILE = Path(__file__).with_name("questions.json")
 TABLE_HEADER = ("| ISO week | run at (UTC) | questions | correct | quality | cost (EUR) "
                 "| CpQU (EUR per correct answer) | week-over-week |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -115,11 +117,14 @@ def record(row: CpquRow, document: Path) -> None:
         write()
 
 
+def tenant_spend_query(tenant: str) -> str:
+    return f"sum(lynx_tenant_cost_eur_total{{tenant={label_value(tenant)}}})"
+
+
 def tenant_spend(prometheus_url: str, tenant: str) -> float:
-    response = httpx.get(f"{prometheus_url}/api/v1/query", timeout=10,
-                         params={"query": f'sum(lynx_tenant_cost_eur_total{{tenant="{tenant}"}})'})
-    response.raise_for_status()
-    result = response.json()["data"]["result"]
+    """What the tenant's counters hold now, summed over every gateway and outcome. Raises PrometheusError."""
+    with PrometheusClient(prometheus_url) as prometheus:
+        result = prometheus.query(tenant_spend_query(tenant))
     return float(result[0]["value"][1]) if result else 0.0
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from lynx.contracts.budgets import BudgetSpec
 from lynx_budget.admin import CSV_COLUMNS, add_raise, explain, pause, resume, spend_csv
-from lynx_budget.policy import SpendReading, reconcile
+from lynx_budget.policy import SpendFailure, SpendReading
+
+from .test_policy import decide
 
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 SPEC = BudgetSpec(tenant="acme", daily_cap_eur=2.0, timezone="Europe/Paris")
@@ -30,7 +32,7 @@ def test_add_raise_appends_a_raise_from_now():
     assert r.requested_at == NOW and r.expires_at == NOW + timedelta(hours=24)
     again = add_raise(raised, 1.0, 72, "one more day", "bob", NOW)
     assert len(again.raises) == 2 and SPEC.raises == []
-    assert reconcile(again, SpendReading(0.0, NOW), None, NOW, None).decision.cap_eur == 6.0
+    assert decide(again, SpendReading(0.0, NOW), NOW, None).decision.cap_eur == 6.0
 
 
 @pytest.mark.parametrize("hours", [0, -1, 72.01, 100])
@@ -51,7 +53,7 @@ def test_add_raise_needs_an_aware_clock():
 
 
 def test_explain_says_why_a_tenant_is_blocked_and_what_to_do():
-    status = reconcile(SPEC, SpendReading(2.5, NOW), None, NOW, None).status
+    status = decide(SPEC, SpendReading(2.5, NOW), NOW, None).status
     text = explain(SPEC, status, NOW + timedelta(minutes=1))
     for words in ("Blocked", "2.50 EUR of 2.00 EUR", "2026-06-11 00:00 Europe/Paris", "temporary raise", "72 h"):
         assert words in text
@@ -59,10 +61,10 @@ def test_explain_says_why_a_tenant_is_blocked_and_what_to_do():
 
 
 def test_explain_says_when_the_spend_cannot_be_read_and_lists_the_raises():
-    blocked = reconcile(SPEC, SpendReading(2.5, NOW), None, NOW, None).status
+    blocked = decide(SPEC, SpendReading(2.5, NOW), NOW, None).status
     raised = add_raise(SPEC, 1.0, 2, "demo for a customer", "alice", NOW)
     later = NOW + timedelta(minutes=5)
-    down = reconcile(raised, None, "Unreachable: Prometheus at http://prom:9090 did not answer", later, blocked).status
+    down = decide(raised, SpendFailure("Unreachable", "Prometheus at http://prom:9090 did not answer"), later, blocked).status
     text = explain(raised, down, later)
     assert "Raise in force: +1.00 EUR" in text and "demo for a customer" in text
     assert "cannot be read since 2026-06-10T12:05:00Z (Unreachable)" in text
@@ -78,9 +80,9 @@ def test_explain_before_any_decision():
 
 
 def test_spend_csv_has_one_row_per_tenant_with_the_day():
-    acme = reconcile(SPEC, SpendReading(0.0123456789012, NOW), None, NOW, None).status
+    acme = decide(SPEC, SpendReading(0.0123456789012, NOW), NOW, None).status
     other = BudgetSpec(tenant="beta", daily_cap_eur=5.0)
-    unknown = reconcile(other, None, "Unreachable: down", NOW, None).status
+    unknown = decide(other, SpendFailure("Unreachable", "down"), NOW, None).status
     fresh = BudgetSpec(tenant="gamma", daily_cap_eur=1.0)
     rows = list(csv.reader(io.StringIO(spend_csv([(fresh, None), (other, unknown), (SPEC, acme)]))))
     assert tuple(rows[0]) == CSV_COLUMNS
@@ -90,7 +92,7 @@ def test_spend_csv_has_one_row_per_tenant_with_the_day():
 
 
 def test_spend_csv_lists_tenants_without_a_budget_with_an_empty_cap():
-    acme = reconcile(SPEC, SpendReading(0.5, NOW), None, NOW, None).status
+    acme = decide(SPEC, SpendReading(0.5, NOW), NOW, None).status
     rows = list(csv.reader(io.StringIO(spend_csv([(SPEC, acme)], [("zulu", SpendReading(0.25, NOW)),
                                                                    ("beta", SpendReading(1e-05, NOW))], NOW))))
     assert [row[0] for row in rows[1:]] == ["acme", "beta", "zulu"]

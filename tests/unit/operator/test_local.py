@@ -1,6 +1,5 @@
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 import yaml
 from prometheus_client import REGISTRY
@@ -9,6 +8,7 @@ from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, TemporaryRaise
 from lynx.errors import LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.local.processes import free_port
+from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController, budget_or_default
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -24,7 +24,7 @@ def controller(store: FileStore, tmp_path, **settings) -> LocalController:
     config = LocalBudgetSettings(budgets_file=store.path, state_file=store.state_file,
                                  decisions_file=tmp_path / "decisions.json",
                                  prometheus_url=f"http://127.0.0.1:{free_port()}", **settings)
-    return LocalController(config, store, httpx.Client(timeout=2), now=lambda: NOW)
+    return LocalController(config, store, PrometheusClient(config.prometheus_url, 2), now=lambda: NOW)
 
 
 def a_raise(hours_left: float) -> TemporaryRaise:
@@ -84,6 +84,19 @@ def test_the_last_status_is_kept_between_runs(store, tmp_path):
     assert store.status("acme").state == "Blocked"
     again = controller(store, tmp_path, unknown_spend="open").run_once()
     assert again.tenants["acme"].state == "Blocked"  # an unknown spend never unblocks, whatever the setting now
+
+
+def test_statuses_are_every_tenants_last_decision_at_once(store, tmp_path):
+    assert store.statuses() == {} and store.status("acme") is None  # no run yet
+    store.put(BudgetSpec(tenant="acme", daily_cap_eur=1.0, paused=True))
+    store.put(BudgetSpec(tenant="zeta", daily_cap_eur=2.0))
+    published = controller(store, tmp_path, unknown_spend="closed").run_once()
+    statuses = store.statuses()
+    assert set(statuses) == {"acme", "zeta"} == set(published.tenants)
+    assert {t: s.state for t, s in statuses.items()} == {t: d.state for t, d in published.tenants.items()} \
+        == {"acme": "Paused", "zeta": "Blocked"}
+    assert all(statuses[tenant] == store.status(tenant) for tenant in statuses)
+    assert store.remove("zeta") and set(controller(store, tmp_path).run_once().tenants) == set(store.statuses())
 
 
 def test_a_removed_budget_stops_being_exported(store, tmp_path):

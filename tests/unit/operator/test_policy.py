@@ -12,10 +12,12 @@ from lynx.contracts.budgets import BudgetSpec, TemporaryRaise
 from lynx_budget.policy import (
     PROMETHEUS_REACHABLE,
     BudgetStatus,
+    SpendFailure,
     SpendReading,
     day_window,
     decide_state,
     effective_cap,
+    Reconciliation,
     raise_key,
     reconcile,
 )
@@ -26,6 +28,12 @@ HOUR = timedelta(hours=1)
 
 def spec(**fields) -> BudgetSpec:
     return BudgetSpec(**{"tenant": "acme", "daily_cap_eur": 10.0, **fields})
+
+
+def decide(spec: BudgetSpec, spend: SpendReading | SpendFailure, now: datetime, last: BudgetStatus | None,
+           **settings) -> Reconciliation:
+    """reconcile in the tenant's day at ``now``, as the operator and the local loop compute it."""
+    return reconcile(spec, spend, day_window(spec.timezone, now), now, last, **settings)
 
 
 def spent(eur: float, at: datetime = NOON) -> SpendReading:
@@ -72,7 +80,7 @@ def test_day_window_runs_from_local_midnight_to_the_next(timezone, local_day, ho
     (10.0, "Blocked", 0.0), (12.5, "Blocked", 0.0),
 ])
 def test_thresholds(eur, state, left):
-    result = reconcile(spec(), spent(eur), None, NOON, None)
+    result = decide(spec(), spent(eur), NOON, None)
     assert result.decision.state == state == result.status.state
     assert result.decision.remaining_eur == pytest.approx(left)
     assert result.decision.spent_eur == eur and result.decision.cap_eur == 10.0
@@ -81,21 +89,21 @@ def test_thresholds(eur, state, left):
 def test_a_custom_warning_threshold_and_a_zero_cap():
     assert decide_state(5.0, 10.0, warning_percent=50) == "Warning"
     assert decide_state(4.9, 10.0, warning_percent=50) == "Ok"
-    assert reconcile(spec(daily_cap_eur=0), spent(0.0), None, NOON, None).decision.state == "Blocked"
+    assert decide(spec(daily_cap_eur=0), spent(0.0), NOON, None).decision.state == "Blocked"
 
 
 def test_the_decision_says_what_a_tenant_owner_can_act_on():
-    blocked = reconcile(spec(timezone="Europe/Paris"), spent(10.5), None, NOON, None).decision
+    blocked = decide(spec(timezone="Europe/Paris"), spent(10.5), NOON, None).decision
     assert blocked.state == "Blocked"
     for words in ("10.50 EUR", "10.00 EUR", "2026-06-11 00:00 Europe/Paris", "2026-06-10 22:00 UTC", "raise", "72 h"):
         assert words in blocked.reason
-    warning = reconcile(spec(), spent(8.5), None, NOON, None).decision
+    warning = decide(spec(), spent(8.5), NOON, None).decision
     assert "85%" in warning.reason and "1.50 EUR left" in warning.reason and "raise" in warning.reason
 
 
 def test_the_decision_carries_the_window_and_the_spec_settings():
-    result = reconcile(spec(timezone="Asia/Kolkata", per_request_cap_eur=0.01, cheaper_near_cap=True),
-                       spent(1.0), None, NOON, None)
+    result = decide(spec(timezone="Asia/Kolkata", per_request_cap_eur=0.01, cheaper_near_cap=True),
+                       spent(1.0), NOON, None)
     decision = result.decision
     assert (decision.day_started_at, decision.resets_at) == day_window("Asia/Kolkata", NOON)
     assert decision.spend_as_of == NOON - timedelta(seconds=7)
@@ -104,27 +112,27 @@ def test_the_decision_carries_the_window_and_the_spec_settings():
 
 
 def test_a_raise_lifts_the_cap_until_it_expires_and_is_audited_once():
-    blocked = reconcile(spec(), spent(12.5), None, NOON, None)
+    blocked = decide(spec(), spent(12.5), NOON, None)
     assert blocked.decision.state == "Blocked"
     raised = spec(raises=[a_raise(5.0, hours=3)])
     later = NOON + timedelta(minutes=1)
-    unblocked = reconcile(raised, spent(12.5, later), None, later, blocked.status)
+    unblocked = decide(raised, spent(12.5, later), later, blocked.status)
     assert unblocked.decision.state == "Warning" and unblocked.decision.cap_eur == 15.0
     assert kinds(unblocked)[-2:] == ["raise_added", "state"]
     assert [e.reason for e in unblocked.events] == ["RaiseAdded", "StateChanged"]
-    again = reconcile(raised, spent(12.5, later), None, later + timedelta(minutes=1), unblocked.status)
+    again = decide(raised, spent(12.5, later), later + timedelta(minutes=1), unblocked.status)
     assert again.events == () and again.status.history == unblocked.status.history
 
     expiry = raised.raises[0].expires_at
-    expired = reconcile(raised, spent(12.5, expiry), None, expiry, again.status)
+    expired = decide(raised, spent(12.5, expiry), expiry, again.status)
     assert expired.expired_raises == tuple(raised.raises)
     assert expired.decision.state == "Blocked" and expired.decision.cap_eur == 10.0
     assert kinds(expired)[-2:] == ["raise_expired", "state"]
     # The caller has not removed it yet: it is handed back again, but not audited twice.
-    still = reconcile(raised, spent(12.5, expiry), None, expiry + HOUR, expired.status)
+    still = decide(raised, spent(12.5, expiry), expiry + HOUR, expired.status)
     assert still.expired_raises == tuple(raised.raises) and still.events == ()
     # Once removed from the spec, its keys leave the status.
-    removed = reconcile(spec(), spent(12.5, expiry), None, expiry + 2 * HOUR, still.status)
+    removed = decide(spec(), spent(12.5, expiry), expiry + 2 * HOUR, still.status)
     assert removed.status.audited_raises == () and removed.events == ()
 
 
@@ -146,11 +154,11 @@ def test_effective_cap_counts_only_the_raises_in_force():
 ])
 def test_an_invalid_raise_is_ignored_and_audited_once(bad, why):
     budget = spec(raises=[bad])
-    first = reconcile(budget, spent(11.0), None, NOON, None)
+    first = decide(budget, spent(11.0), NOON, None)
     assert first.decision.state == "Blocked" and first.decision.cap_eur == 10.0
     rejected = [e for e in first.events if e.reason == "RaiseRejected"]
     assert len(rejected) == 1 and rejected[0].type == "Warning" and why in rejected[0].message
-    second = reconcile(budget, spent(11.0), None, NOON + HOUR, first.status)
+    second = decide(budget, spent(11.0), NOON + HOUR, first.status)
     assert second.events == () and second.decision.cap_eur == 10.0
 
 
@@ -163,23 +171,23 @@ def test_raise_key_is_stable_across_timezones_and_tells_raises_apart():
 
 
 def test_pause_refuses_everything_and_resume_goes_back_to_the_spend():
-    ok = reconcile(spec(), spent(1.0), None, NOON, None)
-    paused = reconcile(spec(paused=True), spent(1.0), None, NOON + HOUR, ok.status)
+    ok = decide(spec(), spent(1.0), NOON, None)
+    paused = decide(spec(paused=True), spent(1.0), NOON + HOUR, ok.status)
     assert paused.decision.state == "Paused" and paused.decision.remaining_eur == 0.0
     assert paused.decision.spent_eur == 1.0 and "resumes" in paused.decision.reason
     assert kinds(paused)[-1] == "paused" and [e.reason for e in paused.events] == ["Paused"]
     # Paused wins even over an unreadable spend, and without a last status.
-    assert reconcile(spec(paused=True), None, "Unreachable: down", NOON, None).decision.state == "Paused"
-    resumed = reconcile(spec(), spent(8.5), None, NOON + 2 * HOUR, paused.status)
+    assert decide(spec(paused=True), SpendFailure("Unreachable", "down"), NOON, None).decision.state == "Paused"
+    resumed = decide(spec(), spent(8.5), NOON + 2 * HOUR, paused.status)
     assert resumed.decision.state == "Warning"
     assert kinds(resumed)[-1] == "resumed" and [e.reason for e in resumed.events] == ["Resumed"]
 
 
 def test_unknown_spend_keeps_the_last_figures_and_sets_the_condition():
-    ok = reconcile(spec(), spent(8.5), None, NOON, None)
+    ok = decide(spec(), spent(8.5), NOON, None)
     assert ok.status.condition(PROMETHEUS_REACHABLE).status is True
     later = NOON + timedelta(minutes=5)
-    down = reconcile(spec(), None, "Unreachable: Prometheus at http://p:9090 did not answer (ConnectError)", later,
+    down = decide(spec(), SpendFailure("Unreachable", "Prometheus at http://p:9090 did not answer (ConnectError)"), later,
                      ok.status)
     assert down.decision.state == "Warning"
     assert (down.decision.spent_eur, down.decision.spend_as_of) == (8.5, ok.status.spend_as_of)
@@ -189,29 +197,29 @@ def test_unknown_spend_keeps_the_last_figures_and_sets_the_condition():
     assert "did not answer" in condition.message and "did not answer" in down.decision.reason
     assert [(e.type, e.reason) for e in down.events] == [("Warning", "SpendUnavailable")]
     # Still down: the condition keeps its transition time, nothing new is audited.
-    still = reconcile(spec(), None, "BadAnswer: garbage", later + HOUR, down.status)
+    still = decide(spec(), SpendFailure("BadAnswer", "garbage"), later + HOUR, down.status)
     assert still.events == () and still.status.condition(PROMETHEUS_REACHABLE).last_transition == later
     assert still.status.condition(PROMETHEUS_REACHABLE).reason == "BadAnswer"
-    back = reconcile(spec(), spent(9.0, later + 2 * HOUR), None, later + 2 * HOUR, still.status)
+    back = decide(spec(), spent(9.0, later + 2 * HOUR), later + 2 * HOUR, still.status)
     assert [e.reason for e in back.events] == ["SpendRead"]
     assert back.status.condition(PROMETHEUS_REACHABLE).status is True
 
 
 def test_unknown_spend_never_unblocks_a_blocked_tenant():
-    blocked = reconcile(spec(), spent(10.0), None, NOON, None)
+    blocked = decide(spec(), spent(10.0), NOON, None)
     raised = spec(raises=[a_raise(50.0)])
-    down = reconcile(raised, None, "HttpError: Prometheus answered HTTP 503", NOON + HOUR, blocked.status)
+    down = decide(raised, SpendFailure("HttpError", "Prometheus answered HTTP 503"), NOON + HOUR, blocked.status)
     assert down.decision.state == "Blocked" and down.decision.remaining_eur == 0.0
     assert "stays blocked" in down.decision.reason and down.decision.cap_eur == 60.0
     assert "RaiseAdded" in [e.reason for e in down.events]
     # Once spend is known again, the raise unblocks it.
-    up = reconcile(raised, spent(10.0, NOON + 2 * HOUR), None, NOON + 2 * HOUR, down.status)
+    up = decide(raised, spent(10.0, NOON + 2 * HOUR), NOON + 2 * HOUR, down.status)
     assert up.decision.state == "Ok"
 
 
 @pytest.mark.parametrize(("policy", "state", "left"), [("open", "Ok", 10.0), ("closed", "Blocked", 0.0)])
 def test_with_no_last_state_unknown_spend_fails_open_or_closed(policy, state, left):
-    result = reconcile(spec(), None, "Unreachable: connection refused", NOON, None, unknown_spend=policy)
+    result = decide(spec(), SpendFailure("Unreachable", "connection refused"), NOON, None, unknown_spend=policy)
     assert result.decision.state == state and result.decision.remaining_eur == left
     assert result.decision.spent_eur is None and result.decision.spend_as_of is None
     assert "cannot be read" in result.decision.reason and f"fail {policy}" in result.decision.reason
@@ -231,15 +239,15 @@ def test_the_local_midnight_rolls_the_day_over_and_unblocks(timezone, last_eveni
     zone = ZoneInfo(timezone)
     evening = datetime.fromisoformat(last_evening).replace(tzinfo=zone)
     budget = spec(timezone=timezone)
-    blocked = reconcile(budget, spent(12.0, evening), None, evening, None)
+    blocked = decide(budget, spent(12.0, evening), evening, None)
     assert blocked.decision.state == "Blocked"
-    before_midnight = reconcile(budget, spent(12.0, evening), None, blocked.status.resets_at - timedelta(seconds=1),
+    before_midnight = decide(budget, spent(12.0, evening), blocked.status.resets_at - timedelta(seconds=1),
                                 blocked.status)
     assert before_midnight.decision.state == "Blocked" and before_midnight.events == ()
 
     just_after = blocked.status.resets_at + timedelta(seconds=30)
     assert just_after.astimezone(zone).strftime("%H:%M") == "00:00"
-    fresh = reconcile(budget, spent(0.0, just_after), None, just_after, before_midnight.status)
+    fresh = decide(budget, spent(0.0, just_after), just_after, before_midnight.status)
     assert fresh.decision.state == "Ok" and fresh.decision.remaining_eur == 10.0
     assert fresh.decision.day_started_at == blocked.status.resets_at
     assert fresh.decision.resets_at - fresh.decision.day_started_at == timedelta(hours=hours)
@@ -250,22 +258,22 @@ def test_the_local_midnight_rolls_the_day_over_and_unblocks(timezone, last_eveni
 def test_a_rollover_while_spend_is_unknown_keeps_a_blocked_tenant_blocked():
     budget = spec(timezone="Europe/Paris")
     evening = datetime(2026, 3, 28, 22, 50, tzinfo=UTC)  # 23:50 in Paris
-    blocked = reconcile(budget, spent(12.0, evening), None, evening, None)
-    ok = reconcile(spec(tenant="other", timezone="Europe/Paris"), spent(1.0, evening), None, evening, None)
+    blocked = decide(budget, spent(12.0, evening), evening, None)
+    ok = decide(spec(tenant="other", timezone="Europe/Paris"), spent(1.0, evening), evening, None)
     after = datetime(2026, 3, 28, 23, 5, tzinfo=UTC)  # 00:05 in Paris, a 23-hour day
-    still = reconcile(budget, None, "Unreachable: down", after, blocked.status)
+    still = decide(budget, SpendFailure("Unreachable", "down"), after, blocked.status)
     assert still.decision.state == "Blocked" and still.decision.spent_eur is None
     assert still.decision.day_started_at == datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
     assert "stays Blocked" in still.status.history[-2].message and kinds(still)[-1] == "spend_unavailable"
     # A tenant that was not blocked starts the new day with no figure: the unknown-spend policy applies.
-    served = reconcile(spec(tenant="other", timezone="Europe/Paris"), None, "Unreachable: down", after, ok.status)
+    served = decide(spec(tenant="other", timezone="Europe/Paris"), SpendFailure("Unreachable", "down"), after, ok.status)
     assert served.decision.state == "Ok" and served.decision.spent_eur is None
     assert served.decision.remaining_eur == 10.0 and served.decision.spend_as_of is None
-    closed = reconcile(spec(tenant="other", timezone="Europe/Paris"), None, "Unreachable: down", after, ok.status,
+    closed = decide(spec(tenant="other", timezone="Europe/Paris"), SpendFailure("Unreachable", "down"), after, ok.status,
                        unknown_spend="closed")
     assert closed.decision.state == "Blocked"
     # Spend readable again: the new day's spend decides.
-    back = reconcile(budget, spent(0.5, after + HOUR), None, after + HOUR, still.status)
+    back = decide(budget, spent(0.5, after + HOUR), after + HOUR, still.status)
     assert back.decision.state == "Ok"
 
 
@@ -273,7 +281,7 @@ def test_history_is_bounded_and_newest_last():
     status = None
     for minute in range(30):
         now = NOON + timedelta(minutes=minute)
-        status = reconcile(spec(), spent(12.0 if minute % 2 else 1.0, now), None, now, status, history_limit=5).status
+        status = decide(spec(), spent(12.0 if minute % 2 else 1.0, now), now, status, history_limit=5).status
     assert len(status.history) == 5
     assert [e.at for e in status.history] == [NOON + timedelta(minutes=m) for m in range(25, 30)]
     assert status.history[-1].message.startswith("Blocked -> Blocked") is False
@@ -281,9 +289,9 @@ def test_history_is_bounded_and_newest_last():
 
 
 def test_every_audit_entry_is_an_event():
-    last = reconcile(spec(), spent(9.0), None, NOON, None).status
+    last = decide(spec(), spent(9.0), NOON, None).status
     budget = spec(paused=True, raises=[a_raise(1.0), a_raise(1.0, hours=80, by="x")])
-    result = reconcile(budget, None, "Unreachable: down", NOON + HOUR, last)
+    result = decide(budget, SpendFailure("Unreachable", "down"), NOON + HOUR, last)
     added = result.status.history[len(last.history):]
     assert len(result.events) == len(added) == 4
     assert [e.message for e in result.events] == [e.message for e in added]
@@ -291,8 +299,8 @@ def test_every_audit_entry_is_an_event():
 
 def test_status_round_trips_through_json():
     budget = spec(timezone="America/New_York", raises=[a_raise(2.0)])
-    first = reconcile(budget, spent(11.0), None, NOON, None)
-    status = reconcile(budget, None, "BadAnswer: not JSON", NOON + HOUR, first.status).status
+    first = decide(budget, spent(11.0), NOON, None)
+    status = decide(budget, SpendFailure("BadAnswer", "not JSON"), NOON + HOUR, first.status).status
     data = json.loads(json.dumps(status.to_dict()))
     assert BudgetStatus.from_dict(data) == status
     assert data["dayStartedAt"] == "2026-06-10T04:00:00Z" and data["resetsAt"] == "2026-06-11T04:00:00Z"
@@ -300,5 +308,5 @@ def test_status_round_trips_through_json():
                                      "message": "not JSON", "lastTransitionTime": "2026-06-10T13:00:00Z"}
     assert set(data) == {"state", "spentEur", "capEur", "remainingEur", "dayStartedAt", "resetsAt", "lastReadAt",
                          "spendAsOf", "conditions", "history", "auditedRaises"}
-    never_read = reconcile(budget, None, None, NOON, None).status
+    never_read = decide(budget, SpendFailure("Unreachable", "down"), NOON, None).status
     assert BudgetStatus.from_dict(json.loads(json.dumps(never_read.to_dict()))) == never_read
