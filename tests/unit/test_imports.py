@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = (REPO / "services", REPO / "operators")
 SERVICE_PACKAGES = ("lynx.gateway", "lynx.tokenizer", "lynx.retriever", "lynx.decoder", "lynx.auditor")
 TOOLS = ("lynx.cli", "lynx.local", "lynx.chaos", "lynx.load")
-BUDGET_CONTROLLER_USERS = ("lynx.cli", "lynx.local", "lynx.chaos")
+BUDGET_CONTROLLER_USERS = ("lynx.cli", "lynx.local")
 
 Graph = Mapping[str, set[str]]
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
+from lynx.telemetry.counters import BASELINE_MARGIN, created_times, increase
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
 
 COST_FAMILY = "lynx_tenant_cost_eur"
@@ -167,18 +168,13 @@ def label_matcher(label: str, values: Iterable[str]) -> str:
 def counter_increase(prometheus_url: str, family: str, start: float, end: float, matchers: str = "") -> float:
     """The exact increase of a counter family from ``start`` to ``end`` (unix seconds), summed over its series, from
     the raw samples of ``<family>_total`` and ``<family>_created``: restarts and gaps counted as the budget controller
-    counts them (lynx_budget.spend, docs/COSTS.md), nothing extrapolated."""
-    from lynx_budget.spend import BASELINE_MARGIN, series_key, spend_from_samples
-
+    counts them (lynx.telemetry.counters, docs/COSTS.md), nothing extrapolated."""
     seconds = math.ceil(end - start + BASELINE_MARGIN.total_seconds())
     selector = f'{{__name__=~"{family}_total|{family}_created"{"," + matchers if matchers else ""}}}[{seconds}s]'
-    at = datetime.fromtimestamp(end, UTC)
     with PrometheusClient(prometheus_url) as prometheus:
-        rows = prometheus.samples(selector, at)
+        rows = prometheus.samples(selector, datetime.fromtimestamp(end, UTC))
     counters = [row for row in rows if row["metric"]["__name__"] == f"{family}_total"]
-    created = {series_key(row["metric"]): {float(t): float(c) for t, c in row["values"]}
-               for row in rows if row["metric"]["__name__"] == f"{family}_created"}
-    return spend_from_samples(counters, created, datetime.fromtimestamp(start, UTC), at).spent_eur
+    return increase(counters, created_times(rows, f"{family}_created"), start, end)[0]
 
 
 def newest_scrape(prometheus_url: str, family: str, matchers: str = "") -> float | None:
