@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_jaeger, start_prometheus
 from lynx.local.topology import JaegerPorts
+from lynx.polling import wait_for as wait_for  # the tests' poll helper, imported from here
 
 from .otlp_sink import OtlpSink
 
@@ -267,16 +267,3 @@ def published_state(decisions: Path, tenant: str) -> str | None:
         return None
     decision = BudgetDecisions.model_validate_json(decisions.read_text()).tenants.get(tenant)
     return decision.state if decision else None
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1, explain=None):
-    """Poll ``predicate`` until it returns something truthy (returned); fail with ``what`` after ``timeout`` s,
-    and with what ``explain()`` says of the state then, when given."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    state = f"\n{explain()}" if explain else ""
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{state}")
