@@ -26,7 +26,7 @@ from lynx.local.stack import load_config, prometheus_config
 from lynx_budget.local import FileStore
 
 from ..rules.chart import alertmanager_config, helm_template, rules_file
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary, wait_for
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "lynx"  # the release namespace the chart's rules select, which the ServiceMonitors' targets carry
@@ -62,12 +62,9 @@ class Webhook:
             return [n for n in self.received if n.alerts(name, status)]
 
     def wait_for(self, name: str, status: str = "firing", timeout: float = ALERT_TIMEOUT_SECONDS) -> Notification:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if found := self.notifications(name, status):
-                return found[0]
-            time.sleep(0.2)
-        raise AssertionError(f"no {status} {name} notification within {timeout} s; received: {self.received}")
+        found = wait_for(lambda: self.notifications(name, status), timeout, f"a {status} {name} notification",
+                         interval=0.2, explain=lambda: f"received: {self.received}")
+        return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +186,7 @@ def spent_eur(alerting: Alerting) -> float:
 
 
 def until(condition: Callable[[], bool], what: str, timeout: float = ALERT_TIMEOUT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s")
-        time.sleep(0.2)
+    wait_for(condition, timeout, what, interval=0.2)
 
 
 def charge_until(alerting: Alerting, eur: float, charged: float) -> float:

@@ -25,7 +25,7 @@ from lynx.local.processes import ServiceProcess, free_port, start_service, wait_
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
 from lynx_budget.local import FileStore
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary, wait_for
 
 CONTRACT_SECONDS = 60
 METRIC_NAME = re.compile(r"\b((?:lynx|process)_[a-z0-9_]+)\b")
@@ -101,11 +101,9 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
                                       work / "prometheus", port=prometheus_port)
         started.append(prometheus)
         wait_ready(started, START_TIMEOUT_SECONDS)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not (decisions.exists() and BudgetDecisions.model_validate_json(decisions.read_text()).tenants.keys()
-                   >= {served, capped}):
-            assert time.monotonic() < deadline, f"no budget decisions for {served} and {capped} in {decisions}"
-            time.sleep(0.5)
+        wait_for(lambda: decisions.exists()
+                 and BudgetDecisions.model_validate_json(decisions.read_text()).tenants.keys() >= {served, capped},
+                 START_TIMEOUT_SECONDS, f"budget decisions for {served} and {capped} in {decisions}", interval=0.5)
         yield Budgeted(gateway, controller, prometheus, *({"Authorization": f"Bearer {keys[t]}"} for t in (served, capped)))
     finally:
         stop_processes(started)
@@ -155,14 +153,12 @@ def test_the_failures_panel_links_a_refused_request_to_its_trace(budgeted: Budge
     (panel,) = [p for p in all_dashboards()["tenants"]["panels"] if p["title"].startswith("Failed requests")]
     (query,) = [expand(t["expr"]) for t in panel["targets"] if t.get("exemplar")]
     trace_id = budgeted.warm_up().headers["X-Lynx-Trace-Id"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def linked() -> bool:
         found = httpx.get(f"{budgeted.prometheus.url}/api/v1/query_exemplars", params={
             "query": query, "start": time.time() - 600, "end": time.time() + 5}).json()
-        if trace_id in {e["labels"].get("trace_id") for series in found["data"] for e in series["exemplars"]}:
-            return
-        time.sleep(1)
-    pytest.fail(f"no exemplar with trace_id {trace_id} for {query}")
+        return trace_id in {e["labels"].get("trace_id") for series in found["data"] for e in series["exemplars"]}
+
+    wait_for(linked, 30, f"an exemplar with trace_id {trace_id} for {query}", interval=1)
 
 
 def test_prometheus_stores_exemplars_with_trace_ids(observed: ObservedStack):
@@ -170,12 +166,10 @@ def test_prometheus_stores_exemplars_with_trace_ids(observed: ObservedStack):
                           timeout=60, json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 4,
                                             "messages": [{"role": "user", "content": "Hello"}]})
     trace_id = response.json()["lynx"]["trace_id"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def stored() -> bool:
         found = httpx.get(f"{observed.prometheus.url}/api/v1/query_exemplars", params={
             "query": "lynx_cost_eur_per_request_bucket", "start": time.time() - 600, "end": time.time() + 5}).json()
         ids = {e["labels"].get("trace_id") for series in found["data"] for e in series["exemplars"]}
-        if trace_id in ids:
-            return
-        time.sleep(1)
-    pytest.fail(f"no exemplar with trace_id {trace_id} in Prometheus")
+        return trace_id in ids
+
+    wait_for(stored, 30, f"an exemplar with trace_id {trace_id} in Prometheus", interval=1)

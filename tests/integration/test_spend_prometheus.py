@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +16,7 @@ from lynx.local.stopping import stop_processes
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
+from lynx.polling import poll
 from lynx_budget.policy import SpendReading, day_window
 from lynx_budget.spend import SpendUnavailable, query, read_spend
 
@@ -46,12 +46,14 @@ def today(prometheus_url: str, tenant: str) -> Callable[[], SpendReading]:
 
 def once_scraped(read: Callable[[], SpendReading], expected: float) -> SpendReading:
     """Polls until Prometheus has scraped at least ``expected`` EUR (or gives up), returning the last reading."""
-    deadline = time.monotonic() + SCRAPE_WAIT_SECONDS
-    reading = read()
-    while reading.spent_eur < expected * (1 - 1e-9) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        reading = read()
-    return reading
+    readings: list[SpendReading] = []
+
+    def enough() -> bool:
+        readings.append(read())
+        return readings[-1].spent_eur >= expected * (1 - 1e-9)
+
+    poll(enough, SCRAPE_WAIT_SECONDS, interval=0.5)
+    return readings[-1]
 
 
 def test_the_day_spend_is_what_the_responses_cost(observed: ObservedStack, base_env):
