@@ -23,6 +23,7 @@ from lynx.dashboards.queries import expand, panel_queries
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
+from lynx.local.topology import BudgetFiles, budget_loop_environment
 from lynx_budget.local import FileStore
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary, wait_for
@@ -73,11 +74,12 @@ class Budgeted:
 def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Budgeted]:
     work = tmp_path_factory.mktemp("budgeted")
     prometheus_port = free_port()
-    decisions = work / "budget-decisions.json"
+    budget_files = BudgetFiles.in_folder(work)
+    decisions = budget_files.decisions
     registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
     served, capped = f"roomy-{prometheus_port}", f"capped-{prometheus_port}"
     keys = {tenant: registry.add(tenant) for tenant in (served, capped)}
-    store = FileStore(work / "budgets.yaml", work / "budget-state.json")
+    store = FileStore(budget_files.budgets, budget_files.state)
     store.put(BudgetSpec(tenant=served, daily_cap_eur=1.0))
     store.put(BudgetSpec(tenant=capped, daily_cap_eur=1e-6))
     services = observed.services
@@ -85,13 +87,11 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
     try:
         gateway = start_service("gateway", {
             **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp, "LYNX_GATEWAY_BUDGETS_FILE": str(decisions),
-            "LYNX_GATEWAY_TOKENIZER_URL": services.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": services.retriever.url,
-            "LYNX_GATEWAY_DECODER_URL": services.decoder.url}, work / "gateway.log")
+            **services.upstreams_environment()}, work / "gateway.log")
         started.append(gateway)
         controller = start_service("budgets", {
-            **base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(store.path), "LYNX_BUDGETS_STATE_FILE": str(store.state_file),
-            "LYNX_BUDGETS_DECISIONS_FILE": str(decisions), "LYNX_BUDGETS_INTERVAL_SECONDS": "1",
-            "LYNX_BUDGETS_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}"}, work / "budgets.log")
+            **base_env, **budget_loop_environment(budget_files, f"http://127.0.0.1:{prometheus_port}", 1)},
+            work / "budgets.log")
         started.append(controller)
         scraped = [services.tokenizer, services.retriever, services.decoder, observed.auditor, gateway, controller]
         config = prometheus_config(load_config("prometheus.yml"),

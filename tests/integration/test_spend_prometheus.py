@@ -75,10 +75,7 @@ def lone_gateway(observed: ObservedStack, base_env, tmp_path) -> Iterator[Callab
     """Starts gateways on one port, in front of the observed stack's services, never two at once."""
     port, running = free_port(), []
     env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp,
-           "LYNX_GATEWAY_BUDGETS_FILE": str(tmp_path / "no-budgets.json"),
-           "LYNX_GATEWAY_TOKENIZER_URL": observed.services.tokenizer.url,
-           "LYNX_GATEWAY_RETRIEVER_URL": observed.services.retriever.url,
-           "LYNX_GATEWAY_DECODER_URL": observed.services.decoder.url}
+           "LYNX_GATEWAY_BUDGETS_FILE": str(tmp_path / "no-budgets.json"), **observed.services.upstreams_environment()}
 
     def start() -> ServiceProcess:
         for gateway in running:

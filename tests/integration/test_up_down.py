@@ -17,6 +17,7 @@ import yaml
 from lynx.local.run import run_dir
 from lynx.local.stopping import stop_phases
 from lynx.local.processes import KILL_WAIT_SECONDS
+from lynx.local.topology import BudgetFiles
 
 from .conftest import MODEL_NAME, required_binary, wait_for
 
@@ -97,10 +98,11 @@ def assert_demo_budget_metrics_within(seconds: float) -> None:
 def test_down_then_up_works_twice_and_down_leaves_nothing_running(tmp_path):
     required_binary("jaeger", "scripts/build_tools.sh jaeger")
     prometheus = required_binary("prometheus", "scripts/build_tools.sh prometheus")
-    # Everything else as a user has it; only the demo tenant's key and budget go to files of the test's own.
+    # Everything else as a user has it; only the demo tenant's key and budget (and the decisions the budget loop
+    # publishes for the gateway) go to files of the test's own.
+    budget_files = BudgetFiles.in_folder(tmp_path)
     env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json"),
-           "LYNX_BUDGETS_BUDGETS_FILE": str(tmp_path / "budgets.yaml"),
-           "LYNX_BUDGETS_STATE_FILE": str(tmp_path / "budget-state.json")}
+           "LYNX_GATEWAY_BUDGETS_FILE": str(budget_files.decisions), **budget_files.environment()}
     assert lynx_down(env).returncode == 0
     keys = []
     try:
