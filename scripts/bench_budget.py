@@ -39,7 +39,9 @@ from lynx.load.report import percentile
 from lynx.models.cache import build
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
+from lynx.polling import wait_for
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
+from lynx.local.topology import UPSTREAMS, BudgetFiles, budget_loop_environment, models_environment, upstreams_environment
 from lynx_budget.local import FileStore
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -80,15 +82,12 @@ class Bed:
 
 def start(work: Path, args: argparse.Namespace) -> Bed:
     models = build("int4")
-    decisions = work / "decisions.json"
-    env = {**os.environ, "LYNX_TOKENIZER_MODEL_DIR": str(models / "decoder"),
-           "LYNX_DECODER_MODEL_DIR": str(models / "decoder"), "LYNX_RETRIEVER_EMBEDDER_DIR": str(models / "embedder"),
-           "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
-           "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"), "LYNX_GATEWAY_BUDGETS_FILE": str(decisions),
-           "LYNX_BUDGETS_BUDGETS_FILE": str(work / "budgets.yaml"), "LYNX_BUDGETS_STATE_FILE": str(work / "state.json"),
-           "LYNX_BUDGETS_DECISIONS_FILE": str(decisions), "LYNX_BUDGETS_INTERVAL_SECONDS": str(args.loop_seconds)}
-    upstream = {name: start_service(name, env, work / f"{name}.log") for name in ("tokenizer", "retriever", "decoder")}
-    gateway_env = {**env, **{f"LYNX_GATEWAY_{n.upper()}_URL": s.url for n, s in upstream.items()}}
+    budget_files = BudgetFiles.in_folder(work)
+    decisions = budget_files.decisions
+    env = {**os.environ, **models_environment(models), "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
+           "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"), "LYNX_GATEWAY_BUDGETS_FILE": str(decisions)}
+    upstream = {name: start_service(name, env, work / f"{name}.log") for name in UPSTREAMS}
+    gateway_env = {**env, **upstreams_environment({n: s.url for n, s in upstream.items()})}
     gateways = [start_service("gateway", gateway_env, work / f"gateway-{i}.log") for i in range(args.gateways)]
     loop_port = free_port()
     config = prometheus_config(load_config("prometheus.yml"), {"gateway": "", "budgets": f"127.0.0.1:{loop_port}"})
@@ -97,8 +96,8 @@ def start(work: Path, args: argparse.Namespace) -> Bed:
             job["static_configs"] = [{"targets": [g.url.removeprefix("http://") for g in gateways]}]
     config["global"]["scrape_interval"] = f"{args.scrape_seconds:g}s"
     prometheus = start_prometheus(find_binary("prometheus"), config, work / "prometheus")
-    loop = start_service("budgets", {**env, "LYNX_BUDGETS_PROMETHEUS_URL": prometheus.url}, work / "budgets.log",
-                         port=loop_port)
+    loop = start_service("budgets", {**env, **budget_loop_environment(budget_files, prometheus.url, args.loop_seconds)},
+                         work / "budgets.log", port=loop_port)
     bed = Bed(gateways, upstream, loop, prometheus, decisions)
     try:
         wait_ready(bed.processes(), 180)
@@ -284,12 +283,9 @@ def main() -> None:
         key, warm = registry.add(TENANT), registry.add("bench-warmup")
         httpx.post(f"{bed.gateways[0].url}/v1/chat/completions", headers={"Authorization": f"Bearer {warm}"},
                    json={"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}, timeout=120)
-        FileStore(work / "budgets.yaml", work / "state.json").put(BudgetSpec(tenant=TENANT, daily_cap_eur=args.cap))
-        deadline = time.monotonic() + 120
-        while bed.state() != "Ok":
-            if time.monotonic() > deadline:
-                raise SystemExit("the budget loop published no decision")
-            time.sleep(0.2)
+        files = BudgetFiles.in_folder(work)
+        FileStore(files.budgets, files.state).put(BudgetSpec(tenant=TENANT, daily_cap_eur=args.cap))
+        wait_for(lambda: bed.state() == "Ok", 120, "the budget loop's first decision", interval=0.2, error=SystemExit)
         sent, published = asyncio.run(drive(bed, key, args))
         if "Blocked" not in published:
             raise SystemExit(f"the tenant is {bed.state()} after driving; raise --max-seconds")

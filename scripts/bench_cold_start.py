@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import command_line, load_average, machine, median, model_name, stop_on_sigterm, write_section
-from bench_decoder import PROMPT_TOKENS, THREADS, prompt_ids, start_decoder
+from bench_common import (
+    command_line, load_average, machine, median, model_name, start_decoder, stop_on_sigterm, write_section,
+)
+from bench_decoder import PROMPT_TOKENS, THREADS, prompt_ids
 from bench_engines import lynx_service
 from lynx.models.cache import build
 
@@ -30,7 +32,7 @@ ROUNDS = 3
 
 def one_start(models: Path, warm_up: str, log_dir: Path) -> dict[str, float]:
     started = time.perf_counter()
-    decoder = start_decoder(models, log_dir, warm_up=warm_up)
+    decoder = start_decoder(models, log_dir / "decoder-continuous.log", THREADS, warm_up=warm_up)
     ready = time.perf_counter() - started
     try:
         singles = [lynx_service(decoder.url, prompt_ids(1), TOKENS).first_tokens()[0] for _ in range(ROUNDS)]

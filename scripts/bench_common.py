@@ -23,7 +23,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.local.stopping import stop_processes
-from lynx.local.topology import models_environment
+from lynx.local.topology import UPSTREAMS, models_environment, upstreams_environment
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.load.driver import LoadSpec, RequestRecord, drive, send
@@ -34,7 +34,7 @@ from lynx.local.stack import (
     find_binary, load_config, prometheus_config, start_collector, start_jaeger, start_prometheus,
 )
 
-LEAVES = ("tokenizer", "retriever", "decoder")
+LEAVES = UPSTREAMS
 MAX_TOKENS = 64
 START_TIMEOUT_SECONDS = 300
 REQUEST_TIMEOUT_SECONDS = 300
@@ -103,7 +103,7 @@ class Deployment:
 def start_gateway(processes: Processes, env: dict[str, str], leaves: dict[str, ServiceProcess],
                   log: Path) -> ServiceProcess:
     """A gateway pointed at ``leaves``; not waited for."""
-    gateway_env = {**env, **{f"LYNX_GATEWAY_{name.upper()}_URL": s.url for name, s in leaves.items()}}
+    gateway_env = {**env, **upstreams_environment({name: s.url for name, s in leaves.items()})}
     gateway = start_service("gateway", gateway_env, log)
     processes.add(gateway)
     return gateway
@@ -115,6 +115,17 @@ def start_services(processes: Processes, env: dict[str, str], log_dir: Path) -> 
     leaves = {name: start_service(name, env, log_dir / f"{name}.log") for name in LEAVES}
     processes.add(*leaves.values())
     return {**leaves, "gateway": start_gateway(processes, env, leaves, log_dir / "gateway.log")}
+
+
+def start_decoder(models: Path, log: Path, threads: int, **settings: str) -> ServiceProcess:
+    """A decoder alone on ``models`` (`lynx models build`'s folder), quiet and untraced, with
+    LYNX_DECODER_<SETTING> for each of ``settings``; ready."""
+    env = {**os.environ, **models_environment(models), "LYNX_DECODER_THREADS": str(threads),
+           "LYNX_DECODER_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none",
+           **{f"LYNX_DECODER_{name.upper()}": value for name, value in settings.items()}}
+    service = start_service("decoder", env, log)
+    wait_ready([service], 120)
+    return service
 
 
 def required_binary(name: str) -> Path:

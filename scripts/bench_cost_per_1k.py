@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lynx.gateway.tenants import TenantRegistry
 from lynx.models.cache import build
 from lynx.local.processes import start_service, wait_ready
+from lynx.local.topology import UPSTREAMS, models_environment, upstreams_environment
 from lynx.retriever.settings import RetrieverSettings
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -88,12 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     models = build("int4")
     work = Path(tempfile.mkdtemp(prefix="lynx-per1k-"))
-    env = {**os.environ, "LYNX_TOKENIZER_MODEL_DIR": str(models / "decoder"),
-           "LYNX_DECODER_MODEL_DIR": str(models / "decoder"), "LYNX_RETRIEVER_EMBEDDER_DIR": str(models / "embedder"),
-           "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
+    env = {**os.environ, **models_environment(models), "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
            "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json")}
-    upstream = {name: start_service(name, env, work / f"{name}.log") for name in ("tokenizer", "retriever", "decoder")}
-    gateway = start_service("gateway", {**env, **{f"LYNX_GATEWAY_{n.upper()}_URL": s.url for n, s in upstream.items()}},
+    upstream = {name: start_service(name, env, work / f"{name}.log") for name in UPSTREAMS}
+    gateway = start_service("gateway", {**env, **upstreams_environment({n: s.url for n, s in upstream.items()})},
                             work / "gateway.log")
     services = [*upstream.values(), gateway]
     try:

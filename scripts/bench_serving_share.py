@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_common import command_line, load_average, machine, median, model_name, stop_on_sigterm, write_section
-from bench_decoder import PROMPT_TOKENS, SETTLE_SECONDS, prompt_ids, start_decoder
+from bench_common import (
+    command_line, load_average, machine, median, model_name, start_decoder, stop_on_sigterm, write_section,
+)
+from bench_decoder import PROMPT_TOKENS, SETTLE_SECONDS, prompt_ids
 from bench_engines import lynx_service, raw_loop_in_place
 from lynx.decoder.model import DecoderModel
 from lynx.models.cache import build
@@ -87,7 +89,7 @@ class Pairs:
 def measure(models: Path, threads: int, pairs: int, tokens: int, log_dir: Path) -> Pairs:
     model = DecoderModel(models / "decoder", threads)
     pool = model.kv_pool(STREAMS, PROMPT_TOKENS + tokens + 8)
-    service = start_decoder(models, log_dir, threads=str(threads))
+    service = start_decoder(models, log_dir / "decoder-continuous.log", threads)
     prompts = prompt_ids(STREAMS)
     result = Pairs([], [])
     try:

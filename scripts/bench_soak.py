@@ -52,6 +52,7 @@ from lynx.load.driver import LoadSpec, RequestRecord, served_model
 from lynx.load.memory import sample_memory
 from lynx.load.report import MIB, Percentiles, errors_by_type
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
+from lynx.polling import wait_for
 from lynx_budget.local import FileStore, LocalBudgetSettings
 
 SECTION_HEADING = "## Soak at a fraction of capacity"
@@ -110,15 +111,14 @@ def tenant_budgets(specs: list[BudgetSpec]) -> Iterator[FileStore]:
 def await_decisions(tenants: set[str]) -> None:
     """Until the budget loop has published a decision for each of ``tenants`` (it runs every 15 s)."""
     decisions = GatewaySettings().budgets_file
-    deadline = time.monotonic() + DECISIONS_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
+    def published() -> bool:
         try:
-            if BudgetDecisions.model_validate_json(decisions.read_text()).tenants.keys() >= tenants:
-                return
+            return BudgetDecisions.model_validate_json(decisions.read_text()).tenants.keys() >= tenants
         except (OSError, ValueError):
-            pass
-        time.sleep(1)
-    raise SystemExit(f"the budget loop published no decision for {sorted(tenants)} in {DECISIONS_TIMEOUT_SECONDS} s")
+            return False
+
+    wait_for(published, DECISIONS_TIMEOUT_SECONDS, f"the budget loop's decisions for {sorted(tenants)}", interval=1,
+             error=SystemExit)
 
 
 def service_urls() -> dict[str, str]:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lynx.polling import poll, wait_for
+
 from .testbed import Cluster, create_cluster, tool
 
 NODE_NAME = "lynx-node"
@@ -280,15 +282,14 @@ class RealNode:
         self._spawn("kube-proxy", [tool("kube-proxy"), "--config", str(config)])
 
     def _wait_for(self, name: str, ready, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def running_and_ready() -> bool:
             process = self.processes[name]
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}: {self.log_tail(name)}")
-            if ready():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} was not ready within {timeout} s: {self.log_tail(name)}")
+            return ready()
+
+        wait_for(running_and_ready, timeout, f"{name} to be ready", interval=0.2, explain=lambda: self.log_tail(name),
+                 error=RuntimeError)
 
 
     def log_tail(self, name: str, size: int = 3000) -> str:
@@ -333,8 +334,8 @@ class RealNode:
             self.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False)
         deadline = time.monotonic() + 20
         for task in tasks:
-            while time.monotonic() < deadline and self.ctr("tasks", "delete", task, check=False).returncode != 0:
-                time.sleep(0.2)
+            poll(lambda task=task: self.ctr("tasks", "delete", task, check=False).returncode == 0,
+                 max(0.0, deadline - time.monotonic()), interval=0.2)
         for container in self.ctr("containers", "list", "--quiet", check=False).stdout.decode().split():
             self.ctr("containers", "delete", container, check=False)
 

@@ -167,13 +167,10 @@ def test_pods_are_hardened(installed: Cluster):
 def test_uninstall_leaves_nothing_but_the_crds(installed: Cluster):
     crds_before = {c["metadata"]["name"] for c in installed.get("crds")["items"]}
     installed.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "5m")
-    deadline = time.monotonic() + 120
-    while True:
-        leftovers = namespaced_leftovers(installed) + cluster_scoped_leftovers(installed)
-        if not leftovers or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    assert not leftovers, leftovers
+    def leftovers() -> list[str]:
+        return namespaced_leftovers(installed) + cluster_scoped_leftovers(installed)
+
+    wait_for(lambda: not leftovers(), 120, "every object of the release to be gone", interval=2, explain=leftovers)
     assert {c["metadata"]["name"] for c in installed.get("crds")["items"]} == crds_before
 
 

@@ -316,10 +316,8 @@ def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iter
         processes, scene = stack.processes(), []
         later.callback(lambda: stop_processes([*processes, *(made.prometheus for made in scene)]))
         # A second replica of the gateway: the spend Prometheus reports is the sum over both.
-        second = start_service("gateway", {
-            **base_env, **gateway_env, "LYNX_GATEWAY_TOKENIZER_URL": stack.tokenizer.url,
-            "LYNX_GATEWAY_RETRIEVER_URL": stack.retriever.url, "LYNX_GATEWAY_DECODER_URL": stack.decoder.url},
-            work / "gateway-2.log")
+        second = start_service("gateway", {**base_env, **gateway_env, **stack.upstreams_environment()},
+                               work / "gateway-2.log")
         processes.append(second)
         wait_ready([second], START_TIMEOUT_SECONDS)
         config = prometheus_config(load_config("prometheus.yml"), {"gateway": stack.gateway.url.removeprefix("http://")})

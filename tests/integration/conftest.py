@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +16,17 @@ from lynx.models.cache import is_built, models_dir
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_jaeger, start_prometheus
-from lynx.local.topology import JaegerPorts
 from lynx.telemetry.prometheus_api import PrometheusClient
+from lynx.local.topology import UPSTREAMS, JaegerPorts, auditor_environment, models_environment, upstreams_environment
+from lynx.polling import wait_for as wait_for  # the tests' poll helper, imported from here
 
 from .otlp_sink import OtlpSink
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 START_TIMEOUT_SECONDS = 120
 QUEUED_STACK_DEADLINE_SECONDS = 10
+# The tests' auditors audit every 2 s over the last 15 minutes (topology.auditor_environment's figures).
+TEST_AUDITS = {"interval_seconds": 2, "lookback_seconds": 900}
 
 
 @dataclass
@@ -43,6 +45,10 @@ class Stack:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
+
+    def upstreams_environment(self) -> dict[str, str]:
+        """A gateway's way to these services (this stack's, or another in front of them)."""
+        return upstreams_environment({name: getattr(self, name).url for name in UPSTREAMS})
 
 
 def built_models() -> Path:
@@ -67,9 +73,7 @@ def service_environment(models: Path, sink: OtlpSink, tenants: Path) -> dict[str
     """What every service process of the tests runs with: the built models, the index, a tenants file, spans to ``sink``."""
     return {
         **os.environ,
-        "LYNX_TOKENIZER_MODEL_DIR": str(models / "decoder"),
-        "LYNX_DECODER_MODEL_DIR": str(models / "decoder"),
-        "LYNX_RETRIEVER_EMBEDDER_DIR": str(models / "embedder"),
+        **models_environment(models),
         "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
         "LYNX_GATEWAY_TENANTS_FILE": str(tenants),
         # Never the default path `lynx up`'s budget loop writes: no test gateway may pick up a developer's caps.
@@ -92,8 +96,8 @@ def start_stack(env: dict[str, str], log_dir: Path, sink: OtlpSink,
     retriever = start_service("retriever", {**env, **overrides.get("retriever", {})}, log_dir / "retriever.log")
     decoder = start_service("decoder", {**env, **overrides.get("decoder", {})}, log_dir / "decoder.log")
     gateway = start_service("gateway", {
-        **env, **overrides.get("gateway", {}), "LYNX_GATEWAY_TOKENIZER_URL": tokenizer.url,
-        "LYNX_GATEWAY_RETRIEVER_URL": retriever.url, "LYNX_GATEWAY_DECODER_URL": decoder.url},
+        **env, **overrides.get("gateway", {}),
+        **upstreams_environment({"tokenizer": tokenizer.url, "retriever": retriever.url, "decoder": decoder.url})},
         log_dir / "gateway.log")
     stack = Stack(gateway, tokenizer, retriever, decoder, "", sink)
     services = [tokenizer, retriever, decoder, gateway]
@@ -195,15 +199,6 @@ def start_trace_store(work_dir: Path) -> tuple[ServiceProcess, JaegerPorts]:
     return jaeger, ports
 
 
-def auditor_environment(trace_store_url: str, request_deadline_seconds: float,
-                        export_delay_seconds: float) -> dict[str, str]:
-    """An auditor reading ``trace_store_url`` every 2 s, over 15 minutes, waiting out the gateway's deadline and the
-    export delay before it calls a missing parent lost."""
-    return {"LYNX_AUDITOR_TRACE_STORE_URL": trace_store_url, "LYNX_AUDITOR_INTERVAL_SECONDS": "2",
-            "LYNX_AUDITOR_LOOKBACK_SECONDS": "900", "LYNX_AUDITOR_EXPORT_DELAY_SECONDS": str(export_delay_seconds),
-            "LYNX_AUDITOR_REQUEST_DEADLINE_SECONDS": str(request_deadline_seconds)}
-
-
 @pytest.fixture(scope="session")
 def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
     from lynx.gateway.settings import GatewaySettings
@@ -216,7 +211,7 @@ def observed(base_env, sink, tmp_path_factory) -> Iterator[ObservedStack]:
         env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": ports.otlp_url}
         # Spans go straight to Jaeger here: the SDK's 0.2 s batch delay and Jaeger's indexing fit in 5 s.
         deadline, export_delay = GatewaySettings().request_deadline_seconds, 5.0
-        auditor_env = auditor_environment(ports.query_url, deadline, export_delay)
+        auditor_env = auditor_environment(ports.query_url, deadline, export_delay, **TEST_AUDITS)
         auditor = start_service("auditor", {**env, **auditor_env}, work / "auditor.log")
         started.append(auditor)
         services = start_stack(env, work, sink)
@@ -262,16 +257,3 @@ def published_state(decisions: Path, tenant: str) -> str | None:
         return None
     decision = BudgetDecisions.model_validate_json(decisions.read_text()).tenants.get(tenant)
     return decision.state if decision else None
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1, explain=None):
-    """Poll ``predicate`` until it returns something truthy (returned); fail with ``what`` after ``timeout`` s,
-    and with what ``explain()`` says of the state then, when given."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    state = f"\n{explain()}" if explain else ""
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{state}")

@@ -232,8 +232,7 @@ def test_a_stream_cut_by_gateway_shutdown_is_charged_and_its_decoder_sequence_st
     """SIGTERM with a stream open and a 1 s grace: the stream is cut, charged as failed, the decoder told to stop."""
     gateway = start_service("gateway", {
         **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp, "LYNX_GATEWAY_SHUTDOWN_GRACE_SECONDS": "1",
-        "LYNX_GATEWAY_TOKENIZER_URL": faulty.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": faulty.retriever.url,
-        "LYNX_GATEWAY_DECODER_URL": faulty.decoder.url}, tmp_path / "gateway.log")
+        **faulty.upstreams_environment()}, tmp_path / "gateway.log")
     try:
         wait_ready([gateway], 60)
         unread_before = metric_value(scrape(faulty.decoder.url), "lynx_decoder_unread_seconds_total")

@@ -24,10 +24,11 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_process, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config
 from lynx.telemetry.prometheus_api import PrometheusClient
+from lynx.local.topology import BudgetFiles, budget_loop_environment
 from lynx_budget.local import FileStore
 
 from ..rules.chart import alertmanager_config, helm_template, rules_file
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary, wait_for
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "lynx"  # the release namespace the chart's rules select, which the ServiceMonitors' targets carry
@@ -63,12 +64,9 @@ class Webhook:
             return [n for n in self.received if n.alerts(name, status)]
 
     def wait_for(self, name: str, status: str = "firing", timeout: float = ALERT_TIMEOUT_SECONDS) -> Notification:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if found := self.notifications(name, status):
-                return found[0]
-            time.sleep(0.2)
-        raise AssertionError(f"no {status} {name} notification within {timeout} s; received: {self.received}")
+        found = wait_for(lambda: self.notifications(name, status), timeout, f"a {status} {name} notification",
+                         interval=0.2, explain=lambda: f"received: {self.received}")
+        return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +144,7 @@ def alerting(stack: Stack, base_env, webhook: Webhook, tmp_path_factory) -> Iter
     Prometheus with the chart's rules and Alertmanager with the chart's receivers for one tenant."""
     work = tmp_path_factory.mktemp("alerting")
     prometheus_port = free_port()
-    decisions = work / "budget-decisions.json"
+    budget_files = BudgetFiles.in_folder(work)
     tenant = f"capped-{prometheus_port}"
     values = {"operator": {"enabled": True}, "alerting": {"budgets": {"spendFor": "0s"},
                            "route": {"groupWait": f"{GROUP_WAIT_SECONDS}s", "groupInterval": f"{GROUP_INTERVAL_SECONDS}s",
@@ -162,15 +160,13 @@ def alerting(stack: Stack, base_env, webhook: Webhook, tmp_path_factory) -> Iter
             work / "alertmanager")
         started.append(alertmanager)
         gateway = start_service("gateway", {
-            **base_env, "LYNX_GATEWAY_TOKENIZER_URL": stack.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": stack.retriever.url,
-            "LYNX_GATEWAY_DECODER_URL": stack.decoder.url, "LYNX_GATEWAY_BUDGETS_FILE": str(decisions)},
+            **base_env, **stack.upstreams_environment(), "LYNX_GATEWAY_BUDGETS_FILE": str(budget_files.decisions)},
             work / "gateway.log")
         started.append(gateway)
-        store = FileStore(work / "budgets.yaml", work / "budget-state.json")
+        store = FileStore(budget_files.budgets, budget_files.state)
         controller = start_service("budgets", {
-            **base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(store.path), "LYNX_BUDGETS_STATE_FILE": str(store.state_file),
-            "LYNX_BUDGETS_DECISIONS_FILE": str(decisions), "LYNX_BUDGETS_INTERVAL_SECONDS": "1",
-            "LYNX_BUDGETS_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}"}, work / "budgets.log")
+            **base_env, **budget_loop_environment(budget_files, f"http://127.0.0.1:{prometheus_port}", 1)},
+            work / "budgets.log")
         started.append(controller)
         targets = {p.name: p.url.removeprefix("http://") for p in (gateway, controller)}
         prometheus = start_alerting_prometheus(targets, rules, alertmanager, prometheus_port, work / "prometheus")
@@ -189,11 +185,7 @@ def spent_eur(alerting: Alerting) -> float:
 
 
 def until(condition: Callable[[], bool], what: str, timeout: float = ALERT_TIMEOUT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s")
-        time.sleep(0.2)
+    wait_for(condition, timeout, what, interval=0.2)
 
 
 def charge_until(alerting: Alerting, eur: float, charged: float) -> float:

@@ -26,10 +26,11 @@ from lynx.auditor.tracestore import TraceStoreClient
 from lynx.local.stopping import stop_processes
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.stack import load_config, start_collector
+from lynx.local.topology import auditor_environment
 
 from .conftest import (
-    MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, Stack, auditor_environment, metric_value, required_binary,
-    start_stack, start_trace_store, wait_for,
+    MODEL_NAME, START_TIMEOUT_SECONDS, TEST_AUDITS, ObservedStack, Stack, metric_value, required_binary, start_stack,
+    start_trace_store, wait_for,
 )
 
 SERVICES = {"lynx-gateway", "lynx-tokenizer", "lynx-retriever", "lynx-decoder"}
@@ -137,7 +138,7 @@ def streamed(base_env, sink, tmp_path_factory) -> Iterator[StreamedStack]:
         otlp = f"http://127.0.0.1:{collector_ports.otlp_http}"
         env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp}
         auditor = start_service("auditor", {
-            **env, **auditor_environment(ports.query_url, STREAM_DEADLINE_SECONDS, EXPORT_DELAY_SECONDS)},
+            **env, **auditor_environment(ports.query_url, STREAM_DEADLINE_SECONDS, EXPORT_DELAY_SECONDS, **TEST_AUDITS)},
             work / "auditor.log")
         started.append(auditor)
         services = start_stack(env, work, sink, {

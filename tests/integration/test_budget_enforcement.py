@@ -27,6 +27,7 @@ from lynx.local.stopping import stop_processes
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
+from lynx.local.topology import BudgetFiles, budget_loop_environment
 
 from .conftest import (
     MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, wait_for,
@@ -69,9 +70,9 @@ class BudgetBed:
 def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
     work = tmp_path_factory.mktemp("budgets")
     prometheus_binary = required_binary("prometheus", "scripts/build_tools.sh prometheus")
-    decisions = work / "decisions.json"
-    cli_env = {**base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(work / "budgets.yaml"),
-               "LYNX_BUDGETS_STATE_FILE": str(work / "state.json"), "LYNX_BUDGETS_DECISIONS_FILE": str(decisions)}
+    budget_files = BudgetFiles.in_folder(work)
+    decisions = budget_files.decisions
+    cli_env = {**base_env, **budget_files.environment()}
     stack = start_stack(base_env, work, sink, {"gateway": {"LYNX_GATEWAY_BUDGETS_FILE": str(decisions)}})
     started: list[ServiceProcess] = stack.processes()
     try:
@@ -81,8 +82,8 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
         config["global"]["scrape_interval"] = "1s"
         prometheus = start_prometheus(prometheus_binary, config, work / "prometheus")
         started.append(prometheus)
-        loop = start_service("budgets", {**cli_env, "LYNX_BUDGETS_PROMETHEUS_URL": prometheus.url,
-                                         "LYNX_BUDGETS_INTERVAL_SECONDS": "1"}, work / "budgets.log", port=loop_port)
+        loop = start_service("budgets", {**base_env, **budget_loop_environment(budget_files, prometheus.url, 1)},
+                             work / "budgets.log", port=loop_port)
         started.append(loop)
         wait_ready([prometheus, loop], START_TIMEOUT_SECONDS)
         running = BudgetBed(stack, loop, prometheus, decisions, cli_env)

@@ -23,9 +23,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 
 from lynx.auditor.tracestore import TraceStoreClient
 from lynx.local.stopping import stop_phases
-from lynx.local.topology import SERVICES
+from lynx.local.topology import SERVICES, UPSTREAMS, BudgetFiles, Topology, budget_loop_environment, upstreams_environment
 from lynx.gateway.tenants import TenantRegistry
-from lynx.local.processes import free_port, running_groups, start_service, stop_groups, wait_ready
+from lynx.local.processes import running_groups, start_service, stop_groups, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_collector, start_jaeger, start_prometheus
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, published_state, required_binary, wait_for
@@ -49,7 +49,8 @@ class LocalRun:
     trace_store_otlp: str
     prometheus: str
     keys: tuple[str, ...]
-    budget_env: dict[str, str]
+    budget_files: BudgetFiles
+    budget_env: dict[str, str]  # where the `lynx budget` commands find the budget loop's files
 
     def pids(self) -> dict[str, int]:
         return json.loads((self.run_dir / "pids.json").read_text())
@@ -62,44 +63,42 @@ class LocalRun:
 
 def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
     """Jaeger, the collector in front of it, the four services and a Prometheus scraping them every second, each
-    leading its own process group (detached, as `lynx up` starts them), with their pids in ``work``/pids.json."""
+    leading its own process group (detached, as `lynx up` starts them), with their pids in ``work``/pids.json: `lynx
+    up`'s topology on free ports."""
     work.mkdir(parents=True, exist_ok=True)
     pids_file = work / "pids.json"
+    topology = Topology.free()
     jaeger, ports = start_jaeger(required_binary("jaeger", "scripts/build_tools.sh jaeger"), load_config("jaeger.yaml"),
-                                 work / "jaeger", detached=True)
+                                 work / "jaeger", topology.jaeger, detached=True)
     started = [jaeger]
     pids_file.write_text(json.dumps({"jaeger": jaeger.process.pid}))
     try:
         collector, collector_ports = start_collector(
             required_binary("otelcol-lynx", "scripts/build_tools.sh otelcol"), load_config("otelcol.yaml"),
-            work / "otelcol", ports.otlp_url, detached=True)
+            work / "otelcol", ports.otlp_url, topology.collector, detached=True)
         started.append(collector)
         pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
         wait_ready(started, START_TIMEOUT_SECONDS)
-        env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_ports.otlp_http}",
+        budget_files = BudgetFiles.in_folder(work)
+        env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": collector_ports.otlp_url,
                "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"),
-               "LYNX_GATEWAY_BUDGETS_FILE": str(work / "budget-decisions.json")}
-        services = {name: start_service(name, {**env, **FAULTY.get(name, {})}, work / f"{name}.log",
-                                        port=free_port(), detached=True) for name in SERVICES if name != "gateway"}
-        services["gateway"] = start_service("gateway", {
-            **env, **{f"LYNX_GATEWAY_{n.upper()}_URL": services[n].url for n in ("tokenizer", "retriever", "decoder")}},
-            work / "gateway.log", port=free_port(), detached=True)
+               "LYNX_GATEWAY_BUDGETS_FILE": str(budget_files.decisions)}
+        upstreams = upstreams_environment({name: topology.url(name) for name in UPSTREAMS})
+        services = {name: start_service(name, {**env, **FAULTY.get(name, {}), **(upstreams if name == "gateway" else {})},
+                                        work / f"{name}.log", port=topology.services[name], detached=True)
+                    for name in SERVICES}
         started += services.values()
         pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
-        config = prometheus_config(load_config("prometheus.yml"),
-                                   {name: p.url.removeprefix("http://") for name, p in services.items()})
+        config = prometheus_config(load_config("prometheus.yml"), topology.scrape_targets(SERVICES))
         config["global"]["scrape_interval"] = "1s"
         prometheus = start_prometheus(required_binary("prometheus", "scripts/build_tools.sh prometheus"), config,
-                                      work / "prometheus", detached=True)
+                                      work / "prometheus", port=topology.prometheus, detached=True)
         started.append(prometheus)
         pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
         # The budget loop of `lynx up`, deciding every second from this Prometheus, for the gateway's budgets file.
-        budget_env = {**env, "LYNX_BUDGETS_BUDGETS_FILE": str(work / "budgets.yaml"),
-                      "LYNX_BUDGETS_STATE_FILE": str(work / "budget-state.json"),
-                      "LYNX_BUDGETS_DECISIONS_FILE": env["LYNX_GATEWAY_BUDGETS_FILE"]}
-        budgets = start_service("budgets", {**budget_env, "LYNX_BUDGETS_PROMETHEUS_URL": prometheus.url,
-                                            "LYNX_BUDGETS_INTERVAL_SECONDS": "1"},
-                                work / "budgets.log", port=free_port(), detached=True)
+        budget_env = {**env, **budget_files.environment()}
+        budgets = start_service("budgets", {**env, **budget_loop_environment(budget_files, topology.prometheus_url, 1)},
+                                work / "budgets.log", port=topology.services["budgets"], detached=True)
         started.append(budgets)
         pids_file.write_text(json.dumps({p.name: p.process.pid for p in started}))
         wait_ready(started, START_TIMEOUT_SECONDS)
@@ -108,7 +107,8 @@ def start_local_run(work: Path, env: dict[str, str]) -> LocalRun:
         raise
     registry = TenantRegistry(work / "tenants.json")
     keys = (registry.add("chaos-a"), registry.add("chaos-b"))
-    return LocalRun(work, services["gateway"].url, ports.query_url, ports.otlp_url, prometheus.url, keys, budget_env)
+    return LocalRun(work, services["gateway"].url, ports.query_url, ports.otlp_url, prometheus.url, keys, budget_files,
+                    budget_env)
 
 
 def stop_local_run(work: Path) -> None:
@@ -205,7 +205,7 @@ def test_a_planted_orphan_span_turns_the_run_red(local_run: LocalRun, tmp_path: 
 
 
 def budget_state(run: LocalRun, tenant: str) -> str | None:
-    return published_state(Path(run.budget_env["LYNX_BUDGETS_DECISIONS_FILE"]), tenant)
+    return published_state(run.budget_files.decisions, tenant)
 
 
 def ask(run: LocalRun, key: str) -> httpx.Response:

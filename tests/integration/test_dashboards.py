@@ -24,9 +24,10 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
 from lynx.telemetry.prometheus_api import PrometheusClient
+from lynx.local.topology import BudgetFiles, budget_loop_environment
 from lynx_budget.local import FileStore
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary, wait_for
 
 CONTRACT_SECONDS = 60
 METRIC_NAME = re.compile(r"\b((?:lynx|process)_[a-z0-9_]+)\b")
@@ -74,11 +75,12 @@ class Budgeted:
 def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Budgeted]:
     work = tmp_path_factory.mktemp("budgeted")
     prometheus_port = free_port()
-    decisions = work / "budget-decisions.json"
+    budget_files = BudgetFiles.in_folder(work)
+    decisions = budget_files.decisions
     registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
     served, capped = f"roomy-{prometheus_port}", f"capped-{prometheus_port}"
     keys = {tenant: registry.add(tenant) for tenant in (served, capped)}
-    store = FileStore(work / "budgets.yaml", work / "budget-state.json")
+    store = FileStore(budget_files.budgets, budget_files.state)
     store.put(BudgetSpec(tenant=served, daily_cap_eur=1.0))
     store.put(BudgetSpec(tenant=capped, daily_cap_eur=1e-6))
     services = observed.services
@@ -86,13 +88,11 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
     try:
         gateway = start_service("gateway", {
             **base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp, "LYNX_GATEWAY_BUDGETS_FILE": str(decisions),
-            "LYNX_GATEWAY_TOKENIZER_URL": services.tokenizer.url, "LYNX_GATEWAY_RETRIEVER_URL": services.retriever.url,
-            "LYNX_GATEWAY_DECODER_URL": services.decoder.url}, work / "gateway.log")
+            **services.upstreams_environment()}, work / "gateway.log")
         started.append(gateway)
         controller = start_service("budgets", {
-            **base_env, "LYNX_BUDGETS_BUDGETS_FILE": str(store.path), "LYNX_BUDGETS_STATE_FILE": str(store.state_file),
-            "LYNX_BUDGETS_DECISIONS_FILE": str(decisions), "LYNX_BUDGETS_INTERVAL_SECONDS": "1",
-            "LYNX_BUDGETS_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}"}, work / "budgets.log")
+            **base_env, **budget_loop_environment(budget_files, f"http://127.0.0.1:{prometheus_port}", 1)},
+            work / "budgets.log")
         started.append(controller)
         scraped = [services.tokenizer, services.retriever, services.decoder, observed.auditor, gateway, controller]
         config = prometheus_config(load_config("prometheus.yml"),
@@ -102,11 +102,9 @@ def budgeted(observed: ObservedStack, base_env, tmp_path_factory) -> Iterator[Bu
                                       work / "prometheus", port=prometheus_port)
         started.append(prometheus)
         wait_ready(started, START_TIMEOUT_SECONDS)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not (decisions.exists() and BudgetDecisions.model_validate_json(decisions.read_text()).tenants.keys()
-                   >= {served, capped}):
-            assert time.monotonic() < deadline, f"no budget decisions for {served} and {capped} in {decisions}"
-            time.sleep(0.5)
+        wait_for(lambda: decisions.exists()
+                 and BudgetDecisions.model_validate_json(decisions.read_text()).tenants.keys() >= {served, capped},
+                 START_TIMEOUT_SECONDS, f"budget decisions for {served} and {capped} in {decisions}", interval=0.5)
         yield Budgeted(gateway, controller, prometheus, *({"Authorization": f"Bearer {keys[t]}"} for t in (served, capped)))
     finally:
         stop_processes(started)
@@ -163,12 +161,8 @@ def test_the_failures_panel_links_a_refused_request_to_its_trace(budgeted: Budge
     (panel,) = [p for p in all_dashboards()["tenants"]["panels"] if p["title"].startswith("Failed requests")]
     (query,) = [expand(t["expr"]) for t in panel["targets"] if t.get("exemplar")]
     trace_id = budgeted.warm_up().headers["X-Lynx-Trace-Id"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if trace_id in exemplar_trace_ids(budgeted.prometheus.url, query):
-            return
-        time.sleep(1)
-    pytest.fail(f"no exemplar with trace_id {trace_id} for {query}")
+    wait_for(lambda: trace_id in exemplar_trace_ids(budgeted.prometheus.url, query), 30,
+             f"an exemplar with trace_id {trace_id} for {query}", interval=1)
 
 
 def test_prometheus_stores_exemplars_with_trace_ids(observed: ObservedStack):
@@ -176,9 +170,5 @@ def test_prometheus_stores_exemplars_with_trace_ids(observed: ObservedStack):
                           timeout=60, json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 4,
                                             "messages": [{"role": "user", "content": "Hello"}]})
     trace_id = response.json()["lynx"]["trace_id"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if trace_id in exemplar_trace_ids(observed.prometheus.url, "lynx_cost_eur_per_request_bucket"):
-            return
-        time.sleep(1)
-    pytest.fail(f"no exemplar with trace_id {trace_id} in Prometheus")
+    wait_for(lambda: trace_id in exemplar_trace_ids(observed.prometheus.url, "lynx_cost_eur_per_request_bucket"), 30,
+             f"an exemplar with trace_id {trace_id} in Prometheus", interval=1)

@@ -33,13 +33,13 @@ def sse_events(response: httpx.Response) -> list[dict]:
 
 
 def wait_for_trace(stack: Stack, trace_id: str, services: set[str], timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The trace's spans once ``services`` have all exported theirs."""
+    def spans_of_all():
         spans = stack.sink.trace(trace_id)
-        if {s.service for s in spans} >= services:
-            return spans
-        time.sleep(0.2)
-    return stack.sink.trace(trace_id)
+        return spans if {s.service for s in spans} >= services else None
+
+    return wait_for(spans_of_all, timeout, f"spans of {sorted(services)} in trace {trace_id}", interval=0.2,
+                    explain=lambda: f"services seen: {sorted({s.service for s in stack.sink.trace(trace_id)})}")
 
 
 def test_gateway_is_ready_only_with_all_services(stack: Stack):

@@ -22,6 +22,7 @@ from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
 from lynx_budget.policy import SpendFailure, SpendReading, day_window
 from lynx_budget.settings import OperatorSettings
 from lynx_budget.spend import read_spend, read_today
+from lynx.polling import poll
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
 
@@ -49,12 +50,14 @@ def today(prometheus_url: str, tenant: str) -> Callable[[], SpendReading]:
 
 def once_scraped(read: Callable[[], SpendReading], expected: float) -> SpendReading:
     """Polls until Prometheus has scraped at least ``expected`` EUR (or gives up), returning the last reading."""
-    deadline = time.monotonic() + SCRAPE_WAIT_SECONDS
-    reading = read()
-    while reading.spent_eur < expected * (1 - 1e-9) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        reading = read()
-    return reading
+    readings: list[SpendReading] = []
+
+    def enough() -> bool:
+        readings.append(read())
+        return readings[-1].spent_eur >= expected * (1 - 1e-9)
+
+    poll(enough, SCRAPE_WAIT_SECONDS, interval=0.5)
+    return readings[-1]
 
 
 def test_the_day_spend_is_what_the_responses_cost(observed: ObservedStack, base_env):
@@ -76,10 +79,7 @@ def lone_gateway(observed: ObservedStack, base_env, tmp_path) -> Iterator[Callab
     """Starts gateways on one port, in front of the observed stack's services, never two at once."""
     port, running = free_port(), []
     env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": observed.trace_store_otlp,
-           "LYNX_GATEWAY_BUDGETS_FILE": str(tmp_path / "no-budgets.json"),
-           "LYNX_GATEWAY_TOKENIZER_URL": observed.services.tokenizer.url,
-           "LYNX_GATEWAY_RETRIEVER_URL": observed.services.retriever.url,
-           "LYNX_GATEWAY_DECODER_URL": observed.services.decoder.url}
+           "LYNX_GATEWAY_BUDGETS_FILE": str(tmp_path / "no-budgets.json"), **observed.services.upstreams_environment()}
 
     def start() -> ServiceProcess:
         for gateway in running:

@@ -21,6 +21,7 @@ from lynx.auditor.tracestore import TraceStoreClient
 from lynx.local.processes import KILL_WAIT_SECONDS
 from lynx.local.stack import TOOLS_BIN
 from lynx.telemetry.prometheus_api import PrometheusClient
+from lynx.local.topology import BudgetFiles
 
 from .conftest import MODEL_NAME, required_binary, wait_for
 
@@ -140,10 +141,11 @@ def test_a_first_run_then_a_warm_one_and_down_leaves_nothing_running(tmp_path):
     second finds everything built. Both times `lynx down` leaves nothing running."""
     required_binary("jaeger", "scripts/build_tools.sh jaeger")
     required_binary("prometheus", "scripts/build_tools.sh prometheus")
-    # Everything else as a user has it; only the demo tenant's key and budget go to files of the test's own.
+    # Everything else as a user has it; only the demo tenant's key and budget (and the decisions the budget loop
+    # publishes for the gateway) go to files of the test's own.
+    budget_files = BudgetFiles.in_folder(tmp_path)
     env = {**os.environ, "LYNX_GATEWAY_TENANTS_FILE": str(tmp_path / "tenants.json"),
-           "LYNX_BUDGETS_BUDGETS_FILE": str(tmp_path / "budgets.yaml"),
-           "LYNX_BUDGETS_STATE_FILE": str(tmp_path / "budget-state.json")}
+           "LYNX_GATEWAY_BUDGETS_FILE": str(budget_files.decisions), **budget_files.environment()}
     first_run_cache = first_run_tools(tmp_path / "tools")
     first_run_env = {**env, "LYNX_TOOLS_CACHE": str(first_run_cache),
                      "PATH": os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != TOOLS_CACHE / "bin")}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
 from lynx.telemetry.counters import BASELINE_MARGIN, created_times, increase
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
+from lynx.polling import poll
 
 COST_FAMILY = "lynx_tenant_cost_eur"
 VIOLATIONS_FAMILY = "lynx_cost_identity_violations"
@@ -150,14 +150,16 @@ def read_traces(store: TraceStoreClient, trace_ids: Iterable[str], wait_s: float
     Call it once the traces are old enough for every service to have exported them."""
     pending = list(dict.fromkeys(t for t in trace_ids if t))
     audits: dict[str, TraceAudit] = {}
-    deadline = time.monotonic() + wait_s
-    while True:
+
+    def all_whole() -> bool:
+        nonlocal pending
         for trace_id in pending:
             audits[trace_id] = audit_spans(trace_id, store.trace(trace_id))
         pending = [t for t in pending if not audits[t].spans or audits[t].orphans]
-        if not pending or time.monotonic() >= deadline:
-            return list(audits.values())
-        time.sleep(interval)
+        return not pending
+
+    poll(all_whole, wait_s, interval)
+    return list(audits.values())
 
 
 def label_matcher(label: str, values: Iterable[str]) -> str:
@@ -192,10 +194,8 @@ def newest_scrape(prometheus_url: str, family: str, matchers: str = "") -> float
 def await_scrape(prometheus_url: str, family: str, after: float, timeout: float, matchers: str = "") -> bool:
     """Until Prometheus holds a sample taken after ``after`` (unix seconds) of every series of the family still
     scraped."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def scraped_after() -> bool:
         newest = newest_scrape(prometheus_url, family, matchers)
-        if newest is not None and newest > after:
-            return True
-        time.sleep(1.0)
-    return False
+        return newest is not None and newest > after
+
+    return poll(scraped_after, timeout, interval=1.0) is not None

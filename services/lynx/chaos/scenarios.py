@@ -30,6 +30,7 @@ from lynx.chaos.targets import READY_TIMEOUT_SECONDS, SERVICES, Disruption, Targ
 from lynx.contracts.faults import FaultPlan
 from lynx.load.driver import LoadSpec, RequestRecord, drive, served_model
 from lynx.telemetry.prometheus_api import PrometheusError
+from lynx.polling import wait_for
 
 WITNESS_PROMPT = "Write a long story about a lighthouse keeper and a storm."
 WITNESS_LEAD_SECONDS = (0.5, 15.0)  # bounds of the time from sending the witness to the signal
@@ -273,15 +274,14 @@ SCENARIOS = {
 def gateway_ready(base_url: str, timeout: float) -> None:
     """Until the gateway's /readyz answers 200 where clients reach it (its Service may lag its pods); each try on a
     new connection, quickly given up: one caught by a pod that is gone can hang for a minute."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers_ready() -> bool:
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=PROBE_TIMEOUT_SECONDS).status_code == 200:
-                return
+            return httpx.get(f"{base_url}/readyz", timeout=PROBE_TIMEOUT_SECONDS).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TargetError(f"the gateway at {base_url} was not ready again {timeout:g} s after the disruption")
+            return False
+
+    wait_for(answers_ready, timeout, f"the gateway at {base_url} to be ready again after the disruption", interval=0.5,
+             error=TargetError)
 
 
 def title_of(scenario: Scenario, options: Options) -> str:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import httpx
 
@@ -21,6 +20,7 @@ from lynx.contracts.faults import FaultPlan
 from lynx.gateway.tenants import read_tenants
 from lynx.local.registry import pids_file, record, recorded_pids
 from lynx.local.topology import SERVICES
+from lynx.polling import wait_for
 
 if TYPE_CHECKING:
     from lynx.local.processes import ServiceProcess
@@ -29,8 +29,6 @@ Backend = Literal["trace-store", "prometheus"]
 READY_TIMEOUT_SECONDS = 600.0
 POLL_SECONDS = 0.5
 FAULTS_PATH = "/admin/faults"
-
-Value = TypeVar("Value")
 
 
 class TargetError(RuntimeError):
@@ -83,20 +81,6 @@ class Target(Protocol):
 
     def tenants(self) -> dict[str, str]:
         """The gateway's tenants: SHA-256 of a key -> tenant id (the cost counter's tenant label)."""
-
-
-def poll(check: Callable[[], Value | None], timeout: float, what: str, describe: Callable[[], str] | None = None,
-         interval: float = POLL_SECONDS) -> Value:
-    """``check()``'s first truthy answer; TargetError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            state = f": {describe()}" if describe else ""
-            raise TargetError(f"timed out after {timeout:g} s waiting for {what}{state}")
-        time.sleep(interval)
 
 
 # -- local processes ------------------------------------------------------------------------------------------------
@@ -361,8 +345,8 @@ class KubernetesTarget:
                 ready = now
             return gone is not None and ready is not None
 
-        poll(settled, self.ready_timeout, f"{pod.metadata.name} replaced by a ready pod",
-             lambda: self._pod_states(selector))
+        wait_for(settled, self.ready_timeout, f"{pod.metadata.name} replaced by a ready pod", POLL_SECONDS,
+                 explain=lambda: self._pod_states(selector), error=TargetError)
         grace = pod.spec.termination_grace_period_seconds
         return Disruption(action, service, f"pod {pod.metadata.name}", at, gone - started, ready - started,
                           within_grace=grace_seconds == 0 or grace is None or gone - started <= grace + 1)
@@ -425,8 +409,8 @@ class KubernetesTarget:
         for kind, name, _ in workloads:
             self._scale(kind, name, 0)
         self.scaled[backend] = workloads
-        poll(lambda: not any(self._backend_pods(k, n) for k, n, _ in workloads), self.ready_timeout,
-             f"every {backend} pod gone")
+        wait_for(lambda: not any(self._backend_pods(k, n) for k, n, _ in workloads), self.ready_timeout,
+                 f"every {backend} pod gone", POLL_SECONDS, error=TargetError)
         names = ", ".join(f"{k.lower()} {n}" for k, n, _ in workloads)
         return Disruption("stop", backend, f"{names} scaled to 0", at, gone_after_s=time.monotonic() - started)
 
@@ -439,7 +423,7 @@ class KubernetesTarget:
         def all_ready() -> bool:
             return all(sum(1 for p in self._backend_pods(k, n) if pod_ready(p)) >= max(r, 1) for k, n, r in workloads)
 
-        poll(all_ready, self.ready_timeout, f"{backend} ready again")
+        wait_for(all_ready, self.ready_timeout, f"{backend} ready again", POLL_SECONDS, error=TargetError)
         names = ", ".join(f"{k.lower()} {n}" for k, n, _ in workloads)
         return Disruption("start", backend, f"{names} scaled back", at, ready_after_s=time.monotonic() - started)
 

@@ -15,6 +15,8 @@ from typing import Literal
 
 import httpx
 
+from lynx.polling import wait_for
+
 KILL_WAIT_SECONDS = 10  # SIGKILL cannot be caught: only a process stuck in the kernel outlives this
 EXIT_POLL_SECONDS = 0.1
 
@@ -74,9 +76,9 @@ def start_service(name: str, env: dict[str, str], log: Path, port: int | None = 
 
 def wait_ready(services: list[ServiceProcess], timeout: float) -> None:
     """Until every service's readiness path answers 200; fails early, with its log, if one exits."""
-    deadline = time.monotonic() + timeout
     pending = list(services)
-    while pending and time.monotonic() < deadline:
+
+    def all_ready() -> bool:
         for service in list(pending):
             if service.process.poll() is not None:
                 tail = service.log.read_text(errors="replace")[-3000:]
@@ -86,9 +88,10 @@ def wait_ready(services: list[ServiceProcess], timeout: float) -> None:
                     pending.remove(service)
             except httpx.HTTPError:
                 pass
-        time.sleep(0.3)
-    if pending:
-        raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(s.name for s in pending)}")
+        return not pending
+
+    wait_for(all_ready, timeout, f"{', '.join(s.name for s in services)} to be ready", interval=0.3,
+             explain=lambda: f"not ready: {', '.join(s.name for s in pending)}", error=RuntimeError)
 
 
 def running_groups(pgids: Iterable[int]) -> set[int]:

@@ -16,7 +16,7 @@ from lynx.local.processes import ServiceProcess, start_service, stop_groups, wai
 from lynx.local.registry import forget, pids_file, record, recorded_pids, run_dir
 from lynx.local.stopping import stop_phases
 from lynx.local.topology import SERVICES, UPSTREAMS, Topology, models_environment, upstreams_environment
-from lynx.polling import wait_for
+from lynx.polling import poll
 
 if TYPE_CHECKING:
     from lynx.contracts.budgets import BudgetSpec
@@ -42,11 +42,11 @@ def await_collector(topology: Topology, builder: subprocess.Popen) -> bool:
 
     print(f"waiting for the OpenTelemetry Collector's first build (log: {run_dir() / 'builds.log'}): the services "
           "start once it runs, so that it holds their spans until Jaeger is built", file=sys.stderr)
-    try:
-        return wait_for(settled, COLLECTOR_BUILD_TIMEOUT_SECONDS, "the collector's first build", interval=1) == "up"
-    except AssertionError as timeout:
-        print(f"{timeout}: the services start without it", file=sys.stderr)
-        return False
+    outcome = poll(settled, COLLECTOR_BUILD_TIMEOUT_SECONDS, interval=1)
+    if outcome is None:
+        print(f"the collector's first build took more than {COLLECTOR_BUILD_TIMEOUT_SECONDS} s: the services start "
+              "without it", file=sys.stderr)
+    return outcome == "up"
 
 
 def up(args) -> None:

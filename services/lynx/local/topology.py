@@ -135,12 +135,16 @@ class BudgetFiles:
     def in_folder(cls, folder: Path) -> BudgetFiles:
         return cls(folder / "budgets.yaml", folder / "budget-state.json", folder / "budget-decisions.json")
 
+    def environment(self) -> dict[str, str]:
+        """Where the budget loop and the `lynx budget` commands find these files."""
+        return {"LYNX_BUDGETS_BUDGETS_FILE": str(self.budgets), "LYNX_BUDGETS_STATE_FILE": str(self.state),
+                "LYNX_BUDGETS_DECISIONS_FILE": str(self.decisions)}
+
 
 def budget_loop_environment(files: BudgetFiles, prometheus_url: str,
                             interval_seconds: float | None = None) -> dict[str, str]:
     """The budget loop reading ``files``' budgets and the spend in ``prometheus_url``."""
-    env = {"LYNX_BUDGETS_BUDGETS_FILE": str(files.budgets), "LYNX_BUDGETS_STATE_FILE": str(files.state),
-           "LYNX_BUDGETS_DECISIONS_FILE": str(files.decisions), "LYNX_BUDGETS_PROMETHEUS_URL": prometheus_url}
+    env = {**files.environment(), "LYNX_BUDGETS_PROMETHEUS_URL": prometheus_url}
     if interval_seconds is not None:
         env["LYNX_BUDGETS_INTERVAL_SECONDS"] = f"{interval_seconds:g}"
     return env

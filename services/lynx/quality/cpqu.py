@@ -7,13 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from lynx.telemetry.prometheus_api import PrometheusClient, label_value
+from lynx.polling import wait_for
 
 QUESTIONS_FILE = Path(__file__).with_name("questions.json")
 TABLE_HEADER = ("| ISO week | run at (UTC) | questions | correct | quality | cost (EUR) "
@@ -149,14 +149,14 @@ def run(gateway_url: str, prometheus_url: str, key: str, tenant: str, model: str
     questions = load_questions()
     before = tenant_spend(prometheus_url, tenant)
     correct, reported = evaluate(gateway_url, key, model, questions)
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        spent = tenant_spend(prometheus_url, tenant) - before
-        if spent >= reported * (1 - 1e-6):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Prometheus shows {spent:.3e} EUR for tenant {tenant!r}, the responses {reported:.3e}:"
-                               " is it scraping the gateway?")
-        time.sleep(1)
+    spends: list[float] = []
+
+    def counted() -> bool:
+        spends.append(tenant_spend(prometheus_url, tenant) - before)
+        return spends[-1] >= reported * (1 - 1e-6)
+
+    wait_for(counted, wait_seconds, f"Prometheus to count the responses' {reported:.3e} EUR for tenant {tenant!r}",
+             interval=1, explain=lambda: f"it shows {spends[-1]:.3e} EUR: is it scraping the gateway?", error=RuntimeError)
+    spent = spends[-1]
     now = dt.datetime.now(dt.UTC)
     return CpquRow(iso_week(now), now.strftime("%Y-%m-%d %H:%M"), len(questions), correct, spent)
