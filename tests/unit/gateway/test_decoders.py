@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from lynx.gateway.decoders import DecoderAddresses, Picker, parse_addresses
+from lynx.gateway.settings import GatewaySettings
 
 A, B, C = "http://10.0.0.1:8083", "http://10.0.0.2:8083", "http://10.0.0.3:8083"
 
@@ -110,3 +112,12 @@ def test_addresses_are_a_list_of_instances_or_one_dns_name():
 def test_a_wrong_address_is_refused_saying_what_to_write(given, complaint):
     with pytest.raises(ValueError, match=complaint):
         parse_addresses(given)
+
+
+def test_the_gateway_settings_take_one_url_or_a_list_and_refuse_a_wrong_one_at_start_up():
+    assert GatewaySettings(decoder_url=A).decoder_addresses().urls == (A,)
+    assert GatewaySettings(decoder_url=A, decoder_urls=f"{B},{C}").decoder_addresses().urls == (B, C)
+    with pytest.raises(ValidationError, match="is not a decoder address"):
+        GatewaySettings(decoder_urls="10.0.0.1:8083")
+    with pytest.raises(ValidationError, match="is not a decoder address"):
+        GatewaySettings(cheaper_decoder_url="decoder", cheaper_model_name="cheap", cheaper_decoder_per_hour=0.1)
