@@ -153,6 +153,35 @@ def test_concurrent_requests_split_evenly_between_two_decoders(two_decoders: Two
     assert tenant_spend(stack) - spend_before == pytest.approx(sum(t.cost for t in told), rel=1e-9)
 
 
+def decoder_counter(decoder: ServiceProcess, name: str, labels: dict[str, str] | None = None) -> float:
+    try:
+        return metric_value(scrape(decoder), name, labels)
+    except KeyError:
+        return 0.0
+
+
+def test_a_client_that_leaves_has_its_sequence_cancelled_on_the_instance_that_holds_it(two_decoders: TwoDecoders):
+    stack = two_decoders
+    wait_for(lambda: all(held(d) == 0 for d in stack.decoders), 60, "both decoders to be idle")
+    counters = ("lynx_decoder_sequences_total", {"reason": "cancelled"}), ("lynx_decoder_unread_seconds_total", None)
+    before = [[decoder_counter(d, *c) for c in counters] for d in stack.decoders]
+    body = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 400, "stream": True, "retrieval_top_k": 0,
+            "messages": [{"role": "user", "content": "Write a long story about a lynx and a fox."}]}
+    with httpx.stream("POST", f"{stack.gateway.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {stack.key}"}, timeout=60) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+        (holder,) = [d for d in stack.decoders if held(d) == 1]  # the decoder's own word on who holds it
+    wait_for(lambda: held(holder) == 0, 30, "the holder to end the sequence")
+    after = [[decoder_counter(d, *c) for c in counters] for d in stack.decoders]
+    for decoder, was, now in zip(stack.decoders, before, after, strict=True):
+        cancelled = 1 if decoder is holder else 0
+        # Cancelled through its cancel link, its final report read: nothing left unread, as with one decoder.
+        assert (now[0] - was[0], now[1] - was[1]) == (cancelled, 0.0), decoder.name
+
+
 def test_a_decoder_killed_under_load_takes_no_new_request_and_what_it_held_is_charged_as_failed(
         two_decoders: TwoDecoders):
     stack = two_decoders
