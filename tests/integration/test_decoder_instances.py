@@ -151,6 +151,10 @@ def test_concurrent_requests_split_evenly_between_two_decoders(two_decoders: Two
         30, "both decoders to count every request")
     assert all(abs(count - CONCURRENT / 2) <= 2 for count in served), served
     assert tenant_spend(stack) - spend_before == pytest.approx(sum(t.cost for t in told), rel=1e-9)
+    # The gateway asked each decoder its load many times meanwhile: not one trace of it, while the requests' spans
+    # came through.
+    wait_for(lambda: all(stack.sink.trace(t.trace_id) for t in told), 30, "the requests' spans")
+    assert not [s for s in stack.sink.spans if "/v1/load" in s.name or "/v1/load" in str(s.attributes)]
 
 
 def decoder_counter(decoder: ServiceProcess, name: str, labels: dict[str, str] | None = None) -> float:
