@@ -22,6 +22,11 @@
 {{- printf "%s-%s" (include "lynx.fullname" .root | trunc (int (sub 62 (len .name)))) .name | trimSuffix "-" }}
 {{- end }}
 
+{{/* The decoder's headless Service: one DNS record per ready decoder pod. */}}
+{{- define "lynx.decoderInstances" -}}
+{{- printf "%s-instances" (include "lynx.componentName" (dict "root" . "name" "decoder")) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "lynx.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -97,5 +97,13 @@ class DecoderInfo(BaseModel):
     batching: str
 
 
+class DecoderLoad(BaseModel):
+    """``GET /v1/load``: the sequences this instance holds now, from every caller; a gateway corrects its own count of
+    requests in flight with it when it chooses an instance (lynx.gateway.decoders)."""
+
+    sequences: int = Field(ge=0, description="Sequences held: running, prefilling or waiting for a slot.")
+    kv_slots: int = Field(ge=1, description="Sequences decoded at once.")
+
+
 class CancelResponse(BaseModel):
     cancelled: bool = Field(description="False when the sequence had already finished.")

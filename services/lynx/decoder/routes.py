@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from opentelemetry import trace
 
 from lynx.contracts.decoder import (
-    QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE, CancelResponse, DecoderInfo, DecoderTimings, GenerateRequest,
+    QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE, CancelResponse, DecoderInfo, DecoderLoad, DecoderTimings, GenerateRequest,
     StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
 )
 from lynx.contracts.limits import context_error
@@ -48,6 +48,12 @@ async def info(request: Request) -> DecoderInfo:
     state = request.app.state
     return DecoderInfo(model=state.settings.model_name, max_context=state.engine.max_context,
                        kv_slots=state.engine.slots, batching=state.settings.batching)
+
+
+@router.get("/load")
+async def load(request: Request) -> DecoderLoad:
+    engine: BatchingEngine = request.app.state.engine
+    return DecoderLoad(sequences=engine.slots_used + engine.queue_depth, kv_slots=engine.slots)
 
 
 @router.post("/generate")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -14,9 +13,9 @@ from lynx.gateway.orchestrator import CANCEL_GRACE_SECONDS, DecoderRoute, Pipeli
 from lynx.gateway.routes import router
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
-from lynx.gateway.upstream import Upstreams
+from lynx.gateway.decoder_pool import DecoderPool
+from lynx.gateway.upstream import Upstreams, decoder_timeout
 from lynx.service import create_service_app, ready_when_loaded
-from lynx.telemetry.tracing import instrumented_client
 
 # On shutdown, how long open streams get to bring their decoder's final report so they can be charged.
 DRAIN_SECONDS = 10.0
@@ -36,12 +35,13 @@ def solo_decoder(settings: GatewaySettings) -> SoloDecoder:
 def cheaper_route(settings: GatewaySettings, cost_settings: CostSettings,
                   provider: TracerProvider) -> DecoderRoute | None:
     """The cheaper decoder configuration, charged at its own rate, when one is deployed."""
-    if settings.cheaper_decoder_url is None:
+    addresses = settings.cheaper_decoder_addresses()
+    if addresses is None:
         return None
-    client = instrumented_client(provider, settings.cheaper_decoder_url, httpx.Timeout(
-        settings.upstream_timeout_seconds, read=settings.request_deadline_seconds + 5))
+    decoders = DecoderPool.connect(addresses, provider, decoder_timeout(settings),
+                                   settings.decoder_probe_interval_seconds)
     rates = cost_settings.model_copy(update={"decoder_per_hour": settings.cheaper_decoder_per_hour})
-    return DecoderRoute(settings.cheaper_model_name, client, Ledger(rates))
+    return DecoderRoute(settings.cheaper_model_name, decoders, Ledger(rates))
 
 
 def create_app(settings: GatewaySettings | None = None, cost_settings: CostSettings | None = None) -> FastAPI:
@@ -54,6 +54,9 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
         app.state.tenants = TenantRegistry(settings.tenants_file)
         app.state.budgets = Budgets(settings.budgets_file)
         cheaper = cheaper_route(settings, cost_settings, app.state.tracer_provider)
+        upstreams.decoder.start()
+        if cheaper is not None:
+            cheaper.decoders.start()
         pipeline = Pipeline(settings, upstreams, Ledger(cost_settings), app.state.tracer, solo_decoder(settings),
                             cheaper)
         app.state.pipeline = pipeline
@@ -65,7 +68,7 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
             await pipeline.drain(DRAIN_SECONDS)
             await upstreams.aclose()
             if cheaper is not None:
-                await cheaper.client.aclose()
+                await cheaper.decoders.aclose()
 
     return create_service_app(name="gateway", settings=settings, lifespan=lifespan, router=router,
                               readiness=ready_with_upstreams)

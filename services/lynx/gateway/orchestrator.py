@@ -34,9 +34,12 @@ from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, Retrieve
 from lynx.contracts.tokenizer import ChatMessage, ChatTemplateRequest, TokenizeRequest, TokenizeResponse
 from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Hold, affordable_estimate
+from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
-from lynx.gateway.upstream import Upstreams, get_json, instance_stopping, post_json, unreachable, upstream_failure
+from lynx.gateway.upstream import (
+    Upstreams, get_json, instance_broken, instance_stopping, post_json, unreachable, upstream_failure,
+)
 from lynx.lines import body_lines
 from lynx.telemetry.metrics import generation_metrics
 from lynx.telemetry.request_id import request_id_var
@@ -75,7 +78,7 @@ class DecoderRoute:
     """A decoder configuration the gateway can send a request to: the model it serves and the rates it is charged at."""
 
     model: str
-    client: httpx.AsyncClient
+    decoders: DecoderPool
     ledger: Ledger
 
 
@@ -224,7 +227,12 @@ class Pipeline:
         decoder holds: the decoder then refuses what does not fit its own, with the same error."""
         if route.model not in self.contexts:
             try:
-                info = await get_json(route.client, "decoder", "/v1/info", DecoderInfo)
+                instance = route.decoders.acquire()
+                try:
+                    info = await get_json(route.decoders.client, "decoder", route.decoders.url(instance, "/v1/info"),
+                                          DecoderInfo)
+                finally:
+                    route.decoders.release(instance)
             except LynxError:
                 return MAX_CONTEXT_TOKENS
             self.contexts[route.model] = info.max_context
@@ -343,6 +351,8 @@ class Generation:
         self.consumed = (0.0, 0.0)  # prefill and decode seconds, as of the decoder's last delta
         self._first = asyncio.Event()
         self._response: httpx.Response | None = None
+        self.instance: str | None = None  # the decoder instance that holds the sequence (its cancel goes there)
+        self._in_flight = False  # counted in flight on ``instance``
         self._helpers: set[asyncio.Task] = set()
 
     @property
@@ -414,6 +424,8 @@ class Generation:
             self.failure = error
         except httpx.HTTPError as error:
             self.failure = unreachable("decoder", error)
+            if isinstance(error, (httpx.NetworkError, httpx.RemoteProtocolError)):  # the instance went away
+                self._drop_instance(type(error).__name__)
         except ValidationError:
             self.failure = LynxError(502, "The decoder sent an event this gateway cannot read; check that both run "
                                      "the same lynx version.", "upstream_error", "server_error")
@@ -429,21 +441,34 @@ class Generation:
                 self._first.set()
                 self.deltas.put_nowait(END)
                 self.pipeline.generations.discard(self)
+                self._release_instance()
             if self._response is not None:
                 await self._response.aclose()
 
     async def _read(self) -> None:
-        client = self.route.client
-        for attempt in range(2):  # again once, on a new connection, if the decoder that got it was stopping
-            request = client.build_request("POST", "/v1/generate", content=self.request.model_dump_json(),
-                                           headers={"content-type": "application/json"})
+        decoders = self.route.decoders
+        # Sent again once, to another instance, if the one that got it was stopping or refused the connection: it
+        # did not take the request, which costs nothing there.
+        for attempt in range(2):
+            self._release_instance()
+            self.instance, self._in_flight = decoders.acquire(), True
+            request = decoders.client.build_request(
+                "POST", decoders.url(self.instance, "/v1/generate"), content=self.request.model_dump_json(),
+                headers={"content-type": "application/json"})
             try:
-                self._response = await client.send(request, stream=True)
+                self._response = await decoders.client.send(request, stream=True)
+            except httpx.ConnectError as error:
+                self._drop_instance(type(error).__name__)
+                if attempt:
+                    raise unreachable("decoder", error) from error
+                continue
             except httpx.HTTPError as error:
                 raise unreachable("decoder", error) from error
             if self._response.status_code == 200:
                 break
             await self._response.aread()
+            if instance_broken(self._response):
+                self._drop_instance(f"status {self._response.status_code}")
             if attempt or not instance_stopping(self._response):
                 raise upstream_failure("decoder", self._response)
         async for line in body_lines(self._response):
@@ -513,11 +538,21 @@ class Generation:
     async def _cancel_upstream(self) -> None:
         with trace.use_span(self.account.span, end_on_exit=False):
             try:
-                await self.route.client.post(self.started.cancel_url)
+                decoders = self.route.decoders
+                await decoders.client.post(decoders.url(self.instance, self.started.cancel_url))
             except httpx.HTTPError as error:  # closing the stream makes the decoder stop and log it instead
                 log.warning("decoder_cancel_failed", extra={"fields": {"error": type(error).__name__}})
                 if self._response is not None:
                     await self._response.aclose()
+
+    def _drop_instance(self, why: str) -> None:
+        if self.instance is not None:
+            self.route.decoders.failed(self.instance, why)
+
+    def _release_instance(self) -> None:
+        if self._in_flight:
+            self.route.decoders.release(self.instance)
+            self._in_flight = False
 
     def _give_up(self) -> None:
         if self.task is not None and not self.task.done():

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS
+from lynx.gateway.decoders import DecoderAddresses, parse_addresses
 from lynx.settings import ServiceSettings, default_cache_dir
 
 
@@ -15,7 +16,15 @@ class GatewaySettings(ServiceSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     tokenizer_url: str = "http://127.0.0.1:8081"
     retriever_url: str = "http://127.0.0.1:8082"
-    decoder_url: str = "http://127.0.0.1:8083"
+    decoder_url: str = Field(default="http://127.0.0.1:8083", description="The one decoder instance, when "
+                             "LYNX_GATEWAY_DECODER_URLS is unset.")
+    decoder_urls: str = Field(
+        default="", description="The decoder instances, comma-separated http://host:port, or one "
+        "dns+http://name:port whose A/AAAA records are the instances (a headless Service); each request goes to the "
+        "ready one with the fewest requests in flight (lynx.gateway.decoders). Overrides LYNX_GATEWAY_DECODER_URL.")
+    decoder_probe_interval_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often the decoder addresses are resolved again and each instance "
+        "asked whether it is ready and how many sequences it holds.")
     tenants_file: Path = Field(default=default_cache_dir() / "tenants.json",
                                description="JSON file of tenants and the SHA-256 of their API keys; re-read on change.")
     model_name: str = Field(default="SmolLM2-135M-Instruct", description="The model id clients ask for.")
@@ -46,10 +55,23 @@ class GatewaySettings(ServiceSettings):
                     "docs/BENCHMARKS.md measures how far real costs came from their reservation.")
     cheaper_decoder_url: str | None = Field(
         default=None, description="A cheaper decoder configuration, for tenants in Warning whose budget asks for "
-                                  "it (cheaper_near_cap). Unset: none deployed, no routing.")
+                                  "it (cheaper_near_cap): its instances, written as LYNX_GATEWAY_DECODER_URLS. "
+                                  "Unset: none deployed, no routing.")
     cheaper_model_name: str | None = Field(default=None, description="The model the cheaper decoder serves.")
     cheaper_decoder_per_hour: float | None = Field(
         default=None, ge=0, description="The cheaper decoder's rate (EUR/h), which its requests are charged at.")
+
+    @model_validator(mode="after")
+    def decoder_addresses_valid(self) -> GatewaySettings:
+        self.decoder_addresses()
+        self.cheaper_decoder_addresses()
+        return self
+
+    def decoder_addresses(self) -> DecoderAddresses:
+        return parse_addresses((self.decoder_urls or self.decoder_url).split(","))
+
+    def cheaper_decoder_addresses(self) -> DecoderAddresses | None:
+        return None if self.cheaper_decoder_url is None else parse_addresses(self.cheaper_decoder_url.split(","))
 
     @model_validator(mode="after")
     def cheaper_decoder_complete(self) -> GatewaySettings:

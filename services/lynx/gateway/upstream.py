@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from lynx.contracts.decoder import QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE
 from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
+from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
 from lynx.shutdown import STOPPING_CODE
 from lynx.telemetry.tracing import instrumented_client
@@ -23,7 +24,7 @@ CLIENT_FAULT_CODES = {CONTEXT_LENGTH_EXCEEDED, QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DE
 
 
 class Upstreams:
-    def __init__(self, tokenizer: httpx.AsyncClient, retriever: httpx.AsyncClient, decoder: httpx.AsyncClient) -> None:
+    def __init__(self, tokenizer: httpx.AsyncClient, retriever: httpx.AsyncClient, decoder: DecoderPool) -> None:
         self.tokenizer = tokenizer
         self.retriever = retriever
         self.decoder = decoder
@@ -34,27 +35,31 @@ class Upstreams:
         return cls(
             tokenizer=instrumented_client(provider, settings.tokenizer_url, timeout),
             retriever=instrumented_client(provider, settings.retriever_url, timeout),
-            # A stream may legitimately run for the whole request deadline.
-            decoder=instrumented_client(provider, settings.decoder_url,
-                                        httpx.Timeout(settings.upstream_timeout_seconds,
-                                                      read=settings.request_deadline_seconds + 5)),
+            decoder=DecoderPool.connect(settings.decoder_addresses(), provider, decoder_timeout(settings),
+                                        settings.decoder_probe_interval_seconds),
         )
 
-    def named(self) -> dict[str, httpx.AsyncClient]:
-        return {"tokenizer": self.tokenizer, "retriever": self.retriever, "decoder": self.decoder}
+    def clients(self) -> dict[str, httpx.AsyncClient]:
+        return {"tokenizer": self.tokenizer, "retriever": self.retriever}
 
     async def all_ready(self) -> bool:
-        """Every upstream's /readyz is 200. Probes make no spans: they would be one stray trace each."""
+        """Every upstream's /readyz is 200, and a decoder instance was ready at its last probe. Probes make no spans:
+        they would be one stray trace each."""
         async def ready(client: httpx.AsyncClient) -> bool:
             try:
                 with suppress_http_instrumentation():
                     return (await client.get("/readyz", timeout=READINESS_TIMEOUT)).status_code == 200
             except httpx.HTTPError:
                 return False
-        return all(await asyncio.gather(*(ready(c) for c in self.named().values())))
+        return all(await asyncio.gather(*(ready(c) for c in self.clients().values()))) and self.decoder.ready()
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.named().values()))
+        await asyncio.gather(*(c.aclose() for c in self.clients().values()), self.decoder.aclose())
+
+
+def decoder_timeout(settings: GatewaySettings) -> httpx.Timeout:
+    """A stream may legitimately run for the whole request deadline."""
+    return httpx.Timeout(settings.upstream_timeout_seconds, read=settings.request_deadline_seconds + 5)
 
 
 def unreachable(service: str, error: Exception) -> LynxError:
@@ -88,6 +93,17 @@ def instance_stopping(response: httpx.Response) -> bool:
         return response.json()["error"]["code"] == STOPPING_CODE
     except (ValueError, KeyError, TypeError):
         return False
+
+
+def instance_broken(response: httpx.Response) -> bool:
+    """A 5xx that is not the instance saying it is busy: it is stopping or unwell, and takes nothing more until a
+    probe finds it ready (lynx.gateway.decoder_pool)."""
+    if response.status_code < 500:
+        return False
+    try:
+        return response.json()["error"]["code"] not in CLIENT_FAULT_CODES
+    except (ValueError, KeyError, TypeError):
+        return True
 
 
 Answer = TypeVar("Answer", bound=BaseModel)

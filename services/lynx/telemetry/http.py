@@ -19,7 +19,7 @@ from lynx.errors import INTERNAL_ERROR_MESSAGE, error_body
 from lynx.telemetry.request_id import HEADER as REQUEST_ID_HEADER
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.metrics import http_metrics
-from lynx.telemetry.tracing import trace_ids
+from lynx.telemetry.tracing import PROBE_PATHS, trace_ids
 
 log = logging.getLogger("lynx.http")
 UNKNOWN_ROUTE = "unknown"
@@ -96,7 +96,7 @@ class ObservedRequests:
             metrics = http_metrics()
             metrics.requests.labels(endpoint, method, str(status)).inc(1, exemplar if status >= 400 else None)
             metrics.duration.labels(endpoint, method).observe(elapsed, exemplar)
-            if endpoint not in ("/healthz", "/readyz", "/metrics"):
+            if endpoint not in PROBE_PATHS:
                 log.info("request", extra={"fields": {
                     "endpoint": endpoint, "method": method, "status": status, "duration_s": round(elapsed, 6)}})
             request_id_var.reset(token)

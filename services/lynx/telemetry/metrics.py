@@ -9,11 +9,11 @@ Label values come only from closed sets; see ``docs/METRICS.md``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
@@ -98,6 +98,39 @@ class CallbackCounter:
 
     def describe(self) -> list:
         return []
+
+
+class DecoderInstancesCollector:
+    """The gateway's decoder instances, read when scraped: an instance that leaves leaves no stale series behind."""
+
+    def __init__(self) -> None:
+        # One per group of instances (the decoder, a cheaper one): base URL -> (requests in flight, ready).
+        self.sources: list[Callable[[], Mapping[str, tuple[int, bool]]]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not self.sources:
+            return
+        instances = {url: state for source in self.sources for url, state in source().items()}
+        in_flight = GaugeMetricFamily("lynx_gateway_decoder_requests_in_flight",
+                                      "Requests this gateway sent to each decoder instance that have not ended.",
+                                      labels=["decoder"])
+        for url, (count, _) in sorted(instances.items()):
+            in_flight.add_metric([url.split("://", 1)[-1]], count)
+        ready = GaugeMetricFamily("lynx_gateway_decoder_instances_ready",
+                                  "Decoder instances this gateway may send requests to (ready at their last probe).")
+        ready.add_metric([], sum(is_ready for _, is_ready in instances.values()))
+        yield in_flight
+        yield ready
+
+    def describe(self) -> list:
+        return []
+
+
+@functools.cache
+def decoder_instances_collector() -> DecoderInstancesCollector:
+    collector = DecoderInstancesCollector()
+    REGISTRY.register(collector)
+    return collector
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ from opentelemetry.trace import Span, format_span_id, format_trace_id
 from lynx.telemetry.request_id import forward_request_id
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-UNINSTRUMENTED_PATHS = "healthz,readyz,metrics"
+# Polled, not served: no span (each would be a trace of its own) and no log line. /v1/load is the decoder's load,
+# which every gateway asks each instance every second (lynx.gateway.decoder_pool).
+PROBE_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/load")
+UNINSTRUMENTED_PATHS = ",".join(path.lstrip("/") for path in PROBE_PATHS)
 # The export thread holds the GIL while it encodes a batch, and the event loop waits that long: batches of 64 spans
 # instead of the SDK's 512 halved the gateway's fast-path p99 at the same requests/s (docs/BENCHMARKS.md, Capacity).
 EXPORT_BATCH_SPANS = 64

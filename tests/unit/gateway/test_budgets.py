@@ -254,6 +254,6 @@ def test_a_tenant_near_its_cap_is_routed_to_the_cheaper_decoder_when_one_is_depl
         "cheap", settings.model_name, settings.model_name]
     not_deployed = Pipeline(GatewaySettings(), Upstreams(None, None, None), Ledger(RATES), tracer, SOLO)
     assert not_deployed.route(budgets.admit("near")).model == settings.model_name
-    asyncio.run(cheaper.client.aclose())
+    asyncio.run(cheaper.decoders.aclose())
     with pytest.raises(ValidationError, match="go together"):
         GatewaySettings(cheaper_decoder_url="http://127.0.0.1:9")
