@@ -46,8 +46,8 @@ from bench_common import (
 )
 from lynx.contracts.decoder import QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE
 from lynx.decoder.settings import DecoderSettings
-from lynx.load.driver import RequestRecord, served_model
-from lynx.load.report import Percentiles
+from lynx.tools.load.driver import RequestRecord, served_model
+from lynx.tools.load.report import Percentiles
 from lynx.local.processes import wait_ready
 
 SECTION_HEADING = "## Admission by deadline: admitted work that finishes in time"

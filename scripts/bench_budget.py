@@ -35,11 +35,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.gateway.tenants import TenantRegistry
-from lynx.load.report import percentile
-from lynx.models.cache import build
+from lynx.tools.load.report import percentile
+from lynx.tools.models.cache import build
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
-from lynx.polling import wait_for
+from lynx.service.polling import wait_for
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
 from lynx.local.topology import UPSTREAMS, BudgetFiles, budget_loop_environment, models_environment, upstreams_environment
 from lynx_budget.local import FileStore
@@ -47,7 +47,7 @@ from lynx_budget.local import FileStore
 MODEL = "SmolLM2-135M-Instruct"
 TENANT = "bench-capped"
 QUESTIONS = [q["question"] for q in json.loads(
-    (Path(__file__).resolve().parents[1] / "services/lynx/quality/questions.json").read_text())]
+    (Path(__file__).resolve().parents[1] / "services/lynx/tools/quality/questions.json").read_text())]
 # One marked block per number of gateways, so runs with 1 and with N gateways sit side by side.
 MARKERS = "<!-- budget-bench-{}:start -->", "<!-- budget-bench-{}:end -->"
 

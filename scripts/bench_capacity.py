@@ -41,9 +41,9 @@ from bench_engines import raw_loop_in_place
 from lynx.decoder.kv import KVPool
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.settings import DecoderSettings
-from lynx.load.driver import DEFAULT_PROMPT
-from lynx.load.report import percentile
-from lynx.models.cache import build
+from lynx.tools.load.driver import DEFAULT_PROMPT
+from lynx.tools.load.report import percentile
+from lynx.tools.models.cache import build
 from lynx.local.processes import wait_ready
 
 SECTION_HEADING = "## Capacity: saturation and the gateway's fast paths"

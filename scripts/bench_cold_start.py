@@ -21,7 +21,7 @@ from bench_common import (
 )
 from bench_decoder import PROMPT_TOKENS, THREADS, prompt_ids
 from bench_engines import lynx_service
-from lynx.models.cache import build
+from lynx.tools.models.cache import build
 
 HEADING = "## The first requests after a decoder starts: with and without its warm-up"
 SETTINGS = {"warm-up (default)": "true", "no warm-up": "false"}

@@ -26,9 +26,9 @@ from lynx.local.stopping import stop_processes
 from lynx.local.topology import UPSTREAMS, models_environment, upstreams_environment
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
-from lynx.load.driver import LoadSpec, RequestRecord, drive, send
-from lynx.load.report import LoadReport, summarize
-from lynx.models.cache import build
+from lynx.tools.load.driver import LoadSpec, RequestRecord, drive, send
+from lynx.tools.load.report import LoadReport, summarize
+from lynx.tools.models.cache import build
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.stack import (
     find_binary, load_config, prometheus_config, start_collector, start_jaeger, start_prometheus,

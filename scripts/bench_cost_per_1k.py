@@ -24,7 +24,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.gateway.tenants import TenantRegistry
-from lynx.models.cache import build
+from lynx.tools.models.cache import build
 from lynx.local.processes import start_service, wait_ready
 from lynx.local.topology import UPSTREAMS, models_environment, upstreams_environment
 from lynx.retriever.settings import RetrieverSettings

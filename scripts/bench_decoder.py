@@ -32,9 +32,9 @@ from bench_engines import (
     GenaiGenerator, LlamaCppPython, LlamaServer, Streams, lynx_service, lynx_stream, raw_loop_copying, raw_loop_in_place,
 )
 from lynx.decoder.model import DecoderModel
-from lynx.load.report import percentile
-from lynx.models.build import DECODER_GGUF, DECODER_PACKAGE
-from lynx.models.cache import build, build_env_package_dir
+from lynx.tools.load.report import percentile
+from lynx.tools.models.build import DECODER_GGUF, DECODER_PACKAGE
+from lynx.tools.models.cache import build, build_env_package_dir
 from lynx.local.processes import ServiceProcess
 
 PROMPT_TOKENS = 32
@@ -51,7 +51,7 @@ WHAT_EACH_ENGINE_RUNS = (
     "`SmolLM2-135M-Instruct.Q4_1.gguf` as it ships: 210 Q4_1 matrices (4 bits with a scale and a minimum per block "
     "of 32) and the tied embedding and output layer in Q8_0. The raw loops, onnxruntime-genai and the decoder "
     "service run lynx's ONNX model, that file dequantized to fp32 and re-quantized by onnxruntime-genai's builder "
-    "(`-p int4`, `services/lynx/models/build.py`): 151 `MatMulNBits` matrices in symmetric int4, blocks of 32 with "
+    "(`-p int4`, `services/lynx/tools/models/build.py`): 151 `MatMulNBits` matrices in symmetric int4, blocks of 32 with "
     "a scale and no zero point (like Q4_0), the tied embedding and output layer int4 too. So the llama.cpp columns "
     "measure engine and format together: llama.cpp has no fast x86 kernel for Q4_1. ")
 TTFT_HEADING = "## Time to first token at low load"

@@ -23,7 +23,7 @@ import numpy as np
 from lynx.decoder import kv
 from lynx.decoder.kv import KVPool
 from lynx.decoder.model import DecoderModel
-from lynx.polling import wait_for
+from lynx.service.polling import wait_for
 
 START_TIMEOUT_SECONDS = 120
 

@@ -43,11 +43,11 @@ from lynx.decoder.settings import DecoderSettings
 from lynx.gateway import app as gateway_app
 from lynx.gateway import upstream
 from lynx.gateway.settings import GatewaySettings
-from lynx.load.driver import RequestRecord, send, served_model
-from lynx.load.report import percentile
+from lynx.tools.load.driver import RequestRecord, send, served_model
+from lynx.tools.load.report import percentile
 from lynx.local.processes import ServiceProcess, free_port, start_process, wait_ready
 from lynx.retriever import app as retriever_app
-from lynx.shutdown import serve
+from lynx.service.shutdown import serve
 from lynx.telemetry.request_id import forward_request_id
 from lynx.tokenizer import app as tokenizer_app
 

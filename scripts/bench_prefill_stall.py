@@ -26,7 +26,7 @@ from bench_common import (
     command_line, load_average, machine, median, model_name, start_decoder, stop_on_sigterm, write_section,
 )
 from bench_engines import streamed_lines
-from lynx.models.cache import build
+from lynx.tools.models.cache import build
 
 HEADING = "## Long prompts arriving while streams decode: whole vs chunked prefill"
 STREAMS = 8

@@ -32,8 +32,8 @@ from pathlib import Path
 import httpx
 
 from bench_common import write_section
-from lynx.load.report import percentile
-from lynx.models.cache import is_built, models_dir
+from lynx.tools.load.report import percentile
+from lynx.tools.models.cache import is_built, models_dir
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.topology import models_environment
 from lynx.retriever.settings import RetrieverSettings

@@ -25,7 +25,7 @@ from bench_common import (
 from bench_decoder import PROMPT_TOKENS, SETTLE_SECONDS, prompt_ids
 from bench_engines import lynx_service, raw_loop_in_place
 from lynx.decoder.model import DecoderModel
-from lynx.models.cache import build
+from lynx.tools.models.cache import build
 
 HEADING = "## Serving's share of the cores: the service against the raw loop, with and without a free core"
 STREAMS = 8

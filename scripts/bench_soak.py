@@ -13,7 +13,7 @@ panels have something to show. Then:
 2. each service's resident memory (its own /metrics), then --minutes of arrivals at --load x that capacity
    (exponential inter-arrival times, seeded, each request sent when its time comes whatever is under way), then the
    memory again once the last answer is in;
-3. every panel query of every dashboard (lynx.dashboards.queries), evaluated over the soak's window by the stack's
+3. every panel query of every dashboard (lynx.tools.dashboards.queries), evaluated over the soak's window by the stack's
    Prometheus once it has scraped the end.
 
 Usage: .venv/bin/python scripts/bench_soak.py [--minutes 5] [--load 0.8] [--capacity-seconds 90]
@@ -44,15 +44,15 @@ from bench_common import (
 from lynx.local.registry import run_dir
 from lynx.local.topology import SERVEABLE, Topology
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
-from lynx.dashboards.queries import PanelQuery, panel_queries
-from lynx.files import locked, write_atomically
+from lynx.tools.dashboards.queries import PanelQuery, panel_queries
+from lynx.service.files import locked, write_atomically
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
-from lynx.load.driver import LoadSpec, RequestRecord, served_model
-from lynx.load.memory import sample_memory
-from lynx.load.report import MIB, Percentiles, errors_by_type
+from lynx.tools.load.driver import LoadSpec, RequestRecord, served_model
+from lynx.tools.load.memory import sample_memory
+from lynx.tools.load.report import MIB, Percentiles, errors_by_type
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
-from lynx.polling import wait_for
+from lynx.service.polling import wait_for
 from lynx_budget.local import FileStore, LocalBudgetSettings
 
 SECTION_HEADING = "## Soak at a fraction of capacity"
@@ -256,7 +256,7 @@ def render(args: argparse.Namespace, result: dict) -> str:
                 f"{growths[name]:+.1%} |" if name in growths else f"| {name} | n/a | n/a | n/a |" for name in memory_start),
               "", f"Worst growth {max(growths.values()):+.1%} (target < {RSS_GROWTH_LIMIT:.0%}: "
               f"{'met' if max(growths.values()) < RSS_GROWTH_LIMIT else 'missed'}).", "",
-              f"Dashboard panels: every target of every panel of dashboards/ (`lynx.dashboards.queries`, Grafana's "
+              f"Dashboard panels: every target of every panel of dashboards/ (`lynx.tools.dashboards.queries`, Grafana's "
               f"variables as the dashboards test sets them), as a range query over the soak (step {QUERY_STEP_SECONDS} s)"
               f" once Prometheus had scraped its end (an instant query at the end for instant targets, as Grafana asks "
               f"them). **{len(populated)} of {len(by_panel)} panels** returned data for "

@@ -31,7 +31,7 @@ from lynx.accounting.shares import StepCostModel
 from lynx.decoder import kv
 from lynx.decoder.kv import KVPool
 from lynx.decoder.model import DecoderModel
-from lynx.models.cache import build
+from lynx.tools.models.cache import build
 
 BATCHES = (1, 2, 4, 8, 16)
 CONTEXTS = (64, 256, 1024)

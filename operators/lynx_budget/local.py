@@ -25,10 +25,10 @@ from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, UnknownSpend
-from lynx.files import locked, write_atomically
+from lynx.service.files import locked, write_atomically
 from lynx.option_errors import CommandRefused, refused_options
-from lynx.service import create_service_app
-from lynx.settings import ServiceSettings, default_cache_dir
+from lynx.service.app import create_service_app
+from lynx.service.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges
 from lynx_budget.policy import BudgetStatus, SpendFailure, SpendReading, day_window, reconcile

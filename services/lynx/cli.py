@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from lynx.chaos.cli import add_chaos_command
-from lynx.load.cli import add_load_command
+from lynx.tools.chaos.cli import add_chaos_command
+from lynx.tools.load.cli import add_load_command
 from lynx.local.run import DEMO_DAILY_CAP_EUR, down, ensure_index, up
 from lynx.local.topology import SERVEABLE
 from lynx.option_errors import CommandRefused
@@ -24,13 +24,13 @@ def app_factory(service: str):
 
 
 def serve(args: argparse.Namespace) -> None:
-    from lynx.shutdown import serve as serve_app
+    from lynx.service.shutdown import serve as serve_app
 
     serve_app(app_factory(args.service)())
 
 
 def models_build(args: argparse.Namespace) -> None:
-    from lynx.models.cache import build
+    from lynx.tools.models.cache import build
 
     print(build(args.precision, force=args.force))
 
@@ -44,7 +44,7 @@ def tenant_command(args: argparse.Namespace) -> None:
 
 
 def dashboards_build(args: argparse.Namespace) -> None:
-    from lynx.dashboards.build import DASHBOARDS_DIR, write
+    from lynx.tools.dashboards.build import DASHBOARDS_DIR, write
 
     for path in write(args.out or DASHBOARDS_DIR):
         print(path)
@@ -52,7 +52,7 @@ def dashboards_build(args: argparse.Namespace) -> None:
 
 def cpqu(args: argparse.Namespace) -> None:
     from lynx.gateway.settings import GatewaySettings
-    from lynx.quality.cpqu import default_document, record, run
+    from lynx.tools.quality.cpqu import default_document, record, run
 
     row = run(args.gateway, args.prometheus, args.key, args.tenant, GatewaySettings().model_name)
     document = args.doc or default_document()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dashboards_cmd = commands.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
         dest="action", required=True)
-    dash_build = dashboards_cmd.add_parser("build", help="write dashboards/*.json from lynx.dashboards")
+    dash_build = dashboards_cmd.add_parser("build", help="write dashboards/*.json from lynx.tools.dashboards")
     dash_build.add_argument("--out", type=Path, default=None, help="default: the repository's dashboards/")
     dash_build.set_defaults(run=dashboards_build)
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lynx.polling import poll, wait_for
+from lynx.service.polling import poll, wait_for
 
 from .testbed import Cluster, create_cluster, tool
 

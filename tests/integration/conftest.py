@@ -12,13 +12,13 @@ import pytest
 from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetDecisions
 from lynx.gateway.tenants import TenantRegistry
-from lynx.models.cache import is_built, models_dir
+from lynx.tools.models.cache import is_built, models_dir
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_jaeger, start_prometheus
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx.local.topology import UPSTREAMS, JaegerPorts, auditor_environment, models_environment, upstreams_environment
-from lynx.polling import wait_for as wait_for  # the tests' poll helper, imported from here
+from lynx.service.polling import wait_for as wait_for  # the tests' poll helper, imported from here
 
 from .otlp_sink import OtlpSink
 

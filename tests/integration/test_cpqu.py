@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from lynx.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, cpqu_table
+from lynx.tools.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, cpqu_table
 from lynx.gateway.tenants import TenantRegistry
-from lynx.quality.cpqu import load_questions, parse_table, run, update_document
+from lynx.tools.quality.cpqu import load_questions, parse_table, run, update_document
 
 from .conftest import MODEL_NAME, ObservedStack
 

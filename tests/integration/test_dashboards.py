@@ -18,8 +18,8 @@ import yaml
 
 from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
-from lynx.dashboards.build import all_dashboards
-from lynx.dashboards.queries import expand, panel_queries
+from lynx.tools.dashboards.build import all_dashboards
+from lynx.tools.dashboards.queries import expand, panel_queries
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from lynx.local.processes import ServiceProcess, free_port, wait_ready
 from lynx.local.stack import start_prometheus
 from lynx.local.stopping import stop_processes
-from lynx.quality.cpqu import tenant_spend
+from lynx.tools.quality.cpqu import tenant_spend
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
 
 from .conftest import START_TIMEOUT_SECONDS, required_binary, wait_for

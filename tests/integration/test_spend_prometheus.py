@@ -22,7 +22,7 @@ from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
 from lynx_budget.policy import SpendFailure, SpendReading, day_window
 from lynx_budget.settings import OperatorSettings
 from lynx_budget.spend import read_spend, read_today
-from lynx.polling import poll
+from lynx.service.polling import poll
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, ObservedStack, required_binary
 

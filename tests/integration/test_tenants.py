@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lynx.files import write_atomically
+from lynx.service.files import write_atomically
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.stopping import stop_processes

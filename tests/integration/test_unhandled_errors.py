@@ -11,8 +11,8 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
-from lynx.service import create_service_app
-from lynx.settings import ServiceSettings
+from lynx.service.app import create_service_app
+from lynx.service.settings import ServiceSettings
 
 from .conftest import wait_for
 

@@ -2,11 +2,13 @@
 included; those under `if TYPE_CHECKING:` left out, as they never run): no cycle anywhere in services/ and operators/,
 and the direction between packages that the README's layout section states.
 
-- `lynx_budget` (the budget controller) may import `lynx`; in `lynx`, only the command line and the tools that start,
-  dispatch or check the budget controller (`lynx.cli`, `lynx.local`, `lynx.chaos`) import `lynx_budget`.
+- `lynx_budget` (the budget controller) may import `lynx`; in `lynx`, only the command line and the local run, which
+  dispatch `lynx budget` and start the budget loop (`lynx.cli`, `lynx.local`), import `lynx_budget`.
+- Nothing outside the tools (`lynx.tools`), the local run and the command line imports them: the services, their
+  kernel (`lynx.service`) and `lynx_budget` never do.
 - A service package (gateway, tokenizer, retriever, decoder, auditor) imports no other service package: what one
   needs of another crosses through `lynx.contracts` or a neutral package (`lynx.accounting`, `lynx.tokenization`...).
-  Only the tools (the command line, the local run, chaos, load) import service packages from outside them.
+  Only the tools (the command line, the local run, `lynx.tools`) import service packages from outside them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = (REPO / "services", REPO / "operators")
 SERVICE_PACKAGES = ("lynx.gateway", "lynx.tokenizer", "lynx.retriever", "lynx.decoder", "lynx.auditor")
-TOOLS = ("lynx.cli", "lynx.local", "lynx.chaos", "lynx.load")
+TOOLS = ("lynx.cli", "lynx.local", "lynx.tools")
 BUDGET_CONTROLLER_USERS = ("lynx.cli", "lynx.local")
 
 Graph = Mapping[str, set[str]]
@@ -155,6 +157,9 @@ def direction_violations(graph: Graph) -> list[str]:
             if (module.startswith("lynx.") and target.partition(".")[0] == "lynx_budget"
                     and not inside(module, BUDGET_CONTROLLER_USERS)):
                 wrong.append(f"{module} -> {target}: only {', '.join(BUDGET_CONTROLLER_USERS)} import lynx_budget")
+            if inside(target, TOOLS) and not inside(module, TOOLS):
+                wrong.append(f"{module} -> {target}: the tools, the local run and the command line are imported by "
+                             "each other only, never by a service, the kernel or the budget controller")
             service = inside(target, SERVICE_PACKAGES)
             if service and inside(module, SERVICE_PACKAGES) not in (service,) and not inside(module, TOOLS):
                 wrong.append(f"{module} -> {target}: a service's modules are imported by that service and the tools "
@@ -195,10 +200,11 @@ def test_direction_violations_name_a_service_importing_another_and_an_unlisted_u
     graph = {"lynx.gateway.app": {"lynx.decoder.settings", "lynx.gateway.budgets", "lynx.contracts.decoder"},
              "lynx.accounting.pricing": {"lynx.decoder.shares"}, "lynx.local.run": {"lynx.gateway.app",
                                                                                      "lynx_budget.local"},
-             "lynx.telemetry.metrics": {"lynx_budget.spend"}, "lynx_budget.local": {"lynx.contracts.budgets"}}
+             "lynx.telemetry.metrics": {"lynx_budget.spend"}, "lynx_budget.local": {"lynx.contracts.budgets"},
+             "lynx.service.app": {"lynx.tools.models.cache"}, "lynx.tools.chaos.cli": {"lynx.local.registry"}}
     assert [line.partition(":")[0] for line in direction_violations(graph)] == [
         "lynx.accounting.pricing -> lynx.decoder.shares", "lynx.gateway.app -> lynx.decoder.settings",
-        "lynx.telemetry.metrics -> lynx_budget.spend"]
+        "lynx.service.app -> lynx.tools.models.cache", "lynx.telemetry.metrics -> lynx_budget.spend"]
 
 
 def test_the_walk_reads_imports_in_functions_and_relative_ones_and_skips_those_for_type_checkers(tmp_path):

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from lynx.contracts.decoder import TokenDelta, encode_events, parse_event
-from lynx.lines import body_lines
+from lynx.service.lines import body_lines
 
 # Text a model may generate: JSON leaves these unescaped, str.splitlines ends a line at each of them.
 UNESCAPED_SEPARATORS = "a\u2028b\u2029c\x85d"

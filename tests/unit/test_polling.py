@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lynx.polling import poll, wait_for
+from lynx.service.polling import poll, wait_for
 
 
 class Countdown:

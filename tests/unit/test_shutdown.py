@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from lynx.service import create_service_app
-from lynx.settings import ServiceSettings
-from lynx.shutdown import HOLD_SECONDS, LINGER_SECONDS, STOPPING_CODE, Drain
+from lynx.service.app import create_service_app
+from lynx.service.settings import ServiceSettings
+from lynx.service.shutdown import HOLD_SECONDS, LINGER_SECONDS, STOPPING_CODE, Drain
 
 
 def stopping_app() -> FastAPI:

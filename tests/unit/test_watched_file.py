@@ -5,8 +5,8 @@ import os
 import pytest
 from prometheus_client import REGISTRY
 
-from lynx.files import write_atomically
-from lynx.watched_file import WatchedFile
+from lynx.service.files import write_atomically
+from lynx.service.watched_file import WatchedFile
 
 
 def parse_numbers(content: bytes) -> list[int]:
@@ -43,7 +43,7 @@ def test_a_missing_file_is_absent_and_a_new_one_is_read(watched):
 
 
 def test_a_bad_version_keeps_the_last_good_one_and_is_reported_once(watched, caplog):
-    caplog.set_level(logging.ERROR, logger="lynx.watched_file")
+    caplog.set_level(logging.ERROR, logger="lynx.service.watched_file")
     write_atomically(watched.path, "[1, 2]")
     watched.refresh()
     write_atomically(watched.path, "{not json")
@@ -71,7 +71,7 @@ def test_a_good_version_after_a_bad_one_is_served(watched):
 
 
 def test_a_file_bad_from_the_start_serves_absent(watched, caplog):
-    caplog.set_level(logging.ERROR, logger="lynx.watched_file")
+    caplog.set_level(logging.ERROR, logger="lynx.service.watched_file")
     write_atomically(watched.path, "garbage")
     assert not watched.refresh() and watched.value == []
     assert stale(watched) == 1

@@ -9,8 +9,8 @@ from fastapi import APIRouter, FastAPI, Request
 from lynx.auditor.runner import Auditor
 from lynx.auditor.settings import AuditorSettings
 from lynx.auditor.tracestore import TraceStoreClient
-from lynx.errors import LynxError
-from lynx.service import create_service_app
+from lynx.service.errors import LynxError
+from lynx.service.app import create_service_app
 
 router = APIRouter(prefix="/v1")
 

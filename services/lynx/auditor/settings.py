@@ -4,7 +4,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from lynx.auditor.tracestore import TraceStoreKind
-from lynx.settings import ServiceSettings
+from lynx.service.settings import ServiceSettings
 
 
 class AuditorSettings(ServiceSettings):

@@ -9,7 +9,7 @@ from lynx.decoder.engine import BatchingEngine
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.routes import GENERATE_PATH, router
 from lynx.decoder.settings import DecoderSettings
-from lynx.service import create_service_app
+from lynx.service.app import create_service_app
 from lynx.tokenization.detok import IncrementalDetokenizer
 from lynx.tokenization.text import ModelTokenizer
 

@@ -47,7 +47,7 @@ from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
 from lynx.decoder.stopping import StopMatcher
-from lynx.faults import FaultState
+from lynx.service.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
 from lynx.tokenization.detok import IncrementalDetokenizer
 

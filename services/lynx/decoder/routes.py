@@ -15,13 +15,13 @@ from lynx.contracts.decoder import (
 from lynx.contracts.limits import context_error
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
-from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
-from lynx.streaming import ObservedStream, StreamEnd
+from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
+from lynx.service.streaming import ObservedStream, StreamEnd
 from lynx.telemetry.request_id import request_id_var
 
 router = APIRouter(prefix="/v1")
 NDJSON = "application/x-ndjson"
-# New work; a stopping decoder refuses it (lynx.shutdown), while cancellations of its sequences still come in.
+# New work; a stopping decoder refuses it (lynx.service.shutdown), while cancellations of its sequences still come in.
 GENERATE_PATH = "/v1/generate"
 
 

@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.limits import MAX_CONTEXT_TOKENS
 from lynx.accounting.shares import StepCostSettings
-from lynx.settings import ServiceSettings, default_cache_dir
+from lynx.service.settings import ServiceSettings, default_cache_dir
 
 UNROUTABLE_HOSTS = ("0.0.0.0", "::", "")
 

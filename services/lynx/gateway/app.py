@@ -15,7 +15,7 @@ from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.upstream import Upstreams, decoder_timeout
-from lynx.service import create_service_app, ready_when_loaded
+from lynx.service.app import create_service_app, ready_when_loaded
 
 # On shutdown, how long open streams get to bring their decoder's final report so they can be charged.
 DRAIN_SECONDS = 10.0

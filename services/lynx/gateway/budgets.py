@@ -44,9 +44,9 @@ from pathlib import Path
 
 from lynx.accounting.pricing import CostSettings, RequestTimes, SoloDecoder, worst_case_cost
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
-from lynx.errors import LynxError
+from lynx.service.errors import LynxError
 from lynx.telemetry.metrics import enforcement_metrics
-from lynx.watched_file import WatchedFile
+from lynx.service.watched_file import WatchedFile
 
 QUOTA = "insufficient_quota"
 # Charges remembered per tenant; beyond that the two oldest merge (see RecentCharges).
@@ -87,7 +87,7 @@ class RecentCharges:
 def decisions_file(path: Path) -> WatchedFile[BudgetDecisions | None]:
     """The published decisions, re-read when the file changes (like the tenants file). A missing file means no
     budgets; a file that cannot be read keeps the last decisions read (a controller writes it atomically, so this is
-    a broken deployment: ``lynx.watched_file`` says so)."""
+    a broken deployment: ``lynx.service.watched_file`` says so)."""
     return WatchedFile(path, "budget_decisions", BudgetDecisions.model_validate_json, absent=None)
 
 

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
 from lynx.contracts.decoder import DecoderLoad
-from lynx.errors import LynxError
+from lynx.service.errors import LynxError
 from lynx.gateway.decoders import DecoderAddresses, Picker
 from lynx.telemetry.metrics import decoder_instances_collector
 from lynx.telemetry.tracing import instrumented_client

@@ -32,7 +32,7 @@ from lynx.contracts.decoder import (
 from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_PROMPT_CHARACTERS, MAX_QUERY_CHARACTERS, context_error
 from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
 from lynx.contracts.tokenizer import ChatMessage, ChatTemplateRequest, TokenizeRequest, TokenizeResponse
-from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
+from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Hold, affordable_estimate
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
@@ -40,7 +40,7 @@ from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import (
     Upstreams, get_json, instance_broken, instance_stopping, post_json, unreachable, upstream_failure,
 )
-from lynx.lines import body_lines
+from lynx.service.lines import body_lines
 from lynx.telemetry.metrics import generation_metrics
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.tracing import trace_ids

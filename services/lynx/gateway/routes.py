@@ -11,7 +11,7 @@ from starlette.datastructures import State
 from lynx.accounting.clock import StageClock
 from lynx.contracts.errors import ErrorBody
 from lynx.contracts.tokenizer import ChatMessage
-from lynx.errors import LynxError
+from lynx.service.errors import LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import Generation, Job, Pipeline
 from lynx.gateway.responses import CHAT, COMPLETION, Envelope, Shape, sse
@@ -21,7 +21,7 @@ from lynx.gateway.schemas import (
 )
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant, TenantRegistry
-from lynx.streaming import ObservedStream, StreamEnd
+from lynx.service.streaming import ObservedStream, StreamEnd
 from lynx.telemetry.http import CLIENT_CLOSED_STATUS, EFFECTIVE_STATUS
 from lynx.telemetry.request_id import request_id_var
 

@@ -7,7 +7,7 @@ from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS
 from lynx.gateway.decoders import DecoderAddresses, parse_addresses
-from lynx.settings import ServiceSettings, default_cache_dir
+from lynx.service.settings import ServiceSettings, default_cache_dir
 
 
 class GatewaySettings(ServiceSettings):

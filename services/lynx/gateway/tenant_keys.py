@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from lynx.files import locked, write_atomically
+from lynx.service.files import locked, write_atomically
 from lynx.gateway.tenants import TenantRegistry
 from lynx.option_errors import CommandRefused
 

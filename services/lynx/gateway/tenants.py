@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lynx.contracts.limits import tenant_id_error
-from lynx.files import locked, write_atomically
-from lynx.watched_file import WatchedFile
+from lynx.service.files import locked, write_atomically
+from lynx.service.watched_file import WatchedFile
 
 KEY_PREFIX = "lynx-"
 
@@ -58,7 +58,7 @@ def read_tenants(content: bytes | str) -> dict[str, Tenant]:
 
 class TenantRegistry:
     """Looks keys up by hash; re-reads the file when it changes, so tenants can be added live. A file that cannot be
-    read keeps the tenants read last (``lynx.watched_file``); a missing file means no tenants."""
+    read keeps the tenants read last (``lynx.service.watched_file``); a missing file means no tenants."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

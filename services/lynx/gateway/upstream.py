@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, ValidationError
 
 from lynx.contracts.decoder import QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE
-from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
+from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
-from lynx.shutdown import STOPPING_CODE
+from lynx.service.shutdown import STOPPING_CODE
 from lynx.telemetry.tracing import instrumented_client
 
 READINESS_TIMEOUT = httpx.Timeout(2.0)
@@ -85,7 +85,7 @@ def upstream_failure(service: str, response: httpx.Response) -> LynxError:
 
 
 def instance_stopping(response: httpx.Response) -> bool:
-    """The instance that answered is stopping and did not take the request (lynx.shutdown): it can be sent again,
+    """The instance that answered is stopping and did not take the request (lynx.service.shutdown): it can be sent again,
     once, on a new connection, which a Service routes to another instance."""
     if response.status_code != 503:
         return False

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from lynx.files import write_atomically
+from lynx.service.files import write_atomically
 from lynx.local.observability import BINARIES, PIECES, piece_urls, start_piece
 from lynx.local.processes import wait_ready
 from lynx.local.registry import record, run_dir

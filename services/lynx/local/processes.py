@@ -15,7 +15,7 @@ from typing import Literal
 
 import httpx
 
-from lynx.polling import wait_for
+from lynx.service.polling import wait_for
 
 KILL_WAIT_SECONDS = 10  # SIGKILL cannot be caught: only a process stuck in the kernel outlives this
 EXIT_POLL_SECONDS = 0.1
@@ -43,7 +43,7 @@ class ServiceProcess:
 
 def stop_together(processes: Iterable[ServiceProcess], grace_seconds: float) -> None:
     """SIGTERM every process at once, then wait for them all; SIGKILL those still running ``grace_seconds`` later.
-    Stopping one after the other would add their stops up (a lynx service's takes seconds: lynx.shutdown)."""
+    Stopping one after the other would add their stops up (a lynx service's takes seconds: lynx.service.shutdown)."""
     running = [p.process for p in processes if p.process.poll() is None]
     for process in running:
         process.send_signal(signal.SIGTERM)

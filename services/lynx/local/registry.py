@@ -7,8 +7,8 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from lynx.files import locked, write_atomically
-from lynx.settings import default_cache_dir
+from lynx.service.files import locked, write_atomically
+from lynx.service.settings import default_cache_dir
 
 
 def run_dir() -> Path:

@@ -16,7 +16,7 @@ from lynx.local.processes import ServiceProcess, start_service, stop_groups, wai
 from lynx.local.registry import forget, pids_file, record, recorded_pids, run_dir
 from lynx.local.stopping import stop_phases
 from lynx.local.topology import SERVICES, UPSTREAMS, Topology, models_environment, upstreams_environment
-from lynx.polling import poll
+from lynx.service.polling import poll
 
 if TYPE_CHECKING:
     from lynx.contracts.budgets import BudgetSpec
@@ -52,7 +52,7 @@ def await_collector(topology: Topology, builder: subprocess.Popen) -> bool:
 def up(args) -> None:
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenant_keys import LocalTenants
-    from lynx.models.cache import build
+    from lynx.tools.models.cache import build
     from lynx_budget.local import budget_or_default, local_store
 
     since = time.time()
@@ -154,7 +154,7 @@ def down(args=None, quiet: bool = False) -> None:
 
 
 def ensure_index(corpus: Path | None = None, force: bool = False) -> None:
-    from lynx.models.cache import models_dir
+    from lynx.tools.models.cache import models_dir
     from lynx.retriever.index import INDEX_FILE, read_manifest
     from lynx.retriever.ingest import DEFAULT_CORPUS, current_chunking, ingest
     from lynx.retriever.settings import RetrieverSettings

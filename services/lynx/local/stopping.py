@@ -8,11 +8,11 @@ from typing import TypeVar
 from lynx.local.processes import ServiceProcess, stop_together
 
 T = TypeVar("T")
-# Above the services' own shutdown at its longest (lynx.shutdown, default settings: the 15 s drain and the 20 s
+# Above the services' own shutdown at its longest (lynx.service.shutdown, default settings: the 15 s drain and the 20 s
 # final-scrape wait share 35 s, then up to 5 s to close).
 STOP_GRACE_SECONDS = 45
 # Stopped after the services (everything Prometheus scrapes: the budget loop and the auditor too), in this order,
-# each phase with its own grace: Prometheus once the stopping processes have had their last scrape (lynx.shutdown
+# each phase with its own grace: Prometheus once the stopping processes have had their last scrape (lynx.service.shutdown
 # waits for one, and would wait its whole stop for a Prometheus stopping beside it); the collector once the services
 # have flushed their spans to it (it sends what it holds on its way out); Jaeger last, once the collector has
 # handed it what it held (it writes them to badger and closes its files on SIGTERM).

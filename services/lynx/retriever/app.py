@@ -9,7 +9,7 @@ from lynx.retriever.embedder import Embedder
 from lynx.retriever.index import PassageIndex
 from lynx.retriever.routes import router
 from lynx.retriever.settings import RetrieverSettings
-from lynx.service import create_service_app
+from lynx.service.app import create_service_app
 
 
 def create_app(settings: RetrieverSettings | None = None) -> FastAPI:

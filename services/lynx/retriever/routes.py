@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from opentelemetry.trace import Span
 
 from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
-from lynx.workers import timed_span
+from lynx.service.workers import timed_span
 
 router = APIRouter(prefix="/v1")
 

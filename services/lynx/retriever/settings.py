@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from lynx.settings import ServiceSettings, default_cache_dir
+from lynx.service.settings import ServiceSettings, default_cache_dir
 
 
 class RetrieverSettings(ServiceSettings):

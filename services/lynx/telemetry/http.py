@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lynx.errors import INTERNAL_ERROR_MESSAGE, error_body
+from lynx.service.errors import INTERNAL_ERROR_MESSAGE, error_body
 from lynx.telemetry.request_id import HEADER as REQUEST_ID_HEADER
 from lynx.telemetry.request_id import request_id_var
 from lynx.telemetry.metrics import http_metrics

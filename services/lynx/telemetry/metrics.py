@@ -294,7 +294,7 @@ class WatchedFileMetrics:
 
 @functools.cache
 def watched_file_metrics() -> WatchedFileMetrics:
-    """Files a process serves from while others replace them (``lynx.watched_file``), by a fixed name per file."""
+    """Files a process serves from while others replace them (``lynx.service.watched_file``), by a fixed name per file."""
     return WatchedFileMetrics(
         stale=Gauge("lynx_watched_file_stale", "1 while the file's newest version cannot be read and the last good "
                     "one is served, else 0.", ["file"]),

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 
-from lynx.service import create_service_app
+from lynx.service.app import create_service_app
 from lynx.tokenization.text import ModelTokenizer
 from lynx.tokenizer.routes import router
 from lynx.tokenizer.settings import TokenizerSettings

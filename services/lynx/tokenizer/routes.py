@@ -12,7 +12,7 @@ from lynx.contracts.tokenizer import (
     ChatTemplateRequest, DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 )
 from lynx.tokenization.text import ModelTokenizer
-from lynx.workers import timed_span
+from lynx.service.workers import timed_span
 
 router = APIRouter(prefix="/v1")
 
@@ -22,7 +22,7 @@ def tokenizer_of(request: Request) -> ModelTokenizer:
 
 
 async def tokenize_in_worker(request: Request, encode: Callable[[Span], list[int]]) -> TokenizeResponse:
-    """Run ``encode`` in a worker thread, inside this request's `tokenize` span (lynx.workers)."""
+    """Run ``encode`` in a worker thread, inside this request's `tokenize` span (lynx.service.workers)."""
     def counted(span: Span) -> list[int]:
         ids = encode(span)
         span.set_attribute("lynx.tokens", len(ids))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from lynx.auditor.tracestore import StoredSpan
-from lynx.chaos.checks import (
+from lynx.tools.chaos.checks import (
     TraceAudit, answered_check, audit_spans, blocked_check, classify, cost_check, costs_agree, drain_check,
     label_matcher, missing_traces_check, orphans_check, recovered_check, violations_check,
 )
-from lynx.chaos.scenarios import Run, open_streams_check
-from lynx.chaos.targets import Disruption
-from lynx.load.driver import RequestRecord
+from lynx.tools.chaos.scenarios import Run, open_streams_check
+from lynx.tools.chaos.targets import Disruption
+from lynx.tools.load.driver import RequestRecord
 
 
 def request(outcome: str = "ok", error_type: str | None = None, status: int | None = 200, cost: float | None = 1e-5,

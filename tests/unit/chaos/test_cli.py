@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from types import SimpleNamespace
 
-from lynx.chaos.cli import load_keys
+from lynx.tools.chaos.cli import load_keys
 from lynx.gateway.tenants import TenantRegistry
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from lynx.chaos.checks import Check
-from lynx.chaos.cli import add_chaos_command, selected
-from lynx.chaos.report import scenario_report, summary, table
-from lynx.chaos.scenarios import ScenarioResult
-from lynx.chaos.targets import Disruption, service_url
+from lynx.tools.chaos.checks import Check
+from lynx.tools.chaos.cli import add_chaos_command, selected
+from lynx.tools.chaos.report import scenario_report, summary, table
+from lynx.tools.chaos.scenarios import ScenarioResult
+from lynx.tools.chaos.targets import Disruption, service_url
 
 
 def result(checks: list[Check], error: str | None = None) -> ScenarioResult:

@@ -3,7 +3,7 @@
 import json
 import re
 
-from lynx.dashboards.build import DASHBOARDS_DIR, all_dashboards, cpqu_table, render
+from lynx.tools.dashboards.build import DASHBOARDS_DIR, all_dashboards, cpqu_table, render
 
 PANEL_TYPES_WITH_QUERIES = {"timeseries", "stat", "bargauge"}
 

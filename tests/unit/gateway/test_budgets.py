@@ -13,14 +13,14 @@ from lynx.accounting.pricing import (
 )
 from lynx.accounting.shares import StepCostSettings, step_shares
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
-from lynx.errors import LynxError
+from lynx.service.errors import LynxError
 from lynx.gateway.app import cheaper_route
 from lynx.gateway.budgets import Budgets, Estimate, RecentCharges, affordable_estimate
 from lynx.gateway.orchestrator import Job, Pipeline, RequestAccount
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
-from lynx.files import write_atomically
+from lynx.service.files import write_atomically
 
 RATES = CostSettings()
 STEP = StepCostSettings().step_cost()

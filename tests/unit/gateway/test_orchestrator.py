@@ -18,7 +18,7 @@ from lynx.contracts.decoder import DecoderTimings, StreamFinished, Usage
 from lynx.contracts.limits import MAX_PROMPT_CHARACTERS
 from lynx.contracts.retriever import RetrievedPassage
 from lynx.contracts.tokenizer import ChatMessage
-from lynx.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
+from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import (
     Job, Pipeline, RequestAccount, deadline_error, describe, failed_call, outcome_of, retrieval_query, with_passages,

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lynx.contracts.decoder import GenerateRequest
-from lynx.files import write_atomically
+from lynx.service.files import write_atomically
 from lynx.gateway.tenants import TenantRegistry, hash_key, parse_tenants, read_tenants
 
 

@@ -4,7 +4,7 @@ from lynx.contracts.errors import ErrorBody, ErrorCorrelation, ErrorDetail
 from lynx.gateway.schemas import (
     BudgetUse, ChatChunkChoice, ChatCompletionChunk, ChunkDelta, Cost, LynxInfo, Usage,
 )
-from lynx.load.driver import (
+from lynx.tools.load.driver import (
     BACKOFF_FIRST_SECONDS, BACKOFF_MAX_SECONDS, LoadSpec, Reading, backoff_seconds, is_streamed, unserved,
 )
 

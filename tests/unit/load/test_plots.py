@@ -5,7 +5,7 @@ from itertools import combinations
 
 import pytest
 
-from lynx.load.plots import PLOTS, write_plots
+from lynx.tools.load.plots import PLOTS, write_plots
 
 from .test_report import failed, record
 

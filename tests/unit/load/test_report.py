@@ -2,8 +2,8 @@ import statistics
 
 import pytest
 
-from lynx.load.driver import RequestRecord
-from lynx.load.report import (
+from lynx.tools.load.driver import RequestRecord
+from lynx.tools.load.report import (
     ErrorCount, Machine, MemoryChange, cost_per_1k_tokens, errors_by_type, percentile, render_markdown, summarize,
 )
 

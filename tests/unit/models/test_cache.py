@@ -1,4 +1,4 @@
-from lynx.models.cache import REQUIREMENTS, requirement_groups
+from lynx.tools.models.cache import REQUIREMENTS, requirement_groups
 
 
 def test_groups_split_on_separator_lines_and_drop_comments():

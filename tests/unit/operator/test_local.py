@@ -5,7 +5,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, TemporaryRaise
-from lynx.errors import LynxError
+from lynx.service.errors import LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.local.processes import free_port
 from lynx.telemetry.prometheus_api import PrometheusClient

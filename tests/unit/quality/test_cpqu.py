@@ -1,7 +1,7 @@
 import pytest
 
-from lynx.dashboards.build import COSTS_DOC, DASHBOARDS_DIR, cpqu_table
-from lynx.quality.cpqu import (
+from lynx.tools.dashboards.build import COSTS_DOC, DASHBOARDS_DIR, cpqu_table
+from lynx.tools.quality.cpqu import (
     TABLE_HEADER, CpquRow, default_document, is_correct, load_questions, parse_table, record, render_table,
     update_document, with_row,
 )

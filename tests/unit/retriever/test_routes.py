@@ -21,7 +21,7 @@ from lynx.contracts.retriever import RetrieveResponse
 from lynx.retriever.corpus import Passage
 from lynx.retriever.routes import router
 from lynx.retriever.settings import RetrieverSettings
-from lynx.service import create_service_app
+from lynx.service.app import create_service_app
 
 WAIT_SECONDS = 10.0
 PASSAGE = Passage(id="tutorial/index.html#0", source="tutorial/index.html", text="The Python Tutorial")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from lynx.models.cache import is_built, models_dir
+from lynx.tools.models.cache import is_built, models_dir
 from lynx.tokenization.text import ModelTokenizer
 
 

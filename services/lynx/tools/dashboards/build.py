@@ -11,12 +11,12 @@ import json
 import re
 from pathlib import Path
 
-from lynx.dashboards.panels import (
+from lynx.tools.dashboards.panels import (
     COMPLETION_ENDPOINTS, EXACT, bars, bucket_bars, dashboard, label_filter, over, quantiles, stat, table, target,
     text, timeseries,
 )
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 DASHBOARDS_DIR = REPO / "dashboards"
 COSTS_DOC = REPO / "docs" / "COSTS.md"
 CPQU_START, CPQU_END = "<!-- cpqu:start -->", "<!-- cpqu:end -->"

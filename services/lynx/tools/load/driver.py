@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from lynx.contracts.errors import ErrorBody
 from lynx.gateway.schemas import ChatCompletion, ChatCompletionChunk, ModelList
 from lynx.gateway.tenants import hash_key
-from lynx.lines import body_lines
+from lynx.service.lines import body_lines
 
 # ok: a whole answer; http_error: an error status (or a stream's error event) with an OpenAI-shaped error body;
 # malformed: an error status without one, a body that is not a completion, or a stream cut short;

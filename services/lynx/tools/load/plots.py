@@ -10,8 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lynx.load.driver import RequestRecord
-from lynx.load.report import percentile
+from lynx.tools.load.driver import RequestRecord
+from lynx.tools.load.report import percentile
 
 # Time bins: about this many over the run, never shorter than a second.
 BINS = 60

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from lynx.dashboards.build import all_dashboards
+from lynx.tools.dashboards.build import all_dashboards
 
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", '"$job"': '".+"',
                      "$job": ".+", '"$tenant"': '".+"'}

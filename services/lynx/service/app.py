@@ -11,15 +11,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lynx.errors import LynxError, error_body, validation_message
-from lynx.faults import FaultState, InjectedFaults, faults_router
-from lynx.settings import ServiceSettings
-from lynx.shutdown import Drain, DrainingRequests, new_api_work
+from lynx.service.errors import LynxError, error_body, validation_message
+from lynx.service.faults import FaultState, InjectedFaults, faults_router
+from lynx.service.settings import ServiceSettings
+from lynx.service.shutdown import Drain, DrainingRequests, new_api_work
 from lynx.telemetry.http import TOO_LARGE_CODE, BodySizeLimit, ObservedRequests, metrics_response
 from lynx.telemetry.logs import configure_logging
 from lynx.telemetry.tracing import create_tracer_provider, instrument_app
 
-log = logging.getLogger("lynx.service")
+log = logging.getLogger("lynx.service.app")
 Lifespan = Callable[[FastAPI], "AsyncIterator[None]"]
 Readiness = Callable[[FastAPI], Awaitable[bool]]
 
@@ -38,7 +38,7 @@ def create_service_app(
     new_work: Callable[[str], bool] = new_api_work,
 ) -> FastAPI:
     """Build one service's app; heavy loading happens in ``lifespan``, never here. ``new_work`` tells the API
-    paths a stopping instance refuses (lynx.shutdown) from those it still serves."""
+    paths a stopping instance refuses (lynx.service.shutdown) from those it still serves."""
     configure_logging(f"lynx-{name}", settings.log_level)
     provider = create_tracer_provider(f"lynx-{name}")
 

@@ -34,7 +34,7 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body accepted.")
     shutdown_grace_seconds: float = Field(
         default=15.0, ge=0, description="On SIGTERM, how long open requests (streams included) may run on; those "
-        "still open near the end are ended cleanly (lynx.shutdown). With the final scrape wait and a few seconds to "
+        "still open near the end are ended cleanly (lynx.service.shutdown). With the final scrape wait and a few seconds to "
         "close, it must fit in what stops the process: `lynx down` waits 45 s, a pod its terminationGracePeriodSeconds "
         "minus its preStop sleep (the chart derives this setting from them).")
     final_scrape_wait_seconds: float = Field(

@@ -20,7 +20,7 @@ from lynx.contracts.faults import FaultPlan
 from lynx.gateway.tenants import read_tenants
 from lynx.local.registry import pids_file, record, recorded_pids
 from lynx.local.topology import SERVICES
-from lynx.polling import wait_for
+from lynx.service.polling import wait_for
 
 if TYPE_CHECKING:
     from lynx.local.processes import ServiceProcess

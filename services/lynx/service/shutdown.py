@@ -36,9 +36,9 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lynx.errors import error_body
+from lynx.service.errors import error_body
 
-log = logging.getLogger("lynx.shutdown")
+log = logging.getLogger("lynx.service.shutdown")
 API_PREFIX = "/v1/"
 STOPPING_CODE = "service_stopping"
 POLL_SECONDS = 0.05

@@ -18,7 +18,7 @@ from lynx.auditor.audit import orphans_in_trace
 from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
 from lynx.telemetry.counters import BASELINE_MARGIN, created_times, increase
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
-from lynx.polling import poll
+from lynx.service.polling import poll
 
 COST_FAMILY = "lynx_tenant_cost_eur"
 VIOLATIONS_FAMILY = "lynx_cost_identity_violations"

@@ -1,4 +1,4 @@
-"""The five scenarios, and how each one runs: steady load through the gateway (lynx.load.driver), the disruption
+"""The five scenarios, and how each one runs: steady load through the gateway (lynx.tools.load.driver), the disruption
 part-way through it, the load on until the deployment has been whole again for a while, then the checks.
 
 1. SIGKILL a tokenizer, retriever or decoder mid-load (on Kubernetes: its pod deleted with grace 0);
@@ -23,14 +23,14 @@ from typing import TextIO
 import httpx
 
 from lynx.auditor.tracestore import TraceStoreClient, TraceStoreKind
-from lynx.chaos import checks
-from lynx.chaos.checks import Check, classify
-from lynx.chaos.report import Progress
-from lynx.chaos.targets import READY_TIMEOUT_SECONDS, SERVICES, Disruption, Target, TargetError
+from lynx.tools.chaos import checks
+from lynx.tools.chaos.checks import Check, classify
+from lynx.tools.chaos.report import Progress
+from lynx.tools.chaos.targets import READY_TIMEOUT_SECONDS, SERVICES, Disruption, Target, TargetError
 from lynx.contracts.faults import FaultPlan
-from lynx.load.driver import LoadSpec, RequestRecord, drive, served_model
+from lynx.tools.load.driver import LoadSpec, RequestRecord, drive, served_model
 from lynx.telemetry.prometheus_api import PrometheusError
-from lynx.polling import wait_for
+from lynx.service.polling import wait_for
 
 WITNESS_PROMPT = "Write a long story about a lighthouse keeper and a storm."
 WITNESS_LEAD_SECONDS = (0.5, 15.0)  # bounds of the time from sending the witness to the signal

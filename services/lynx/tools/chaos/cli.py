@@ -97,7 +97,7 @@ def selected(args: argparse.Namespace) -> list[int]:
 
 
 def make_target(args: argparse.Namespace):
-    from lynx.chaos.targets import KubernetesTarget, LocalTarget
+    from lynx.tools.chaos.targets import KubernetesTarget, LocalTarget
 
     if args.target == "kubernetes":
         return KubernetesTarget(args.namespace, args.kubeconfig, args.release)
@@ -124,7 +124,7 @@ def load_keys(args: argparse.Namespace, target) -> Iterator[tuple[str, ...]]:
 
 
 def run_chaos(args: argparse.Namespace) -> None:
-    from lynx.chaos.targets import TargetError
+    from lynx.tools.chaos.targets import TargetError
 
     try:
         target = make_target(args)
@@ -137,11 +137,11 @@ def run_chaos(args: argparse.Namespace) -> None:
 def run_with_keys(args: argparse.Namespace, target, keys: tuple[str, ...]) -> None:
     import asyncio
 
-    from lynx.chaos.scenarios import Chaos, Durations, Options
-    from lynx.chaos.targets import TargetError
+    from lynx.tools.chaos.scenarios import Chaos, Durations, Options
+    from lynx.tools.chaos.targets import TargetError
     from lynx.contracts.faults import FaultPlan
     from lynx.gateway.tenants import hash_key
-    from lynx.load.driver import LoadSpec
+    from lynx.tools.load.driver import LoadSpec
     from lynx.option_errors import refused_options
 
     try:
@@ -178,8 +178,8 @@ def run_with_keys(args: argparse.Namespace, target, keys: tuple[str, ...]) -> No
 
 
 async def run_all(chaos, numbers: list[int]) -> list:
-    from lynx.chaos.report import scenario_report, summary
-    from lynx.chaos.scenarios import SCENARIOS, run_scenario
+    from lynx.tools.chaos.report import scenario_report, summary
+    from lynx.tools.chaos.scenarios import SCENARIOS, run_scenario
 
     results = []
     for number in numbers:

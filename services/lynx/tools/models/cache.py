@@ -13,10 +13,10 @@ import sys
 import venv
 from pathlib import Path
 
-from lynx.settings import default_cache_dir
+from lynx.service.settings import default_cache_dir
 
 REQUIREMENTS = Path(__file__).with_name("requirements-build.txt")
-SERVICES_DIR = Path(__file__).resolve().parents[2]
+SERVICES_DIR = Path(__file__).resolve().parents[3]
 
 
 def models_dir(precision: str = "int4", cache: Path | None = None) -> Path:
@@ -68,7 +68,7 @@ def build(precision: str = "int4", cache: Path | None = None, force: bool = Fals
         python = ensure_build_env(cache, log)
         env = {**os.environ, "PYTHONPATH": str(SERVICES_DIR), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         partial = out.with_name(out.name + ".partial")
-        subprocess.run([str(python), "-m", "lynx.models.build", "--out", str(partial), "--precision", precision],
+        subprocess.run([str(python), "-m", "lynx.tools.models.build", "--out", str(partial), "--precision", precision],
                        check=True, stdout=log, stderr=log, env=env)
     if out.exists():
         shutil.rmtree(out)

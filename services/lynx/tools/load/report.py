@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lynx.load.driver import RequestRecord
+from lynx.tools.load.driver import RequestRecord
 
 MIB = 1024 * 1024
 

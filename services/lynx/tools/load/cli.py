@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, TextIO
 import httpx
 
 if TYPE_CHECKING:
-    from lynx.load.driver import LoadSpec, RequestRecord
-    from lynx.load.report import Machine, MemoryChange
+    from lynx.tools.load.driver import LoadSpec, RequestRecord
+    from lynx.tools.load.report import Machine, MemoryChange
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 PROGRESS_SECONDS = 0.5
@@ -82,7 +82,7 @@ def load_keys(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:
 
 def default_out(now: datetime) -> Path:
     """A folder of its own for each run, named by its start (UTC)."""
-    from lynx.settings import work_dir
+    from lynx.service.settings import work_dir
 
     return work_dir("load") / now.strftime("%Y%m%dT%H%M%SZ")
 
@@ -127,9 +127,9 @@ class Progress:
 async def measure(spec: LoadSpec, services: dict[str, str]) -> tuple[
         list[RequestRecord], float, list[MemoryChange], Machine]:
     """Memory, the run, memory again: (records, the run's wall seconds, memory changes, this machine's load)."""
-    from lynx.load.driver import drive
-    from lynx.load.memory import sample_memory
-    from lynx.load.report import Machine, MemoryChange
+    from lynx.tools.load.driver import drive
+    from lynx.tools.load.memory import sample_memory
+    from lynx.tools.load.report import Machine, MemoryChange
 
     before, load_start = await sample_memory(services), os.getloadavg()[0]
     progress = Progress()
@@ -156,9 +156,9 @@ def require_load_extra() -> None:
 
 def run_load(args: argparse.Namespace) -> None:
     require_load_extra()
-    from lynx.load.driver import DEFAULT_PROMPT, LoadSpec
-    from lynx.load.plots import write_plots
-    from lynx.load.report import render_markdown, summarize
+    from lynx.tools.load.driver import DEFAULT_PROMPT, LoadSpec
+    from lynx.tools.load.plots import write_plots
+    from lynx.tools.load.report import render_markdown, summarize
 
     args.out = args.out or default_out(datetime.now(UTC))
     services = services_to_watch(args)

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
-from lynx.chaos.checks import FAILED_OUTCOMES, classify
+from lynx.tools.chaos.checks import FAILED_OUTCOMES, classify
 
 TICK_SECONDS = 0.5
 PLAIN_EVERY_SECONDS = 10.0  # without a terminal: a line this often, and at every change of phase

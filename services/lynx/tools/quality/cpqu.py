@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from lynx.telemetry.prometheus_api import PrometheusClient, label_value
-from lynx.polling import wait_for
+from lynx.service.polling import wait_for
 
 QUESTIONS_FILE = Path(__file__).with_name("questions.json")
 TABLE_HEADER = ("| ISO week | run at (UTC) | questions | correct | quality | cost (EUR) "
@@ -100,7 +100,7 @@ def update_document(document: str, row: CpquRow, start: str, end: str) -> str:
 
 
 def default_document() -> Path:
-    from lynx.settings import work_dir
+    from lynx.service.settings import work_dir
 
     return work_dir("cpqu") / "COSTS.md"
 
@@ -108,7 +108,7 @@ def default_document() -> Path:
 def record(row: CpquRow, document: Path) -> None:
     """The week's row into ``document``'s CpQU table (a document that does not exist yet starts as the table alone);
     into the repository's docs/COSTS.md, the dashboards that copy the table are written again too."""
-    from lynx.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, write
+    from lynx.tools.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, write
 
     text = document.read_text() if document.exists() else f"{CPQU_START}\n{CPQU_END}\n"
     document.parent.mkdir(parents=True, exist_ok=True)

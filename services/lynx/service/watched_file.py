@@ -1,7 +1,7 @@
 """A file that another process replaces while this one serves from it (the gateway's tenants file and its published
 budget decisions): re-read when it changed, and the last good copy kept when a version cannot be read.
 
-Writers replace these files whole (``lynx.files.write_atomically``), but a file edited by hand, truncated in place or
+Writers replace these files whole (``lynx.service.files.write_atomically``), but a file edited by hand, truncated in place or
 written by a broken deployment must not turn every request into a 500: the copy read last stays in force, the
 ``watched_file_unreadable`` log event says so once per bad version, and ``lynx_watched_file_stale{file}`` reads 1
 until a good version arrives (docs/METRICS.md).
@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 from lynx.telemetry.metrics import watched_file_metrics
 
-log = logging.getLogger("lynx.watched_file")
+log = logging.getLogger("lynx.service.watched_file")
 Parsed = TypeVar("Parsed")
 # A version of the file: a new inode means it was replaced by a rename, a new size or mtime that it was rewritten.
 Stamp = tuple[int, int, int]

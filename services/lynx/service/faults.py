@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lynx.contracts.faults import FaultPlan
-from lynx.errors import error_body
+from lynx.service.errors import error_body
 
 API_PREFIX = "/v1/"
 
