@@ -11,7 +11,6 @@ from lynx.tools.load.cli import add_load_command
 from lynx.local.run import DEMO_DAILY_CAP_EUR, down, ensure_index, up
 from lynx.local.topology import SERVEABLE
 from lynx.option_errors import CommandRefused
-from lynx_budget.commands import add_budget_commands
 
 # Where a serveable's create_app lives when it is not lynx.<name>.app.
 APP_MODULES = {"budgets": "lynx_budget.local"}
@@ -59,6 +58,15 @@ def cpqu(args: argparse.Namespace) -> None:
     record(row, document)
     print(json.dumps({"week": row.week, "questions": row.questions, "correct": row.correct,
                       "cost_eur": row.cost_eur, "cpqu_eur": row.cpqu, "written": str(document)}))
+
+
+def add_budget_commands(commands) -> None:
+    """`lynx budget ...`, where the budget controller is installed: the service images ship lynx without it."""
+    try:
+        from lynx_budget.commands import add_budget_commands as add
+    except ModuleNotFoundError:
+        return
+    add(commands)
 
 
 def main(argv: list[str] | None = None) -> None:
