@@ -40,7 +40,7 @@ def start_builder(pieces: list[str], since: float) -> subprocess.Popen:
     """The builder for ``pieces``, in a session of its own (`lynx down` stops it and its builds first), logging to
     builds.log; recorded in the run's record."""
     write_atomically(states_file(), json.dumps(dict.fromkeys(pieces, "building")))
-    with (run_dir() / "builds.log").open("ab") as log:
+    with (run_dir() / "builds.log").open("wb") as log:  # this run's builds only
         builder = subprocess.Popen([sys.executable, "-m", "lynx.local.builds", *pieces, "--since", f"{since:.3f}"],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     record({BUILDER: builder.pid})
