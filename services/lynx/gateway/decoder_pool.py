@@ -42,8 +42,20 @@ class DecoderPool:
                 probe_interval: float) -> DecoderPool:
         return cls(addresses, instrumented_client(provider, "", timeout), probe_interval)
 
+    @property
+    def single(self) -> bool:
+        """One fixed instance (LYNX_GATEWAY_DECODER_URL, the local run's and the tests' default): there is no other to
+        choose, so it is never probed nor dropped, and every request goes to it as before instances were chosen. A
+        probe of a decoder slowed by load would otherwise mark the only instance unready and refuse work it could do."""
+        return self.addresses.dns_name is None and len(self.addresses.urls) == 1
+
     def start(self) -> None:
-        """Probes now and every ``probe_interval`` until closed."""
+        """Probes now and every ``probe_interval`` until closed; a single instance is taken as ready, unprobed."""
+        if self.single:
+            (url,) = self.addresses.urls
+            self.picker.set_members([url])
+            self.picker.observed(url, ready=True)
+            return
         self._task = asyncio.create_task(self._probe_forever(), name="lynx-decoder-probes")
 
     async def aclose(self) -> None:
@@ -68,6 +80,8 @@ class DecoderPool:
         self.picker.release(url)
 
     def failed(self, url: str, why: str) -> None:
+        if self.single:
+            return  # nothing else to send to: the next request tries it again, as before
         state = self.picker.instances.get(url)
         if state is not None and state.ready:
             log.warning("decoder_instance_dropped", extra={"fields": {"decoder": url, "why": why}})
