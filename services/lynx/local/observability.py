@@ -4,7 +4,6 @@ while lynx already serves (lynx.local.builds)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from lynx.local.processes import ServiceProcess, start_service
@@ -69,12 +68,3 @@ def start_piece(piece: str, topology: Topology, folder: Path, env: dict[str, str
                                                                      request_deadline_seconds)},
                             folder / "auditor.log", port=topology.services["auditor"], detached=True)
     return [jaeger, auditor]
-
-
-def say_skipped(pieces: list[str]) -> None:
-    """Why a run goes without ``pieces`` (their build failed), and what that costs."""
-    consequences = {"otelcol": "spans go straight to Jaeger and are lost while it is down",
-                    "prometheus": "no metrics are kept and budgets cannot read spend",
-                    "jaeger": "spans are not stored (the collector holds them for an hour) and traces are not audited"}
-    for piece in pieces:
-        print(f"without {piece}: {consequences[piece]} (scripts/build_tools.sh {piece} builds it)", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lynx.local.builds import BUILDER, piece_states, start_builder
-from lynx.local.observability import PIECES, missing, piece_urls, say_skipped, spans_endpoint, start_piece
+from lynx.local.observability import PIECES, missing, piece_urls, spans_endpoint, start_piece
 from lynx.local.processes import ServiceProcess, start_service, stop_groups, wait_ready
 from lynx.local.registry import forget, pids_file, record, recorded_pids, run_dir
 from lynx.local.stopping import stop_phases
@@ -77,7 +77,8 @@ def up(args) -> None:
     coming = set(pending)
     if builder and "otelcol" in pending and not await_collector(topology, builder):
         coming.discard("otelcol")
-        say_skipped(["otelcol"])
+        print("without the collector: spans go straight to Jaeger and are lost while it is down "
+              "(scripts/build_tools.sh otelcol builds it)", file=sys.stderr)
     endpoint = spans_endpoint(topology, coming | set(built))
     service_env = {**env, **({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {})}
     upstreams = upstreams_environment({name: topology.url(name) for name in UPSTREAMS})
