@@ -106,6 +106,7 @@ class Ledger:
             fields["error"] = charge.error
         if violations:
             fields.update({"identity_violations": violations,
-                           "untimed_seconds": charge.times.wall_seconds - charge.times.timed_seconds})
+                           "untimed_seconds": charge.times.wall_seconds - charge.times.timed_seconds,
+                           "interrupted_untimed_seconds": charge.times.interrupted_seconds})
         log.info("request_finished" if charge.outcome == "completed" else "request_failed",
                  extra={"fields": fields})

@@ -72,6 +72,7 @@ class RequestTimes:
     tokenize: RemoteCall
     retrieve: RemoteCall
     decoder: DecoderUse
+    interrupted_seconds: float = 0.0  # untimed seconds while the gateway's loop was preempted or collecting garbage
 
     @property
     def timed_seconds(self) -> float:
@@ -108,7 +109,7 @@ def identity_violations(times: RequestTimes, rates: CostSettings) -> list[str]:
     gap = times.wall_seconds - times.timed_seconds
     if gap < -CLOCK_SLACK_SECONDS:
         reasons.add("stage_counted_twice")
-    if gap > rates.untimed_bound_seconds:
+    if gap - times.interrupted_seconds > rates.untimed_bound_seconds:
         reasons.add("stage_missing_timer")
     decoder = times.decoder
     for busy, wall in ((times.tokenize.busy_seconds, times.tokenize.wall_seconds),

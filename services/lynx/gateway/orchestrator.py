@@ -142,7 +142,8 @@ class RequestAccount:
         """The request's times as its clock reads them now, with what the decoder used (nothing, before it runs)."""
         clock = self.job.clock
         return RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
-                            tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder)
+                            tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder,
+                            interrupted_seconds=clock.interrupted_seconds())
 
     def settle(self, outcome: str, decoder: DecoderUse, completion_tokens: int, finish_reason: str | None,
                error: str | None = None) -> Settlement:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import gc
 import logging
 import time
 
@@ -31,7 +32,8 @@ def tenant_spend(tenant: str, outcome: str) -> float:
 def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed"):
     times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
                          tokenize=RemoteCall(0.0, clock.seconds["tokenize"]), retrieve=NO_CALL,
-                         decoder=DecoderUse(wall_seconds=clock.seconds["decoder"]))
+                         decoder=DecoderUse(wall_seconds=clock.seconds["decoder"]),
+                         interrupted_seconds=clock.interrupted_seconds())
     span = TRACER.start_span("request")
     settlement = LEDGER.charge(Charge(tenant=tenant, model="m", outcome=outcome, times=times, prompt_tokens=3,
                                       completion_tokens=2, finish_reason="stop", trace_id="ab" * 16,
@@ -71,6 +73,20 @@ def test_a_planted_untimed_stage_moves_the_violation_counter():
     settlement, _ = charge_timed_by(clock)
     assert settlement.violations == ["stage_missing_timer"]
     assert violations("stage_missing_timer") == before + 1
+
+
+def test_a_gap_stretched_by_a_full_garbage_collection_is_no_missing_timer():
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.002)
+    began = time.perf_counter()
+    while time.perf_counter() - began < 0.05:  # what stretches the gap is the process stopping for the collector
+        gc.collect()
+    assert clock.interrupted_seconds() >= 0.05
+    with clock.stage("gateway"):
+        time.sleep(0.002)
+    settlement, _ = charge_timed_by(clock)
+    assert settlement.identity_ok, settlement.violations
 
 
 @pytest.mark.parametrize("outcome", ["completed", "client_closed", "failed", "deadline"])

@@ -40,6 +40,11 @@ def test_time_outside_every_stage_timer_is_caught():
     assert identity_violations(times(wall_seconds=2.5), RATES) == ["stage_missing_timer"]
 
 
+def test_untimed_seconds_while_the_loop_was_interrupted_are_no_missing_timer():
+    assert identity_violations(times(wall_seconds=2.5, interrupted_seconds=0.49), RATES) == []
+    assert identity_violations(times(wall_seconds=2.5, interrupted_seconds=0.2), RATES) == ["stage_missing_timer"]
+
+
 def test_a_gap_within_the_bound_is_clock_noise():
     assert identity_violations(times(wall_seconds=2.0 + RATES.untimed_bound_seconds / 2), RATES) == []
 
