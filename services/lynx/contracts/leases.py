@@ -65,6 +65,9 @@ class LeaseRequest(BaseModel):
         default=None, description="The lease it admits under until the answer arrives; None when it has none.")
     acting_ceiling_eur: float = Field(
         default=0, ge=0, description="Its ceiling until the answer arrives (at most that lease's).")
+    smallest_request_eur: float = Field(
+        default=0, ge=0, description="The worst case of the cheapest request this gateway admits (one prompt token, "
+                                     "max_tokens 1, at its rates): a tenant whose remainder cannot pay it is Blocked.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,3 +36,16 @@ def locked(path: Path) -> Iterator[None]:
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def shared_token(path: Path) -> str:
+    """The secret two processes share to authenticate a channel (the gateways' spend leases): the token in ``path``,
+    made there first (private, random) by whichever process comes first. In Kubernetes the file is a mounted
+    Secret and already exists."""
+    with locked(path):
+        if not path.exists():
+            write_atomically(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
+        token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"{path} is empty: it must hold the token the gateways and the budget controller share")
+    return token
