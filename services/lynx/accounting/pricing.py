@@ -85,6 +85,10 @@ class RequestTimes:
                 "other": self.gateway_seconds}
 
 
+NOTHING_YET = RequestTimes(wall_seconds=0.0, gateway_seconds=0.0, tokenize=NO_CALL, retrieve=NO_CALL,
+                           decoder=DecoderUse(0.0))  # a request before its first stage
+
+
 @dataclass(frozen=True)
 class CostBreakdown:
     currency: str

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
 from lynx.accounting.ledger import Ledger
-from lynx.accounting.pricing import CostSettings, SoloDecoder
+from lynx.accounting.pricing import NOTHING_YET, CostSettings, SoloDecoder, worst_case_cost
 from lynx.accounting.shares import StepCostSettings
 from lynx.gateway.budgets import Budgets
+from lynx.gateway.leases import LeaseKeeper
 from lynx.gateway.orchestrator import CANCEL_GRACE_SECONDS, DecoderRoute, Pipeline
 from lynx.gateway.routes import router
 from lynx.gateway.settings import GatewaySettings
@@ -32,6 +34,15 @@ def solo_decoder(settings: GatewaySettings) -> SoloDecoder:
                        settings.budget_estimate_margin)
 
 
+def lease_keeper(settings: GatewaySettings, cost_settings: CostSettings) -> LeaseKeeper | None:
+    """This gateway's spend leases, when a budget controller grants them."""
+    if settings.budget_controller_url is None:
+        return None
+    smallest = worst_case_cost(NOTHING_YET, 1, 1, solo_decoder(settings), cost_settings)
+    return LeaseKeeper(settings.budget_controller_url, settings.lease_token_file, smallest,
+                       settings.lease_chunk_requests, settings.lease_timeout_seconds)
+
+
 def cheaper_route(settings: GatewaySettings, cost_settings: CostSettings,
                   provider: TracerProvider) -> DecoderRoute | None:
     """The cheaper decoder configuration, charged at its own rate, when one is deployed."""
@@ -52,7 +63,9 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
         upstreams = Upstreams.connect(settings, app.state.tracer_provider)
         app.state.upstreams = upstreams
         app.state.tenants = TenantRegistry(settings.tenants_file)
-        app.state.budgets = Budgets(settings.budgets_file)
+        leases = lease_keeper(settings, cost_settings)
+        app.state.budgets = Budgets(settings.budgets_file, leases=leases)
+        renewals = asyncio.create_task(leases.run(), name="lynx-lease-renewals") if leases else None
         cheaper = cheaper_route(settings, cost_settings, app.state.tracer_provider)
         upstreams.decoder.start()
         if cheaper is not None:
@@ -66,6 +79,9 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
             yield
         finally:
             await pipeline.drain(DRAIN_SECONDS)
+            if leases is not None:
+                renewals.cancel()
+                await leases.aclose()
             await upstreams.aclose()
             if cheaper is not None:
                 await cheaper.decoders.aclose()

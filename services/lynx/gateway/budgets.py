@@ -44,6 +44,7 @@ from pathlib import Path
 
 from lynx.accounting.pricing import CostSettings, RequestTimes, SoloDecoder, worst_case_cost
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
+from lynx.gateway.leases import LeaseKeeper
 from lynx.service.errors import LynxError
 from lynx.telemetry.metrics import enforcement_metrics
 from lynx.service.watched_file import WatchedFile
@@ -106,8 +107,9 @@ class Budgets:
     Runs on the event loop only: admission, reservation and settlement are synchronous, so two
     requests never both see the same budget as free."""
 
-    def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, now: Callable[[], float] = time.time, leases: LeaseKeeper | None = None) -> None:
         self.file = decisions_file(path)
+        self.leases = leases  # None: the decisions' remaining budget is this gateway's alone (one gateway)
         self.now = now
         self.charges: defaultdict[str, RecentCharges] = defaultdict(RecentCharges)
         self.reserved: defaultdict[str, float] = defaultdict(float)
@@ -152,6 +154,8 @@ class Budgets:
         if decision.state == "Blocked":
             raise self._refuse(tenant, "blocked", f"{decision.reason} As this gateway counts: "
                                f"{self._standing(tenant, decision)} {resets}", decision)
+        if self.leases is not None:
+            return decision  # what may be spent is the lease's to say (Hold.reserve)
         available = self.available(tenant, decision)
         if request is None and available <= 0:
             raise self._refuse(tenant, "insufficient", (
@@ -244,6 +248,8 @@ class Hold:
         self.decision = decision  # as admitted: its per-request cap and routing apply to the whole request
         self.reserved: float | None = None
         self.settled = False
+        self.lease = None if budgets.leases is None or decision is None else budgets.leases.lease(
+            tenant, decision.day_started_at)  # the tenant-day it is admitted in is the one it is charged to
 
     @property
     def per_request_cap_eur(self) -> float | None:
@@ -253,11 +259,14 @@ class Hold:
     def wants_cheaper(self) -> bool:
         return self.decision is not None and self.decision.state == "Warning" and self.decision.cheaper_near_cap
 
-    def reserve(self, request: Estimate) -> None:
-        """Holds the request's worst case, or refuses it (429) when that does not fit what is left."""
+    async def reserve(self, request: Estimate) -> None:
+        """Holds the request's worst case, or refuses it (429) when that does not fit what is left (with leases:
+        what this gateway's lease leaves, renewed once if need be)."""
         if self.settled or self.reserved is not None:
             raise RuntimeError("a request reserves once, before it is settled")
         self.budgets.check(self.tenant, request)
+        if self.lease is not None:
+            await self.budgets.leases.admit(self.lease, request.eur, request.describe())
         self.reserved = request.eur
         self.budgets.reserve(self.tenant, request.eur)
 
@@ -267,3 +276,5 @@ class Hold:
             return
         self.settled = True
         self.budgets.release(self.tenant, self.reserved, charged_eur)
+        if self.lease is not None:
+            self.budgets.leases.settle(self.lease, self.reserved, charged_eur)

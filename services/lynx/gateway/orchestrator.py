@@ -262,7 +262,7 @@ class Pipeline:
             remaining = self.settings.request_deadline_seconds - clock.elapsed()
             if remaining <= 0:
                 raise self.deadline_error()
-            max_tokens = self._reserve(job, account, route, context_tokens)
+            max_tokens = await self._reserve(job, account, route, context_tokens)
             request = GenerateRequest(
                 input_ids=answer.ids, max_tokens=max_tokens, temperature=job.temperature, top_p=job.top_p,
                 stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id)
@@ -272,7 +272,7 @@ class Pipeline:
         generation.start()
         return generation
 
-    def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute, context_tokens: int) -> int:
+    async def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute, context_tokens: int) -> int:
         """Reserves the request's worst case (429 when it does not fit); returns the max_tokens its cost ceiling allows.
         A prompt that cannot fit the decoder's context with those max_tokens is refused first (400), unreserved."""
         ceilings = [c for c in (job.max_cost_eur, account.hold.per_request_cap_eur) if c is not None]
@@ -282,7 +282,7 @@ class Pipeline:
             account.span.set_attribute("lynx.budget.max_tokens", estimate.max_tokens)
         if error := context_error(account.prompt_tokens, estimate.max_tokens, context_tokens):
             raise LynxError(400, error, CONTEXT_LENGTH_EXCEEDED, param="messages" if job.messages else "prompt")
-        account.hold.reserve(estimate)
+        await account.hold.reserve(estimate)
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
         return estimate.max_tokens
 

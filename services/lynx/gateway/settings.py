@@ -43,6 +43,17 @@ class GatewaySettings(ServiceSettings):
         default=default_cache_dir() / "budget-decisions.json",
         description="The budget decisions the controller publishes (BudgetDecisions JSON); re-read on change. "
                     "Missing: no budgets, every tenant served.")
+    budget_controller_url: str | None = Field(
+        default=None, pattern=r"^https?://.+",
+        description="The budget controller that grants this gateway spend leases (lynx.gateway.leases): a budgeted "
+                    "tenant's request is admitted only within this gateway's lease, so its cap holds across "
+                    "gateways. Unset: each gateway enforces the published decisions alone (one gateway only).")
+    lease_token_file: Path = Field(
+        default=default_cache_dir() / "lease-token",
+        description="The token the gateways and the budget controller share (a mounted Secret in Kubernetes).")
+    lease_chunk_requests: int = Field(
+        default=8, ge=1, le=1000, description="A renewal asks for this many of the largest recent worst cases.")
+    lease_timeout_seconds: float = Field(default=2.0, gt=0, le=60, description="One lease renewal's time limit.")
     prefill_seconds_per_token: float = Field(
         default=1 / 650, gt=0,
         description="Decoder seconds one prompt token costs to prefill, alone (measured ~1/650 s on the int4 "

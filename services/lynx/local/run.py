@@ -15,7 +15,9 @@ from lynx.local.observability import PIECES, missing, piece_urls, spans_endpoint
 from lynx.local.processes import ServiceProcess, start_service, stop_groups, wait_ready
 from lynx.local.registry import forget, pids_file, record, recorded_pids, run_dir
 from lynx.local.stopping import stop_phases
-from lynx.local.topology import SERVICES, UPSTREAMS, Topology, models_environment, upstreams_environment
+from lynx.local.topology import (
+    SERVICES, UPSTREAMS, Topology, lease_environment, models_environment, upstreams_environment,
+)
 from lynx.service.polling import poll
 
 if TYPE_CHECKING:
@@ -81,8 +83,10 @@ def up(args) -> None:
               "(scripts/build_tools.sh otelcol builds it)", file=sys.stderr)
     endpoint = spans_endpoint(topology, coming | set(built))
     service_env = {**env, **({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {})}
-    upstreams = upstreams_environment({name: topology.url(name) for name in UPSTREAMS})
-    services = [start_service(name, {**service_env, **(upstreams if name == "gateway" else {})},
+    # The gateway admits budgeted tenants within the spend leases the budget loop grants it.
+    gateway_env = {**upstreams_environment({name: topology.url(name) for name in UPSTREAMS}),
+                 **lease_environment(topology.url("budgets"))}
+    services = [start_service(name, {**service_env, **(gateway_env if name == "gateway" else {})},
                               run_dir() / f"{name}.log", port=topology.services[name], detached=True)
                 for name in SERVICES]
     # The budget loop publishes its decisions where this gateway reads them.

@@ -141,6 +141,15 @@ class BudgetFiles:
                 "LYNX_BUDGETS_DECISIONS_FILE": str(self.decisions)}
 
 
+def lease_environment(controller_url: str, token_file: Path | None = None) -> dict[str, str]:
+    """A gateway's way to the budget controller that grants its spend leases (``token_file``: the shared token, when
+    not the default one in the cache)."""
+    env = {"LYNX_GATEWAY_BUDGET_CONTROLLER_URL": controller_url}
+    if token_file is not None:
+        env["LYNX_GATEWAY_LEASE_TOKEN_FILE"] = str(token_file)
+    return env
+
+
 def budget_loop_environment(files: BudgetFiles, prometheus_url: str,
                             interval_seconds: float | None = None) -> dict[str, str]:
     """The budget loop reading ``files``' budgets and the spend in ``prometheus_url``."""

@@ -287,6 +287,30 @@ def enforcement_metrics() -> EnforcementMetrics:
 
 
 @dataclass(frozen=True)
+class LeaseMetrics:
+    renewals: Counter
+    renewal_seconds: Histogram
+    headroom: Gauge
+    refused: Counter
+
+
+@functools.cache
+def lease_metrics() -> LeaseMetrics:
+    """The gateway's spend leases (lynx.gateway.leases): its channel to the budget controller and what it holds."""
+    return LeaseMetrics(
+        renewals=Counter("lynx_gateway_lease_renewals", "Lease renewals sent to the budget controller, by the "
+                         "grant's outcome (granted, exhausted, paused, rebuilding, other_day, stale) or unreachable.",
+                         ["outcome"]),
+        renewal_seconds=Histogram("lynx_gateway_lease_renewal_seconds", "Time from sending a lease renewal to its "
+                                  "answer (or failure).", buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                                   0.5, 1, 2.5)),
+        headroom=Gauge("lynx_gateway_lease_headroom_eur", "What this gateway may still admit for the tenant today: its "
+                       "lease's ceiling - charged - reserved.", ["tenant"]),
+        refused=enforcement_metrics().refused,
+    )
+
+
+@dataclass(frozen=True)
 class WatchedFileMetrics:
     stale: Gauge
     unreadable_versions: Counter

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
-    NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, attribute_costs, worst_case_cost,
+    NOTHING_YET, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, attribute_costs, worst_case_cost,
 )
 from lynx.accounting.shares import StepCostSettings, step_shares
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
@@ -25,8 +25,6 @@ from lynx.service.files import write_atomically
 RATES = CostSettings()
 STEP = StepCostSettings().step_cost()
 SOLO = SoloDecoder(GatewaySettings().prefill_seconds_per_token, STEP)
-NOTHING_YET = RequestTimes(wall_seconds=0.0, gateway_seconds=0.0, tokenize=NO_CALL, retrieve=NO_CALL,
-                           decoder=DecoderUse(0.0))
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 
 
@@ -126,10 +124,10 @@ def refusal(call) -> LynxError:
 def test_available_is_remaining_less_recent_charges_and_reservations(budgets, tmp_path):
     publish(tmp_path / "decisions.json", decision(remaining_eur=0.6))
     first, second = budgets.admit("acme"), budgets.admit("acme")
-    first.reserve(estimate(0.25))
-    second.reserve(estimate(0.25))
+    asyncio.run(first.reserve(estimate(0.25)))
+    asyncio.run(second.reserve(estimate(0.25)))
     assert budgets.available("acme", budgets.decision("acme")) == pytest.approx(0.1)
-    error = refusal(lambda: budgets.admit("acme").reserve(estimate(0.2)))
+    error = refusal(lambda: asyncio.run(budgets.admit("acme").reserve(estimate(0.2))))
     assert "0.2 EUR" in error.message and "0.1 EUR" in error.message  # what it could cost, what is left
     assert "lower max_tokens" in error.message.lower() and "raise" in error.message
     assert int(error.headers["Retry-After"]) == 9 * 3600  # 15:00 UTC to the next midnight
@@ -144,7 +142,7 @@ def test_charges_before_spend_as_of_are_in_the_spend_already(budgets, tmp_path):
     path = tmp_path / "decisions.json"
     publish(path, decision(remaining_eur=0.6, spent_eur=0.4))
     hold = budgets.admit("acme")
-    hold.reserve(estimate(0.1))
+    asyncio.run(hold.reserve(estimate(0.1)))
     hold.settle(0.1)  # charged at NOW, after spend_as_of (NOW - 10 s): not in the decision's spend
     assert budgets.spent("acme", budgets.decision("acme")) == pytest.approx(0.5)
     assert budgets.available("acme", budgets.decision("acme")) == pytest.approx(0.5)
@@ -183,7 +181,7 @@ def test_a_budgeted_tenants_refusals_read_zero_before_the_first(budgets, tmp_pat
 
 def test_tenants_without_a_budget_follow_unknown_tenants(budgets, tmp_path):
     path = tmp_path / "decisions.json"
-    budgets.admit("stranger").reserve(estimate(100.0))  # no file: no budgets, served
+    asyncio.run(budgets.admit("stranger").reserve(estimate(100.0)))  # no file: no budgets, served
     publish(path, decision())
     budgets.admit("stranger")
     publish(path, decision(), unknown="closed")
@@ -208,7 +206,7 @@ def test_the_decisions_file_is_reread_when_it_changes(budgets, tmp_path):
 def test_a_settled_hold_is_released_once(budgets, tmp_path):
     publish(tmp_path / "decisions.json", decision(remaining_eur=0.6))
     hold = budgets.admit("acme")
-    hold.reserve(estimate(0.3))
+    asyncio.run(hold.reserve(estimate(0.3)))
     hold.settle(0.1)
     hold.settle(0.1)
     assert budgets.available("acme", budgets.decision("acme")) == pytest.approx(0.5)
@@ -230,12 +228,12 @@ def test_the_ledger_entry_settles_the_hold_even_when_charging_fails(budgets, tmp
     job = Job(tenant=Tenant("acme"), operation="chat", max_tokens=8, temperature=0.0, top_p=1.0, stop=[], seed=None,
               clock=StageClock())
     charged = RequestAccount(Ledger(RATES), "m", job, tracer.start_span("ok"), budgets.admit("acme"))
-    charged.hold.reserve(estimate(0.2))
+    asyncio.run(charged.hold.reserve(estimate(0.2)))
     settlement = charged.settle("completed", DecoderUse(0.0), 0, "stop")
     assert budgets.reserved["acme"] == 0.0
     assert budgets.available("acme", budgets.decision("acme")) == pytest.approx(0.6 - settlement.cost.total)
     broken = RequestAccount(Ledger(RATES), "m", job, tracer.start_span("broken"), budgets.admit("acme"))
-    broken.hold.reserve(estimate(0.2))
+    asyncio.run(broken.hold.reserve(estimate(0.2)))
     with pytest.raises(ValueError, match="unknown outcome"):
         broken.settle("no-such-outcome", DecoderUse(0.0), 0, None)
     assert budgets.reserved["acme"] == 0.0

@@ -2,6 +2,7 @@
 times it charges, how it names an outcome, and the errors it answers with. The stream against a real decoder is
 tested in tests/integration."""
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
-    NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, identity_violations, worst_case_cost,
+    NOTHING_YET, NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, identity_violations, worst_case_cost,
 )
 from lynx.accounting.shares import StepCostSettings
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
@@ -32,8 +33,6 @@ PASSAGES = [RetrievedPassage(id="1", source="a.html", text="alpha", score=0.9),
             RetrievedPassage(id="2", source="b.html", text="beta", score=0.8)]
 RATES = CostSettings()
 SOLO = SoloDecoder(GatewaySettings().prefill_seconds_per_token, StepCostSettings().step_cost())
-NOTHING_YET = RequestTimes(wall_seconds=0.0, gateway_seconds=0.0, tokenize=NO_CALL, retrieve=NO_CALL,
-                           decoder=DecoderUse(0.0))
 NOW = datetime.now(UTC)
 
 
@@ -131,7 +130,7 @@ def open_request(budgets: Budgets, prompt_tokens: int, max_tokens: int, max_cost
 
 def test_a_request_without_a_ceiling_reserves_the_worst_case_of_all_its_max_tokens(budgets):
     pipeline, account = open_request(budgets, 40, 512)
-    assert pipeline._reserve(account.job, account, pipeline.standard, 2048) == 512
+    assert asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048)) == 512
     reserved = budgets.reserved["acme"]
     assert reserved == account.span.attributes["lynx.budget.reserved_eur"]
     assert "lynx.budget.max_tokens" not in account.span.attributes
@@ -142,7 +141,7 @@ def test_a_request_without_a_ceiling_reserves_the_worst_case_of_all_its_max_toke
 def test_a_cost_ceiling_lowers_max_tokens_to_what_it_affords_and_the_reservation_fits_it(budgets):
     ceiling = worst_case_cost(NOTHING_YET, 40, 100, SOLO, RATES)
     pipeline, account = open_request(budgets, 40, 512, max_cost_eur=ceiling)
-    max_tokens = pipeline._reserve(account.job, account, pipeline.standard, 2048)
+    max_tokens = asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
     assert 1 <= max_tokens <= 100 and account.span.attributes["lynx.budget.max_tokens"] == max_tokens
     assert budgets.reserved["acme"] <= ceiling
     # One token more would not have fitted, even for a request that had used nothing before its reservation.
@@ -152,7 +151,7 @@ def test_a_cost_ceiling_lowers_max_tokens_to_what_it_affords_and_the_reservation
 def test_a_prompt_past_the_decoder_s_context_is_refused_before_anything_is_reserved(budgets):
     pipeline, account = open_request(budgets, 2000, 100)
     with pytest.raises(LynxError) as refused:
-        pipeline._reserve(account.job, account, pipeline.standard, 2048)
+        asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
     assert (refused.value.status, refused.value.code, refused.value.param) == (400, CONTEXT_LENGTH_EXCEEDED, "messages")
     assert "2100 exceeds the context of 2048" in refused.value.message
     assert budgets.reserved["acme"] == 0.0 and account.hold.reserved is None
