@@ -41,7 +41,9 @@ from lynx.local.processes import ServiceProcess, free_port, start_service, wait_
 from lynx.retriever.settings import RetrieverSettings
 from lynx.service.polling import wait_for
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
-from lynx.local.topology import UPSTREAMS, BudgetFiles, budget_loop_environment, models_environment, upstreams_environment
+from lynx.local.topology import (
+    UPSTREAMS, BudgetFiles, budget_loop_environment, lease_environment, models_environment, upstreams_environment,
+)
 from lynx_budget.local import FileStore
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -59,6 +61,7 @@ class Sent:
     status: int
     cost: float  # what the ledger charged (0 when refused before the pipeline)
     reserved: float | None
+    headers_after: float  # seconds to the response's status line: admission, reservation and the first token
 
 
 @dataclass
@@ -87,9 +90,10 @@ def start(work: Path, args: argparse.Namespace) -> Bed:
     env = {**os.environ, **models_environment(models), "LYNX_RETRIEVER_INDEX_DIR": str(RetrieverSettings().index_dir),
            "LYNX_GATEWAY_TENANTS_FILE": str(work / "tenants.json"), "LYNX_GATEWAY_BUDGETS_FILE": str(decisions)}
     upstream = {name: start_service(name, env, work / f"{name}.log") for name in UPSTREAMS}
-    gateway_env = {**env, **upstreams_environment({n: s.url for n, s in upstream.items()})}
-    gateways = [start_service("gateway", gateway_env, work / f"gateway-{i}.log") for i in range(args.gateways)]
     loop_port = free_port()
+    leases = lease_environment(f"http://127.0.0.1:{loop_port}", budget_files.lease_token) if args.leases else {}
+    gateway_env = {**env, **upstreams_environment({n: s.url for n, s in upstream.items()}), **leases}
+    gateways = [start_service("gateway", gateway_env, work / f"gateway-{i}.log") for i in range(args.gateways)]
     config = prometheus_config(load_config("prometheus.yml"), {"gateway": "", "budgets": f"127.0.0.1:{loop_port}"})
     for job in config["scrape_configs"]:
         if job["job_name"] == "lynx-gateway":  # every replica, as a ServiceMonitor would
@@ -138,8 +142,9 @@ async def drive(bed: Bed, key: str, args: argparse.Namespace) -> tuple[list[Sent
             turn += args.clients
             started = time.time()
             async with http.stream("POST", f"{gateway}/v1/chat/completions", json=body) as response:
+                headers_after = time.time() - started
                 text = (await response.aread()).decode()
-            record = Sent(started, time.time(), response.status_code, 0.0, None)
+            record = Sent(started, time.time(), response.status_code, 0.0, None, headers_after)
             if response.status_code == 200:
                 final = next(json.loads(line[6:]) for line in reversed(text.splitlines())
                              if line.startswith("data: {") and '"lynx"' in line)
@@ -217,6 +222,9 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
     reasons = {r: sum(counter(g.url, "lynx_budget_refused_requests_total", {"tenant": TENANT, "reason": r})
                       for g in bed.gateways) for r in ("insufficient", "blocked")}
     ratio = max(s.cost / s.reserved for s in admitted if s.reserved)
+    waits = [s.headers_after for s in admitted]
+    driving_seconds = max(s.ended for s in sent) - sent[0].started
+    renewals = sum(counter(g.url, "lynx_gateway_lease_renewals_total", {}) for g in bed.gateways) if args.leases else 0
     spent_at_first_429 = sum(eur for at, eur in ledger if first_429 is not None and at <= first_429)
     count, latencies, elapsed = blocked
     if crossed_at is None:
@@ -229,12 +237,14 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         to_first = (f"first 429 {first_429 - crossed_at:+.2f} s; first refusal at admission "
                     f"{first_free - crossed_at:+.2f} s" if first_free else "no refusal at admission")
         to_first += f"; Blocked published {published['Blocked'] - crossed_at:+.2f} s"
-    command = ("python scripts/bench_budget.py" + "".join(f" --{k.replace('_', '-')} {v}" for k, v in (
-        ("clients", args.clients), ("gateways", args.gateways), ("cap", args.cap), ("max_tokens", args.max_tokens),
+    command = ("python scripts/bench_budget.py" + "".join(f" --{k.replace('_', '-')}" + (f" {v}" if v != "" else "")
+                                                         for k, v in (
+        ("clients", args.clients), ("gateways", args.gateways), ("leases" if args.leases else "no-leases", ""),
+        ("cap", args.cap), ("max_tokens", args.max_tokens),
         ("scrape_seconds", args.scrape_seconds), ("loop_seconds", args.loop_seconds),
         ("backoff_seconds", args.backoff_seconds), ("max_seconds", args.max_seconds),
         ("blocked_seconds", args.blocked_seconds))))
-    label = f"{args.gateways} gateway{'s' if args.gateways > 1 else ''}"
+    label = f"{args.gateways} gateway{'s' if args.gateways > 1 else ''}, {'leases' if args.leases else 'no leases'}"
     return "\n".join([
         f"### {label}: `{command}`", "",
         "| figure | value |", "| --- | --- |",
@@ -250,6 +260,10 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| spent when the first 429 came | {spent_at_first_429 / args.cap:.0%} of the cap (in-flight worst cases no "
         "longer fit) |",
         f"| worst real cost / reservation (served answers) | {ratio:.2f} |",
+        f"| served answers: time to the status line p50 / p99 (admission, reservation, first token) | "
+        f"{statistics.median(waits) * 1000:.0f} / {percentile(waits, 99) * 1000:.0f} ms |",
+        f"| lease renewals | {renewals:.0f} ({renewals / driving_seconds:.1f}/s over {driving_seconds:.0f} s of "
+        "driving) |",
         f"| blocked tenant: 429 throughput | {count / elapsed:.0f} requests/s over {elapsed:.1f} s ({count} requests, "
         f"{args.clients} clients) |",
         f"| blocked tenant: 429 latency p50 / p99 | {statistics.median(latencies) * 1000:.1f} / "
@@ -262,6 +276,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--gateways", type=int, default=1)
+    parser.add_argument("--leases", action=argparse.BooleanOptionalAction, default=True,
+                        help="gateways admit within spend leases from the budget loop (--no-leases: each enforces the "
+                             "published decisions alone, as before)")
     parser.add_argument("--cap", type=float, default=0.002, help="the tenant's daily cap in EUR")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--scrape-seconds", type=float, default=5.0, help="Prometheus' scrape interval (lynx up: 5)")
@@ -295,7 +312,7 @@ def main() -> None:
         stop(bed)
     print(section)
     if args.output:
-        start_marker, end_marker = (m.format(args.gateways) for m in MARKERS)
+        start_marker, end_marker = (m.format(f"{args.gateways}{'-leases' if args.leases else ''}") for m in MARKERS)
         text = args.output.read_text()
         if start_marker in text:
             before, rest = text.split(start_marker, 1)

@@ -18,18 +18,18 @@ changes; the gateway never asks Prometheus. Per request:
 3. Settlement: the request's one ledger charge releases its reservation and is remembered until
    a decision whose spend includes it has arrived.
 
-Overshoot. With one gateway, every charge after spend_as_of is subtracted and every admitted request
-holds its worst case, so spend passes the cap only by what was in flight when the budget ran out and
-not covered by a reservation: the stages a request uses before it reserves (retrieval and
-tokenization, ~1e-7 EUR each; once this gateway counts the cap reached it refuses at admission, for
-free), what requests cost beyond their estimate (a decoder slower than the margin allows), and
-reservations made under a larger cap than the next decision's (a raise that expired under them).
-With N gateways, each subtracts only its own charges: until the controller's next decision counts
-the others' (one scrape interval + one controller interval + the file's propagation), each may admit
-up to the whole remaining budget R of the decision in force, so spend can pass the cap by up to
-(N - 1) x R, and by no more than what N - 1 gateways spend in that interval. docs/BENCHMARKS.md
-("Budget enforcement under load", scripts/bench_budget.py) measures both. A restarted gateway starts with
-no recent charges: until the next decision it may admit again what it charged just before it stopped.
+Spend leases. With LYNX_GATEWAY_BUDGET_CONTROLLER_URL set (``lynx up`` sets it), step 2 is the lease's instead:
+the request's worst case must fit what the budget controller granted this gateway for the tenant-day
+(``lynx.gateway.leases``), and the controller keeps confirmed + outstanding <= cap across every gateway, so spend
+passes the cap only by charges beyond their worst case and by the stages used before a reservation (about 1e-7
+EUR each), at any number of gateways (docs/COSTS.md, "Spend leases across gateways").
+
+Without leases, one gateway: every charge after spend_as_of is subtracted and every admitted request holds its
+worst case, so spend passes the cap only by what was in flight when the budget ran out and not covered by a
+reservation (the same two sources) and reservations made under a larger cap than the next decision's (a raise that
+expired under them). With N gateways and no leases each subtracts only its own charges: until the controller's next
+decision counts the others', each may admit up to the whole remaining budget R, so spend can pass the cap by up to
+(N - 1) x R (docs/BENCHMARKS.md, "Budget enforcement under load", measures both).
 """
 
 from __future__ import annotations
