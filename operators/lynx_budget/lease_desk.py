@@ -10,6 +10,7 @@ from the spend Prometheus holds (``upkeep``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import uuid
@@ -59,7 +60,8 @@ def starting_ledger(leases_file: Path, state_file: Path, terms: LeaseTerms, now:
             return LeaseLedger.model_validate_json(leases_file.read_text())
         except (OSError, UnicodeDecodeError, ValidationError) as error:
             aside = leases_file.with_name(f"{leases_file.name}.unreadable-{now:%Y%m%dT%H%M%SZ}")
-            leases_file.replace(aside)
+            with contextlib.suppress(OSError):  # kept for a post-mortem if it can be; the first answer replaces it
+                leases_file.replace(aside)
             log.error("lease_ledger_unreadable", extra={"fields": {
                 "file": str(leases_file), "moved_to": str(aside), "error": f"{type(error).__name__}: {error}",
                 "consequence": "started as if the ledger were lost: nothing granted until every earlier lease has "

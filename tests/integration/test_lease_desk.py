@@ -143,6 +143,8 @@ def test_only_a_gateway_with_the_token_is_answered_and_only_for_a_budgeted_tenan
     assert metric_value(metrics, "lynx_budget_lease_requests_total", {"outcome": "unauthorized"}) == 4
     assert metric_value(metrics, "lynx_budget_lease_requests_total", {"outcome": "no_budget"}) == 1
     assert metric_value(metrics, "lynx_budget_lease_requests_total", {"outcome": "granted"}) == 1
+    assert metric_value(metrics, "lynx_budget_lease_requests_total", {"outcome": "invalid"}) == 2
+    assert metric_value(metrics, "lynx_budget_lease_request_seconds_count") == 8  # every request timed
 
 
 def test_two_gateways_never_hold_more_than_the_cap_and_what_one_gives_back_the_other_gets(controller):
