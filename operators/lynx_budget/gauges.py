@@ -1,4 +1,5 @@
-"""Each tenant's budget as the controller's gauges (``budget_metrics()``): one place for the operator and the local loop."""
+"""Each tenant's budget as the controller's gauges (``budget_metrics()``, the spend leases' ``lease_metrics()``): one
+place for the operator and the local loop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import typing
 from datetime import datetime
 
 from lynx.contracts.budgets import BudgetState
-from lynx.telemetry.metrics import budget_metrics
+from lynx.telemetry.metrics import budget_metrics, lease_metrics
 from lynx_budget.policy import BudgetStatus
 
 STATES = typing.get_args(BudgetState)
@@ -46,3 +47,23 @@ def count_read(read: bool, now: datetime) -> None:
         metrics.last_read.set(now.timestamp())
     else:
         metrics.read_failures.inc()
+
+
+def show_holdings(tenant: str, held_eur: float, confirmed_eur: float) -> None:
+    """The lease ledger's figures for the tenant's day: held (confirmed + outstanding) and confirmed."""
+    metrics = lease_metrics()
+    metrics.held.labels(tenant).set(held_eur)
+    metrics.confirmed.labels(tenant).set(confirmed_eur)
+
+
+def withdraw_holdings(tenant: str) -> None:
+    metrics = lease_metrics()
+    for gauge in (metrics.held, metrics.confirmed):
+        with contextlib.suppress(KeyError):
+            gauge.remove(tenant)
+
+
+def count_lease_request(outcome: str, seconds: float) -> None:
+    metrics = lease_metrics()
+    metrics.requests.labels(outcome).inc()
+    metrics.duration.observe(seconds)

@@ -6,7 +6,9 @@ tenant's spend read from the local Prometheus (``spend.read_today``), each tenan
 local state file, and the decisions published (source ``local``) to the file the gateway reads,
 written atomically. Expired raises are removed from the budgets file; every audit entry is logged
 as a ``budget_event`` (what the operator makes a Kubernetes Event). ``/metrics`` exports
-``budget_metrics()`` for Prometheus (job ``lynx-budgets``) and the alerts.
+``budget_metrics()`` for Prometheus (job ``lynx-budgets``) and the alerts. ``POST /v1/leases`` grants the
+gateways spend leases (``lease_desk``); a tenant the lease ledger finds unable to pay for its smallest request
+is published Blocked.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, UnknownSpend
-from lynx.service.files import locked, write_atomically
+from lynx.service.files import locked, shared_token, write_atomically
 from lynx.option_errors import CommandRefused, refused_options
 from lynx.service.app import create_service_app
 from lynx.service.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges
+from lynx_budget.lease_desk import LeaseDesk
+from lynx_budget.lease_routes import leases_router
+from lynx_budget.leases import LeaseTerms
 from lynx_budget.policy import BudgetStatus, SpendFailure, SpendReading, day_window, reconcile
 from lynx_budget.spend import read_today
 
@@ -58,6 +63,21 @@ class LocalBudgetSettings(ServiceSettings):
     unknown_tenants: UnknownSpend = Field(
         default="open", description="Tenants without a budget: served (open) or refused (closed) by the gateway.")
     history_limit: int = Field(default=20, ge=1, le=200, description="Audit entries kept in each tenant's status.")
+    leases_file: Path = Field(
+        default=default_cache_dir() / "budget-leases.json",
+        description="The spend-lease ledger (JSON), written before each grant is answered: a restart continues it.")
+    lease_token_file: Path = Field(
+        default=default_cache_dir() / "lease-token",
+        description="The token gateways present (Authorization: Bearer) to ask for leases; made, private and random, "
+                    "by the first process that needs it. The gateways read the same file.")
+    lease_lifetime_seconds: float = Field(default=30.0, gt=0, description="How long a lease is valid.")
+    longest_request_seconds: float = Field(
+        default=120.0, gt=0, description="The gateways' limit on one request: what a lease admitted has charged this "
+                                         "long after it expired.")
+    smallest_request_eur: float = Field(
+        default=1e-9, gt=0, description="A floor for the worst case of the cheapest request; the largest the gateways "
+                                        "report for a tenant-day counts when larger. A tenant whose remainder cannot "
+                                        "pay it is Blocked.")
 
 
 class BudgetsFileInvalid(CommandRefused, ValueError):
@@ -146,15 +166,24 @@ def budget_or_default(store: FileStore, tenant: str, daily_cap_eur: float) -> Bu
     return store.get(tenant)
 
 
+def lease_desk(settings: LocalBudgetSettings, store: FileStore) -> LeaseDesk:
+    terms = LeaseTerms(lifetime_seconds=settings.lease_lifetime_seconds,
+                       longest_request_seconds=settings.longest_request_seconds,
+                       smallest_request_eur=settings.smallest_request_eur)
+    return LeaseDesk.open(settings.leases_file, settings.state_file, shared_token(settings.lease_token_file), terms,
+                          store.get, store.list)
+
+
 class LocalController:
     """One reconciliation of every local budget: read spend, decide (policy), publish, remember."""
 
     def __init__(self, settings: LocalBudgetSettings, store: FileStore, prometheus: PrometheusClient,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), desk: LeaseDesk | None = None) -> None:
         self.settings = settings
         self.store = store
         self.prometheus = prometheus
         self.now = now
+        self.desk = desk  # the spend leases, when served: Blocked also when the remainder cannot pay a request
         self.published: set[str] = set()
 
     def run_once(self) -> BudgetDecisions:
@@ -169,8 +198,11 @@ class LocalController:
                 log.warning("spend_unavailable", extra={"fields": {"tenant": spec.tenant,
                                                                    "error": f"{spend.reason}: {spend.detail}"}})
             gauges.count_read(isinstance(spend, SpendReading), now)
+            unpayable = self.desk.unpayable(spec, now) if self.desk else None
             result = reconcile(spec, spend, day, now, last.get(spec.tenant), self.settings.unknown_spend,
-                               self.settings.history_limit)
+                               self.settings.history_limit, unpayable)
+            if self.desk:
+                self.desk.show(spec, now)
             if result.expired_raises:
                 # None: an admin removed the budget meanwhile, and it stays removed.
                 self.store.update(spec.tenant, lambda current, gone=result.expired_raises: current and current.model_copy(
@@ -188,6 +220,7 @@ class LocalController:
     def _export(self, statuses: dict[str, BudgetStatus]) -> None:
         for tenant in self.published - statuses.keys():  # a budget removed from the file
             gauges.withdraw(tenant)
+            gauges.withdraw_holdings(tenant)
         for tenant, status in statuses.items():
             gauges.show(tenant, status)
         self.published = set(statuses)
@@ -196,9 +229,10 @@ class LocalController:
 def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
     settings = settings or LocalBudgetSettings()
 
-    async def periodically(controller: LocalController) -> None:
+    async def periodically(controller: LocalController, desk: LeaseDesk) -> None:
         while True:
             try:
+                await desk.upkeep(controller.prometheus)
                 await asyncio.to_thread(controller.run_once)
             except Exception:  # a broken budgets file: said in the log, tried again next time
                 log.exception("budget_reconcile_failed")
@@ -206,8 +240,10 @@ def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds)
-        app.state.controller = LocalController(settings, local_store(settings), prometheus)
-        loop = asyncio.create_task(periodically(app.state.controller))
+        store = local_store(settings)
+        app.state.desk = lease_desk(settings, store)
+        app.state.controller = LocalController(settings, store, prometheus, desk=app.state.desk)
+        loop = asyncio.create_task(periodically(app.state.controller, app.state.desk))
         try:
             yield
         finally:
@@ -216,4 +252,4 @@ def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
                 await loop
             prometheus.close()
 
-    return create_service_app(name="budgets", settings=settings, lifespan=lifespan, router=APIRouter())
+    return create_service_app(name="budgets", settings=settings, lifespan=lifespan, router=leases_router())

@@ -51,6 +51,16 @@ class SpendFailure:
 
 
 @dataclass(frozen=True)
+class Unpayable:
+    """The spend leases' finding that what is left of today's cap, counting what the gateways hold in flight, cannot
+    pay for the tenant's smallest request (``lynx_budget.leases.cannot_pay_smallest``): every request would be
+    refused, so the tenant is Blocked although its spend is under the cap."""
+
+    remainder_eur: float
+    smallest_request_eur: float
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     at: datetime
     kind: AuditKind
@@ -289,7 +299,7 @@ def cap_words(spec: BudgetSpec, cap_eur: float) -> str:
 
 def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, cap_eur: float,
                      resets_at: datetime, failure: SpendFailure | None, read_at: datetime | None,
-                     unknown_spend: UnknownSpend) -> str:
+                     unknown_spend: UnknownSpend, unpayable: Unpayable | None = None) -> str:
     """The decision's reason: what happened, in figures, and what the tenant owner can do about it."""
     tenant, cap = spec.tenant, cap_words(spec, cap_eur)
     resets = format_local(resets_at, spec.timezone)
@@ -300,6 +310,11 @@ def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, 
         spent_words = "" if spent is None else f" It has spent {format_eur(spent)} of {cap} today."
         return (f"Paused by an admin: every request from {tenant} is refused until an admin resumes it.{spent_words}"
                 f"{stale}")
+    if state == "Blocked" and unpayable is not None:
+        return (f"Blocked: {tenant} has {format_eur(max(unpayable.remainder_eur, 0.0))} of {cap} left today, counting "
+                f"what its requests in flight may still cost, which cannot pay for its smallest request "
+                f"({format_eur(unpayable.smallest_request_eur)}). Requests are served again when the day resets at "
+                f"{resets}, or sooner with {a_raise}.")
     if state == "Blocked":
         if unread:
             policy = "budgets fail closed" if spent is None and unknown_spend == "closed" else \
@@ -323,15 +338,16 @@ def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, 
 
 
 def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[datetime, datetime], now: datetime,
-              last: BudgetStatus | None, unknown_spend: UnknownSpend = "open", history_limit: int = 20
-              ) -> Reconciliation:
+              last: BudgetStatus | None, unknown_spend: UnknownSpend = "open", history_limit: int = 20,
+              unpayable: Unpayable | None = None) -> Reconciliation:
     """One tenant's decision.
 
     ``day`` is the tenant's day at ``now``, ``day_window(spec.timezone, now)``, computed once by the caller, which
     reads the spend of the same window. ``spend`` is what the tenant spent in it, or a SpendFailure saying why it
     could not be read (``spend.read_today`` gives either). Then the day's last known figures are kept
     and a Blocked tenant stays Blocked, a new day included; with no figure for the day, ``unknown_spend`` decides
-    (open: Ok with the whole cap; closed: Blocked).
+    (open: Ok with the whole cap; closed: Blocked). ``unpayable`` (from the spend leases) blocks a tenant that spend
+    alone would leave Ok or in Warning.
     """
     require_aware(now)
     reading, failure = (spend, None) if isinstance(spend, SpendReading) else (None, spend)
@@ -363,9 +379,12 @@ def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[d
         state = "Ok" if unknown_spend == "open" else "Blocked"
     else:
         state = decide_state(spent, cap, spec.warning_percent)
+    unpayable = unpayable if state in ("Ok", "Warning") else None  # another cause of Blocked, or Paused, comes first
+    if unpayable is not None:
+        state = "Blocked"
 
     condition = reachability(last, spend, now, audit)
-    reason = explain_decision(spec, state, spent, cap, resets_at, failure, read_at, unknown_spend)
+    reason = explain_decision(spec, state, spent, cap, resets_at, failure, read_at, unknown_spend, unpayable)
     previous = last.state if last else None
     if state != previous:
         if state == "Paused":

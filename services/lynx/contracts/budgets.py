@@ -29,6 +29,16 @@ class TemporaryRaise(BaseModel):
     requested_at: datetime
 
 
+class UnreachableAllowance(BaseModel):
+    """A tenant's opt-in to keep being served while the controller is unreachable.
+
+    Each gateway may then spend up to ``per_gateway_eur`` beyond its lease for the tenant-day, so the cap may be
+    passed by at most (number of gateways) x ``per_gateway_eur`` (``lynx_budget.leases.unreachable_overshoot_eur``).
+    Without it a gateway that cannot renew spends what its lease holds, then refuses."""
+
+    per_gateway_eur: float = Field(gt=0, description="What one gateway may spend beyond its lease, per tenant-day.")
+
+
 class BudgetSpec(BaseModel):
     tenant: str = Field(min_length=1, max_length=MAX_TENANT_ID_CHARACTERS)
     daily_cap_eur: float = Field(ge=0)
@@ -40,6 +50,9 @@ class BudgetSpec(BaseModel):
         default=None, gt=0, description="No single request may cost more; the answer stops there (finish_reason length).")
     cheaper_near_cap: bool = Field(
         default=False, description="In Warning, route to the cheaper decoder configuration when one is deployed.")
+    unreachable_allowance: UnreachableAllowance | None = Field(
+        default=None, description="Opt-in: what each gateway may spend beyond its spend lease while the budget "
+                                  "controller is unreachable (None: it spends its lease, then refuses).")
 
 
 class TenantDecision(BaseModel):

@@ -22,9 +22,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from lynx.contracts.budgets import BudgetState
+from lynx.contracts.budgets import BudgetState, UnreachableAllowance
 from lynx.contracts.limits import MAX_TENANT_ID_CHARACTERS
 
 # Why a grant is what it is. "granted": up to what was wanted; the others grant nothing beyond keep_eur.
@@ -38,24 +38,15 @@ GrantOutcome = Literal[
 ]
 
 
-class UnreachableAllowance(BaseModel):
-    """A tenant's opt-in to keep being served while the controller is unreachable.
-
-    Each gateway may then spend up to ``per_gateway_eur`` beyond its lease for the tenant-day, so the cap may be
-    passed by at most (number of gateways) x ``per_gateway_eur`` (``lynx_budget.leases.unreachable_overshoot_eur``).
-    Without it a gateway that cannot renew spends what its lease holds, then refuses."""
-
-    per_gateway_eur: float = Field(gt=0, description="What one gateway may spend beyond its lease, per tenant-day.")
-
-
 class LeaseRequest(BaseModel):
     """A gateway's renewal for one tenant-day: what it charged, what it must keep, what it would like."""
 
     gateway: str = Field(min_length=1, max_length=253, description="This gateway process (pod name and start).")
     tenant: str = Field(min_length=1, max_length=MAX_TENANT_ID_CHARACTERS)
-    day_started_at: datetime = Field(description="The tenant-day the lease is for: the tenant's last local midnight.")
+    day_started_at: AwareDatetime = Field(
+        description="The tenant-day the lease is for: the tenant's last local midnight.")
     sequence: int = Field(ge=1, description="1, 2, 3... per gateway and tenant-day.")
-    sent_at: datetime = Field(description="The gateway's clock when it sent this: its new lease runs from here.")
+    sent_at: AwareDatetime = Field(description="The gateway's clock when it sent this: its new lease runs from here.")
     charged_eur: float = Field(ge=0, description="Everything this gateway charged the tenant-day so far.")
     keep_eur: float = Field(
         ge=0, description="charged_eur + the worst cases reserved by its requests in flight: they will still charge, "

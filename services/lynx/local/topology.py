@@ -124,21 +124,26 @@ def upstreams_environment(urls: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class BudgetFiles:
-    """The budget loop's files (`lynx serve budgets`): the budgets it applies, its state, and the decisions it
-    publishes where the gateway reads them (LYNX_GATEWAY_BUDGETS_FILE)."""
+    """The budget loop's files (`lynx serve budgets`): the budgets it applies, its state, the decisions it
+    publishes where the gateway reads them (LYNX_GATEWAY_BUDGETS_FILE), its spend-lease ledger, and the token the
+    gateways present when they ask it for leases."""
 
     budgets: Path
     state: Path
     decisions: Path
+    leases: Path
+    lease_token: Path
 
     @classmethod
     def in_folder(cls, folder: Path) -> BudgetFiles:
-        return cls(folder / "budgets.yaml", folder / "budget-state.json", folder / "budget-decisions.json")
+        return cls(folder / "budgets.yaml", folder / "budget-state.json", folder / "budget-decisions.json",
+                   folder / "budget-leases.json", folder / "lease-token")
 
     def environment(self) -> dict[str, str]:
         """Where the budget loop and the `lynx budget` commands find these files."""
         return {"LYNX_BUDGETS_BUDGETS_FILE": str(self.budgets), "LYNX_BUDGETS_STATE_FILE": str(self.state),
-                "LYNX_BUDGETS_DECISIONS_FILE": str(self.decisions)}
+                "LYNX_BUDGETS_DECISIONS_FILE": str(self.decisions), "LYNX_BUDGETS_LEASES_FILE": str(self.leases),
+                "LYNX_BUDGETS_LEASE_TOKEN_FILE": str(self.lease_token)}
 
 
 def lease_environment(controller_url: str, token_file: Path | None = None) -> dict[str, str]:

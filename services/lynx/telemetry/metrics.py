@@ -271,6 +271,29 @@ def budget_metrics() -> BudgetMetrics:
 
 
 @dataclass(frozen=True)
+class LeaseMetrics:
+    requests: Counter
+    duration: Histogram
+    held: Gauge
+    confirmed: Gauge
+
+
+@functools.cache
+def lease_metrics() -> LeaseMetrics:
+    """The budget controller's side of the spend leases (``lynx_budget.lease_desk``): the channel and the ledger."""
+    return LeaseMetrics(
+        requests=Counter("lynx_budget_lease_requests", "Lease requests answered, by the grant's outcome or why none "
+                         "was given (unauthorized, no_budget, persist_failed).", ["outcome"]),
+        duration=Histogram("lynx_budget_lease_request_seconds", "Time to answer one lease request, the ledger's write "
+                           "included.", buckets=STAGE_DURATION_BUCKETS, unit="seconds"),
+        held=Gauge("lynx_budget_lease_held_eur", "What the tenant's gateways hold against today's cap: confirmed "
+                   "spend plus the leases outstanding.", ["tenant"]),
+        confirmed=Gauge("lynx_budget_lease_confirmed_eur", "The tenant's spend today as its gateways reported or "
+                        "proved it to the lease ledger.", ["tenant"]),
+    )
+
+
+@dataclass(frozen=True)
 class EnforcementMetrics:
     refused: Counter
     reserved: Gauge

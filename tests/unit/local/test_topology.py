@@ -51,6 +51,7 @@ def test_the_environments_are_read_by_the_settings_they_are_meant_for(monkeypatc
         monkeypatch.setenv(name, value)
     loop, auditor, gateway = LocalBudgetSettings(), AuditorSettings(), GatewaySettings()
     assert (loop.budgets_file, loop.state_file, loop.decisions_file) == (files.budgets, files.state, files.decisions)
+    assert (loop.leases_file, loop.lease_token_file) == (files.leases, files.lease_token)
     assert (loop.prometheus_url, loop.interval_seconds) == ("http://p:9090", 2)
     assert (auditor.trace_store_url, auditor.request_deadline_seconds, auditor.export_delay_seconds,
             auditor.interval_seconds, auditor.lookback_seconds) == ("http://j:16686", 60, 5, 2, 900)

@@ -14,6 +14,7 @@ from lynx_budget.policy import (
     BudgetStatus,
     SpendFailure,
     SpendReading,
+    Unpayable,
     day_window,
     decide_state,
     effective_cap,
@@ -215,6 +216,27 @@ def test_unknown_spend_never_unblocks_a_blocked_tenant():
     # Once spend is known again, the raise unblocks it.
     up = decide(raised, spent(10.0, NOON + 2 * HOUR), NOON + 2 * HOUR, down.status)
     assert up.decision.state == "Ok"
+
+
+def test_a_remainder_that_cannot_pay_the_smallest_request_blocks_until_it_can():
+    """The leases find that what is left (after what is in flight) cannot pay a request: Blocked, though the spend is
+    under the cap, as the state change it is; the ledger's finding gone, the spend decides again."""
+    unpayable = Unpayable(remainder_eur=0.004, smallest_request_eur=0.01)
+    warned = decide(spec(), spent(9.5), NOON, None)
+    blocked = decide(spec(), spent(9.9), NOON + HOUR, warned.status, unpayable=unpayable)
+    assert (blocked.decision.state, blocked.decision.remaining_eur, blocked.decision.spent_eur) == ("Blocked", 0.0, 9.9)
+    assert blocked.decision.reason == (
+        "Blocked: acme has 0.004 EUR of its daily cap of 10.00 EUR left today, counting what its requests in flight may "
+        "still cost, which cannot pay for its smallest request (0.01 EUR). Requests are served again when the day resets "
+        "at 2026-06-11 00:00 UTC, or sooner with a temporary raise from an admin (an amount and a reason, for at most "
+        "72 h).")
+    assert blocked.status.history[-1].message.startswith("Warning -> Blocked: acme has 0.004 EUR")
+    assert [(e.type, e.reason) for e in blocked.events] == [("Warning", "StateChanged")]
+    assert decide(spec(paused=True), spent(9.9), NOON, None, unpayable=unpayable).decision.state == "Paused"
+    over = decide(spec(), spent(10.0), NOON, None, unpayable=unpayable).decision  # the spend's own reason comes first
+    assert over.state == "Blocked" and "has spent 10.00 EUR today" in over.reason
+    served = decide(spec(), spent(9.9, NOON + 2 * HOUR), NOON + 2 * HOUR, blocked.status)
+    assert served.decision.state == "Warning" and served.status.history[-1].message.startswith("Blocked -> Warning")
 
 
 @pytest.mark.parametrize(("policy", "state", "left"), [("open", "Ok", 10.0), ("closed", "Blocked", 0.0)])

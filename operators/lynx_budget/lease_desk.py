@@ -1,0 +1,210 @@
+"""The budget controller's lease desk: the spend-lease ledger (``lynx_budget.leases``) served to the gateways.
+
+One desk per controller process owns the ledger, the lock every change is made under and the ledger's file. Each
+answer is written to the file before it is sent (write-ahead): a grant the file does not hold was never given, so a
+restarted controller continues from the file exactly. Without the file it cannot prove what is outstanding and
+grants nothing until every earlier lease has expired and charged (``LeaseLedger.without_copy``), then rebuilds
+from the spend Prometheus holds (``upkeep``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from lynx.contracts.budgets import BudgetSpec
+from lynx.contracts.leases import LeaseGrant, LeaseRequest
+from lynx.service.errors import LynxError
+from lynx.service.files import write_atomically
+from lynx.telemetry.prometheus_api import PrometheusClient
+from lynx_budget import gauges
+from lynx_budget.leases import (
+    LeaseLedger, LeaseTerms, Proof, cannot_pay_smallest, confirmed_eur, forget_days_before, holdings_eur, rebuild,
+    remainder_eur, renew,
+)
+from lynx_budget.policy import SpendFailure, Unpayable, day_window, rfc3339
+from lynx_budget.spend import read_today
+
+log = logging.getLogger("lynx.budgets.leases")
+
+# Who charged what before a restart that lost the ledger: one account per tenant-day holding the spend Prometheus
+# had then. The gateways' later reports are cumulative (they include what they charged before), so until the day
+# ends that spend counts twice: the ledger over-holds, and never under-holds.
+BEFORE_RESTART = "before-restart"
+# A tenant's yesterday started at most 49 h ago (a 25-hour day before today's, which started at most 24 h ago):
+# tenant-days older than this are past every tenant's yesterday, whose late reports are still taken.
+KEPT_FOR = timedelta(hours=50)
+RETRY_AFTER_SECONDS = 5
+INVALID_LEASE_TOKEN = "invalid_lease_token"
+NO_BUDGET = "no_budget"
+LEDGER_UNWRITABLE = "lease_ledger_unwritable"
+BUDGETS_UNREADABLE = "budgets_unreadable"
+TOKEN_SETTING = "LYNX_BUDGETS_LEASE_TOKEN_FILE"
+
+DayKey = tuple[str, datetime]  # (tenant, its day's start)
+
+
+def starting_ledger(leases_file: Path, state_file: Path, terms: LeaseTerms, now: datetime) -> LeaseLedger:
+    """The persisted ledger; a fresh one when this cache dir never granted anything (no ledger, no budget state);
+    otherwise one that waits out every lease it cannot prove (``LeaseLedger.without_copy``)."""
+    if leases_file.exists():
+        try:
+            return LeaseLedger.model_validate_json(leases_file.read_text())
+        except (OSError, UnicodeDecodeError, ValidationError) as error:
+            aside = leases_file.with_name(f"{leases_file.name}.unreadable-{now:%Y%m%dT%H%M%SZ}")
+            with contextlib.suppress(OSError):  # kept for a post-mortem if it can be; the first answer replaces it
+                leases_file.replace(aside)
+            log.error("lease_ledger_unreadable", extra={"fields": {
+                "file": str(leases_file), "moved_to": str(aside), "error": f"{type(error).__name__}: {error}",
+                "consequence": "started as if the ledger were lost: nothing granted until every earlier lease has "
+                               "expired and been counted"}})
+    elif not state_file.exists():
+        return LeaseLedger(epoch=uuid.uuid4().hex)
+    else:
+        log.warning("lease_ledger_lost", extra={"fields": {
+            "file": str(leases_file), "state_file": str(state_file),
+            "consequence": "nothing granted until every earlier lease has expired and been counted"}})
+    ledger = LeaseLedger.without_copy(uuid.uuid4().hex, now, terms)
+    log.warning("lease_ledger_rebuilding", extra={"fields": {"grants_from": rfc3339(ledger.grants_from)}})
+    return ledger
+
+
+def proofs_before_restart(specs: list[BudgetSpec], spent_eur: dict[str, float], as_of: datetime) -> list[Proof]:
+    """What each budgeted tenant had spent today as of ``as_of`` (read from Prometheus), as the ``BEFORE_RESTART``
+    account of its day: exactly what was charged, every gateway, the dead ones included."""
+    return [Proof(spec.tenant, day_window(spec.timezone, as_of)[0], BEFORE_RESTART, spent_eur[spec.tenant], as_of)
+            for spec in specs]
+
+
+class LeaseDesk:
+    """Answers the gateways' lease requests from the ledger, persisting each answer before it is sent."""
+
+    def __init__(self, ledger: LeaseLedger, leases_file: Path, token: str, terms: LeaseTerms,
+                 budget_of: Callable[[str], BudgetSpec | None], budgets: Callable[[], list[BudgetSpec]],
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.ledger = ledger  # replaced whole, never changed in place: a thread may read it while a request runs
+        self.leases_file = leases_file
+        self.token = token
+        self.floor_terms = terms
+        self.budget_of = budget_of
+        self.budgets = budgets
+        self.now = now
+        self.lock = asyncio.Lock()
+        # The largest worst case of the cheapest request the gateways reported, per tenant-day.
+        self.smallest_reported: dict[DayKey, float] = {}
+
+    @classmethod
+    def open(cls, leases_file: Path, state_file: Path, token: str, terms: LeaseTerms,
+             budget_of: Callable[[str], BudgetSpec | None], budgets: Callable[[], list[BudgetSpec]],
+             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> LeaseDesk:
+        """The desk of a starting controller (``starting_ledger``). A ledger just started is saved at once: a restart
+        before its first grant then continues it instead of waiting out leases that were never granted."""
+        ledger = starting_ledger(leases_file, state_file, terms, now())
+        if not leases_file.exists():
+            try:
+                write_atomically(leases_file, ledger.model_dump_json())
+            except OSError as error:  # each request says so too, with 503
+                log.error("lease_ledger_unwritable", extra={"fields": {"file": str(leases_file),
+                                                                       "error": f"{type(error).__name__}: {error}"}})
+        return cls(ledger, leases_file, token, terms, budget_of, budgets, now)
+
+    def terms(self, key: DayKey, reported_eur: float = 0.0) -> LeaseTerms:
+        smallest = max(self.floor_terms.smallest_request_eur, self.smallest_reported.get(key, 0.0), reported_eur)
+        return self.floor_terms.model_copy(update={"smallest_request_eur": smallest})
+
+    def authenticate(self, authorization: str | None) -> None:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.token.encode()):
+            return
+        problem = "Missing lease token" if not authorization else "Wrong lease token"
+        raise LynxError(401, f"{problem}: a gateway asks for leases with 'Authorization: Bearer <token>', the token "
+                             f"in the file the budget controller's {TOKEN_SETTING} names.", INVALID_LEASE_TOKEN,
+                        "authentication_error", headers={"WWW-Authenticate": "Bearer"})
+
+    async def answer(self, request: LeaseRequest) -> LeaseGrant:
+        """The grant, once the ledger that holds it is on disk."""
+        try:
+            spec = await asyncio.to_thread(self.budget_of, request.tenant)
+        except ValueError as error:  # the budgets file is broken: an admin's to fix
+            raise LynxError(503, f"The budget controller cannot read its budgets: {error}", BUDGETS_UNREADABLE,
+                            "server_error", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        if spec is None:
+            raise LynxError(404, f"Tenant {request.tenant!r} has no budget: no lease is needed or granted for it (the "
+                                 "gateway applies unknown_tenants to it).", NO_BUDGET, param="tenant")
+        key = (request.tenant, request.day_started_at)
+        async with self.lock:
+            terms = self.terms(key, request.smallest_request_eur)
+            ledger, grant = renew(self.ledger, spec, request, self.now(), terms, spec.unreachable_allowance)
+            await self._persist(ledger)
+            self.ledger = ledger
+            self.smallest_reported[key] = terms.smallest_request_eur
+        self.show(spec, self.now())
+        return grant
+
+    async def _persist(self, ledger: LeaseLedger) -> None:
+        try:
+            await asyncio.to_thread(write_atomically, self.leases_file, ledger.model_dump_json())
+        except OSError as error:
+            log.error("lease_ledger_unwritable", extra={"fields": {"file": str(self.leases_file),
+                                                                   "error": f"{type(error).__name__}: {error}"}})
+            raise LynxError(503, f"The budget controller cannot save its lease ledger to {self.leases_file} "
+                                 f"({error.strerror or error}) and grants nothing it has not saved: ask again later.",
+                            LEDGER_UNWRITABLE, "server_error",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+    async def upkeep(self, prometheus: PrometheusClient) -> None:
+        """The periodic part: rebuild a ledger started without a copy once it may, forget old tenant-days, persist."""
+        now = self.now()
+        proofs = None
+        if self.ledger.needs_rebuild and now >= self.ledger.grants_from:
+            proofs = await asyncio.to_thread(self._read_proofs, prometheus, now)
+        cutoff = now - KEPT_FOR
+        async with self.lock:
+            ledger = self.ledger
+            if proofs is not None and ledger.needs_rebuild:
+                ledger = rebuild(ledger, proofs, now, self.floor_terms)
+            ledger = forget_days_before(ledger, cutoff)
+            self.smallest_reported = {key: eur for key, eur in self.smallest_reported.items() if key[1] >= cutoff}
+            if ledger.needs_rebuild == self.ledger.needs_rebuild and len(ledger.days) == len(self.ledger.days):
+                return  # nothing changed
+            try:
+                await self._persist(ledger)
+            except LynxError:
+                return  # said in the log; tried again next time, the ledger in memory as it was
+            self.ledger = ledger
+        if proofs is not None:
+            log.info("lease_ledger_rebuilt", extra={"fields": {"tenants": len(proofs), "as_of": rfc3339(now)}})
+
+    def _read_proofs(self, prometheus: PrometheusClient, now: datetime) -> list[Proof] | None:
+        specs = self.budgets()
+        spent: dict[str, float] = {}
+        for spec in specs:
+            spend = read_today(prometheus, spec.tenant, day_window(spec.timezone, now)[0], now)
+            if isinstance(spend, SpendFailure):
+                log.warning("lease_ledger_rebuild_waits", extra={"fields": {
+                    "tenant": spec.tenant, "error": f"{spend.reason}: {spend.detail}",
+                    "consequence": "still rebuilding: nothing granted until today's spend can be read"}})
+                return None
+            spent[spec.tenant] = spend.spent_eur
+        return proofs_before_restart(specs, spent, now)
+
+    def unpayable(self, spec: BudgetSpec, now: datetime) -> Unpayable | None:
+        """Whether the ledger finds that the tenant's remainder today cannot pay for its smallest request."""
+        ledger = self.ledger
+        terms = self.terms((spec.tenant, day_window(spec.timezone, now)[0]))
+        if not cannot_pay_smallest(ledger, spec, now, terms):
+            return None
+        return Unpayable(remainder_eur(ledger, spec, now), terms.smallest_request_eur)
+
+    def show(self, spec: BudgetSpec, now: datetime) -> None:
+        ledger, today = self.ledger, day_window(spec.timezone, now)[0]
+        gauges.show_holdings(spec.tenant, holdings_eur(ledger, spec.tenant, today),
+                             confirmed_eur(ledger, spec.tenant, today))
