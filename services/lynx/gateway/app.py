@@ -40,7 +40,7 @@ def lease_keeper(settings: GatewaySettings, cost_settings: CostSettings) -> Leas
         return None
     smallest = worst_case_cost(NOTHING_YET, 1, 1, solo_decoder(settings), cost_settings)
     return LeaseKeeper(settings.budget_controller_url, settings.lease_token_file, smallest,
-                       settings.lease_chunk_requests, settings.lease_timeout_seconds)
+                       settings.lease_chunk_requests, settings.lease_most_of_cap, settings.lease_timeout_seconds)
 
 
 def cheaper_route(settings: GatewaySettings, cost_settings: CostSettings,

@@ -248,8 +248,10 @@ class Hold:
         self.decision = decision  # as admitted: its per-request cap and routing apply to the whole request
         self.reserved: float | None = None
         self.settled = False
+        self.leased: float | None = None  # what the request holds in the lease: the cheapest request's worst case,
+        # then its own
         self.lease = None if budgets.leases is None or decision is None else budgets.leases.lease(
-            tenant, decision.day_started_at)  # the tenant-day it is admitted in is the one it is charged to
+            tenant, decision.day_started_at, decision.cap_eur)  # the tenant-day it is admitted in is charged
 
     @property
     def per_request_cap_eur(self) -> float | None:
@@ -259,6 +261,15 @@ class Hold:
     def wants_cheaper(self) -> bool:
         return self.decision is not None and self.decision.state == "Warning" and self.decision.cheaper_near_cap
 
+    async def enter(self) -> None:
+        """With leases, before any upstream call: holds the cheapest request's worst case in the lease, which pays for
+        the stages the request uses before its own reservation; refuses (429, for nothing) when the lease cannot pay
+        even that. So a refusal after tokenization is charged within the lease, never beyond it."""
+        if self.lease is not None:
+            leases = self.budgets.leases
+            await leases.admit(self.lease, leases.smallest_request_eur, "the cheapest request's worst case")
+            self.leased = leases.smallest_request_eur
+
     async def reserve(self, request: Estimate) -> None:
         """Holds the request's worst case, or refuses it (429) when that does not fit what is left (with leases:
         what this gateway's lease leaves, renewed once if need be)."""
@@ -266,7 +277,8 @@ class Hold:
             raise RuntimeError("a request reserves once, before it is settled")
         self.budgets.check(self.tenant, request)
         if self.lease is not None:
-            await self.budgets.leases.admit(self.lease, request.eur, request.describe())
+            await self.budgets.leases.admit(self.lease, request.eur, request.describe(), replacing=self.leased)
+            self.leased = request.eur
         self.reserved = request.eur
         self.budgets.reserve(self.tenant, request.eur)
 
@@ -277,4 +289,4 @@ class Hold:
         self.settled = True
         self.budgets.release(self.tenant, self.reserved, charged_eur)
         if self.lease is not None:
-            self.budgets.leases.settle(self.lease, self.reserved, charged_eur)
+            self.budgets.leases.settle(self.lease, self.leased, charged_eur)

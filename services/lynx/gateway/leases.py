@@ -35,13 +35,15 @@ from pydantic import ValidationError
 from lynx.contracts.leases import LeaseGrant, LeaseRequest, UnreachableAllowance
 from lynx.service.errors import LynxError
 from lynx.service.files import shared_token
-from lynx.telemetry.metrics import lease_metrics
+from lynx.telemetry.metrics import gateway_lease_metrics
 
 log = logging.getLogger("lynx.gateway.leases")
 QUOTA = "insufficient_quota"
 UNREACHABLE = "budget_controller_unreachable"
 # A renewal is due when less than this share of the lease's lifetime is left.
 RENEW_WHEN_LEFT = 0.5
+# A request that does not fit waits for the renewal in flight, then asks itself, at most this many renewals in all.
+RENEWALS_PER_ADMISSION = 2
 # Until the first grant says how long leases last, the ticker's period.
 FIRST_TICK_SECONDS = 5.0
 
@@ -57,6 +59,7 @@ class TenantLease:
 
     tenant: str
     day_started_at: datetime
+    cap_eur: float = math.inf  # the tenant's cap as last published: a renewal asks for a share of it at most
     charged_eur: float = 0.0
     reserved_eur: float = 0.0
     in_flight: int = 0
@@ -69,6 +72,7 @@ class TenantLease:
     allowance: UnreachableAllowance | None = None
     unreachable: str | None = None  # why the last renewal failed; None once one succeeds
     largest_worst_case_eur: float = 0.0  # since the last renewal: what a few more requests' worth means
+    waiting_eur: float = 0.0  # the worst cases of the requests waiting for a renewal
     admitted_since_renewal: int = 0
     renewing: asyncio.Future | None = field(default=None, repr=False)
 
@@ -87,8 +91,9 @@ class TenantLease:
             ceiling += self.allowance.per_gateway_eur
         return ceiling
 
-    def fits(self, eur: float, now: float) -> bool:
-        return self.keep_eur + eur <= self.ceiling(now)
+    def fits(self, eur: float, now: float, replacing: float = 0.0) -> bool:
+        """Whether a reservation of ``eur`` (in place of one of ``replacing`` already counted) fits the lease."""
+        return self.keep_eur - replacing + eur <= self.ceiling(now)
 
     def headroom(self, now: float) -> float:
         return max(self.ceiling(now) - self.keep_eur, 0.0)
@@ -132,36 +137,52 @@ class LeaseKeeper:
     """Every tenant-day's lease of this gateway, and the channel to the budget controller."""
 
     def __init__(self, controller_url: str, token_file: Path, smallest_request_eur: float, chunk_requests: int,
-                 timeout_seconds: float, clock: Callable[[], float] = time.monotonic,
+                 most_of_cap: float, timeout_seconds: float, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.controller_url = controller_url.rstrip("/")
         self.token_file = token_file
         self.smallest_request_eur = smallest_request_eur
         self.chunk_requests = chunk_requests
+        self.most_of_cap = most_of_cap
         self.gateway = gateway_id()
         self.clock, self.wall = clock, wall
         self.client = httpx.AsyncClient(timeout=timeout_seconds)
         self.leases: dict[tuple[str, datetime], TenantLease] = {}
-        self.metrics = lease_metrics()
+        self.metrics = gateway_lease_metrics()
 
-    def lease(self, tenant: str, day_started_at: datetime) -> TenantLease:
+    def lease(self, tenant: str, day_started_at: datetime, cap_eur: float) -> TenantLease:
+        """The tenant-day's books (``cap_eur``: its cap as last published)."""
         key = (tenant, day_started_at)
         if key not in self.leases:
             for old in [k for k, v in self.leases.items() if k[0] == tenant and not v.in_flight]:
                 del self.leases[old]  # an earlier day of the tenant's, settled: nothing more to report
             self.leases[key] = TenantLease(tenant, day_started_at)
+        self.leases[key].cap_eur = cap_eur
         return self.leases[key]
 
-    async def admit(self, lease: TenantLease, eur: float, describe: str) -> None:
-        """Reserves ``eur`` within the lease, renewing it once if it does not fit; raises the refusal otherwise."""
+    async def admit(self, lease: TenantLease, eur: float, describe: str, replacing: float | None = None) -> None:
+        """Reserves ``eur`` within the lease (in place of the request's earlier reservation ``replacing``, if any),
+        renewing the lease if it does not fit; raises the refusal otherwise.
+
+        A renewal already in flight is waited for first; if what it brought does not fit this request either, this
+        request asks once itself (for every waiting request's worst case plus a few more requests' worth)."""
+        earlier = replacing or 0.0
         lease.largest_worst_case_eur = max(lease.largest_worst_case_eur, eur)
-        if not lease.fits(eur, self.clock()):
-            await self.renew(lease, eur + self._chunk(lease, eur))
-            if not lease.fits(eur, self.clock()):
-                raise self._refusal(lease, eur, describe)
-        lease.reserved_eur += eur
-        lease.in_flight += 1
-        lease.admitted_since_renewal += 1
+        lease.waiting_eur += eur
+        try:
+            for _ in range(RENEWALS_PER_ADMISSION):
+                if lease.fits(eur, self.clock(), earlier):
+                    break
+                await self.renew(lease, self._chunk(lease, eur))
+            else:
+                if not lease.fits(eur, self.clock(), earlier):
+                    raise self._refusal(lease, eur, describe)
+        finally:
+            lease.waiting_eur -= eur
+        lease.reserved_eur += eur - earlier
+        if replacing is None:
+            lease.in_flight += 1
+            lease.admitted_since_renewal += 1
         self._show(lease)
         if lease.headroom(self.clock()) < 2 * lease.largest_worst_case_eur:
             self._renew_soon(lease)
@@ -177,7 +198,8 @@ class LeaseKeeper:
         self._show(lease)
 
     async def renew(self, lease: TenantLease, want_eur: float) -> None:
-        """One renewal in flight per tenant-day: a second caller waits for the first one's answer."""
+        """Asks for the worst cases of the requests waiting + ``want_eur``. One renewal in flight per tenant-day: a
+        second caller waits for the first one's answer."""
         if lease.renewing is not None:
             await asyncio.shield(lease.renewing)
             return
@@ -212,9 +234,10 @@ class LeaseKeeper:
 
     # --- internals -------------------------------------------------------------------------
     def _chunk(self, lease: TenantLease, eur: float) -> float:
-        """A few more requests' worth: so that a busy tenant renews once per few requests, not per request."""
+        """A few more requests' worth, so that a busy tenant renews once per few requests, not per request; but
+        never more than a share of the cap, so that the first gateway to ask does not hold what the others need."""
         largest = max(lease.largest_worst_case_eur, eur, self.smallest_request_eur)
-        return self.chunk_requests * largest
+        return min(self.chunk_requests * largest, self.most_of_cap * lease.cap_eur)
 
     def _renew_soon(self, lease: TenantLease) -> None:
         if lease.renewing is None:
@@ -223,7 +246,8 @@ class LeaseKeeper:
 
     async def _renew(self, lease: TenantLease, want_eur: float) -> None:
         sent = self.clock()
-        request = lease.request(self.gateway, want_eur, sent, self.wall(), self.smallest_request_eur)
+        request = lease.request(self.gateway, lease.waiting_eur + want_eur, sent, self.wall(),
+                                self.smallest_request_eur)
         try:
             token = shared_token(self.token_file)
             response = await self.client.post(f"{self.controller_url}/v1/leases", content=request.model_dump_json(),
@@ -261,7 +285,13 @@ class LeaseKeeper:
             return LynxError(503, grant.reason, "budget_controller_rebuilding", "server_error",
                              headers={"Retry-After": str(math.ceil(grant.lifetime_seconds))})
         self.metrics.refused.labels(lease.tenant, "no_lease_room").inc()
-        why = grant.reason if grant is not None else "the budget controller granted nothing yet"
+        if grant is None:
+            why = "the budget controller granted nothing yet."
+        elif grant.outcome == "granted":
+            why = (f"the budget controller could grant only {grant.granted_eur:.4g} EUR more; the rest of the cap is "
+                   "spent or held by other gateways for their requests in flight.")
+        else:
+            why = grant.reason
         return LynxError(429, f"This request could cost up to {eur:.4g} EUR ({describe} at worst case), more than "
                          f"this gateway may still spend for tenant '{lease.tenant}' today "
                          f"({lease.headroom(self.clock()):.4g} EUR): {why} Lower max_tokens (or lynx_max_cost_eur), "

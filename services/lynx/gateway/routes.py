@@ -123,6 +123,7 @@ async def respond(request: Request, job: Job, shape: Shape, body: GenerationFiel
     budgets: Budgets = request.app.state.budgets
     with job.clock.stage("gateway"):  # timed as the gateway's own work, like everything it does for the request
         hold = budgets.admit(job.tenant.id)  # a tenant that may not spend is refused before any upstream call
+        await hold.enter()
     generation = await pipeline.start(job, hold)
     envelope = Envelope(shape, generation.model)
     request_id = request_id_var.get()

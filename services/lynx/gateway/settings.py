@@ -52,7 +52,10 @@ class GatewaySettings(ServiceSettings):
         default=default_cache_dir() / "lease-token",
         description="The token the gateways and the budget controller share (a mounted Secret in Kubernetes).")
     lease_chunk_requests: int = Field(
-        default=8, ge=1, le=1000, description="A renewal asks for this many of the largest recent worst cases.")
+        default=8, ge=1, le=1000, description="A renewal asks for this many of the largest recent worst cases...")
+    lease_most_of_cap: float = Field(
+        default=0.1, gt=0, le=1, description="...but for no more than this share of the tenant's cap beyond what the "
+                                             "waiting request needs, so other gateways find budget free.")
     lease_timeout_seconds: float = Field(default=2.0, gt=0, le=60, description="One lease renewal's time limit.")
     prefill_seconds_per_token: float = Field(
         default=1 / 650, gt=0,

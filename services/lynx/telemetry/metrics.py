@@ -310,7 +310,7 @@ def enforcement_metrics() -> EnforcementMetrics:
 
 
 @dataclass(frozen=True)
-class LeaseMetrics:
+class GatewayLeaseMetrics:
     renewals: Counter
     renewal_seconds: Histogram
     headroom: Gauge
@@ -318,9 +318,9 @@ class LeaseMetrics:
 
 
 @functools.cache
-def lease_metrics() -> LeaseMetrics:
+def gateway_lease_metrics() -> GatewayLeaseMetrics:
     """The gateway's spend leases (lynx.gateway.leases): its channel to the budget controller and what it holds."""
-    return LeaseMetrics(
+    return GatewayLeaseMetrics(
         renewals=Counter("lynx_gateway_lease_renewals", "Lease renewals sent to the budget controller, by the "
                          "grant's outcome (granted, exhausted, paused, rebuilding, other_day, stale) or unreachable.",
                          ["outcome"]),
