@@ -30,7 +30,7 @@ from lynx_budget.leases import (
     LeaseLedger, LeaseTerms, Proof, cannot_pay_smallest, confirmed_eur, forget_days_before, holdings_eur, rebuild,
     remainder_eur, renew,
 )
-from lynx_budget.policy import SpendFailure, Unpayable, day_window, rfc3339
+from lynx_budget.policy import SpendReading, Unpayable, day_window, rfc3339
 from lynx_budget.spend import read_today
 
 log = logging.getLogger("lynx.budgets.leases")
@@ -52,9 +52,9 @@ TOKEN_SETTING = "LYNX_BUDGETS_LEASE_TOKEN_FILE"
 DayKey = tuple[str, datetime]  # (tenant, its day's start)
 
 
-def starting_ledger(leases_file: Path, state_file: Path, terms: LeaseTerms, now: datetime) -> LeaseLedger:
-    """The persisted ledger; a fresh one when this cache dir never granted anything (no ledger, no budget state);
-    otherwise one that waits out every lease it cannot prove (``LeaseLedger.without_copy``)."""
+def starting_ledger(leases_file: Path, granted_before: bool, terms: LeaseTerms, now: datetime) -> LeaseLedger:
+    """The persisted ledger; a fresh one when no ledger was ever kept here (``granted_before`` False); otherwise one
+    that waits out every lease it cannot prove (``LeaseLedger.without_copy``)."""
     if leases_file.exists():
         try:
             return LeaseLedger.model_validate_json(leases_file.read_text())
@@ -66,11 +66,11 @@ def starting_ledger(leases_file: Path, state_file: Path, terms: LeaseTerms, now:
                 "file": str(leases_file), "moved_to": str(aside), "error": f"{type(error).__name__}: {error}",
                 "consequence": "started as if the ledger were lost: nothing granted until every earlier lease has "
                                "expired and been counted"}})
-    elif not state_file.exists():
+    elif not granted_before:
         return LeaseLedger(epoch=uuid.uuid4().hex)
     else:
         log.warning("lease_ledger_lost", extra={"fields": {
-            "file": str(leases_file), "state_file": str(state_file),
+            "file": str(leases_file),
             "consequence": "nothing granted until every earlier lease has expired and been counted"}})
     ledger = LeaseLedger.without_copy(uuid.uuid4().hex, now, terms)
     log.warning("lease_ledger_rebuilding", extra={"fields": {"grants_from": rfc3339(ledger.grants_from)}})
@@ -89,8 +89,11 @@ class LeaseDesk:
 
     def __init__(self, ledger: LeaseLedger, leases_file: Path, token: str, terms: LeaseTerms,
                  budget_of: Callable[[str], BudgetSpec | None], budgets: Callable[[], list[BudgetSpec]],
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.ledger = ledger  # replaced whole, never changed in place: a thread may read it while a request runs
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 last_spent: Callable[[str, datetime], float] | None = None) -> None:
+        self.ledger = ledger
+        # Failing open: the tenant's spend on the day starting then as last persisted, when Prometheus cannot say.
+        self.last_spent = last_spent  # replaced whole, never changed in place: a thread may read it while a request runs
         self.leases_file = leases_file
         self.token = token
         self.floor_terms = terms
@@ -102,19 +105,20 @@ class LeaseDesk:
         self.smallest_reported: dict[DayKey, float] = {}
 
     @classmethod
-    def open(cls, leases_file: Path, state_file: Path, token: str, terms: LeaseTerms,
+    def open(cls, leases_file: Path, granted_before: bool, token: str, terms: LeaseTerms,
              budget_of: Callable[[str], BudgetSpec | None], budgets: Callable[[], list[BudgetSpec]],
-             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> LeaseDesk:
+             now: Callable[[], datetime] = lambda: datetime.now(UTC),
+             last_spent: Callable[[str, datetime], float] | None = None) -> LeaseDesk:
         """The desk of a starting controller (``starting_ledger``). A ledger just started is saved at once: a restart
         before its first grant then continues it instead of waiting out leases that were never granted."""
-        ledger = starting_ledger(leases_file, state_file, terms, now())
+        ledger = starting_ledger(leases_file, granted_before, terms, now())
         if not leases_file.exists():
             try:
                 write_atomically(leases_file, ledger.model_dump_json())
             except OSError as error:  # each request says so too, with 503
                 log.error("lease_ledger_unwritable", extra={"fields": {"file": str(leases_file),
                                                                        "error": f"{type(error).__name__}: {error}"}})
-        return cls(ledger, leases_file, token, terms, budget_of, budgets, now)
+        return cls(ledger, leases_file, token, terms, budget_of, budgets, now, last_spent)
 
     def terms(self, key: DayKey, reported_eur: float = 0.0) -> LeaseTerms:
         smallest = max(self.floor_terms.smallest_request_eur, self.smallest_reported.get(key, 0.0), reported_eur)
@@ -187,13 +191,24 @@ class LeaseDesk:
         specs = self.budgets()
         spent: dict[str, float] = {}
         for spec in specs:
-            spend = read_today(prometheus, spec.tenant, day_window(spec.timezone, now)[0], now)
-            if isinstance(spend, SpendFailure):
+            today = day_window(spec.timezone, now)[0]
+            spend = read_today(prometheus, spec.tenant, today, now)
+            if isinstance(spend, SpendReading):
+                spent[spec.tenant] = spend.spent_eur
+                continue
+            error = f"{spend.reason}: {spend.detail}"
+            if self.last_spent is None:
                 log.warning("lease_ledger_rebuild_waits", extra={"fields": {
-                    "tenant": spec.tenant, "error": f"{spend.reason}: {spend.detail}",
+                    "tenant": spec.tenant, "error": error,
                     "consequence": "still rebuilding: nothing granted until today's spend can be read"}})
                 return None
-            spent[spec.tenant] = spend.spent_eur
+            # Budgets that fail open serve a tenant whose spend cannot be read: the ledger likewise starts from the
+            # last spend the controller persisted, which misses what was charged after it was read.
+            last = self.last_spent(spec.tenant, today)
+            log.warning("lease_ledger_rebuilt_from_last_known_spend", extra={"fields": {
+                "tenant": spec.tenant, "error": error, "spent_eur": last,
+                "consequence": "charges after that reading are not counted (budgets fail open)"}})
+            spent[spec.tenant] = last
         return proofs_before_restart(specs, spent, now)
 
     def unpayable(self, spec: BudgetSpec, now: datetime) -> Unpayable | None:

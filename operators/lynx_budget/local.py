@@ -143,6 +143,12 @@ class FileStore:
     def status(self, tenant: str) -> BudgetStatus | None:
         return self.statuses().get(tenant)
 
+    def last_spent(self, tenant: str, day_started_at: datetime) -> float:
+        """The tenant's spend on that day as last read and kept; 0 when none was read that day."""
+        status = self.status(tenant)
+        kept = status is not None and status.day_started_at == day_started_at
+        return (status.spent_eur or 0.0) if kept else 0.0
+
     def statuses(self) -> dict[str, BudgetStatus]:
         if not self.state_file.exists():
             return {}
@@ -170,8 +176,12 @@ def lease_desk(settings: LocalBudgetSettings, store: FileStore) -> LeaseDesk:
     terms = LeaseTerms(lifetime_seconds=settings.lease_lifetime_seconds,
                        longest_request_seconds=settings.longest_request_seconds,
                        smallest_request_eur=settings.smallest_request_eur)
-    return LeaseDesk.open(settings.leases_file, settings.state_file, shared_token(settings.lease_token_file), terms,
-                          store.get, store.list)
+    # Leases were granted from these files before if the controller kept state and the gateways' token existed: a
+    # cache dir from before leases (or a first run) has no ledger to lose.
+    granted_before = settings.state_file.exists() and settings.lease_token_file.exists()
+    return LeaseDesk.open(settings.leases_file, granted_before, shared_token(settings.lease_token_file), terms,
+                          store.get, store.list,
+                          last_spent=store.last_spent if settings.unknown_spend == "open" else None)
 
 
 class LocalController:

@@ -55,7 +55,7 @@ def up(args) -> None:
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenant_keys import LocalTenants
     from lynx.tools.models.cache import build
-    from lynx_budget.local import budget_or_default, local_store
+    from lynx_budget.local import LocalBudgetSettings, budget_or_default, local_store
 
     since = time.time()
     down(quiet=True)
@@ -85,7 +85,7 @@ def up(args) -> None:
     service_env = {**env, **({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {})}
     # The gateway admits budgeted tenants within the spend leases the budget loop grants it.
     gateway_env = {**upstreams_environment({name: topology.url(name) for name in UPSTREAMS}),
-                 **lease_environment(topology.url("budgets"))}
+                 **lease_environment(topology.url("budgets"), LocalBudgetSettings().lease_token_file)}
     services = [start_service(name, {**service_env, **(gateway_env if name == "gateway" else {})},
                               run_dir() / f"{name}.log", port=topology.services[name], detached=True)
                 for name in SERVICES]

@@ -17,7 +17,7 @@ from lynx.service.errors import LynxError
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget.lease_desk import BEFORE_RESTART, LeaseDesk, proofs_before_restart
 from lynx_budget.leases import LeaseLedger, LeaseTerms, holdings_eur, rebuild, renew
-from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController
+from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController, lease_desk
 
 NOON = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 TODAY = datetime(2026, 6, 10, tzinfo=UTC)
@@ -46,8 +46,8 @@ def clock() -> Clock:
 
 
 def open_desk(store: FileStore, clock: Clock) -> LeaseDesk:
-    return LeaseDesk.open(store.path.with_name("leases.json"), store.state_file, TOKEN, TERMS, store.get, store.list,
-                          now=clock)
+    return LeaseDesk.open(store.path.with_name("leases.json"), store.state_file.exists(), TOKEN, TERMS, store.get,
+                          store.list, now=clock)
 
 
 def ask(sequence: int = 1, gateway: str = "g1", want: float = 0.4, charged: float = 0.0, keep: float | None = None,
@@ -117,6 +117,31 @@ def test_a_lost_ledger_grants_nothing_until_rebuilt(store, clock):
     assert desk.ledger.needs_rebuild and on_disk(desk).needs_rebuild
     assert answer(desk, ask(sequence=2, want=0.4, charged=0.05, keep=0.1, acting=grant)).outcome == "rebuilding"
     unreachable.close()
+
+
+def test_failing_open_a_lost_ledger_is_rebuilt_from_the_last_spend_kept_when_prometheus_cannot_say(store, clock):
+    store.save_statuses({})
+    desk = LeaseDesk.open(store.path.with_name("leases.json"), True, TOKEN, TERMS, store.get, store.list, now=clock,
+                          last_spent=lambda tenant, day: 0.3)
+    unreachable = PrometheusClient(f"http://127.0.0.1:{free_port()}", 1)
+    asyncio.run(desk.upkeep(unreachable))
+    assert desk.ledger.needs_rebuild  # not before every earlier lease has expired and charged
+    clock.now = NOON + timedelta(seconds=51)
+    asyncio.run(desk.upkeep(unreachable))
+    unreachable.close()
+    assert not desk.ledger.needs_rebuild and not on_disk(desk).needs_rebuild
+    grant = answer(desk, ask(want=1.0))
+    assert (grant.outcome, grant.ceiling_eur) == ("granted", pytest.approx(0.7))  # the kept 0.3 is held as spent
+
+
+def test_a_cache_dir_from_before_leases_starts_a_fresh_ledger_and_one_that_granted_waits(store, tmp_path):
+    """State kept but no token yet: nothing was ever granted from here (an upgrade), so nothing is waited out."""
+    store.save_statuses({})
+    settings = LocalBudgetSettings(budgets_file=store.path, state_file=store.state_file,
+                                   leases_file=tmp_path / "leases.json", lease_token_file=tmp_path / "token")
+    assert not lease_desk(settings, store).ledger.needs_rebuild
+    settings.leases_file.unlink()  # the token exists now: a ledger lost from here may have granted leases
+    assert lease_desk(settings, store).ledger.needs_rebuild
 
 
 def test_a_corrupt_ledger_is_set_aside_and_treated_as_lost(store, clock):
