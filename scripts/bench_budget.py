@@ -220,7 +220,8 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
     first_429 = min((s.ended for s in sent if s.status == 429), default=None)
     first_free = min((s.ended for s in refused_free), default=None)
     reasons = {r: sum(counter(g.url, "lynx_budget_refused_requests_total", {"tenant": TENANT, "reason": r})
-                      for g in bed.gateways) for r in ("insufficient", "blocked")}
+                      for g in bed.gateways)
+               for r in ("insufficient", "no_lease_room", "controller_unreachable", "rebuilding", "blocked")}
     ratio = max(s.cost / s.reserved for s in admitted if s.reserved)
     waits = [s.headers_after for s in admitted]
     driving_seconds = max(s.ended for s in sent) - sent[0].started
@@ -251,7 +252,7 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| requests sent while driving | {len(sent)}: {len(admitted)} served, {len(refused_charged)} refused at "
         f"reservation (charged for retrieval + tokenization), {len(refused_free)} refused at admission, "
         f"{len(other)} other |",
-        f"| gateway refusals by reason | insufficient {reasons['insufficient']:.0f}, blocked {reasons['blocked']:.0f} |",
+        f"| gateway refusals by reason | {', '.join(f'{r} {n:.0f}' for r, n in reasons.items() if n)} |",
         f"| spend at the end (the gateways' counters) | {spent:.6g} EUR for a cap of {args.cap:g} EUR |",
         f"| overshoot | {max(spent - args.cap, 0):.3g} EUR ({max(spent - args.cap, 0) / args.cap:.2%} of the cap) |",
         f"| cap crossed (ledger events) | {crossing} |",

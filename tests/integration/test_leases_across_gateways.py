@@ -23,6 +23,7 @@ import pytest
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stopping import stop_processes
+from lynx_budget.leases import LeaseLedger, holding_eur
 from lynx.local.topology import BudgetFiles, budget_loop_environment, lease_environment, upstreams_environment
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, metric_value, published_state, start_stack, wait_for
@@ -44,17 +45,32 @@ class LeaseBed:
     controller: ServiceProcess
     files: BudgetFiles
     cli_env: dict[str, str]
-    key: str
+    keys: dict[str, str]
+    controller_env: dict[str, str]
+    work: Path
+    started: list[ServiceProcess]
+
+    def restart_controller(self) -> None:
+        """SIGKILL the controller, then start it again on the same port and files: it continues from its ledger."""
+        self.controller.process.kill()
+        self.controller.process.wait(10)
+        port = int(self.controller.url.rsplit(":", 1)[1])
+        self.controller = start_service("budgets", self.controller_env, self.work / "budgets-restarted.log", port=port)
+        self.started.append(self.controller)
+        wait_ready([self.controller], START_TIMEOUT_SECONDS)
+
+    def ledger(self) -> LeaseLedger:
+        return LeaseLedger.model_validate_json(self.files.leases.read_text())
 
     def budget(self, *args: str) -> None:
         done = subprocess.run([sys.executable, "-m", "lynx.cli", "budget", *args], env=self.cli_env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
 
-    def chat(self, gateway: ServiceProcess, body: dict) -> httpx.Response:
+    def chat(self, gateway: ServiceProcess, body: dict, tenant: str = "leased") -> httpx.Response:
         endpoint = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
         return httpx.post(f"{gateway.url}{endpoint}", json=body, timeout=120,
-                          headers={"Authorization": f"Bearer {self.key}"})
+                          headers={"Authorization": f"Bearer {self.keys[tenant]}"})
 
     def tenant_counters(self, tenant: str) -> float:
         """The sum of every gateway's own tenant counter (each process counts what it charged)."""
@@ -74,8 +90,8 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[LeaseBed]:
     started: list[ServiceProcess] = stack.processes()
     try:
         # Prometheus is left out on purpose: leases must hold the cap without it (its spend reads fail, logged).
-        controller = start_service("budgets", {**base_env, **budget_loop_environment(files, "http://127.0.0.1:9", 1)},
-                                   work / "budgets.log", port=controller_port)
+        controller_env = {**base_env, **budget_loop_environment(files, "http://127.0.0.1:9", 1)}
+        controller = start_service("budgets", controller_env, work / "budgets.log", port=controller_port)
         started.append(controller)
         upstreams = upstreams_environment({"tokenizer": stack.tokenizer.url, "retriever": stack.retriever.url,
                                            "decoder": stack.decoder.url})
@@ -83,8 +99,10 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[LeaseBed]:
                 for n in range(1, GATEWAYS)]
         started.extend(more)
         wait_ready([controller, *more], START_TIMEOUT_SECONDS)
-        key = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"])).add("leased")
-        yield LeaseBed([stack.gateway, *more], controller, files, {**base_env, **files.environment()}, key)
+        registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
+        keys = {tenant: registry.add(tenant) for tenant in ("leased", "chaos")}
+        yield LeaseBed([stack.gateway, *more], controller, files, {**base_env, **files.environment()}, keys,
+                       controller_env, work, started)
     finally:
         stop_processes(started)
 
@@ -150,3 +168,72 @@ def test_a_tenant_is_driven_to_blocked_through_three_gateways_and_every_cent_is_
         renewals = metric_value(httpx.get(f"{gateway.url}/metrics", timeout=10).text,
                                 "lynx_gateway_lease_renewals_total", {"outcome": "granted"})
         assert renewals >= 1
+
+
+def test_a_killed_controller_and_a_killed_gateway_lose_no_charge_and_the_cap_holds(bed: LeaseBed):
+    """Under load: the controller SIGKILLed and restarted (it continues from the ledger it wrote before each answer);
+    then a gateway SIGKILLed while it holds a lease: its holding stays counted as spent (its counter died with it),
+    so the two others never spend it."""
+    bed.budget("set", "chaos", "--cap", f"{CAP_EUR:g}")
+    wait_for(lambda: published_state(bed.files.decisions, "chaos") == "Ok", 30, "the controller's first decision")
+    lock = Lock()
+    told = {index: [] for index in range(GATEWAYS)}  # the costs each gateway's clients were told
+    statuses: list[int] = []
+    victim = GATEWAYS - 1
+    alive = list(range(GATEWAYS))
+    turns = itertools.count()
+
+    def client() -> None:
+        refusals_in_a_row = 0
+        for _ in range(80):
+            with lock:
+                index = alive[next(turns) % len(alive)]
+            try:
+                response = bed.chat(bed.gateways[index], SHORT, tenant="chaos")
+            except httpx.TransportError:
+                assert index == victim  # only the killed gateway drops connections; what it held is not charged
+                continue
+            with lock:
+                statuses.append(response.status_code)
+                if response.status_code in (200, 429):
+                    told[index].append(cost_told(response))
+                else:
+                    assert response.status_code == 503, response.text
+                    assert response.json()["error"]["code"] in ("budget_controller_unreachable",
+                                                                "budget_controller_rebuilding"), response.text
+            refusals_in_a_row = refusals_in_a_row + 1 if response.status_code == 429 else 0
+            if refusals_in_a_row == 3:
+                return
+
+    def spent_told() -> float:
+        with lock:
+            return sum(sum(costs) for costs in told.values())
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        running = [pool.submit(client) for _ in range(CLIENTS)]
+        wait_for(lambda: spent_told() > CAP_EUR / 4, 60, "a quarter of the cap spent")
+        epoch_before = bed.ledger().epoch
+        bed.restart_controller()
+        wait_for(lambda: spent_told() > CAP_EUR / 2, 60, "half the cap spent after the controller's restart")
+        with lock:
+            alive.remove(victim)
+        bed.gateways[victim].process.kill()
+        bed.gateways[victim].process.wait(10)
+        for done in running:
+            done.result()
+
+    assert statuses.count(200) >= 10, statuses
+    accounts = next(day.gateways for day in bed.ledger().days if day.tenant == "chaos")
+    assert bed.ledger().epoch == epoch_before, "the restarted controller continued its ledger"
+    # The dead gateway's counter is gone; the ledger still holds at least everything its clients were told it
+    # charged (its lease's ceiling, or more), so the others could not spend it.
+    dead = next(a for g, a in accounts.items() if f"-{bed.gateways[victim].process.pid}-" in g)
+    assert holding_eur(dead) >= sum(told[victim]) * (1 - 1e-9)
+    for index in alive:
+        counter = metric_value(httpx.get(f"{bed.gateways[index].url}/metrics", timeout=10).text,
+                               "lynx_tenant_cost_eur_total", {"tenant": "chaos"})
+        assert counter == pytest.approx(sum(told[index]), rel=1e-9), f"gateway {index}: counter and costs told"
+    spent = spent_told()
+    assert spent <= CAP_EUR * (1 + OVERSHOOT_BOUND), f"spent {spent} EUR of a {CAP_EUR} EUR cap"
+    # What the two live gateways could still get is what the dead one does not hold.
+    assert sum(sum(told[i]) for i in alive) <= (CAP_EUR - holding_eur(dead)) * (1 + OVERSHOOT_BOUND)
