@@ -84,8 +84,8 @@ class TenantLease:
         return self.lease_id is not None and now < self.expires_at
 
     def ceiling(self, now: float) -> float:
-        """What charged + reserved may reach now: the lease's ceiling while it is valid (plus the tenant's allowance
-        while the controller cannot be reached), else what is already kept (nothing more may be admitted)."""
+        """What charged + reserved may reach now: the lease's ceiling while it is valid, else 0 (nothing more may be
+        admitted); plus the tenant's allowance while the controller cannot be reached."""
         ceiling = self.ceiling_eur if self.live(now) else 0.0
         if self.unreachable is not None and self.allowance is not None:
             ceiling += self.allowance.per_gateway_eur
@@ -117,7 +117,7 @@ class TenantLease:
             gateway=gateway, tenant=self.tenant, day_started_at=self.day_started_at, sequence=self.sequence,
             sent_at=sent_at, charged_eur=self.charged_eur, keep_eur=self.keep_eur, want_eur=want_eur,
             acting_lease_id=self.lease_id if live else None,
-            acting_ceiling_eur=max(self.ceiling_eur, self.keep_eur) if live else 0.0,
+            acting_ceiling_eur=self.ceiling_eur if live else 0.0,
             smallest_request_eur=smallest_request_eur)
 
     def accept(self, grant: LeaseGrant, sent: float) -> bool:
