@@ -130,10 +130,14 @@ def confirmed_eur(ledger: LeaseLedger, tenant: str, day_started_at: datetime) ->
 
 
 def committed_eur(account: GatewayAccount, now: datetime) -> float:
-    """Spent or sure to be: charged + reserved as last reported; a lease past its deadline counts as fully spent."""
+    """Spent: charged as last reported; a lease past its deadline counts as fully spent.
+
+    Not charged + reserved: the requests in flight reserve their worst cases, several times what they usually cost,
+    and counting those would call a tenant Blocked (and refuse it at admission) while much of its cap is left. While
+    they are in flight, a request that does not fit is refused by its gateway's lease, for the moment only."""
     if any(lease.expires_at <= now for lease in account.leases):
         return holding_eur(account)
-    return max(account.charged_eur, account.keep_eur)
+    return account.charged_eur
 
 
 def remainder_eur(ledger: LeaseLedger, spec: BudgetSpec, now: datetime) -> float:

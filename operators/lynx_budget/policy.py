@@ -311,8 +311,8 @@ def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, 
         return (f"Paused by an admin: every request from {tenant} is refused until an admin resumes it.{spent_words}"
                 f"{stale}")
     if state == "Blocked" and unpayable is not None:
-        return (f"Blocked: {tenant} has {format_eur(max(unpayable.remainder_eur, 0.0))} of {cap} left today, counting "
-                f"what its requests in flight may still cost, which cannot pay for its smallest request "
+        return (f"Blocked: {tenant} has {format_eur(max(unpayable.remainder_eur, 0.0))} of {cap} left today, as its "
+                f"gateways reported their charges, which cannot pay for its smallest request "
                 f"({format_eur(unpayable.smallest_request_eur)}). Requests are served again when the day resets at "
                 f"{resets}, or sooner with {a_raise}.")
     if state == "Blocked":

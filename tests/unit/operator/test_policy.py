@@ -226,9 +226,9 @@ def test_a_remainder_that_cannot_pay_the_smallest_request_blocks_until_it_can():
     blocked = decide(spec(), spent(9.9), NOON + HOUR, warned.status, unpayable=unpayable)
     assert (blocked.decision.state, blocked.decision.remaining_eur, blocked.decision.spent_eur) == ("Blocked", 0.0, 9.9)
     assert blocked.decision.reason == (
-        "Blocked: acme has 0.004 EUR of its daily cap of 10.00 EUR left today, counting what its requests in flight may "
-        "still cost, which cannot pay for its smallest request (0.01 EUR). Requests are served again when the day resets "
-        "at 2026-06-11 00:00 UTC, or sooner with a temporary raise from an admin (an amount and a reason, for at most "
+        "Blocked: acme has 0.004 EUR of its daily cap of 10.00 EUR left today, as its gateways reported their charges, "
+        "which cannot pay for its smallest request (0.01 EUR). Requests are served again when the day resets at "
+        "2026-06-11 00:00 UTC, or sooner with a temporary raise from an admin (an amount and a reason, for at most "
         "72 h).")
     assert blocked.status.history[-1].message.startswith("Warning -> Blocked: acme has 0.004 EUR")
     assert [(e.type, e.reason) for e in blocked.events] == [("Warning", "StateChanged")]
