@@ -37,6 +37,10 @@ from lynx.contracts.leases import GrantOutcome, LeaseGrant, LeaseRequest, Unreac
 from lynx_budget.policy import day_window, decide_state, effective_cap, format_eur, require_aware, rfc3339
 
 
+# Less than this is the rounding of sums that are equal, not budget: granted as nothing.
+NOTHING_EUR = 1e-12
+
+
 class LeaseTerms(BaseModel, frozen=True):
     """The controller's lease settings (its settings object fills them)."""
 
@@ -238,6 +242,8 @@ def renew(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: dat
     others = sum(holding_eur(a) for g, a in day.gateways.items() if g != request.gateway)
     free = effective_cap(spec, now) - others - request.keep_eur
     grantable = max(min(request.want_eur, free), 0.0)
+    if grantable < NOTHING_EUR:  # float rounding of sums that are equal: nothing is free
+        grantable = 0.0
     outcome, reason = _outcome(ledger, spec, request, now, grantable)
     granted = grantable if outcome == "granted" else 0.0
     ledger.issued += 1

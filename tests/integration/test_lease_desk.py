@@ -169,7 +169,7 @@ def test_two_gateways_never_hold_more_than_the_cap_and_what_one_gives_back_the_o
     assert more.ceiling_eur == pytest.approx(CAP_EUR - charged) and more.ceiling_eur + back.ceiling_eur <= CAP_EUR + EPS
     assert controller.held("capped") == pytest.approx(CAP_EUR)
     nothing_left = first.renew(controller, want=CAP_EUR, charged=charged)
-    assert nothing_left.granted_eur == pytest.approx(0.0, abs=EPS)
+    assert (nothing_left.outcome, nothing_left.granted_eur) == ("exhausted", 0.0)
     assert nothing_left.ceiling_eur + more.ceiling_eur <= CAP_EUR + EPS
 
 

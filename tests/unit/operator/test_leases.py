@@ -74,6 +74,14 @@ def test_a_gateway_gets_what_it_wants_and_the_next_only_what_is_left():
     assert holdings_eur(ledger, "acme", TODAY) == pytest.approx(1.0)
 
 
+def test_what_float_rounding_leaves_of_a_cap_held_in_full_is_not_granted():
+    ledger, _ = renew(LeaseLedger(epoch="e"), spec(daily_cap_eur=0.9), ask("g1", want=0.2), NOON, TERMS)
+    ledger, _ = renew(ledger, spec(daily_cap_eur=0.9), ask("g2", want=0.9), NOON, TERMS)  # granted 0.9 - 0.2
+    assert 0.9 - (0.2 + (0.9 - 0.2)) > 0  # what the sums leave: 1.1e-16
+    ledger, third = renew(ledger, spec(daily_cap_eur=0.9), ask("g3", want=0.7), NOON, TERMS)
+    assert (third.outcome, third.granted_eur) == ("exhausted", 0.0)
+
+
 def test_the_ceiling_never_falls_below_what_the_gateway_must_keep():
     ledger, _ = renew(LeaseLedger(epoch="e"), spec(), ask("g2", want=1.0), NOON, TERMS)
     ledger, grant = renew(ledger, spec(), ask("g1", charged=0.1, keep=0.25, want=0.5), NOON, TERMS)
