@@ -176,6 +176,9 @@ class LeaseKeeper:
                 await self.renew(lease, self._chunk(lease, eur))
             else:
                 if not lease.fits(eur, self.clock(), earlier):
+                    # What this gateway holds is too little for this request: give it back at once, so that with what
+                    # the other gateways hold it can pay for one elsewhere (fragments that each pay for nothing).
+                    self._renew_soon(lease, want_eur=0.0)
                     raise self._refusal(lease, eur, describe)
         finally:
             lease.waiting_eur -= eur
@@ -239,9 +242,11 @@ class LeaseKeeper:
         largest = max(lease.largest_worst_case_eur, eur, self.smallest_request_eur)
         return min(self.chunk_requests * largest, self.most_of_cap * lease.cap_eur)
 
-    def _renew_soon(self, lease: TenantLease) -> None:
+    def _renew_soon(self, lease: TenantLease, want_eur: float | None = None) -> None:
+        """A renewal in the background (``want_eur``: by default a few more requests' worth)."""
         if lease.renewing is None:
-            task = asyncio.create_task(self.renew(lease, self._chunk(lease, 0.0)))
+            want = self._chunk(lease, 0.0) if want_eur is None else want_eur
+            task = asyncio.create_task(self.renew(lease, want))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _renew(self, lease: TenantLease, want_eur: float) -> None:
