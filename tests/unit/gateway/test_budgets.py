@@ -34,7 +34,7 @@ def solo_request_cost(prompt_tokens: int, max_tokens: int, so_far: RequestTimes 
     for step in range(max_tokens - 1):
         context = [prompt_tokens + step]
         decode += step_shares(STEP.predict(context), context, STEP)[0]
-    prefill = SOLO.prefill_seconds_per_token * prompt_tokens
+    prefill = STEP.fixed_seconds + SOLO.prefill_seconds_per_token * prompt_tokens  # one model call
     times = RequestTimes(wall_seconds=0.0, gateway_seconds=so_far.gateway_seconds, tokenize=so_far.tokenize,
                          retrieve=so_far.retrieve, decoder=DecoderUse(0.0, prefill, decode))
     return attribute_costs(times, RATES).total
@@ -105,7 +105,8 @@ class FakeClock:
 def estimate(eur: float) -> Estimate:
     """A request whose worst case is ``eur``: the decoder at a rate that makes 1 s cost 1 EUR."""
     rates = CostSettings(decoder_per_hour=3600)
-    solo = SoloDecoder(eur, STEP)  # one prompt token, one output token: prefill only
+    # One prompt token, one output token: the prefill only, its model call's fixed part taken out of its token's.
+    solo = SoloDecoder(eur - STEP.fixed_seconds, STEP)
     return Estimate.worst_case(NOTHING_YET, 1, 1, solo, rates)
 
 
