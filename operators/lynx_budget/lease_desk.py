@@ -219,6 +219,15 @@ class LeaseDesk:
             return None
         return Unpayable(remainder_eur(ledger, spec, now), terms.smallest_request_eur)
 
+    def spend_reading(self, spec: BudgetSpec, now: datetime) -> SpendReading | None:
+        """Today's spend as the gateways confirmed it to the ledger, for when Prometheus cannot say; None while the
+        ledger is rebuilding. It misses what gateways charged since their last renewal, but the gateways that lease
+        spend only within their leases, so it is enough to lift a Blocked a raise has made wrong."""
+        ledger = self.ledger
+        if ledger.needs_rebuild:
+            return None
+        return SpendReading(confirmed_eur(ledger, spec.tenant, day_window(spec.timezone, now)[0]), now)
+
     def show(self, spec: BudgetSpec, now: datetime) -> None:
         ledger, today = self.ledger, day_window(spec.timezone, now)[0]
         gauges.show_holdings(spec.tenant, holdings_eur(ledger, spec.tenant, today),

@@ -208,6 +208,8 @@ class LocalController:
                 log.warning("spend_unavailable", extra={"fields": {"tenant": spec.tenant,
                                                                    "error": f"{spend.reason}: {spend.detail}"}})
             gauges.count_read(isinstance(spend, SpendReading), now)
+            if isinstance(spend, SpendFailure) and self.desk is not None:
+                spend = self.desk.spend_reading(spec, now) or spend  # what the gateways confirmed to the ledger
             unpayable = self.desk.unpayable(spec, now) if self.desk else None
             result = reconcile(spec, spend, day, now, last.get(spec.tenant), self.settings.unknown_spend,
                                self.settings.history_limit, unpayable)

@@ -176,6 +176,12 @@ def test_a_tenant_is_driven_to_blocked_through_three_gateways_and_every_cent_is_
                             30, f"{gateway.url} refusing the Blocked tenant at admission")
         assert "Blocked" in response.json()["error"]["message"], response.text
     assert bed.tenant_counters("leased") == pytest.approx(spent, rel=1e-12)
+
+    # An audited raise unblocks it through all three: the controller grants from the larger cap.
+    bed.budget("raise", "leased", "--amount", f"{CAP_EUR / 2:g}", "--hours", "1", "--reason", "integration test",
+               "--by", "ops")
+    for gateway in bed.gateways:
+        wait_for(lambda g=gateway: bed.chat(g, TINY).status_code == 200, 30, f"{gateway.url} serving after the raise")
     for gateway in bed.gateways:
         renewals = metric_value(httpx.get(f"{gateway.url}/metrics", timeout=10).text,
                                 "lynx_gateway_lease_renewals_total", {"outcome": "granted"})

@@ -197,6 +197,13 @@ def controller(store: FileStore, desk: LeaseDesk, clock: Clock) -> LocalControll
     return LocalController(config, store, PrometheusClient(config.prometheus_url, 1), now=clock, desk=desk)
 
 
+def test_while_prometheus_cannot_say_the_decision_takes_the_spend_the_gateways_confirmed(store, clock):
+    desk = open_desk(store, clock)
+    answer(desk, ask(want=0.0, charged=0.85))
+    acme = controller(store, desk, clock).run_once().tenants["acme"]
+    assert (acme.state, acme.spent_eur) == ("Warning", pytest.approx(0.85))
+
+
 def test_a_remainder_that_cannot_pay_the_smallest_request_is_blocked_and_audited(store, clock):
     store.put(BudgetSpec(tenant="calm", daily_cap_eur=1.0, paused=True))
     desk = open_desk(store, clock)
