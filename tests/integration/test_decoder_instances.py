@@ -6,10 +6,8 @@ Each decoder's share is counted by the decoder itself (its own /metrics and /v1/
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from lynx.retriever.settings import RetrieverSettings
 
 from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, metric_value, wait_for
 from .otlp_sink import OtlpSink
+from .streaming import Told, stream_completion
 
 CONCURRENT = 32
 GENERATE = {"endpoint": "/v1/generate", "method": "POST"}
@@ -107,36 +106,9 @@ def tenant_spend(stack: TwoDecoders) -> float:
         return 0.0
 
 
-@dataclass
-class Told:
-    """What one streaming client was told: its trace, whether it got a whole answer, what it cost and the error
-    code (in the error body, or in the stream's last event once it had started)."""
-
-    trace_id: str
-    completed: bool
-    cost: float
-    error_code: str | None
-
-
-def stream(stack: TwoDecoders, content: str, max_tokens: int) -> Told:
-    body = {"model": MODEL_NAME, "temperature": 0, "max_tokens": max_tokens, "stream": True, "retrieval_top_k": 0,
-            "messages": [{"role": "user", "content": content}]}
-    headers = {"Authorization": f"Bearer {stack.key}", "X-Request-ID": f"two-{uuid.uuid4().hex[:12]}"}
-    with httpx.stream("POST", f"{stack.gateway.url}/v1/chat/completions", json=body, headers=headers,
-                      timeout=120) as response:
-        trace_id = response.headers["x-lynx-trace-id"]
-        if response.status_code != 200:  # it failed before its first token: told in the error body, with its cost
-            body = json.loads(response.read())
-            return Told(trace_id, False, body["lynx"]["cost"]["total"], body["error"]["code"])
-        events = [json.loads(line[len("data: "):]) for line in response.iter_lines() if line.startswith("data: {")]
-    costed = [e for e in events if e.get("lynx")]
-    assert costed, f"no cost in the stream of {trace_id}: {events[-3:]}"
-    error = events[-1].get("error")
-    return Told(trace_id, error is None, costed[-1]["lynx"]["cost"]["total"], error and error["code"])
-
-
 def streams(stack: TwoDecoders, pool: ThreadPoolExecutor, count: int, content: str, max_tokens: int) -> list:
-    return [pool.submit(stream, stack, f"{content} ({i})", max_tokens) for i in range(count)]
+    return [pool.submit(stream_completion, stack.gateway.url, stack.key, f"{content} ({i})", max_tokens)
+            for i in range(count)]
 
 
 def test_concurrent_requests_split_evenly_between_two_decoders(two_decoders: TwoDecoders):
