@@ -24,7 +24,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,7 +178,7 @@ class LeaseKeeper:
                 if not lease.fits(eur, self.clock(), earlier):
                     # What this gateway holds is too little for this request: give it back at once, so that with what
                     # the other gateways hold it can pay for one elsewhere (fragments that each pay for nothing).
-                    self._renew_soon(lease, want_eur=0.0)
+                    self._in_background(lease, lambda: self.give_back(lease))
                     raise self._refusal(lease, eur, describe)
         finally:
             lease.waiting_eur -= eur
@@ -188,7 +188,7 @@ class LeaseKeeper:
             lease.admitted_since_renewal += 1
         self._show(lease)
         if lease.headroom(self.clock()) < 2 * lease.largest_worst_case_eur:
-            self._renew_soon(lease)
+            self._in_background(lease, lambda: self.renew(lease, self._chunk(lease, 0.0)))
 
     def settle(self, lease: TenantLease, reserved_eur: float | None, charged_eur: float | None) -> None:
         """A request of the tenant-day settled: its reservation goes, its charge counts (even one never reserved:
@@ -218,7 +218,7 @@ class LeaseKeeper:
         now = self.clock()
         for lease in list(self.leases.values()):
             if lease.renewal_due(now):
-                await self.renew(lease, self._chunk(lease, 0.0) if lease.in_use else 0.0)
+                await (self.renew(lease, self._chunk(lease, 0.0)) if lease.in_use else self.give_back(lease))
 
     def period(self) -> float:
         lifetimes = [lease.lifetime_seconds for lease in self.leases.values() if lease.lifetime_seconds]
@@ -242,11 +242,17 @@ class LeaseKeeper:
         largest = max(lease.largest_worst_case_eur, eur, self.smallest_request_eur)
         return min(self.chunk_requests * largest, self.most_of_cap * lease.cap_eur)
 
-    def _renew_soon(self, lease: TenantLease, want_eur: float | None = None) -> None:
-        """A renewal in the background (``want_eur``: by default a few more requests' worth)."""
+    async def give_back(self, lease: TenantLease) -> None:
+        """Returns the headroom this gateway holds beyond what it keeps. Twice: the ledger holds a gateway's older
+        lease until the gateway names the newer one in a later request, so a single give-back frees nothing until this
+        gateway's next renewal (two gateways each giving back crumbs then kept missing each other's)."""
+        await self.renew(lease, 0.0)
+        await self.renew(lease, 0.0)
+
+    def _in_background(self, lease: TenantLease, renewal: Callable[[], Awaitable[None]]) -> None:
+        """A renewal nobody waits for; skipped while one is under way already (the requests waiting are asked for)."""
         if lease.renewing is None:
-            want = self._chunk(lease, 0.0) if want_eur is None else want_eur
-            task = asyncio.create_task(self.renew(lease, want))
+            task = asyncio.create_task(renewal())
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _renew(self, lease: TenantLease, want_eur: float) -> None:
