@@ -18,7 +18,9 @@ import kubernetes
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, TemporaryRaise, TenantDecision, UnknownSpend
+from lynx.contracts.budgets import (
+    BudgetDecisions, BudgetSpec, TemporaryRaise, TenantDecision, UnknownSpend, UnreachableAllowance,
+)
 from lynx_budget.policy import rfc3339
 
 GROUP, VERSION, PLURAL, KIND = "budgets.lynx.dev", "v1", "tenantbudgets", "TenantBudget"
@@ -29,6 +31,7 @@ SPEC_FIELDS = {"tenant": "tenant", "daily_cap_eur": "dailyCapEUR", "timezone": "
                "cheaper_near_cap": "cheaperNearCap"}
 RAISE_FIELDS = {"amount_eur": "amountEUR", "expires_at": "expiresAt", "reason": "reason",
                 "requested_by": "requestedBy", "requested_at": "requestedAt"}
+ALLOWANCE, ALLOWANCE_FIELDS = "unreachableAllowance", {"per_gateway_eur": "perGatewayEUR"}
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ def api_client() -> ApiClient:
 def budget_spec(spec: Mapping) -> BudgetSpec:
     """A TenantBudget's spec as lynx's BudgetSpec (raises pydantic's ValidationError on what the CRD let through)."""
     fields = {ours: spec[theirs] for ours, theirs in SPEC_FIELDS.items() if spec.get(theirs) is not None}
+    if allowance := spec.get(ALLOWANCE):
+        fields["unreachable_allowance"] = UnreachableAllowance(
+            **{ours: allowance[theirs] for ours, theirs in ALLOWANCE_FIELDS.items() if theirs in allowance})
     return BudgetSpec(**fields, raises=[budget_raise(r) for r in spec.get("raises") or []])
 
 
@@ -56,8 +62,11 @@ def budget_raise(r: Mapping) -> TemporaryRaise:
 
 def resource_spec(spec: BudgetSpec) -> dict:
     """The TenantBudget spec for a BudgetSpec."""
-    values = spec.model_dump(exclude={"raises"})
+    values = spec.model_dump(exclude={"raises", "unreachable_allowance"})
     resource = {theirs: values[ours] for ours, theirs in SPEC_FIELDS.items() if values[ours] is not None}
+    if spec.unreachable_allowance is not None:
+        allowance = spec.unreachable_allowance.model_dump()
+        resource[ALLOWANCE] = {theirs: allowance[ours] for ours, theirs in ALLOWANCE_FIELDS.items()}
     resource["raises"] = [resource_raise(r) for r in spec.raises]
     return resource
 

@@ -31,7 +31,9 @@ from kopf.testing import KopfRunner
 from kubernetes.client import CoreV1Api
 
 from lynx.local.stopping import stop_processes
-from lynx.contracts.budgets import TIMEZONE_PATTERN, BudgetDecisions, BudgetSpec, TemporaryRaise
+from lynx.contracts.budgets import (
+    TIMEZONE_PATTERN, BudgetDecisions, BudgetSpec, TemporaryRaise, UnreachableAllowance,
+)
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
@@ -116,8 +118,10 @@ def operator_kubeconfig(release: Cluster, tmp_path_factory) -> Path:
 def test_the_crd_mirrors_the_budget_spec():
     crd = yaml.safe_load(CRD.read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert set(spec) == {*kube.SPEC_FIELDS.values(), "raises"}
-    assert set(BudgetSpec.model_fields) == {*kube.SPEC_FIELDS, "raises"}
+    assert set(spec) == {*kube.SPEC_FIELDS.values(), "raises", kube.ALLOWANCE}
+    assert set(BudgetSpec.model_fields) == {*kube.SPEC_FIELDS, "raises", "unreachable_allowance"}
+    assert set(spec[kube.ALLOWANCE]["properties"]) == set(kube.ALLOWANCE_FIELDS.values())
+    assert set(UnreachableAllowance.model_fields) == set(kube.ALLOWANCE_FIELDS)
     assert set(spec["raises"]["items"]["properties"]) == set(kube.RAISE_FIELDS.values())
     assert set(TemporaryRaise.model_fields) == set(kube.RAISE_FIELDS)
     assert spec["timezone"]["pattern"] == TIMEZONE_PATTERN
