@@ -18,11 +18,12 @@ changes; the gateway never asks Prometheus. Per request:
 3. Settlement: the request's one ledger charge releases its reservation and is remembered until
    a decision whose spend includes it has arrived.
 
-Spend leases. With LYNX_GATEWAY_BUDGET_CONTROLLER_URL set (``lynx up`` sets it), step 2 is the lease's instead:
-the request's worst case must fit what the budget controller granted this gateway for the tenant-day
-(``lynx.gateway.leases``), and the controller keeps confirmed + outstanding <= cap across every gateway, so spend
-passes the cap only by charges beyond their worst case and by the stages used before a reservation (about 1e-7
-EUR each), at any number of gateways (docs/COSTS.md, "Spend leases across gateways").
+Spend leases. With LYNX_GATEWAY_BUDGET_CONTROLLER_URL set (``lynx up`` sets it), steps 1 and 2 are the lease's
+instead: admission holds the cheapest request's worst case in what the budget controller granted this gateway for
+the tenant-day (``lynx.gateway.leases``; it pays for the stages before the reservation), and the reservation swaps it
+for the request's own worst case. The controller keeps confirmed + outstanding <= cap across every gateway, so spend
+passes the cap only by charges beyond their worst case, at any number of gateways (docs/COSTS.md, "Spend leases
+across gateways").
 
 Without leases, one gateway: every charge after spend_as_of is subtracted and every admitted request holds its
 worst case, so spend passes the cap only by what was in flight when the budget ran out and not covered by a
@@ -104,8 +105,8 @@ def eur(amount: float) -> str:
 class Budgets:
     """Every tenant's decision, this gateway's recent charges and its reservations in flight.
 
-    Runs on the event loop only: admission, reservation and settlement are synchronous, so two
-    requests never both see the same budget as free."""
+    Runs on the event loop only: each check and the reservation it allows run with no await between them (a lease
+    renewal is awaited before the check, never between), so two requests never both see the same budget as free."""
 
     def __init__(self, path: Path, now: Callable[[], float] = time.time, leases: LeaseKeeper | None = None) -> None:
         self.file = decisions_file(path)
@@ -267,7 +268,7 @@ class Hold:
         even that. So a refusal after tokenization is charged within the lease, never beyond it."""
         if self.lease is not None:
             leases = self.budgets.leases
-            await leases.admit(self.lease, leases.smallest_request_eur, "the cheapest request's worst case")
+            await leases.admit(self.lease, leases.smallest_request_eur, "held for any request from admission")
             self.leased = leases.smallest_request_eur
 
     async def reserve(self, request: Estimate) -> None:
