@@ -268,7 +268,8 @@ class Hold:
         even that. So a refusal after tokenization is charged within the lease, never beyond it."""
         if self.lease is not None:
             leases = self.budgets.leases
-            await leases.admit(self.lease, leases.smallest_request_eur, "held for any request from admission")
+            await leases.admit(self.lease, leases.smallest_request_eur,
+                               "what every request holds from admission: the cheapest request")
             self.leased = leases.smallest_request_eur
 
     async def reserve(self, request: Estimate) -> None:
