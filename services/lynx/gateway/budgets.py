@@ -45,12 +45,11 @@ from pathlib import Path
 
 from lynx.accounting.pricing import CostSettings, RequestTimes, SoloDecoder, worst_case_cost
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
-from lynx.gateway.leases import LeaseKeeper
+from lynx.gateway.leases import QUOTA, LeaseKeeper
 from lynx.service.errors import LynxError
 from lynx.telemetry.metrics import enforcement_metrics
 from lynx.service.watched_file import WatchedFile
 
-QUOTA = "insufficient_quota"
 # Charges remembered per tenant; beyond that the two oldest merge (see RecentCharges).
 RECENT_CHARGES = 2048
 # Charges this much older than a decision's spend_as_of are forgotten (a later decision read from a

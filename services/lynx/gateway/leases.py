@@ -38,7 +38,7 @@ from lynx.service.files import shared_token
 from lynx.telemetry.metrics import gateway_lease_metrics
 
 log = logging.getLogger("lynx.gateway.leases")
-QUOTA = "insufficient_quota"
+QUOTA = "insufficient_quota"  # the code and type of every budget refusal (gateway/budgets.py too)
 UNREACHABLE = "budget_controller_unreachable"
 # A renewal is due when less than this share of the lease's lifetime is left.
 RENEW_WHEN_LEFT = 0.5
