@@ -141,6 +141,7 @@ class LeaseKeeper:
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.controller_url = controller_url.rstrip("/")
         self.token_file = token_file
+        self._token: str | None = None  # read at the first renewal, again after the controller refuses it
         self.smallest_request_eur = smallest_request_eur
         self.chunk_requests = chunk_requests
         self.most_of_cap = most_of_cap
@@ -260,10 +261,12 @@ class LeaseKeeper:
         request = lease.request(self.gateway, lease.waiting_eur + want_eur, sent, self.wall(),
                                 self.smallest_request_eur)
         try:
-            token = shared_token(self.token_file)
+            self._token = self._token or shared_token(self.token_file)
             response = await self.client.post(f"{self.controller_url}/v1/leases", content=request.model_dump_json(),
-                                              headers={"authorization": f"Bearer {token}",
+                                              headers={"authorization": f"Bearer {self._token}",
                                                        "content-type": "application/json"})
+            if response.status_code == 401:
+                self._token = None  # a rotated Secret: the file is read again at the next renewal
             if response.status_code != 200:
                 raise LeaseChannelError(f"the controller answered {response.status_code}: "
                                         f"{_message(response)}")
