@@ -1,6 +1,8 @@
 """The TenantBudget operator (kopf). Every interval, per budget: read the tenant's spend since its local midnight,
 let the policy decide, write the status, post the audit entries as Events, take expired raises out of the spec,
 and publish the decision to the gateways. The decisions are lynx_budget.policy's; this module only carries data.
+With ``leases`` on (the chart's default), it also grants the gateways spend leases (``lease_server``), and a tenant
+whose remainder cannot pay for its smallest request is Blocked.
 
 Run (the chart does): ``kopf run --standalone --namespace NS --module lynx_budget.handlers``. One replica:
 kopf's peering only pauses every operator it sees with the same priority, it elects no leader, so the chart
@@ -24,6 +26,7 @@ from pydantic import ValidationError
 
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges, kube, policy, spend
+from lynx_budget.lease_server import LeaseServer, operator_desk
 from lynx_budget.settings import OperatorSettings
 
 config = OperatorSettings()  # at import: the timer's decorator needs the interval
@@ -62,10 +65,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         raise
     memo.publishing = asyncio.create_task(memo.publisher.run(config.interval_seconds))
     memo.metrics_server, _thread = start_http_server(config.metrics_port)
+    memo.desk = memo.leases = None
+    if config.leases:
+        memo.desk = await asyncio.to_thread(operator_desk, config, now)
+        memo.leases = LeaseServer(config, memo.desk)
+        await asyncio.to_thread(memo.leases.start)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_) -> None:
+    if memo.leases is not None:
+        await asyncio.to_thread(memo.leases.stop)
     memo.publishing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await memo.publishing
@@ -93,7 +103,10 @@ async def reconcile(spec: kopf.Spec, status: kopf.Status, body: kopf.Body, name:
     reading = await asyncio.to_thread(spend.read_today, memo.prometheus, budget.tenant, day[0], moment)
     if isinstance(reading, policy.SpendFailure):
         logger.warning(f"spend of tenant {budget.tenant!r} unavailable: {reading.reason}: {reading.detail}")
-    result = policy.reconcile(budget, reading, day, moment, last, config.unknown_spend, config.history_limit)
+    read = isinstance(reading, policy.SpendReading)
+    reading, unpayable = memo.desk.inform(budget, reading, moment) if memo.desk else (reading, None)
+    result = policy.reconcile(budget, reading, day, moment, last, config.unknown_spend, config.history_limit,
+                              unpayable)
 
     patch.status.update(result.status.to_dict())
     for event in result.events:
@@ -101,7 +114,7 @@ async def reconcile(spec: kopf.Spec, status: kopf.Status, body: kopf.Body, name:
     if body.metadata.deletion_timestamp is None:  # the body is live: a budget deleted meanwhile stays forgotten
         memo.publisher.set(result.decision)
         gauges.show(budget.tenant, result.status)
-        gauges.count_read(isinstance(reading, policy.SpendReading), moment)
+        gauges.count_read(read, moment)
     if result.expired_raises:
         try:
             removed = await asyncio.to_thread(kube.remove_raises, memo.api, namespace, name,
@@ -120,4 +133,5 @@ def forget(spec: kopf.Spec, memo: kopf.Memo, **_) -> None:
     tenant = spec["tenant"]
     memo.publisher.remove(tenant)
     gauges.withdraw(tenant)
+    gauges.withdraw_holdings(tenant)
 

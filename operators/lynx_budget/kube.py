@@ -1,5 +1,6 @@
 """The Kubernetes side of the budgets, beyond what kopf does itself: the TenantBudget spec as lynx's BudgetSpec,
-the expired raises taken out of a spec, and the published decisions in their ConfigMap.
+the expired raises taken out of a spec, the published decisions in their ConfigMap, and the spend-lease ledger's
+copy in another.
 
 Calls are synchronous (the official `kubernetes` client, shared with the admin CLI); the operator runs them in
 a thread.
@@ -11,10 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import kubernetes
+import urllib3
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
@@ -25,6 +29,7 @@ from lynx_budget.policy import rfc3339
 
 GROUP, VERSION, PLURAL, KIND = "budgets.lynx.dev", "v1", "tenantbudgets", "TenantBudget"
 DECISIONS_KEY = "budgets.json"
+LEDGER_KEY = "ledger.json"  # the spend-lease ledger, in its own ConfigMap
 # BudgetSpec field -> the TenantBudget's spec field (the CRD spells money EUR and names in camelCase).
 SPEC_FIELDS = {"tenant": "tenant", "daily_cap_eur": "dailyCapEUR", "timezone": "timezone",
                "warning_percent": "warningPercent", "paused": "paused", "per_request_cap_eur": "perRequestCapEUR",
@@ -160,3 +165,81 @@ class Publisher:
             logger.warning("ConfigMap %s/%s holds no readable %s; it is rewritten", self.namespace, self.name,
                            DECISIONS_KEY)
             return None
+
+
+class LedgerConfigMap:
+    """The spend-lease ledger's persisted copy in Kubernetes (``lease_desk.LedgerCopy``): one key of a ConfigMap the
+    chart creates and the operator alone writes. The API server orders the writes; the operator's single replica is
+    their only writer."""
+
+    def __init__(self, api: ApiClient, namespace: str, name: str) -> None:
+        self.core = CoreV1Api(api)
+        self.namespace, self.name = namespace, name
+        self.where = f"ConfigMap {namespace}/{name} (key {LEDGER_KEY})"
+
+    def read(self) -> str | None:
+        try:
+            config_map = self.core.read_namespaced_config_map(self.name, self.namespace)
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            raise OSError(f"reading {self.where} failed: {unreachable(error)}") from None
+        return (config_map.data or {}).get(LEDGER_KEY)
+
+    def write(self, text: str) -> None:
+        try:
+            self.core.patch_namespaced_config_map(self.name, self.namespace, {"data": {LEDGER_KEY: text}},
+                                                  _content_type="application/merge-patch+json")
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            raise OSError(f"writing {self.where} failed: {unreachable(error)}") from None
+
+    def set_aside(self, now: datetime) -> str | None:
+        return None  # a ConfigMap has no room for a second copy: the log line that says so holds the error
+
+
+def unreachable(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"the API server answered {error.status} {error.reason}"
+    return f"{type(error).__name__}: {error}"
+
+
+class BudgetList:
+    """The TenantBudgets of one namespace for the lease desk, read with one LIST and reused for ``fresh_seconds``:
+    a raise reaches the leases that soon; a request never waits for more than one LIST."""
+
+    def __init__(self, api: ApiClient, namespace: str, fresh_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.objects = CustomObjectsApi(api)
+        self.namespace, self.fresh_seconds, self.clock = namespace, fresh_seconds, clock
+        self.read_at: float | None = None
+        self.specs: list[BudgetSpec] = []
+        self.reconciled = False  # whether any of them has a status (the operator ran here before)
+        self.lock = threading.Lock()
+
+    def __call__(self) -> list[BudgetSpec]:
+        """Every budget; ValueError when they cannot be read (the desk answers 503)."""
+        with self.lock:
+            if self.read_at is None or self.clock() - self.read_at >= self.fresh_seconds:
+                try:
+                    items = self.objects.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
+                except (ApiException, urllib3.exceptions.HTTPError) as error:
+                    raise ValueError(f"listing the TenantBudgets failed: {unreachable(error)}") from None
+                self.specs = [spec for spec in map(readable_spec, items) if spec is not None]
+                self.reconciled = any("state" in (item.get("status") or {}) for item in items)
+                self.read_at = self.clock()
+            return self.specs
+
+    def reconciled_before(self) -> bool:
+        """Whether the operator decided on a budget here before (its status is there), read now."""
+        self.read_at = None
+        self()
+        return self.reconciled
+
+    def budget_of(self, tenant: str) -> BudgetSpec | None:
+        return next((spec for spec in self() if spec.tenant == tenant), None)
+
+
+def readable_spec(resource: Mapping) -> BudgetSpec | None:
+    """A TenantBudget's BudgetSpec; None for one the operator refuses too (its reconciliation says why)."""
+    try:
+        return budget_spec(resource["spec"])
+    except (KeyError, ValueError):
+        return None

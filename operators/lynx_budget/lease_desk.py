@@ -1,10 +1,11 @@
 """The budget controller's lease desk: the spend-lease ledger (``lynx_budget.leases``) served to the gateways.
 
-One desk per controller process owns the ledger, the lock every change is made under and the ledger's file. Each
-answer is written to the file before it is sent (write-ahead): a grant the file does not hold was never given, so a
-restarted controller continues from the file exactly. Without the file it cannot prove what is outstanding and
-grants nothing until every earlier lease has expired and charged (``LeaseLedger.without_copy``), then rebuilds
-from the spend Prometheus holds (``upkeep``).
+One desk per controller process owns the ledger, the lock every change is made under and the ledger's persisted
+copy (``LedgerCopy``: a file locally, a ConfigMap in Kubernetes, ``kube.LedgerConfigMap``). Each answer is written
+to the copy before it is sent (write-ahead): a grant the copy does not hold was never given, so a restarted
+controller continues from the copy exactly. Without the copy it cannot prove what is outstanding and grants
+nothing until every earlier lease has expired and charged (``LeaseLedger.without_copy``), then rebuilds from the
+spend Prometheus holds (``upkeep``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -30,7 +32,7 @@ from lynx_budget.leases import (
     LeaseLedger, LeaseTerms, Proof, cannot_pay_smallest, confirmed_eur, forget_days_before, holdings_eur, rebuild,
     remainder_eur, renew,
 )
-from lynx_budget.policy import SpendReading, Unpayable, day_window, rfc3339
+from lynx_budget.policy import SpendFailure, SpendReading, Unpayable, day_window, rfc3339
 from lynx_budget.spend import read_today
 
 log = logging.getLogger("lynx.budgets.leases")
@@ -52,25 +54,65 @@ TOKEN_SETTING = "LYNX_BUDGETS_LEASE_TOKEN_FILE"
 DayKey = tuple[str, datetime]  # (tenant, its day's start)
 
 
-def starting_ledger(leases_file: Path, granted_before: bool, terms: LeaseTerms, now: datetime) -> LeaseLedger:
+class LedgerCopy(Protocol):
+    """Where the ledger is persisted. ``read`` gives None when no copy exists; ``read`` and ``write`` raise OSError
+    when the copy cannot be reached."""
+
+    where: str  # for the messages
+
+    def read(self) -> str | None: ...
+
+    def write(self, text: str) -> None: ...
+
+    def set_aside(self, now: datetime) -> str | None:
+        """Keeps an unreadable copy for a post-mortem, if it can; where it went."""
+
+
+class LedgerFile:
+    """The ledger in a local file (`lynx serve budgets`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+
+    def read(self) -> str | None:
+        return self.path.read_text() if self.path.exists() else None
+
+    def write(self, text: str) -> None:
+        write_atomically(self.path, text)
+
+    def set_aside(self, now: datetime) -> str | None:
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{now:%Y%m%dT%H%M%SZ}")
+        with contextlib.suppress(OSError):  # the first answer replaces it anyway
+            self.path.replace(aside)
+            return str(aside)
+        return None
+
+
+def starting_ledger(copy: LedgerCopy, granted_before: bool, terms: LeaseTerms, now: datetime) -> LeaseLedger:
     """The persisted ledger; a fresh one when no ledger was ever kept here (``granted_before`` False); otherwise one
     that waits out every lease it cannot prove (``LeaseLedger.without_copy``)."""
-    if leases_file.exists():
+    try:
+        text = copy.read()
+    except (OSError, UnicodeDecodeError) as error:
+        text, unreadable = None, error
+    else:
+        unreadable = None
+    if text is not None:
         try:
-            return LeaseLedger.model_validate_json(leases_file.read_text())
-        except (OSError, UnicodeDecodeError, ValidationError) as error:
-            aside = leases_file.with_name(f"{leases_file.name}.unreadable-{now:%Y%m%dT%H%M%SZ}")
-            with contextlib.suppress(OSError):  # kept for a post-mortem if it can be; the first answer replaces it
-                leases_file.replace(aside)
-            log.error("lease_ledger_unreadable", extra={"fields": {
-                "file": str(leases_file), "moved_to": str(aside), "error": f"{type(error).__name__}: {error}",
-                "consequence": "started as if the ledger were lost: nothing granted until every earlier lease has "
-                               "expired and been counted"}})
+            return LeaseLedger.model_validate_json(text)
+        except ValidationError as error:
+            unreadable = error
+    if unreadable is not None:
+        log.error("lease_ledger_unreadable", extra={"fields": {
+            "copy": copy.where, "moved_to": copy.set_aside(now), "error": f"{type(unreadable).__name__}: {unreadable}",
+            "consequence": "started as if the ledger were lost: nothing granted until every earlier lease has "
+                           "expired and been counted"}})
     elif not granted_before:
         return LeaseLedger(epoch=uuid.uuid4().hex)
     else:
         log.warning("lease_ledger_lost", extra={"fields": {
-            "file": str(leases_file),
+            "copy": copy.where,
             "consequence": "nothing granted until every earlier lease has expired and been counted"}})
     ledger = LeaseLedger.without_copy(uuid.uuid4().hex, now, terms)
     log.warning("lease_ledger_rebuilding", extra={"fields": {"grants_from": rfc3339(ledger.grants_from)}})
@@ -87,14 +129,14 @@ def proofs_before_restart(specs: list[BudgetSpec], spent_eur: dict[str, float], 
 class LeaseDesk:
     """Answers the gateways' lease requests from the ledger, persisting each answer before it is sent."""
 
-    def __init__(self, ledger: LeaseLedger, leases_file: Path, token: str, terms: LeaseTerms,
+    def __init__(self, ledger: LeaseLedger, copy: LedgerCopy, token: str, terms: LeaseTerms,
                  budget_of: Callable[[str], BudgetSpec | None], budgets: Callable[[], list[BudgetSpec]],
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  last_spent: Callable[[str, datetime], float] | None = None) -> None:
         self.ledger = ledger
         # Failing open: the tenant's spend on the day starting then as last persisted, when Prometheus cannot say.
         self.last_spent = last_spent  # replaced whole, never changed in place: a thread may read it while a request runs
-        self.leases_file = leases_file
+        self.copy = copy
         self.token = token
         self.floor_terms = terms
         self.budget_of = budget_of
@@ -105,20 +147,20 @@ class LeaseDesk:
         self.smallest_reported: dict[DayKey, float] = {}
 
     @classmethod
-    def open(cls, leases_file: Path, granted_before: bool, token: str, terms: LeaseTerms,
+    def open(cls, copy: LedgerCopy, granted_before: bool, token: str, terms: LeaseTerms,
              budget_of: Callable[[str], BudgetSpec | None], budgets: Callable[[], list[BudgetSpec]],
              now: Callable[[], datetime] = lambda: datetime.now(UTC),
              last_spent: Callable[[str, datetime], float] | None = None) -> LeaseDesk:
         """The desk of a starting controller (``starting_ledger``). A ledger just started is saved at once: a restart
         before its first grant then continues it instead of waiting out leases that were never granted."""
-        ledger = starting_ledger(leases_file, granted_before, terms, now())
-        if not leases_file.exists():
-            try:
-                write_atomically(leases_file, ledger.model_dump_json())
-            except OSError as error:  # each request says so too, with 503
-                log.error("lease_ledger_unwritable", extra={"fields": {"file": str(leases_file),
-                                                                       "error": f"{type(error).__name__}: {error}"}})
-        return cls(ledger, leases_file, token, terms, budget_of, budgets, now, last_spent)
+        ledger = starting_ledger(copy, granted_before, terms, now())
+        try:
+            if copy.read() is None:
+                copy.write(ledger.model_dump_json())
+        except (OSError, UnicodeDecodeError) as error:  # each request says so too, with 503
+            log.error("lease_ledger_unwritable", extra={"fields": {"copy": copy.where,
+                                                                   "error": f"{type(error).__name__}: {error}"}})
+        return cls(ledger, copy, token, terms, budget_of, budgets, now, last_spent)
 
     def terms(self, key: DayKey, reported_eur: float = 0.0) -> LeaseTerms:
         smallest = max(self.floor_terms.smallest_request_eur, self.smallest_reported.get(key, 0.0), reported_eur)
@@ -155,11 +197,11 @@ class LeaseDesk:
 
     async def _persist(self, ledger: LeaseLedger) -> None:
         try:
-            await asyncio.to_thread(write_atomically, self.leases_file, ledger.model_dump_json())
+            await asyncio.to_thread(self.copy.write, ledger.model_dump_json())
         except OSError as error:
-            log.error("lease_ledger_unwritable", extra={"fields": {"file": str(self.leases_file),
+            log.error("lease_ledger_unwritable", extra={"fields": {"copy": self.copy.where,
                                                                    "error": f"{type(error).__name__}: {error}"}})
-            raise LynxError(503, f"The budget controller cannot save its lease ledger to {self.leases_file} "
+            raise LynxError(503, f"The budget controller cannot save its lease ledger to {self.copy.where} "
                                  f"({error.strerror or error}) and grants nothing it has not saved: ask again later.",
                             LEDGER_UNWRITABLE, "server_error",
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
@@ -211,6 +253,16 @@ class LeaseDesk:
             spent[spec.tenant] = last
         return proofs_before_restart(specs, spent, now)
 
+    def inform(self, spec: BudgetSpec, spend: SpendReading | SpendFailure,
+               now: datetime) -> tuple[SpendReading | SpendFailure, Unpayable | None]:
+        """What the ledger adds to a reconciliation (the local loop's and the operator's): the spend the gateways
+        confirmed when Prometheus cannot say, and whether the remainder can pay for the smallest request. Shows the
+        ledger's gauges."""
+        if isinstance(spend, SpendFailure):
+            spend = self.spend_reading(spec, now, spend) or spend
+        self.show(spec, now)
+        return spend, self.unpayable(spec, now)
+
     def unpayable(self, spec: BudgetSpec, now: datetime) -> Unpayable | None:
         """Whether the ledger finds that the tenant's remainder today cannot pay for its smallest request."""
         ledger = self.ledger
@@ -219,14 +271,14 @@ class LeaseDesk:
             return None
         return Unpayable(remainder_eur(ledger, spec, now), terms.smallest_request_eur)
 
-    def spend_reading(self, spec: BudgetSpec, now: datetime) -> SpendReading | None:
+    def spend_reading(self, spec: BudgetSpec, now: datetime, failure: SpendFailure) -> SpendReading | None:
         """Today's spend as the gateways confirmed it to the ledger, for when Prometheus cannot say; None while the
         ledger is rebuilding. It misses what gateways charged since their last renewal, but the gateways that lease
         spend only within their leases, so it is enough to lift a Blocked a raise has made wrong."""
         ledger = self.ledger
         if ledger.needs_rebuild:
             return None
-        return SpendReading(confirmed_eur(ledger, spec.tenant, day_window(spec.timezone, now)[0]), now)
+        return SpendReading(confirmed_eur(ledger, spec.tenant, day_window(spec.timezone, now)[0]), now, failure)
 
     def show(self, spec: BudgetSpec, now: datetime) -> None:
         ledger, today = self.ledger, day_window(spec.timezone, now)[0]

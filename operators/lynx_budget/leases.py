@@ -241,9 +241,9 @@ def renew(ledger: LeaseLedger, spec: BudgetSpec, request: LeaseRequest, now: dat
     account.leases = _acting_lease(account, request, now, terms)
     others = sum(holding_eur(a) for g, a in day.gateways.items() if g != request.gateway)
     free = effective_cap(spec, now) - others - request.keep_eur
+    if free < NOTHING_EUR:  # float rounding of sums that are equal: nothing is free (a tiny want is still granted)
+        free = 0.0
     grantable = max(min(request.want_eur, free), 0.0)
-    if grantable < NOTHING_EUR:  # float rounding of sums that are equal: nothing is free
-        grantable = 0.0
     outcome, reason = _outcome(ledger, spec, request, now, grantable)
     granted = grantable if outcome == "granted" else 0.0
     ledger.issued += 1

@@ -33,16 +33,16 @@ from lynx.service.app import create_service_app
 from lynx.service.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges
-from lynx_budget.lease_desk import LeaseDesk
+from lynx_budget.lease_desk import LeaseDesk, LedgerFile
 from lynx_budget.lease_routes import leases_router
-from lynx_budget.leases import LeaseTerms
 from lynx_budget.policy import BudgetStatus, SpendFailure, SpendReading, day_window, reconcile
+from lynx_budget.settings import LeaseTermsSettings
 from lynx_budget.spend import read_today
 
 log = logging.getLogger("lynx.budgets")
 
 
-class LocalBudgetSettings(ServiceSettings):
+class LocalBudgetSettings(ServiceSettings, LeaseTermsSettings):
     model_config = SettingsConfigDict(env_prefix="LYNX_BUDGETS_", extra="ignore", frozen=True)
 
     port: int = Field(default=8085, ge=1, le=65535)
@@ -70,14 +70,6 @@ class LocalBudgetSettings(ServiceSettings):
         default=default_cache_dir() / "lease-token",
         description="The token gateways present (Authorization: Bearer) to ask for leases; made, private and random, "
                     "by the first process that needs it. The gateways read the same file.")
-    lease_lifetime_seconds: float = Field(default=30.0, gt=0, description="How long a lease is valid.")
-    longest_request_seconds: float = Field(
-        default=120.0, gt=0, description="The gateways' limit on one request: what a lease admitted has charged this "
-                                         "long after it expired.")
-    smallest_request_eur: float = Field(
-        default=1e-9, gt=0, description="A floor for the worst case of the cheapest request; the largest the gateways "
-                                        "report for a tenant-day counts when larger. A tenant whose remainder cannot "
-                                        "pay it is Blocked.")
 
 
 class BudgetsFileInvalid(CommandRefused, ValueError):
@@ -173,13 +165,11 @@ def budget_or_default(store: FileStore, tenant: str, daily_cap_eur: float) -> Bu
 
 
 def lease_desk(settings: LocalBudgetSettings, store: FileStore) -> LeaseDesk:
-    terms = LeaseTerms(lifetime_seconds=settings.lease_lifetime_seconds,
-                       longest_request_seconds=settings.longest_request_seconds,
-                       smallest_request_eur=settings.smallest_request_eur)
     # Leases were granted from these files before if the controller kept state and the gateways' token existed: a
     # cache dir from before leases (or a first run) has no ledger to lose.
     granted_before = settings.state_file.exists() and settings.lease_token_file.exists()
-    return LeaseDesk.open(settings.leases_file, granted_before, shared_token(settings.lease_token_file), terms,
+    return LeaseDesk.open(LedgerFile(settings.leases_file), granted_before, shared_token(settings.lease_token_file),
+                          settings.lease_terms(),
                           store.get, store.list,
                           last_spent=store.last_spent if settings.unknown_spend == "open" else None)
 
@@ -208,13 +198,9 @@ class LocalController:
                 log.warning("spend_unavailable", extra={"fields": {"tenant": spec.tenant,
                                                                    "error": f"{spend.reason}: {spend.detail}"}})
             gauges.count_read(isinstance(spend, SpendReading), now)
-            if isinstance(spend, SpendFailure) and self.desk is not None:
-                spend = self.desk.spend_reading(spec, now) or spend  # what the gateways confirmed to the ledger
-            unpayable = self.desk.unpayable(spec, now) if self.desk else None
+            spend, unpayable = self.desk.inform(spec, spend, now) if self.desk else (spend, None)
             result = reconcile(spec, spend, day, now, last.get(spec.tenant), self.settings.unknown_spend,
                                self.settings.history_limit, unpayable)
-            if self.desk:
-                self.desk.show(spec, now)
             if result.expired_raises:
                 # None: an admin removed the budget meanwhile, and it stays removed.
                 self.store.update(spec.tenant, lambda current, gone=result.expired_raises: current and current.model_copy(

@@ -39,6 +39,8 @@ EVENT_OF_KIND: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
 class SpendReading:
     spent_eur: float
     as_of: datetime  # the time the figure is exact for (the newest sample used), tz-aware UTC
+    # When Prometheus could not say: why, and this figure is the spend the gateways confirmed to the lease ledger.
+    instead_of: SpendFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -276,9 +278,12 @@ def audit_raises(spec: BudgetSpec, now: datetime, audited: tuple[str, ...], audi
 def reachability(last: BudgetStatus | None, spend: SpendReading | SpendFailure, now: datetime,
                  audit: _Audit) -> Condition:
     previous = last.condition(PROMETHEUS_REACHABLE) if last else None
-    spend_read = isinstance(spend, SpendReading)
+    spend_read = isinstance(spend, SpendReading) and spend.instead_of is None
     if spend_read:
         reason, message = "SpendRead", "Today's spend was read from Prometheus."
+    elif isinstance(spend, SpendReading):
+        reason, message = spend.instead_of.reason, (f"{spend.instead_of.detail} Decided on the spend the gateways "
+                                                    "confirmed to the lease ledger.")
     else:
         reason, message = spend.reason, spend.detail
     changed = previous is None or previous.status != spend_read

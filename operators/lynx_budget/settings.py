@@ -1,15 +1,52 @@
-"""The budget operator's settings, from LYNX_OPERATOR_* (the chart sets them from `operator.*` values)."""
+"""The budget controllers' settings: the lease terms both share, and the operator's, from LYNX_OPERATOR_* (the chart
+sets them from `operator.*` values). The local controller's are ``local.LocalBudgetSettings``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lynx.contracts.budgets import UnknownSpend
+from lynx.service.settings import ServiceSettings
+from lynx_budget.leases import LeaseTerms
 
 
-class OperatorSettings(BaseSettings):
+class LeaseTermsSettings(BaseSettings):
+    """The terms of the spend leases a budget controller grants (``lease_desk``)."""
+
+    lease_lifetime_seconds: float = Field(default=30.0, gt=0, description="How long a lease is valid.")
+    longest_request_seconds: float = Field(
+        default=120.0, gt=0, description="The gateways' limit on one request (at least their request deadline): "
+                                         "what a lease admitted has charged this long after it expired.")
+    smallest_request_eur: float = Field(
+        default=1e-9, gt=0, description="A floor for the worst case of the cheapest request; the largest the gateways "
+                                        "report for a tenant-day counts when larger. A tenant whose remainder cannot "
+                                        "pay it is Blocked.")
+
+    def lease_terms(self) -> LeaseTerms:
+        return LeaseTerms(lifetime_seconds=self.lease_lifetime_seconds,
+                          longest_request_seconds=self.longest_request_seconds,
+                          smallest_request_eur=self.smallest_request_eur)
+
+
+class OperatorSettings(ServiceSettings, LeaseTermsSettings):
+    """``host`` and ``port``: the lease endpoint the gateways renew their spend leases at (``POST /v1/leases``)."""
+
     model_config = SettingsConfigDict(env_prefix="LYNX_OPERATOR_", extra="ignore", frozen=True)
+
+    port: int = Field(default=8087, ge=1, le=65535)
+    leases: bool = Field(
+        default=True, description="Serve spend leases: the gateways given this operator's lease URL admit a "
+                                  "budgeted tenant's requests only within their leases, so its cap holds across them.")
+    lease_token_file: Path = Field(
+        default=Path("/etc/lynx/lease-token/token"),
+        description="The token the gateways present (Authorization: Bearer): the chart's Secret, mounted.")
+    leases_configmap_name: str = Field(
+        default="lynx-budget-leases", min_length=1, max_length=253,
+        description="The ConfigMap the lease ledger is persisted in (key ledger.json), in configmap_namespace; the "
+                    "chart creates it.")
 
     prometheus_url: str = Field(
         default="http://127.0.0.1:9090", pattern=r"^https?://.+",

@@ -73,6 +73,45 @@ def test_disabled_parts_render_nothing(cluster: Cluster, chart, tmp_path):
     assert kinds <= {"Secret"}, kinds
 
 
+def test_the_lease_channel_joins_the_gateways_to_the_operator_and_no_one_else(cluster: Cluster, chart):
+    """Spend leases as the chart wires them: the gateways' URL is the operator Service's lease port, both sides
+    mount the one token Secret, and the operator's NetworkPolicy admits only gateway pods to that port."""
+    documents = render(cluster, CHART / "ci" / "networkpolicy-values.yaml")
+    by_kind_name = {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    gateway = by_kind_name["Deployment", f"{RELEASE}-gateway"]["spec"]["template"]
+    operator = by_kind_name["Deployment", f"{RELEASE}-operator"]["spec"]["template"]
+
+    def env(template: dict) -> dict[str, str]:
+        return {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+
+    def mounted_secret(template: dict, path: str) -> str:
+        """The Secret whose volume holds ``path``."""
+        container = template["spec"]["containers"][0]
+        mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        return next(v for v in template["spec"]["volumes"] if v["name"] == mount["name"])["secret"]["secretName"]
+
+    url = env(gateway)["LYNX_GATEWAY_BUDGET_CONTROLLER_URL"]
+    service = by_kind_name["Service", f"{RELEASE}-operator"]
+    port = next(p for p in service["spec"]["ports"] if p["name"] == "leases")
+    assert url == f"http://{RELEASE}-operator.{NAMESPACE}.svc:{port['port']}"
+    container_port = next(p for p in operator["spec"]["containers"][0]["ports"] if p["name"] == port["targetPort"])
+    assert str(container_port["containerPort"]) == env(operator)["LYNX_OPERATOR_PORT"]
+    token = {mounted_secret(gateway, env(gateway)["LYNX_GATEWAY_LEASE_TOKEN_FILE"]),
+             mounted_secret(operator, env(operator)["LYNX_OPERATOR_LEASE_TOKEN_FILE"])}
+    assert len(token) == 1 and ("Secret", token.pop()) in by_kind_name
+
+    policy = by_kind_name["NetworkPolicy", f"{RELEASE}-operator"]["spec"]
+    assert selector_matches(policy["podSelector"], operator["metadata"]["labels"])
+    lease_rules = [rule for rule in policy["ingress"] if {"port": "leases"} in rule["ports"]]
+    assert len(lease_rules) == 1 and len(lease_rules[0]["from"]) == 1
+    admitted = lease_rules[0]["from"][0]
+    assert "namespaceSelector" not in admitted  # the release's own namespace only
+    assert selector_matches(admitted["podSelector"], gateway["metadata"]["labels"])
+    for other in ("tokenizer", "retriever", "decoder", "auditor"):
+        labels = by_kind_name["Deployment", f"{RELEASE}-{other}"]["spec"]["template"]["metadata"]["labels"]
+        assert not selector_matches(admitted["podSelector"], labels), other
+
+
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster, chart):
     started = time.monotonic()

@@ -2,9 +2,11 @@
 admin certificate), against a real Prometheus scraping two real gateway processes.
 
 kopf runs the operator's handlers in this process (KopfRunner); the chart is installed for its CRD, its
-ServiceAccount, Role and RoleBinding and its decisions ConfigMap. Nothing runs in kwok's pods, so a thread
-of the test does the kubelet's part of the gateway's ConfigMap volume: it copies the ConfigMap's budgets.json
-to the file the gateways read (LYNX_GATEWAY_BUDGETS_FILE), atomically, when it changes.
+ServiceAccount, Role and RoleBinding, its decisions ConfigMap and its lease ledger's ConfigMap. Nothing runs in
+kwok's pods, so a thread of the test does the kubelet's part of the gateway's ConfigMap volume: it copies the
+ConfigMap's budgets.json to the file the gateways read (LYNX_GATEWAY_BUDGETS_FILE), atomically, when it changes.
+The two gateways lease their spend from the operator's lease endpoint, with a token file both read (the chart's
+Secret, mounted, in a pod).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx_budget import kube
+from lynx_budget.leases import LeaseLedger, confirmed_eur
 from lynx_budget.local import write_atomically
 from lynx_budget.policy import PROMETHEUS_REACHABLE, day_window
 
@@ -59,7 +62,7 @@ from .testbed import Cluster, tool
 pytestmark = pytest.mark.integration
 
 NAMESPACE, RELEASE = "budgets", "lynx"
-OPERATOR_ACCOUNT, CONFIGMAP = f"{RELEASE}-operator", f"{RELEASE}-budgets"
+OPERATOR_ACCOUNT, CONFIGMAP, LEDGER = f"{RELEASE}-operator", f"{RELEASE}-budgets", f"{RELEASE}-budget-leases"
 HANDLERS = Path(kube.__file__).with_name("handlers.py")
 CRD = CHART / "crds" / "tenantbudgets.yaml"
 WAIT_SECONDS = 60
@@ -186,7 +189,8 @@ def test_the_operator_account_may_do_only_what_the_operator_does(release: Cluste
         return result.stdout.strip() == "yes"
 
     allowed = [("watch", "tenantbudgets"), ("patch", "tenantbudgets"), ("patch", "tenantbudgets", "--subresource=status"),
-               ("get", f"configmap/{CONFIGMAP}"), ("patch", f"configmap/{CONFIGMAP}"), ("create", "events")]
+               ("get", f"configmap/{CONFIGMAP}"), ("patch", f"configmap/{CONFIGMAP}"), ("get", f"configmap/{LEDGER}"),
+               ("patch", f"configmap/{LEDGER}"), ("create", "events")]
     refused = [("create", "tenantbudgets"), ("delete", "tenantbudgets"), ("list", "configmaps"),
                ("patch", "configmap/kube-root-ca.crt"), ("get", "secrets"), ("list", "pods"),
                ("list", "kopfpeerings.kopf.dev"), ("list", "tenantbudgets", "--all-namespaces")]
@@ -236,6 +240,8 @@ class Scene:
     prometheus_config: dict
     keys: dict[str, str]
     environment: pytest.MonkeyPatch
+    lease_port: int
+    lease_token_file: Path
     runner: KopfRunner | None = None
     metrics_port: int = 0
     outputs: list[str] = field(default_factory=list)
@@ -251,6 +257,9 @@ class Scene:
         self.metrics_port = free_port()
         self.environment.setenv("LYNX_OPERATOR_METRICS_PORT", str(self.metrics_port))
         self.environment.setenv("LYNX_OPERATOR_CLOCK_OFFSET_SECONDS", str(clock_offset_seconds))
+        self.environment.setenv("LYNX_OPERATOR_PORT", str(self.lease_port))  # the gateways renew there
+        self.environment.setenv("LYNX_OPERATOR_LEASE_TOKEN_FILE", str(self.lease_token_file))
+        self.environment.setenv("LYNX_OPERATOR_LEASES_CONFIGMAP_NAME", LEDGER)
         self.runner = KopfRunner(["run", "--standalone", "--namespace", NAMESPACE, str(HANDLERS)],
                                  registry=kopf.OperatorRegistry(), timeout=60)
         self.runner.__enter__()
@@ -299,6 +308,17 @@ class Scene:
         return wait_for(matches, WAIT_SECONDS, f"{name}: {what}", POLL_SECONDS,
                         explain=lambda: f"status: {json.dumps(last, indent=1)[:3000]}")
 
+    def ledger(self) -> LeaseLedger:
+        data = self.cluster.get("configmap", LEDGER, "--namespace", NAMESPACE)["data"]
+        return LeaseLedger.model_validate_json(data[kube.LEDGER_KEY])
+
+    def gateway_metric(self, gateway: int, name: str, **labels: str) -> float:
+        text = httpx.get(f"{self.gateways[gateway].url}/metrics", timeout=10).text
+        try:
+            return metric_value(text, name, labels)
+        except KeyError:
+            return 0.0
+
     def published(self) -> BudgetDecisions:
         data = self.cluster.get("configmap", CONFIGMAP, "--namespace", NAMESPACE)["data"]
         return BudgetDecisions.model_validate_json(data[kube.DECISIONS_KEY])
@@ -312,7 +332,10 @@ class Scene:
 @pytest.fixture(scope="module")
 def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iterator[Scene]:
     work = tmp_path_factory.mktemp("operator-scene")
-    gateway_env = {**OPTIMISTIC_ESTIMATE, "LYNX_GATEWAY_BUDGETS_FILE": str(work / "budgets.json")}
+    lease_port, lease_token_file = free_port(), work / "lease-token"
+    gateway_env = {**OPTIMISTIC_ESTIMATE, "LYNX_GATEWAY_BUDGETS_FILE": str(work / "budgets.json"),
+                   "LYNX_GATEWAY_BUDGET_CONTROLLER_URL": f"http://127.0.0.1:{lease_port}",
+                   "LYNX_GATEWAY_LEASE_TOKEN_FILE": str(lease_token_file)}
     with OtlpSink() as sink, pytest.MonkeyPatch.context() as environment, contextlib.ExitStack() as later:
         base_env = service_environment(built_models(), sink, work / "tenants.json")
         stack = start_stack(base_env, work, sink, {"gateway": gateway_env})
@@ -331,7 +354,8 @@ def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iter
                                       work / "prometheus")
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
         running = Scene(release, operator_kubeconfig, [stack.gateway, second], prometheus, config,
-                        {tenant: registry.add(tenant) for tenant in ("capped", "served")}, environment)
+                        {tenant: registry.add(tenant) for tenant in ("capped", "served")}, environment,
+                        lease_port, lease_token_file)
         scene.append(running)
         wait_ready([prometheus], START_TIMEOUT_SECONDS)
         copier = ConfigMapFile(release.kubeconfig, work / "budgets.json")
@@ -384,6 +408,13 @@ def test_a_tenant_goes_warning_then_blocked_while_another_is_served(scene: Scene
         assert refused.json()["error"]["code"] == "insufficient_quota"
     assert scene.complete("served", gateway=1).status_code == 200
     assert {"StateChanged"} <= scene.event_reasons("capped")
+    # Both gateways spent the capped tenant's day through leases; the ledger the operator persisted before each
+    # answer holds both, and never more confirmed than the clients were told.
+    day = scene.ledger().day("capped", datetime.fromisoformat(status["dayStartedAt"]))
+    assert day is not None and len(day.gateways) == 2, scene.ledger()
+    assert 0 < confirmed_eur(scene.ledger(), "capped", day.day_started_at) <= sum(costs) * (1 + 1e-9)
+    assert all(scene.gateway_metric(g, "lynx_gateway_lease_renewals_total", outcome="granted") > 0 for g in (0, 1))
+    assert scene.metric("lynx_budget_lease_requests_total", outcome="granted") > 0
     kinds = [entry["kind"] for entry in scene.status("capped")["history"]]
     assert kinds.count("state") >= 2, kinds
 
@@ -432,6 +463,7 @@ def test_the_tenants_midnight_resets_it(scene: Scene):
         answers.append(response.status_code if response.status_code == 200 else response.text[:300])
         time.sleep(1)
     blocked = scene.wait_status("capped", lambda s: s["state"] == "Blocked", f"Blocked again after {answers}")
+    epoch = scene.ledger().epoch
     scene.stop_operator()
     resets_at = datetime.fromisoformat(blocked["resetsAt"])
     scene.start_operator(clock_offset_seconds=(resets_at - datetime.now(UTC)).total_seconds() + 5)
@@ -441,6 +473,7 @@ def test_the_tenants_midnight_resets_it(scene: Scene):
     assert scene.published().tenants["capped"].state == "Ok"
     wait_for(lambda: scene.complete("capped").status_code == 200, WAIT_SECONDS, "the tenant served on its new day",
              POLL_SECONDS)
+    assert scene.ledger().epoch == epoch  # the restarted operator continued the ledger it had persisted
 
 
 def test_kubectl_get_shows_tenant_cap_spent_state_and_age(scene: Scene):
@@ -459,10 +492,14 @@ def test_helm_upgrade_renders_back_the_published_decisions(scene: Scene, chart: 
     # What an upgrade would apply, rendered against the live cluster (lookup works in a server-side dry run).
     rendered = scene.cluster.helm("upgrade", RELEASE, str(chart), "--namespace", NAMESPACE, "--reuse-values",
                                   "--dry-run=server").stdout
-    config_map = next(d for d in yaml.safe_load_all(rendered.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0])
-                      if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == CONFIGMAP)
-    kept = json.loads(config_map["data"][kube.DECISIONS_KEY])  # not the chart's empty document
+    manifest = {(d["kind"], d["metadata"]["name"]): d
+                for d in yaml.safe_load_all(rendered.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]) if d}
+    kept = json.loads(manifest["ConfigMap", CONFIGMAP]["data"][kube.DECISIONS_KEY])  # not the chart's empty document
     assert kept["source"] == "operator" and kept["tenants"].keys() == json.loads(live)["tenants"].keys()
+    # The lease ledger and the gateways' token survive an upgrade as well.
+    assert manifest["ConfigMap", LEDGER]["data"][kube.LEDGER_KEY]
+    token = f"{RELEASE}-lease-token"
+    assert manifest["Secret", token]["data"] == scene.cluster.get("secret", token, "--namespace", NAMESPACE)["data"]
 
 
 def test_the_operator_exports_what_it_decided(scene: Scene):

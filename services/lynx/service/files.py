@@ -42,10 +42,11 @@ def shared_token(path: Path) -> str:
     """The secret two processes share to authenticate a channel (the gateways' spend leases): the token in ``path``,
     made there first (private, random) by whichever process comes first. In Kubernetes the file is a mounted
     Secret and already exists."""
-    with locked(path):
-        if not path.exists():
-            write_atomically(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
-        token = path.read_text().strip()
+    if not path.exists():  # made once, then only read: a mounted Secret's folder is read-only, no lock file there
+        with locked(path):
+            if not path.exists():
+                write_atomically(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
+    token = path.read_text().strip()
     if not token:
         raise ValueError(f"{path} is empty: it must hold the token the gateways and the budget controller share")
     return token

@@ -15,7 +15,7 @@ from lynx.contracts.leases import LeaseGrant, LeaseRequest
 from lynx.local.processes import free_port
 from lynx.service.errors import LynxError
 from lynx.telemetry.prometheus_api import PrometheusClient
-from lynx_budget.lease_desk import BEFORE_RESTART, LeaseDesk, proofs_before_restart
+from lynx_budget.lease_desk import BEFORE_RESTART, LeaseDesk, LedgerFile, proofs_before_restart
 from lynx_budget.leases import LeaseLedger, LeaseTerms, holdings_eur, rebuild, renew
 from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController, lease_desk
 
@@ -46,7 +46,7 @@ def clock() -> Clock:
 
 
 def open_desk(store: FileStore, clock: Clock) -> LeaseDesk:
-    return LeaseDesk.open(store.path.with_name("leases.json"), store.state_file.exists(), TOKEN, TERMS, store.get,
+    return LeaseDesk.open(LedgerFile(store.path.with_name("leases.json")), store.state_file.exists(), TOKEN, TERMS, store.get,
                           store.list, now=clock)
 
 
@@ -64,12 +64,12 @@ def answer(desk: LeaseDesk, request: LeaseRequest) -> LeaseGrant:
 
 
 def on_disk(desk: LeaseDesk) -> LeaseLedger:
-    return LeaseLedger.model_validate_json(desk.leases_file.read_text())
+    return LeaseLedger.model_validate_json(desk.copy.path.read_text())
 
 
 def test_a_cache_dir_that_never_granted_grants_at_once_and_saves_each_answer_before_it(store, clock):
     desk = open_desk(store, clock)
-    assert desk.leases_file.exists() and not desk.ledger.needs_rebuild  # saved at start: a restart continues it
+    assert desk.copy.path.exists() and not desk.ledger.needs_rebuild  # saved at start: a restart continues it
     grant = answer(desk, ask(want=0.4))
     assert (grant.outcome, grant.ceiling_eur, grant.lease_id) == ("granted", 0.4, f"{desk.ledger.epoch}-1")
     assert on_disk(desk) == desk.ledger
@@ -80,16 +80,16 @@ def test_an_answer_that_cannot_be_saved_is_not_given_and_changes_nothing(store, 
     desk = open_desk(store, clock)
     answer(desk, ask(gateway="other", want=0.1))
     before = desk.ledger
-    desk.leases_file.unlink()
-    desk.leases_file.mkdir()  # replacing a directory fails, for root too
-    (desk.leases_file / "keep").touch()
+    desk.copy.path.unlink()
+    desk.copy.path.mkdir()  # replacing a directory fails, for root too
+    (desk.copy.path / "keep").touch()
     with pytest.raises(LynxError) as refused:
         answer(desk, ask(want=0.4))
     assert refused.value.status == 503 and refused.value.code == "lease_ledger_unwritable"
-    assert refused.value.headers["Retry-After"] == "5" and str(desk.leases_file) in refused.value.message
+    assert refused.value.headers["Retry-After"] == "5" and str(desk.copy.path) in refused.value.message
     assert desk.ledger is before and desk.ledger.day("acme", TODAY).gateways.keys() == {"other"}
 
-    shutil.rmtree(desk.leases_file)
+    shutil.rmtree(desk.copy.path)
     grant = answer(desk, ask(want=0.4))  # the same request, never applied, is granted once the file can be written
     assert (grant.outcome, grant.lease_id) == ("granted", f"{desk.ledger.epoch}-2") and on_disk(desk) == desk.ledger
 
@@ -121,7 +121,7 @@ def test_a_lost_ledger_grants_nothing_until_rebuilt(store, clock):
 
 def test_failing_open_a_lost_ledger_is_rebuilt_from_the_last_spend_kept_when_prometheus_cannot_say(store, clock):
     store.save_statuses({})
-    desk = LeaseDesk.open(store.path.with_name("leases.json"), True, TOKEN, TERMS, store.get, store.list, now=clock,
+    desk = LeaseDesk.open(LedgerFile(store.path.with_name("leases.json")), True, TOKEN, TERMS, store.get, store.list, now=clock,
                           last_spent=lambda tenant, day: 0.3)
     unreachable = PrometheusClient(f"http://127.0.0.1:{free_port()}", 1)
     asyncio.run(desk.upkeep(unreachable))

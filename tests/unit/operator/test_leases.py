@@ -82,6 +82,12 @@ def test_what_float_rounding_leaves_of_a_cap_held_in_full_is_not_granted():
     assert (third.outcome, third.granted_eur) == ("exhausted", 0.0)
 
 
+def test_a_want_smaller_than_the_rounding_guard_is_granted_when_the_cap_has_room():
+    """Requests of a tenant can be that cheap (an estimate of 3e-16 EUR): the guard is on what is free, not wanted."""
+    _, grant = renew(LeaseLedger(epoch="e"), spec(), ask("g1", want=2.4e-15), NOON, TERMS)
+    assert (grant.outcome, grant.granted_eur) == ("granted", 2.4e-15)
+
+
 def test_the_ceiling_never_falls_below_what_the_gateway_must_keep():
     ledger, _ = renew(LeaseLedger(epoch="e"), spec(), ask("g2", want=1.0), NOON, TERMS)
     ledger, grant = renew(ledger, spec(), ask("g1", charged=0.1, keep=0.25, want=0.5), NOON, TERMS)

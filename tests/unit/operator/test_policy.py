@@ -206,6 +206,18 @@ def test_unknown_spend_keeps_the_last_figures_and_sets_the_condition():
     assert back.status.condition(PROMETHEUS_REACHABLE).status is True
 
 
+def test_the_lease_ledgers_spend_decides_while_prometheus_is_down_and_the_condition_still_says_so():
+    ok = decide(spec(), spent(8.5), NOON, None)
+    later = NOON + timedelta(minutes=5)
+    failure = SpendFailure("Unreachable", "Prometheus at http://p:9090 did not answer (ConnectError)")
+    confirmed = decide(spec(), SpendReading(10.0, later, instead_of=failure), later, ok.status)
+    assert confirmed.decision.state == "Blocked" and confirmed.status.spent_eur == 10.0
+    condition = confirmed.status.condition(PROMETHEUS_REACHABLE)
+    assert (condition.status, condition.reason) == (False, "Unreachable")
+    assert "did not answer" in condition.message and "lease ledger" in condition.message
+    assert ("Warning", "SpendUnavailable") in [(e.type, e.reason) for e in confirmed.events]
+
+
 def test_unknown_spend_never_unblocks_a_blocked_tenant():
     blocked = decide(spec(), spent(10.0), NOON, None)
     raised = spec(raises=[a_raise(50.0)])
