@@ -203,7 +203,7 @@ def unreachable(error: Exception) -> str:
 
 class BudgetList:
     """The TenantBudgets of one namespace for the lease desk, read with one LIST and reused for ``fresh_seconds``:
-    a raise reaches the leases that soon; a request never waits for more than one LIST."""
+    a raise reaches the leases that soon."""
 
     def __init__(self, api: ApiClient, namespace: str, fresh_seconds: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -234,7 +234,14 @@ class BudgetList:
         return self.reconciled
 
     def budget_of(self, tenant: str) -> BudgetSpec | None:
-        return next((spec for spec in self() if spec.tenant == tenant), None)
+        """The tenant's budget; one not in the last LIST is looked for in a new one (a gateway asks only for tenants
+        the operator published a decision for: such a budget was just made)."""
+        found = next((spec for spec in self() if spec.tenant == tenant), None)
+        if found is None:
+            with self.lock:
+                self.read_at = None
+            found = next((spec for spec in self() if spec.tenant == tenant), None)
+        return found
 
 
 def readable_spec(resource: Mapping) -> BudgetSpec | None:

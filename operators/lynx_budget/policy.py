@@ -368,7 +368,11 @@ def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[d
     cap = effective_cap(spec, now)
 
     today = last if last is not None and not new_day else None
-    if reading is not None:
+    if reading is not None and reading.instead_of is not None and today is not None and today.spent_eur is not None:
+        # Both are lower bounds of the true spend (the gateways report to the ledger at renewals only): the larger
+        # decides, so the ledger's figure can lift a Blocked a raise has made wrong, never one the spend still holds.
+        spent, as_of, read_at = max(reading.spent_eur, today.spent_eur), reading.as_of, today.last_read_at
+    elif reading is not None:
         spent, as_of, read_at = reading.spent_eur, reading.as_of, now
     elif today is not None:
         spent, as_of, read_at = today.spent_eur, today.spend_as_of, today.last_read_at

@@ -41,6 +41,8 @@ pytestmark = pytest.mark.integration
 # tests/cluster/node-values.yaml gives tenant `node-test` the SHA-256 of this key.
 NODE_TEST_KEY = "lynx-node-test-key-0001"
 TENANT = "node-test"
+CAPPED_TENANT, CAPPED_KEY = "node-capped", "lynx-node-capped-key-0001"
+GATEWAYS = 2  # the chart's default
 LYNX_SERVICES = ("gateway", "tokenizer", "retriever", "decoder")
 # Pods of the release: lynx's, the budget operator, the collector and Jaeger, and what kube-prometheus-stack runs.
 EXPECTED_PODS = ("gateway", "tokenizer", "retriever", "decoder", "auditor", "operator",
@@ -260,6 +262,93 @@ def test_budget_operator_runs_in_cluster_with_the_charts_service_account(release
     assert status["capEur"] == pytest.approx(100.0)
     decisions = release_on_node.get("configmap", f"{NODE_RELEASE}-budgets", "--namespace", NODE_NAMESPACE)
     assert TENANT in json.dumps(decisions["data"])
+
+
+def tenant_budget(cluster: Cluster, name: str) -> dict:
+    return cluster.get("tenantbudgets.budgets.lynx.dev", name, "--namespace", NODE_NAMESPACE)
+
+
+def ask(gateway: str, key: str) -> httpx.Response:
+    return httpx.post(f"{gateway}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                      json={"model": MODEL_NAME, "max_tokens": 8, "temperature": 0, "retrieval_top_k": 0,
+                            "messages": [{"role": "user", "content": "Name a river of Europe."}]})
+
+
+def gateway_metric(gateway: str, name: str, **labels: str) -> float:
+    try:
+        return metric_value(httpx.get(f"{gateway}/metrics", timeout=10).text, name, labels)
+    except KeyError:
+        return 0.0
+
+
+def test_two_gateway_pods_lease_from_the_operator_refuse_a_blocked_tenant_and_a_raise_unblocks_it(
+        release_on_node: Cluster, real_node):
+    """Spend leases in the cluster: the chart's two gateway pods renew with the in-cluster operator (the token from
+    the chart's Secret, through its Service). A tenant driven to Blocked through both pods is refused by both while
+    another tenant is served; the spend Prometheus holds equals the costs the clients were told; a raise made with
+    `lynx budget raise --kube` serves it again through both. Leaves no budget for the capped tenant."""
+    gateways = wait_for(lambda: (ready_ones := [p for p in component_pods(release_on_node, "gateway") if ready(p)])
+                        and len(ready_ones) == GATEWAYS and ready_ones, SETTLE_SECONDS, f"{GATEWAYS} gateway pods Ready",
+                        interval=2)
+    with contextlib.ExitStack() as forwards:
+        urls = [forwards.enter_context(port_forward(release_on_node, f"pod/{p['metadata']['name']}", GATEWAY_PORT))
+                for p in gateways]
+        first = ask(urls[0], CAPPED_KEY)  # no budget yet: served, and its cost sets the cap
+        assert first.status_code == 200, first.text
+        costs = [first.json()["lynx"]["cost"]["total"]]
+        budget = {"apiVersion": "budgets.lynx.dev/v1", "kind": "TenantBudget",
+                  "metadata": {"name": CAPPED_TENANT, "namespace": NODE_NAMESPACE},
+                  "spec": {"tenant": CAPPED_TENANT, "dailyCapEUR": 6 * costs[0]}}
+        release_on_node.kubectl("apply", "-f", "-", input=json.dumps(budget))
+        try:
+            answers: list[str] = []
+
+            def spend(url: str) -> httpx.Response:
+                """One request of the capped tenant; the cost of every one served is kept."""
+                response = ask(url, CAPPED_KEY)
+                answers.append(f"{urls.index(url)}: {response.status_code} "
+                               f"{response.json().get('error', {}).get('code', '')}")
+                if response.status_code == 200:
+                    costs.append(response.json()["lynx"]["cost"]["total"])
+                return response
+
+            def blocked() -> dict | None:
+                status = tenant_budget(release_on_node, CAPPED_TENANT).get("status") or {}
+                if status.get("state") == "Blocked":
+                    return status
+                spend(urls[len(answers) % GATEWAYS])
+                return None
+
+            wait_for(blocked, SETTLE_SECONDS, "the capped tenant Blocked", interval=0.5,
+                     explain=lambda: f"answers: {answers}\n{release_state(release_on_node, real_node)}")
+            assert {a.split(":")[0] for a in answers if ": 200" in a} == {"0", "1"}, answers  # both pods spent it
+            for url in urls:  # refused by both (the published Blocked reaches each pod), the other tenant served
+                refusal = wait_for(lambda u=url: (r := spend(u)).status_code == 429 and r, SETTLE_SECONDS,
+                                   "a refusal", interval=1, explain=lambda: f"answers: {answers}")
+                assert refusal.json()["error"]["code"] == "insufficient_quota", refusal.text
+                assert ask(url, NODE_TEST_KEY).status_code == 200
+                assert gateway_metric(url, "lynx_gateway_lease_renewals_total", outcome="granted") > 0
+            # Prometheus' sum over both pods, as the operator read it, is what the clients were told.
+            status = wait_for(lambda: (s := tenant_budget(release_on_node, CAPPED_TENANT)["status"])["spentEur"]
+                              >= sum(costs) * (1 - 1e-9) and s, SETTLE_SECONDS, "every cost in the operator's spend",
+                              interval=2)
+            assert status["spentEur"] == pytest.approx(sum(costs), rel=1e-9)
+            ledger = json.loads(release_on_node.get("configmap", f"{NODE_RELEASE}-budget-leases",
+                                                    "--namespace", NODE_NAMESPACE)["data"]["ledger.json"])
+            days = [d for d in ledger["days"] if d["tenant"] == CAPPED_TENANT]
+            assert days and len(days[0]["gateways"]) == GATEWAYS, ledger
+
+            raised = subprocess.run(
+                [sys.executable, "-m", "lynx.cli", "budget", "raise", CAPPED_TENANT, "--amount",
+                 f"{10 * costs[0]:.12f}", "--hours", "1", "--reason", "node test", "--by", "pytest", "--kube",
+                 "--namespace", NODE_NAMESPACE], capture_output=True, text=True, env=release_on_node.env, timeout=60)
+            assert raised.returncode == 0, raised.stderr
+            for url in urls:
+                wait_for(lambda u=url: ask(u, CAPPED_KEY).status_code == 200, SETTLE_SECONDS,
+                         "the raised tenant served again", interval=1)
+        finally:
+            release_on_node.kubectl("delete", "tenantbudgets.budgets.lynx.dev", CAPPED_TENANT,
+                                    "--namespace", NODE_NAMESPACE, "--timeout=60s", check=False)
 
 
 def test_a_service_without_endpoints_refuses_pods_instead_of_leaving_the_node(release_on_node: Cluster):

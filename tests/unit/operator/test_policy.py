@@ -216,6 +216,13 @@ def test_the_lease_ledgers_spend_decides_while_prometheus_is_down_and_the_condit
     assert (condition.status, condition.reason) == (False, "Unreachable")
     assert "did not answer" in condition.message and "lease ledger" in condition.message
     assert ("Warning", "SpendUnavailable") in [(e.type, e.reason) for e in confirmed.events]
+    # The ledger lags (gateways report at renewals): a smaller figure never undoes what Prometheus last said.
+    lagging = decide(spec(), SpendReading(2.0, later, instead_of=failure), later + HOUR, confirmed.status)
+    assert lagging.decision.state == "Blocked" and lagging.status.spent_eur == 10.0
+    raised = spec(raises=[TemporaryRaise(amount_eur=5, requested_at=later, expires_at=later + 3 * HOUR, reason="launch",
+                                         requested_by="ops")])
+    assert decide(raised, SpendReading(10.0, later, instead_of=failure), later + HOUR,
+                  confirmed.status).decision.state == "Ok"  # a raise still lifts it
 
 
 def test_unknown_spend_never_unblocks_a_blocked_tenant():
