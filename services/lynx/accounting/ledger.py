@@ -59,8 +59,11 @@ class Ledger:
             self.metrics.identity_violations.labels(reason)
         for stage in STAGES:
             self.metrics.stage.labels(stage)
+
+    def serves(self, model: str) -> None:
+        """Creates the model's request counters at 0, so that its first failure is an increase, not a new series."""
         for outcome in OUTCOMES:
-            self.metrics.charged_requests.labels(outcome)
+            self.metrics.charged_requests.labels(model, outcome)
 
     def charge(self, charge: Charge, span: Span) -> Settlement:
         if charge.outcome not in OUTCOMES:
@@ -85,7 +88,7 @@ class Ledger:
         for stage, value in cost.stages.items():
             metrics.stage.labels(stage).inc(max(value, 0.0))
         metrics.tenant.labels(charge.tenant, charge.model, charge.outcome).inc(max(cost.total, 0.0))
-        metrics.charged_requests.labels(charge.outcome).inc()
+        metrics.charged_requests.labels(charge.model, charge.outcome).inc()
         self.tokens.labels("prompt", charge.model, charge.outcome).inc(charge.prompt_tokens)
         self.tokens.labels("completion", charge.model, charge.outcome).inc(charge.completion_tokens)
         if charge.completion_tokens:

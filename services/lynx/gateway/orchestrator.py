@@ -81,6 +81,10 @@ class DecoderRoute:
     decoders: DecoderPool
     ledger: Ledger
 
+    def __post_init__(self) -> None:
+        # Every model the gateway routes to counts its requests from 0: the per-model error alert reads them.
+        self.ledger.serves(self.model)
+
 
 def with_passages(messages: list[ChatMessage], passages: list[RetrievedPassage]) -> list[ChatMessage]:
     """Put the retrieved passages into the system message (creating one if needed).

@@ -15,6 +15,7 @@ from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Charge, Ledger
 from lynx.accounting.pricing import NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes
 from lynx.telemetry.logs import JsonFormatter
+from lynx.telemetry.metrics import OUTCOMES
 
 LEDGER = Ledger(CostSettings())
 TRACER = TracerProvider().get_tracer("test")
@@ -27,6 +28,10 @@ def violations(reason: str) -> float:
 def tenant_spend(tenant: str, outcome: str) -> float:
     labels = {"tenant": tenant, "model_name": "m", "outcome": outcome}
     return REGISTRY.get_sample_value("lynx_tenant_cost_eur_total", labels) or 0.0
+
+
+def charged_requests(model: str, outcome: str) -> float | None:
+    return REGISTRY.get_sample_value("lynx_charged_requests_total", {"model_name": model, "outcome": outcome})
 
 
 def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed"):
@@ -92,13 +97,22 @@ def test_a_gap_stretched_by_a_full_garbage_collection_is_no_missing_timer():
 @pytest.mark.parametrize("outcome", ["completed", "client_closed", "failed", "deadline"])
 def test_every_outcome_is_charged_to_the_tenant_under_its_label(outcome):
     before = tenant_spend("acme", outcome)
+    requests_before = charged_requests("m", outcome) or 0.0
     clock = StageClock()
     with clock.stage("gateway"):
         time.sleep(0.001)
     settlement, span = charge_timed_by(clock, tenant="acme", outcome=outcome)
     assert tenant_spend("acme", outcome) - before == pytest.approx(settlement.cost.total, rel=1e-9)
+    assert charged_requests("m", outcome) == requests_before + 1
     assert span.attributes["lynx.outcome"] == outcome
     assert span.attributes["lynx.cost.eur"] == settlement.cost.total
+
+
+def test_a_served_model_counts_its_requests_from_zero_before_the_first_one():
+    """The per-model error alert reads a rate: a model's first failure must be a step up from 0, not a new series."""
+    assert charged_requests("served-model", "failed") is None
+    Ledger(CostSettings()).serves("served-model")
+    assert [charged_requests("served-model", outcome) for outcome in OUTCOMES] == [0.0] * len(OUTCOMES)
 
 
 def test_an_unknown_outcome_is_refused():

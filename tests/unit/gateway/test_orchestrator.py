@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
 
 from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
@@ -126,6 +127,14 @@ def open_request(budgets: Budgets, prompt_tokens: int, max_tokens: int, max_cost
     account = RequestAccount(pipeline.standard.ledger, "m", job, tracer.start_span("request"), budgets.admit("acme"))
     account.tokenize, account.prompt_tokens = RemoteCall(0.001, 0.002), prompt_tokens
     return pipeline, account
+
+
+def test_the_model_a_pipeline_serves_counts_its_requests_from_zero():
+    settings = GatewaySettings(model_name="counted-from-the-start")
+    failed = {"model_name": settings.model_name, "outcome": "failed"}
+    assert REGISTRY.get_sample_value("lynx_charged_requests_total", failed) is None
+    Pipeline(settings, Upstreams(None, None, None), Ledger(RATES), TracerProvider().get_tracer("test"), SOLO)
+    assert REGISTRY.get_sample_value("lynx_charged_requests_total", failed) == 0.0
 
 
 def test_a_request_without_a_ceiling_reserves_the_worst_case_of_all_its_max_tokens(budgets):
