@@ -34,7 +34,11 @@ def charged_requests(model: str, outcome: str) -> float | None:
     return REGISTRY.get_sample_value("lynx_charged_requests_total", {"model_name": model, "outcome": outcome})
 
 
-def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed"):
+def model_errors(model: str) -> float | None:
+    return REGISTRY.get_sample_value("lynx_charged_request_errors_total", {"model_name": model})
+
+
+def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed", client_refusal: bool = False):
     times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
                          tokenize=RemoteCall(0.0, clock.seconds["tokenize"]), retrieve=NO_CALL,
                          decoder=DecoderUse(wall_seconds=clock.seconds["decoder"]),
@@ -42,7 +46,7 @@ def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "comple
     span = TRACER.start_span("request")
     settlement = LEDGER.charge(Charge(tenant=tenant, model="m", outcome=outcome, times=times, prompt_tokens=3,
                                       completion_tokens=2, finish_reason="stop", trace_id="ab" * 16,
-                                      request_id="r1"), span)
+                                      request_id="r1", client_refusal=client_refusal), span)
     return settlement, span
 
 
@@ -110,9 +114,24 @@ def test_every_outcome_is_charged_to_the_tenant_under_its_label(outcome):
 
 def test_a_served_model_counts_its_requests_from_zero_before_the_first_one():
     """The per-model error alert reads a rate: a model's first failure must be a step up from 0, not a new series."""
-    assert charged_requests("served-model", "failed") is None
+    assert charged_requests("served-model", "failed") is None and model_errors("served-model") is None
     Ledger(CostSettings()).serves("served-model")
     assert [charged_requests("served-model", outcome) for outcome in OUTCOMES] == [0.0] * len(OUTCOMES)
+    assert model_errors("served-model") == 0.0
+
+
+@pytest.mark.parametrize(("outcome", "client_refusal", "is_error"), [
+    ("failed", False, True), ("deadline", False, True),
+    ("failed", True, False),  # a 4xx after charging began (the budget had no room for its worst case): the client's
+    ("completed", False, False), ("client_closed", False, False),
+])
+def test_a_model_error_is_a_failure_on_lynx_s_side_or_a_deadline(outcome, client_refusal, is_error):
+    before = model_errors("m") or 0.0
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.001)
+    charge_timed_by(clock, outcome=outcome, client_refusal=client_refusal)
+    assert model_errors("m") == before + is_error
 
 
 def test_an_unknown_outcome_is_refused():

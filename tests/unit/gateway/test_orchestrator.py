@@ -23,7 +23,8 @@ from lynx.contracts.tokenizer import ChatMessage
 from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import (
-    Job, Pipeline, RequestAccount, deadline_error, describe, failed_call, outcome_of, retrieval_query, with_passages,
+    Job, Pipeline, RequestAccount, deadline_error, describe, failed_call, outcome_of, refused_by_client,
+    retrieval_query, stopping_error, with_passages,
 )
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
@@ -100,6 +101,13 @@ def test_a_failed_call_keeps_the_request_s_stages_adding_up_to_its_stopwatch():
                             decoder=DecoderUse(0.0))
     assert identity_violations(times(failed_call(0.4)), RATES) == []
     assert identity_violations(times(NO_CALL), RATES) == ["stage_missing_timer"]
+
+
+def test_only_a_4xx_is_the_client_s_refusal():
+    assert refused_by_client(LynxError(429, "No room in the budget.", "insufficient_quota"))
+    assert refused_by_client(LynxError(400, "The prompt is past the context.", CONTEXT_LENGTH_EXCEEDED))
+    assert not refused_by_client(LynxError(502, "The decoder failed.", "upstream_error"))
+    assert not refused_by_client(stopping_error()) and not refused_by_client(ValueError()) and not refused_by_client(None)
 
 
 def test_an_error_is_described_by_its_message_and_anything_else_by_its_type_alone():
