@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetSpec
@@ -28,7 +29,7 @@ from lynx.local.topology import BudgetFiles, budget_loop_environment
 from lynx_budget.local import FileStore
 
 from ..rules.chart import alertmanager_config, helm_template, rules_file
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, required_binary, wait_for
+from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, required_binary, wait_for
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "lynx"  # the release namespace the chart's rules select, which the ServiceMonitors' targets carry
@@ -220,6 +221,10 @@ def test_the_80_and_100_percent_alerts_reach_the_tenants_webhook_once_per_group(
 
     charge_until(alerting, 1.05 * cap, charged)
     critical = webhook.wait_for("LynxTenantBudgetExhausted")
+    # Refused for want of budget after tokenizing: charged as failed, but a 429 is the tenant's, not a model error.
+    metrics, model = httpx.get(f"{alerting.gateway.url}/metrics").text, {"model_name": MODEL_NAME}
+    assert metric_value(metrics, "lynx_charged_requests_total", {**model, "outcome": "failed"}) > 0
+    assert metric_value(metrics, "lynx_charged_request_errors_total", model) == 0
     for _ in range(20):  # blocked now: refused before any upstream call, and no further notification
         refused = alerting.complete()
         assert refused.status_code == 429 and "cost" not in refused.json()["lynx"], refused.text
@@ -240,3 +245,38 @@ def test_the_80_and_100_percent_alerts_reach_the_tenants_webhook_once_per_group(
     for times in groups:
         assert all(b - a >= GROUP_INTERVAL_SECONDS - 0.5 for a, b in zip(times, times[1:], strict=False)), times
     assert not [n for n in webhook.received if n.path == "/default" and "tenant" in n.body["commonLabels"]]
+
+
+def test_alertmanager_counts_a_notification_it_cannot_deliver_as_the_notification_alert_reads_it(tmp_path):
+    """The chart's LynxAlertNotificationsFailing divides two of Alertmanager's counters per integration: the real
+    Alertmanager 0.34, its webhook receiver pointing at a closed port, counts its notifications in the first and
+    the failed ones in the second, with the reason label the rule sums away."""
+    closed = f"http://127.0.0.1:{free_port()}/hook"
+    config = {"route": {"receiver": "down", "group_wait": "0s", "group_interval": "1s"},
+              "receivers": [{"name": "down", "webhook_configs": [{"url": closed}]}]}
+    alertmanager = start_alertmanager(config, tmp_path / "alertmanager")
+    try:
+        wait_ready([alertmanager], START_TIMEOUT_SECONDS)
+        httpx.post(f"{alertmanager.url}/api/v2/alerts", json=[{"labels": {"alertname": "Probe"}}]).raise_for_status()
+        failed = {"integration": "webhook"}
+
+        def scraped() -> str:
+            return httpx.get(f"{alertmanager.url}/metrics").text
+
+        # A notification fails once its retries run out: after Alertmanager's 10 s minimum notification timeout.
+        wait_for(lambda: metric_value(scraped(), "alertmanager_notifications_failed_total", failed) > 0,
+                 START_TIMEOUT_SECONDS, "a failed webhook notification counted")
+        rule = next(r for g in rules_file(helm_template({}))["groups"] for r in g["rules"]
+                    if r.get("alert") == "LynxAlertNotificationsFailing")
+        text = scraped()
+        sent = metric_value(text, "alertmanager_notifications_total", failed)
+        failures = [(sample.labels, sample.value) for family in text_string_to_metric_families(text)
+                    for sample in family.samples if sample.name == "alertmanager_notifications_failed_total"
+                    and sample.labels["integration"] == "webhook" and sample.value]
+        # Alertmanager tries again at every group interval (1 s) while none got through: later tries may be running.
+        assert 1 <= sum(value for _, value in failures) <= sent, (sent, failures)
+        assert all(labels.keys() == {"integration", "reason"} for labels, _ in failures), failures
+        assert "alertmanager_notifications_failed_total{" in rule["expr"] and "by (namespace, integration)" in rule["expr"]
+    finally:
+        stop_processes([alertmanager])
+

@@ -1,19 +1,28 @@
-"""The chart's budget alerts and cost recording rules under `promtool test rules`, and its per-tenant routing under
+"""The chart's alerts and cost recording rules under `promtool test rules`, and its per-tenant routing under
 `amtool`."""
 
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from opentelemetry.sdk.trace import TracerProvider
 
+from lynx.accounting.clock import StageClock
+from lynx.accounting.ledger import Charge, Ledger
+from lynx.accounting.pricing import NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes
 from lynx.local.stack import find_binary
+from lynx.telemetry.logs import JsonFormatter
+from lynx.telemetry.metrics import COST_PER_1K_BUCKETS, STAGE_DURATION_BUCKETS, TTFT_BUCKETS
 
 from .chart import (
     BUDGET_GROUP, COST_GROUP, alertmanager_config, budget_alerts, cost_records, helm_template, rules_file, write_rules,
@@ -67,12 +76,78 @@ def unit_test_cases(kind: str) -> list[dict]:
             for case in group.get(kind, [])]
 
 
-def test_every_budget_alert_is_tested_firing_and_not_firing(rendered):
+def test_every_alert_is_tested_firing_and_not_firing(rendered):
     cases = unit_test_cases("alert_rule_test")
     fired = {c["alertname"] for c in cases if c["exp_alerts"]}
     silent = {c["alertname"] for c in cases if not c["exp_alerts"]}
-    alerts = {rule["alert"] for rule in budget_alerts(rendered)}
+    alerts = {rule["alert"] for rule in alert_rules(rendered)}
+    groups = {g["name"] for g in rules_file(rendered)["groups"] if any("alert" in rule for rule in g["rules"])}
+    assert groups == {"lynx.serving", "lynx.accounting", "lynx.notifications", BUDGET_GROUP}
     assert alerts - fired == set() and alerts - silent == set()
+
+
+@pytest.mark.parametrize(("alert", "buckets"), [("LynxSlowTimeToFirstToken", TTFT_BUCKETS),
+                                                ("LynxDecoderQueueSlow", STAGE_DURATION_BUCKETS),
+                                                ("LynxCostPer1kOutputTokensHigh", COST_PER_1K_BUCKETS)])
+def test_each_quantile_is_compared_at_a_bucket_boundary(rendered, alert: str, buckets: tuple[float, ...]):
+    """histogram_quantile is exact at a boundary: p95 is above it exactly when more than 5 % of observations are.
+    Between two boundaries it interpolates, and the alert would fire on a guess."""
+    threshold = float(re.search(r">\s*([0-9.e+-]+)\s*$", alert_rule(rendered, alert)["expr"]).group(1))
+    assert threshold in buckets
+
+
+def test_the_thresholds_of_the_serving_cost_and_notification_alerts_come_from_the_values():
+    documents = helm_template({"alerting": {
+        "serving": {"rateWindow": "7m", "queueWaitP95Seconds": 2, "queueWaitFor": "13m", "modelErrorPercent": 25,
+                    "modelErrorFor": "3m"},
+        "costs": {"rateWindow": "9m", "per1kOutputTokensP95Eur": 0.25, "per1kOutputTokensFor": "17m"},
+        "notifications": {"alertmanagerNamespace": "monitoring", "failedPercent": 5, "rateWindow": "30m",
+                          "failingFor": "11m"}}})
+    expected = {"LynxDecoderQueueSlow": ("[7m]", "> 2\n", "13m"), "LynxModelErrorSpike": ("[7m]", "> 0.25\n", "3m"),
+                "LynxCostPer1kOutputTokensHigh": ("[9m]", "> 0.25\n", "17m"),
+                "LynxAlertNotificationsFailing": ('{namespace="monitoring"}[30m]', "> 0.05\n", "11m")}
+    for alert, (window, threshold, duration) in expected.items():
+        rule = alert_rule(documents, alert)
+        assert window in rule["expr"] and rule["expr"].endswith(threshold) and rule["for"] == duration, rule
+
+
+def test_prometheus_scrapes_the_alertmanager_whose_notifications_are_watched(rendered):
+    """kube-prometheus-stack's ServiceMonitor selects its Alertmanager's Service on the port Alertmanager serves
+    /metrics on, Prometheus selects that ServiceMonitor, and the alert reads that namespace."""
+    (prometheus,) = [d for d in rendered if d["kind"] == "Prometheus"]
+    (alertmanager,) = [d for d in rendered if d["kind"] == "Alertmanager"]
+    namespace = alertmanager["metadata"]["namespace"]
+    (service,) = [d for d in rendered if d["kind"] == "Service" and d["metadata"]["namespace"] == namespace
+                  and d["spec"].get("selector", {}).get("alertmanager") == alertmanager["metadata"]["name"]]
+    wanted = prometheus["spec"]["serviceMonitorSelector"]["matchLabels"]
+    monitors = [d for d in rendered if d["kind"] == "ServiceMonitor"
+                and wanted.items() <= d["metadata"]["labels"].items()
+                and d["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+                and namespace in d["spec"].get("namespaceSelector", {}).get("matchNames", [namespace])]
+    web = {p["name"] for p in service["spec"]["ports"] if p["port"] == 9093}
+    assert any(e["port"] in web and e.get("path", "/metrics") == "/metrics" for m in monitors
+               for e in m["spec"]["endpoints"]), monitors
+    assert f'namespace="{namespace}"' in alert_rule(rendered, "LynxAlertNotificationsFailing")["expr"]
+
+
+def test_the_identity_alert_points_to_log_fields_the_ledger_writes(rendered, caplog):
+    """The description names the events and fields to look for; a request that fails the identity check is logged
+    with every one of them."""
+    description = alert_rule(rendered, "LynxCostIdentityViolation")["annotations"]["description"]
+    fields = set(re.findall(r"`([a-z_]+)`", description))
+    clock = StageClock()
+    with clock.stage("gateway"), clock.stage("tokenize"):  # a stage timed inside another: counted twice
+        time.sleep(0.03)
+    times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
+                         tokenize=RemoteCall(0.0, clock.seconds["tokenize"]), retrieve=NO_CALL,
+                         decoder=DecoderUse(wall_seconds=0.0), interrupted_seconds=clock.interrupted_seconds())
+    with caplog.at_level(logging.INFO, logger="lynx.ledger"):
+        Ledger(CostSettings()).charge(Charge(tenant="t", model="m", outcome="completed", times=times, prompt_tokens=1,
+                                             completion_tokens=1, finish_reason="stop", trace_id="ab" * 16,
+                                             request_id="r1"), TracerProvider().get_tracer("test").start_span("r"))
+    event = json.loads(JsonFormatter("lynx-gateway").format(next(r for r in caplog.records if r.name == "lynx.ledger")))
+    assert event["identity_violations"] and event["event"] in description
+    assert fields and fields <= event.keys() and "trace_id" in event, (fields, sorted(event))
 
 
 def test_every_budget_alert_says_how_bad_and_what_to_do(rendered):
@@ -129,6 +204,15 @@ def test_a_rule_that_does_not_compute_the_daily_cost_fails_its_unit_tests(render
     assert cost_records(wrong) != cost_records(rendered)
     result = promtool_test(wrong, [COST_TESTS], tmp_path)
     assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def alert_rules(documents: list[dict]) -> list[dict]:
+    return [rule for group in rules_file(documents)["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def alert_rule(documents: list[dict], alert: str) -> dict:
+    (rule,) = [rule for rule in alert_rules(documents) if rule["alert"] == alert]
+    return rule
 
 
 def annotations(documents: list[dict], alert: str, summary: str) -> dict:

@@ -37,6 +37,14 @@ class Charge:
     trace_id: str
     request_id: str
     error: str | None = None
+    # A 4xx after charging began (a worst case the budget has no room for, a prompt past the context): the request
+    # failed through no fault of lynx's.
+    client_refusal: bool = False
+
+    @property
+    def is_error(self) -> bool:
+        """Failed on lynx's side or out of time: what the per-model error alert counts."""
+        return self.outcome in ("failed", "deadline") and not self.client_refusal
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,12 @@ class Ledger:
             self.metrics.identity_violations.labels(reason)
         for stage in STAGES:
             self.metrics.stage.labels(stage)
+
+    def serves(self, model: str) -> None:
+        """Creates the model's request counters at 0, so that its first failure is an increase, not a new series."""
         for outcome in OUTCOMES:
-            self.metrics.charged_requests.labels(outcome)
+            self.metrics.charged_requests.labels(model, outcome)
+        self.metrics.charged_request_errors.labels(model)
 
     def charge(self, charge: Charge, span: Span) -> Settlement:
         if charge.outcome not in OUTCOMES:
@@ -85,7 +97,9 @@ class Ledger:
         for stage, value in cost.stages.items():
             metrics.stage.labels(stage).inc(max(value, 0.0))
         metrics.tenant.labels(charge.tenant, charge.model, charge.outcome).inc(max(cost.total, 0.0))
-        metrics.charged_requests.labels(charge.outcome).inc()
+        metrics.charged_requests.labels(charge.model, charge.outcome).inc()
+        if charge.is_error:
+            metrics.charged_request_errors.labels(charge.model).inc()
         self.tokens.labels("prompt", charge.model, charge.outcome).inc(charge.prompt_tokens)
         self.tokens.labels("completion", charge.model, charge.outcome).inc(charge.completion_tokens)
         if charge.completion_tokens:

@@ -81,6 +81,10 @@ class DecoderRoute:
     decoders: DecoderPool
     ledger: Ledger
 
+    def __post_init__(self) -> None:
+        # Every model the gateway routes to counts its requests from 0: the per-model error alert reads them.
+        self.ledger.serves(self.model)
+
 
 def with_passages(messages: list[ChatMessage], passages: list[RetrievedPassage]) -> list[ChatMessage]:
     """Put the retrieved passages into the system message (creating one if needed).
@@ -146,7 +150,7 @@ class RequestAccount:
                             interrupted_seconds=clock.interrupted_seconds())
 
     def settle(self, outcome: str, decoder: DecoderUse, completion_tokens: int, finish_reason: str | None,
-               error: str | None = None) -> Settlement:
+               error: str | None = None, client_refusal: bool = False) -> Settlement:
         if self.settlement is not None:
             return self.settlement
         times = self.times_so_far(decoder)
@@ -155,7 +159,8 @@ class RequestAccount:
             self.settlement = self.ledger.charge(Charge(
                 tenant=self.job.tenant.id, model=self.model, outcome=outcome, times=times,
                 prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens, finish_reason=finish_reason,
-                trace_id=self.trace_id, request_id=self.request_id, error=error), self.span)
+                trace_id=self.trace_id, request_id=self.request_id, error=error, client_refusal=client_refusal),
+                self.span)
         finally:
             self.hold.settle(self.settlement.cost.total if self.settlement else None)
         self.span.set_attribute("gen_ai.response.model", self.model)
@@ -210,7 +215,7 @@ class Pipeline:
             else:
                 timed_out = isinstance(error, LynxError) and error.code == DEADLINE_EXCEEDED
                 account.settle("deadline" if timed_out else "failed", DecoderUse(wall_seconds=0.0), 0, None,
-                               describe(error))
+                               describe(error), client_refusal=refused_by_client(error))
             if isinstance(error, LynxError) and account.settlement is not None:
                 error.cost = account.settlement.cost.as_dict()
             raise
@@ -325,6 +330,10 @@ def failed_call(wall_seconds: float) -> RemoteCall:
 def stopping_error() -> LynxError:
     return LynxError(503, "The gateway stopped before the decoder finished; retry.", "gateway_stopping",
                      "server_error", headers={"Retry-After": "1"})
+
+
+def refused_by_client(failure: BaseException | None) -> bool:
+    return isinstance(failure, LynxError) and failure.status < 500
 
 
 def describe(error: BaseException) -> str:
@@ -523,7 +532,7 @@ class Generation:
                 self.pipeline.metrics.stage_duration.labels(stage).observe(seconds)
             error = error if finished.error is None else f"{error}: {finished.error}"
         self.account.settle(outcome_of(self.abandoned, self.failure, finished), self.account_use(), completion_tokens,
-                            finished.finish_reason if finished else None, error)
+                            finished.finish_reason if finished else None, error, refused_by_client(self.failure))
 
     def _ended_without_tokens(self) -> LynxError:
         if self.finished is not None and self.finished.finish_reason == "deadline":

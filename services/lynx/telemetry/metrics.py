@@ -184,6 +184,7 @@ class CostMetrics:
     stage: Counter
     tenant: Counter
     charged_requests: Counter
+    charged_request_errors: Counter
     per_1k_output_tokens: Histogram
     identity_violations: Counter
 
@@ -198,8 +199,11 @@ def cost_metrics() -> CostMetrics:
         stage=Counter("lynx_cost_stage_eur", "Cost in EUR attributed to each pipeline stage.", ["stage"]),
         tenant=Counter("lynx_tenant_cost_eur", "Cost in EUR charged to each tenant, by the model that served it and "
                        "how the request ended.", ["tenant", "model_name", "outcome"]),
-        charged_requests=Counter("lynx_charged_requests", "Requests charged by the ledger, by how they ended.",
-                                 ["outcome"]),
+        charged_requests=Counter("lynx_charged_requests", "Requests charged by the ledger, by the model that served "
+                                 "them and how they ended.", ["model_name", "outcome"]),
+        charged_request_errors=Counter(
+            "lynx_charged_request_errors", "Charged requests that failed on lynx's side (outcome failed, but for a "
+            "4xx refusal) or ran out of their deadline, by the model that served them.", ["model_name"]),
         per_1k_output_tokens=Histogram(
             "lynx_cost_eur_per_1k_output_tokens", "Request cost in EUR per 1000 completion tokens.",
             buckets=COST_PER_1K_BUCKETS,

@@ -15,6 +15,7 @@ from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Charge, Ledger
 from lynx.accounting.pricing import NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes
 from lynx.telemetry.logs import JsonFormatter
+from lynx.telemetry.metrics import OUTCOMES
 
 LEDGER = Ledger(CostSettings())
 TRACER = TracerProvider().get_tracer("test")
@@ -29,7 +30,15 @@ def tenant_spend(tenant: str, outcome: str) -> float:
     return REGISTRY.get_sample_value("lynx_tenant_cost_eur_total", labels) or 0.0
 
 
-def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed"):
+def charged_requests(model: str, outcome: str) -> float | None:
+    return REGISTRY.get_sample_value("lynx_charged_requests_total", {"model_name": model, "outcome": outcome})
+
+
+def model_errors(model: str) -> float | None:
+    return REGISTRY.get_sample_value("lynx_charged_request_errors_total", {"model_name": model})
+
+
+def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "completed", client_refusal: bool = False):
     times = RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
                          tokenize=RemoteCall(0.0, clock.seconds["tokenize"]), retrieve=NO_CALL,
                          decoder=DecoderUse(wall_seconds=clock.seconds["decoder"]),
@@ -37,7 +46,7 @@ def charge_timed_by(clock: StageClock, tenant: str = "t", outcome: str = "comple
     span = TRACER.start_span("request")
     settlement = LEDGER.charge(Charge(tenant=tenant, model="m", outcome=outcome, times=times, prompt_tokens=3,
                                       completion_tokens=2, finish_reason="stop", trace_id="ab" * 16,
-                                      request_id="r1"), span)
+                                      request_id="r1", client_refusal=client_refusal), span)
     return settlement, span
 
 
@@ -92,13 +101,37 @@ def test_a_gap_stretched_by_a_full_garbage_collection_is_no_missing_timer():
 @pytest.mark.parametrize("outcome", ["completed", "client_closed", "failed", "deadline"])
 def test_every_outcome_is_charged_to_the_tenant_under_its_label(outcome):
     before = tenant_spend("acme", outcome)
+    requests_before = charged_requests("m", outcome) or 0.0
     clock = StageClock()
     with clock.stage("gateway"):
         time.sleep(0.001)
     settlement, span = charge_timed_by(clock, tenant="acme", outcome=outcome)
     assert tenant_spend("acme", outcome) - before == pytest.approx(settlement.cost.total, rel=1e-9)
+    assert charged_requests("m", outcome) == requests_before + 1
     assert span.attributes["lynx.outcome"] == outcome
     assert span.attributes["lynx.cost.eur"] == settlement.cost.total
+
+
+def test_a_served_model_counts_its_requests_from_zero_before_the_first_one():
+    """The per-model error alert reads a rate: a model's first failure must be a step up from 0, not a new series."""
+    assert charged_requests("served-model", "failed") is None and model_errors("served-model") is None
+    Ledger(CostSettings()).serves("served-model")
+    assert [charged_requests("served-model", outcome) for outcome in OUTCOMES] == [0.0] * len(OUTCOMES)
+    assert model_errors("served-model") == 0.0
+
+
+@pytest.mark.parametrize(("outcome", "client_refusal", "is_error"), [
+    ("failed", False, True), ("deadline", False, True),
+    ("failed", True, False),  # a 4xx after charging began (the budget had no room for its worst case): the client's
+    ("completed", False, False), ("client_closed", False, False),
+])
+def test_a_model_error_is_a_failure_on_lynx_s_side_or_a_deadline(outcome, client_refusal, is_error):
+    before = model_errors("m") or 0.0
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.001)
+    charge_timed_by(clock, outcome=outcome, client_refusal=client_refusal)
+    assert model_errors("m") == before + is_error
 
 
 def test_an_unknown_outcome_is_refused():

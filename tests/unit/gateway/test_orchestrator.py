@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
 
 from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
@@ -22,7 +23,8 @@ from lynx.contracts.tokenizer import ChatMessage
 from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import (
-    Job, Pipeline, RequestAccount, deadline_error, describe, failed_call, outcome_of, retrieval_query, with_passages,
+    Job, Pipeline, RequestAccount, deadline_error, describe, failed_call, outcome_of, refused_by_client,
+    retrieval_query, stopping_error, with_passages,
 )
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
@@ -101,6 +103,13 @@ def test_a_failed_call_keeps_the_request_s_stages_adding_up_to_its_stopwatch():
     assert identity_violations(times(NO_CALL), RATES) == ["stage_missing_timer"]
 
 
+def test_only_a_4xx_is_the_client_s_refusal():
+    assert refused_by_client(LynxError(429, "No room in the budget.", "insufficient_quota"))
+    assert refused_by_client(LynxError(400, "The prompt is past the context.", CONTEXT_LENGTH_EXCEEDED))
+    assert not refused_by_client(LynxError(502, "The decoder failed.", "upstream_error"))
+    assert not refused_by_client(stopping_error()) and not refused_by_client(ValueError()) and not refused_by_client(None)
+
+
 def test_an_error_is_described_by_its_message_and_anything_else_by_its_type_alone():
     assert describe(LynxError(502, "The tokenizer failed.", "upstream_error")) == "The tokenizer failed."
     assert describe(ValueError("a prompt's text")) == "ValueError"
@@ -126,6 +135,14 @@ def open_request(budgets: Budgets, prompt_tokens: int, max_tokens: int, max_cost
     account = RequestAccount(pipeline.standard.ledger, "m", job, tracer.start_span("request"), budgets.admit("acme"))
     account.tokenize, account.prompt_tokens = RemoteCall(0.001, 0.002), prompt_tokens
     return pipeline, account
+
+
+def test_the_model_a_pipeline_serves_counts_its_requests_from_zero():
+    settings = GatewaySettings(model_name="counted-from-the-start")
+    failed = {"model_name": settings.model_name, "outcome": "failed"}
+    assert REGISTRY.get_sample_value("lynx_charged_requests_total", failed) is None
+    Pipeline(settings, Upstreams(None, None, None), Ledger(RATES), TracerProvider().get_tracer("test"), SOLO)
+    assert REGISTRY.get_sample_value("lynx_charged_requests_total", failed) == 0.0
 
 
 def test_a_request_without_a_ceiling_reserves_the_worst_case_of_all_its_max_tokens(budgets):
