@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from lynx.accounting.spend import SpendReading
 from lynx.contracts.budgets import MAX_RAISE_HOURS, BudgetSpec, BudgetState, TemporaryRaise, TenantDecision, UnknownSpend
 
 PROMETHEUS_REACHABLE = "PrometheusReachable"
@@ -33,12 +34,6 @@ EVENT_OF_KIND: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
     "spend_unavailable": ("Warning", "SpendUnavailable"),
     "spend_restored": ("Normal", "SpendRead"),
 }
-
-
-@dataclass(frozen=True)
-class SpendReading:
-    spent_eur: float
-    as_of: datetime  # the time the figure is exact for (the newest sample used), tz-aware UTC
 
 
 @dataclass(frozen=True)
