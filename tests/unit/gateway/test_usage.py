@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from lynx.contracts.budgets import TenantDecision
 from lynx.gateway.usage import day_pieces, usage_report
 
@@ -35,3 +37,17 @@ def test_the_report_takes_state_and_cap_from_the_decision_and_remaining_from_tod
     assert usage_report("acme", decision("Paused"), 0.5, NOW, WINDOWS, day).remaining_eur == 0.0
     unbudgeted = usage_report("acme", None, 1.5, NOW, WINDOWS, day)
     assert (unbudgeted.state, unbudgeted.cap_eur, unbudgeted.remaining_eur) == ("unbudgeted", None, None)
+
+
+def test_an_unreachable_prometheus_is_a_503_that_names_it():
+    from lynx.local.processes import free_port
+    from lynx.service.errors import LynxError
+    from lynx.gateway.usage import SpendHistory
+    from lynx.telemetry.prometheus_api import PrometheusClient
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with PrometheusClient(url, timeout_seconds=2) as prometheus, pytest.raises(LynxError) as raised:
+        SpendHistory(prometheus).report("acme", decision("Ok"), NOW)
+    refusal = raised.value
+    assert refusal.status == 503 and refusal.code == "usage_unavailable" and refusal.type == "server_error"
+    assert url in refusal.message and "Unreachable" in refusal.message and refusal.headers["Retry-After"]
