@@ -32,7 +32,7 @@ from lynx_budget.leases import (
     LeaseLedger, LeaseTerms, Proof, cannot_pay_smallest, confirmed_eur, forget_days_before, holdings_eur, rebuild,
     remainder_eur, renew,
 )
-from lynx_budget.policy import SpendFailure, SpendReading, Unpayable, day_window, rfc3339
+from lynx_budget.policy import ConfirmedSpend, SpendFailure, SpendReading, Unpayable, day_window, rfc3339
 from lynx_budget.spend import read_today
 
 log = logging.getLogger("lynx.budgets.leases")
@@ -254,7 +254,7 @@ class LeaseDesk:
         return proofs_before_restart(specs, spent, now)
 
     def inform(self, spec: BudgetSpec, spend: SpendReading | SpendFailure,
-               now: datetime) -> tuple[SpendReading | SpendFailure, Unpayable | None]:
+               now: datetime) -> tuple[SpendReading | ConfirmedSpend | SpendFailure, Unpayable | None]:
         """What the ledger adds to a reconciliation (the local loop's and the operator's): the spend the gateways
         confirmed when Prometheus cannot say, and whether the remainder can pay for the smallest request. Shows the
         ledger's gauges."""
@@ -271,14 +271,14 @@ class LeaseDesk:
             return None
         return Unpayable(remainder_eur(ledger, spec, now), terms.smallest_request_eur)
 
-    def spend_reading(self, spec: BudgetSpec, now: datetime, failure: SpendFailure) -> SpendReading | None:
+    def spend_reading(self, spec: BudgetSpec, now: datetime, failure: SpendFailure) -> ConfirmedSpend | None:
         """Today's spend as the gateways confirmed it to the ledger, for when Prometheus cannot say; None while the
         ledger is rebuilding. It misses what gateways charged since their last renewal, but the gateways that lease
         spend only within their leases, so it is enough to lift a Blocked a raise has made wrong."""
         ledger = self.ledger
         if ledger.needs_rebuild:
             return None
-        return SpendReading(confirmed_eur(ledger, spec.tenant, day_window(spec.timezone, now)[0]), now, failure)
+        return ConfirmedSpend(confirmed_eur(ledger, spec.tenant, day_window(spec.timezone, now)[0]), now, failure)
 
     def show(self, spec: BudgetSpec, now: datetime) -> None:
         ledger, today = self.ledger, day_window(spec.timezone, now)[0]

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from lynx.accounting.spend import SpendReading
 from lynx.contracts.budgets import MAX_RAISE_HOURS, BudgetSpec, BudgetState, TemporaryRaise, TenantDecision, UnknownSpend
 
 PROMETHEUS_REACHABLE = "PrometheusReachable"
@@ -36,20 +37,22 @@ EVENT_OF_KIND: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
 
 
 @dataclass(frozen=True)
-class SpendReading:
-    spent_eur: float
-    as_of: datetime  # the time the figure is exact for (the newest sample used), tz-aware UTC
-    # When Prometheus could not say: why, and this figure is the spend the gateways confirmed to the lease ledger.
-    instead_of: SpendFailure | None = None
-
-
-@dataclass(frozen=True)
 class SpendFailure:
     """Why spend could not be read: the condition's reason ("Unreachable", "HttpError", "BadAnswer") and what
     happened, in words."""
 
     reason: str
     detail: str
+
+
+@dataclass(frozen=True)
+class ConfirmedSpend:
+    """Today's spend as the gateways confirmed it to the lease ledger, standing in for the Prometheus reading that
+    failed (``failure``). A lower bound: gateways report at renewals only."""
+
+    spent_eur: float
+    as_of: datetime
+    failure: SpendFailure
 
 
 @dataclass(frozen=True)
@@ -275,15 +278,15 @@ def audit_raises(spec: BudgetSpec, now: datetime, audited: tuple[str, ...], audi
     return tuple(expired), tuple(dict.fromkeys(keys))
 
 
-def reachability(last: BudgetStatus | None, spend: SpendReading | SpendFailure, now: datetime,
+def reachability(last: BudgetStatus | None, spend: SpendReading | ConfirmedSpend | SpendFailure, now: datetime,
                  audit: _Audit) -> Condition:
     previous = last.condition(PROMETHEUS_REACHABLE) if last else None
-    spend_read = isinstance(spend, SpendReading) and spend.instead_of is None
+    spend_read = isinstance(spend, SpendReading)
     if spend_read:
         reason, message = "SpendRead", "Today's spend was read from Prometheus."
-    elif isinstance(spend, SpendReading):
-        reason, message = spend.instead_of.reason, (f"{spend.instead_of.detail} Decided on the spend the gateways "
-                                                    "confirmed to the lease ledger.")
+    elif isinstance(spend, ConfirmedSpend):
+        reason, message = spend.failure.reason, (f"{spend.failure.detail} Decided on the spend the gateways "
+                                                 "confirmed to the lease ledger.")
     else:
         reason, message = spend.reason, spend.detail
     changed = previous is None or previous.status != spend_read
@@ -342,7 +345,8 @@ def explain_decision(spec: BudgetSpec, state: BudgetState, spent: float | None, 
             f"at {resets}.{stale}")
 
 
-def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[datetime, datetime], now: datetime,
+def reconcile(spec: BudgetSpec, spend: SpendReading | ConfirmedSpend | SpendFailure, day: tuple[datetime, datetime],
+              now: datetime,
               last: BudgetStatus | None, unknown_spend: UnknownSpend = "open", history_limit: int = 20,
               unpayable: Unpayable | None = None) -> Reconciliation:
     """One tenant's decision.
@@ -355,7 +359,8 @@ def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[d
     alone would leave Ok or in Warning.
     """
     require_aware(now)
-    reading, failure = (spend, None) if isinstance(spend, SpendReading) else (None, spend)
+    reading = spend if isinstance(spend, SpendReading | ConfirmedSpend) else None
+    failure = spend if isinstance(spend, SpendFailure) else getattr(spend, "failure", None)
     day_start, resets_at = day
     audit = _Audit(now)
     new_day = last is not None and last.day_started_at != day_start
@@ -368,10 +373,12 @@ def reconcile(spec: BudgetSpec, spend: SpendReading | SpendFailure, day: tuple[d
     cap = effective_cap(spec, now)
 
     today = last if last is not None and not new_day else None
-    if reading is not None and reading.instead_of is not None and today is not None and today.spent_eur is not None:
+    if isinstance(reading, ConfirmedSpend) and today is not None and today.spent_eur is not None:
         # Both are lower bounds of the true spend (the gateways report to the ledger at renewals only): the larger
         # decides, so the ledger's figure can lift a Blocked a raise has made wrong, never one the spend still holds.
         spent, as_of, read_at = max(reading.spent_eur, today.spent_eur), reading.as_of, today.last_read_at
+    elif isinstance(reading, ConfirmedSpend):
+        spent, as_of, read_at = reading.spent_eur, reading.as_of, last.last_read_at if last else None
     elif reading is not None:
         spent, as_of, read_at = reading.spent_eur, reading.as_of, now
     elif today is not None:

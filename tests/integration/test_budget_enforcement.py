@@ -23,11 +23,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lynx.contracts.budgets import BudgetDecisions, BudgetStanding, TenantDecision
 from lynx.local.stopping import stop_processes
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
-from lynx.local.topology import BudgetFiles, budget_loop_environment
+from lynx.local.topology import BudgetFiles, budget_loop_environment, usage_environment
+from lynx.telemetry.prometheus_api import PrometheusClient
 
 from .conftest import (
     MODEL_NAME, START_TIMEOUT_SECONDS, Stack, metric_value, published_state, required_binary, start_stack, wait_for,
@@ -73,14 +75,16 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
     budget_files = BudgetFiles.in_folder(work)
     decisions = budget_files.decisions
     cli_env = {**base_env, **budget_files.environment()}
-    stack = start_stack(base_env, work, sink, {"gateway": {"LYNX_GATEWAY_BUDGETS_FILE": str(decisions)}})
+    prometheus_port = free_port()  # the gateway's usage report reads the Prometheus started once it runs
+    stack = start_stack(base_env, work, sink, {"gateway": {
+        "LYNX_GATEWAY_BUDGETS_FILE": str(decisions), **usage_environment(f"http://127.0.0.1:{prometheus_port}")}})
     started: list[ServiceProcess] = stack.processes()
     try:
         loop_port = free_port()
         config = prometheus_config(load_config("prometheus.yml"), {
             "gateway": stack.gateway.url.removeprefix("http://"), "budgets": f"127.0.0.1:{loop_port}"})
         config["global"]["scrape_interval"] = "1s"
-        prometheus = start_prometheus(prometheus_binary, config, work / "prometheus")
+        prometheus = start_prometheus(prometheus_binary, config, work / "prometheus", port=prometheus_port)
         started.append(prometheus)
         loop = start_service("budgets", {**base_env, **budget_loop_environment(budget_files, prometheus.url, 1)},
                              work / "budgets.log", port=loop_port)
@@ -88,7 +92,7 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[BudgetBed]:
         wait_ready([prometheus, loop], START_TIMEOUT_SECONDS)
         running = BudgetBed(stack, loop, prometheus, decisions, cli_env)
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
-        running.keys = {name: registry.add(name) for name in ("capped", "roomy", "budgetless")}
+        running.keys = {name: registry.add(name) for name in ("capped", "roomy", "budgetless", "headed", "nosy")}
         yield running
     finally:
         stop_processes(started)
@@ -237,3 +241,119 @@ def final_body(response: httpx.Response) -> dict:
         return response.json()
     chunks = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: {")]
     return next(body for body in map(json.loads, chunks) if "lynx" in body)
+
+
+# --- The budget in every answer (x-lynx-budget-* headers, the Warning notice) and GET /v1/lynx/usage.
+def published(bed: BudgetBed, tenant: str) -> TenantDecision:
+    return BudgetDecisions.model_validate_json(bed.decisions.read_text()).tenants[tenant]
+
+
+HEADED_CAP_EUR = 4 * CAP_EUR  # enough for a few answers once in Warning
+
+
+def left(spent: float) -> float:
+    """What the headers say is left of the headed tenant's cap (an answer may cost more than its worst case)."""
+    return max(HEADED_CAP_EUR - spent, 0.0)
+
+
+def counted_by_prometheus(bed: BudgetBed, tenant: str) -> float:
+    """The tenant's cost counters summed, as Prometheus last scraped them (the TSDB is this test's own: every charge
+    of the tenant is in it, and no gateway restarted)."""
+    with PrometheusClient(bed.prometheus.url) as prometheus:
+        rows = prometheus.query(f'sum(lynx_tenant_cost_eur_total{{tenant="{tenant}"}})')
+    return float(rows[0]["value"][1]) if rows else 0.0
+
+
+def usage(bed: BudgetBed, key_of: str | None, params: dict[str, str] | None = None) -> httpx.Response:
+    """GET /v1/lynx/usage with ``key_of``'s key (None: without a key)."""
+    headers = {"Authorization": f"Bearer {bed.keys[key_of]}"} if key_of else {}
+    return httpx.get(f"{bed.stack.gateway.url}/v1/lynx/usage", headers=headers, params=params, timeout=60)
+
+
+def test_every_answer_carries_the_budget_as_the_controller_and_the_answers_count_it(bed: BudgetBed):
+    bed.budget("set", "headed", "--cap", str(HEADED_CAP_EUR), "--warning", "50", "--timezone", "Europe/Paris")
+    wait_for(lambda: bed.state("headed") == "Ok", 30, "the loop's first decision for the headed tenant")
+    spent = 0.0  # the answers' own costs
+    while bed.state("headed") == "Ok":
+        answer = bed.chat("headed", SHORT)
+        assert answer.status_code == 200, answer.text
+        spent += charged(answer)
+        budget, decision = BudgetStanding.from_headers(answer.headers), published(bed, "headed")
+        assert (budget.cap_eur, budget.resets_at) == (HEADED_CAP_EUR, decision.resets_at)
+        assert budget.remaining_eur == pytest.approx(left(spent), rel=1e-9)  # its own charge included
+        assert answer.json()["lynx"]["budget"]["notice"] is None
+        if spent >= HEADED_CAP_EUR / 2:
+            wait_for(lambda: bed.state("headed") == "Warning", 30, "the loop to see the tenant past 50 %")
+    assert bed.state("headed") == "Warning"
+    wait_for(lambda: counted_by_prometheus(bed, "headed") == pytest.approx(spent, rel=1e-9), 30,
+             "Prometheus to scrape the last charge")
+
+    warned = bed.chat("headed", SHORT)
+    assert warned.status_code == 200, warned.text
+    spent += charged(warned)
+    budget, body = BudgetStanding.from_headers(warned.headers), warned.json()["lynx"]["budget"]
+    assert budget.state == body["state"] == "Warning"
+    assert budget.remaining_eur == pytest.approx(left(spent), rel=1e-9)
+    assert "headed" in body["notice"] and f"{left(spent):.4g} EUR of {HEADED_CAP_EUR:.4g} EUR left" in body["notice"]
+
+    # A stream's headers go out before its first chunk: its own charge is not in them; its last chunk has the notice.
+    streamed = bed.chat("headed", {**SHORT, "stream": True})
+    assert BudgetStanding.from_headers(streamed.headers).remaining_eur == pytest.approx(left(spent), rel=1e-9)
+    spent += final_body(streamed)["lynx"]["cost"]["total"]
+    last = final_body(streamed)["lynx"]["budget"]
+    assert last["state"] == "Warning" and f"{left(spent):.4g} EUR of" in last["notice"]  # after the stream
+
+    invalid = bed.chat("headed", {**SHORT, "max_tokens": 10**6})  # refused before anything is spent
+    assert invalid.status_code == 400
+    assert BudgetStanding.from_headers(invalid.headers).remaining_eur == pytest.approx(left(spent), rel=1e-9)
+
+    bed.budget("pause", "headed")
+    wait_for(lambda: bed.state("headed") == "Paused", 30, "the loop to publish the pause")
+    refused = bed.chat("headed", SHORT)
+    assert refused.status_code == 429
+    paused = BudgetStanding.from_headers(refused.headers)
+    assert (paused.state, paused.remaining_eur, paused.cap_eur) == ("Paused", 0.0, HEADED_CAP_EUR)
+    assert int(refused.headers["x-lynx-budget-reset-seconds"]) == pytest.approx(
+        published(bed, "headed").resets_at.timestamp() - time.time(), abs=5)
+    assert BudgetStanding.from_headers(bed.chat("budgetless", SHORT).headers) is None  # no budget, no headers
+    assert BudgetStanding.from_headers(
+        httpx.post(f"{bed.stack.gateway.url}/v1/chat/completions", json=SHORT, timeout=60).headers) is None  # no key
+    bed.budget("resume", "headed")
+
+
+def test_usage_is_the_tenants_own_spend_in_prometheus_with_the_controllers_budget(bed: BudgetBed):
+    missing_key = usage(bed, None)
+    assert missing_key.status_code == 401 and missing_key.json()["error"]["code"] == "missing_api_key"
+
+    bed.budget("set", "headed", "--cap", "1", "--timezone", "Europe/Paris")
+    spent = sum(charged(bed.chat("headed", SHORT)) for _ in range(2))
+    nosy_spent = charged(bed.chat("nosy", SHORT))  # a tenant without a budget
+    assert spent > 0 and nosy_spent > 0
+
+    def exported(tenant: str) -> float:
+        """The gateway's own counter, read from the process."""
+        return metric_value(httpx.get(f"{bed.stack.gateway.url}/metrics", timeout=10).text,
+                            "lynx_tenant_cost_eur_total", {"tenant": tenant})
+    wait_for(lambda: all(counted_by_prometheus(bed, t) == pytest.approx(exported(t), rel=1e-9) for t in ("headed", "nosy")),
+             30, "Prometheus to scrape the last charges")
+    assert exported("nosy") == pytest.approx(nosy_spent, rel=1e-9)
+    wait_for(lambda: published(bed, "headed").cap_eur == 1.0, 30, "the loop to publish the new cap")
+
+    report = usage(bed, "headed")
+    assert report.status_code == 200, report.text
+    figures, decision = report.json(), published(bed, "headed")
+    # The counter as Prometheus holds it, read independently of the gateway (an earlier test charged the tenant too).
+    total = counted_by_prometheus(bed, "headed")
+    for window in ("spent_today_eur", "spent_7_days_eur", "spent_30_days_eur"):
+        assert figures[window] == pytest.approx(total, rel=1e-9), window
+    assert (figures["tenant"], figures["state"], figures["cap_eur"]) == ("headed", decision.state, 1.0)
+    assert figures["remaining_eur"] == pytest.approx(1.0 - total, rel=1e-9)
+    assert datetime.fromisoformat(figures["resets_at"]) == decision.resets_at
+    assert datetime.fromisoformat(figures["day_started_at"]) == decision.day_started_at
+    assert BudgetStanding.from_headers(report.headers).state == decision.state
+
+    # A tenant sees its own usage only, whatever it asks for.
+    nosy = usage(bed, "nosy", {"tenant": "headed"})
+    assert nosy.status_code == 200, nosy.text
+    assert (nosy.json()["tenant"], nosy.json()["state"], nosy.json()["cap_eur"]) == ("nosy", "unbudgeted", None)
+    assert nosy.json()["spent_today_eur"] == pytest.approx(nosy_spent, rel=1e-9)

@@ -62,7 +62,9 @@ FUZZ = settings(max_examples=40, deadline=timedelta(seconds=30), derandomize=Tru
 
 @pytest.fixture(scope="module")
 def gateway_schema(stack: Stack) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{stack.gateway.url}/openapi.json")
+    # /v1/lynx/usage takes nothing but the key, and reads a Prometheus this stack does not have (503 here):
+    # test_budget_enforcement checks it against a real one.
+    return schemathesis.openapi.from_url(f"{stack.gateway.url}/openapi.json").exclude(path="/v1/lynx/usage")
 
 
 @st.composite

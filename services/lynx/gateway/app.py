@@ -14,10 +14,13 @@ from lynx.gateway.leases import LeaseKeeper
 from lynx.gateway.orchestrator import CANCEL_GRACE_SECONDS, DecoderRoute, Pipeline
 from lynx.gateway.routes import router
 from lynx.gateway.settings import GatewaySettings
+from lynx.gateway.standing import BudgetHeaders
 from lynx.gateway.tenants import TenantRegistry
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.upstream import Upstreams, decoder_timeout
+from lynx.gateway.usage import SpendHistory
 from lynx.service.app import create_service_app, ready_when_loaded
+from lynx.telemetry.prometheus_api import PrometheusClient
 
 # On shutdown, how long open streams get to bring their decoder's final report so they can be charged.
 DRAIN_SECONDS = 10.0
@@ -65,6 +68,9 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
         app.state.tenants = TenantRegistry(settings.tenants_file)
         leases = lease_keeper(settings, cost_settings)
         app.state.budgets = Budgets(settings.budgets_file, leases=leases)
+        prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds) \
+            if settings.prometheus_url else None
+        app.state.usage = SpendHistory(prometheus) if prometheus else None
         renewals = asyncio.create_task(leases.run(), name="lynx-lease-renewals") if leases else None
         cheaper = cheaper_route(settings, cost_settings, app.state.tracer_provider)
         upstreams.decoder.start()
@@ -83,8 +89,14 @@ def create_app(settings: GatewaySettings | None = None, cost_settings: CostSetti
                 renewals.cancel()
                 await leases.aclose()
             await upstreams.aclose()
+            if prometheus is not None:
+                prometheus.close()
             if cheaper is not None:
                 await cheaper.decoders.aclose()
 
-    return create_service_app(name="gateway", settings=settings, lifespan=lifespan, router=router,
-                              readiness=ready_with_upstreams)
+    app = create_service_app(name="gateway", settings=settings, lifespan=lifespan, router=router,
+                             readiness=ready_with_upstreams)
+    # Outermost: every answer to a budgeted tenant's key carries its budget, whatever answered it.
+    app.add_middleware(BudgetHeaders, budgets=lambda: getattr(app.state, "budgets", None),
+                       tenants=lambda: getattr(app.state, "tenants", None))
+    return app

@@ -7,7 +7,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from lynx.contracts.budgets import BudgetStanding
 from lynx.gateway.orchestrator import Generation
+from lynx.gateway.standing import notice
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,8 @@ def usage(generation: Generation) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def lynx_field(generation: Generation, request_id: str) -> dict:
-    """lynx's additions: the trace id, the cost by stage, timings, and which passages were used."""
+def lynx_field(generation: Generation, request_id: str, budget: BudgetStanding | None) -> dict:
+    """lynx's additions: the trace id, the cost by stage, timings, the budget, and which passages were used."""
     settlement = generation.settlement
     return {
         "trace_id": generation.trace_id,
@@ -47,8 +49,11 @@ def lynx_field(generation: Generation, request_id: str) -> dict:
         "cost_identity_ok": settlement.identity_ok,
         "outcome": generation.account.outcome,
         "timings": generation.timings(),
-        # What the request reserved against its tenant's budget, and the max_tokens it ran with (a cost ceiling lowers it).
-        "budget": {"reserved_eur": generation.account.hold.reserved, "max_tokens": generation.request.max_tokens},
+        # What the request reserved against its tenant's budget, the max_tokens it ran with (a cost ceiling lowers it),
+        # the budget's state as the answer ends and, in Warning, the notice a client shows.
+        "budget": {"reserved_eur": generation.account.hold.reserved, "max_tokens": generation.request.max_tokens,
+                   "state": budget.state if budget else "unbudgeted",
+                   "notice": notice(generation.job.tenant.id, budget)},
         "passages": [{"id": p.id, "source": p.source, "score": p.score} for p in generation.passages],
     }
 
@@ -65,20 +70,21 @@ class Envelope:
     def _base(self, object_name: str) -> dict:
         return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
 
-    def complete(self, text: str, generation: Generation, request_id: str) -> dict:
+    def complete(self, text: str, generation: Generation, request_id: str, budget: BudgetStanding | None) -> dict:
         return {**self._base(self.shape.object_name),
                 "choices": [self.shape.choice(text, generation.finish_reason, streaming=False)],
-                "usage": usage(generation), "lynx": lynx_field(generation, request_id)}
+                "usage": usage(generation), "lynx": lynx_field(generation, request_id, budget)}
 
     def chunk(self, text: str, *, first: bool = False) -> str:
         body = {**self._base(self.shape.chunk_object_name),
                 "choices": [self.shape.choice(text, None, streaming=True, first=first)]}
         return sse(body)
 
-    def final_chunks(self, generation: Generation, request_id: str, include_usage: bool) -> str:
+    def final_chunks(self, generation: Generation, request_id: str, include_usage: bool,
+                     budget: BudgetStanding | None) -> str:
         last = {**self._base(self.shape.chunk_object_name),
                 "choices": [self.shape.choice("", generation.finish_reason, streaming=True)],
-                "lynx": lynx_field(generation, request_id)}
+                "lynx": lynx_field(generation, request_id, budget)}
         chunks = sse(last)
         if include_usage:
             chunks += sse({**self._base(self.shape.chunk_object_name), "choices": [], "usage": usage(generation)})

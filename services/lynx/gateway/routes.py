@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -9,6 +10,7 @@ from pydantic import BaseModel, TypeAdapter
 from starlette.datastructures import State
 
 from lynx.accounting.clock import StageClock
+from lynx.contracts.budgets import BUDGET_HEADER_DESCRIPTIONS, BudgetStanding, TenantUsage
 from lynx.contracts.errors import ErrorBody
 from lynx.contracts.tokenizer import ChatMessage
 from lynx.service.errors import LynxError
@@ -20,7 +22,9 @@ from lynx.gateway.schemas import (
     TextCompletion, TextCompletionChunk,
 )
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.tenants import Tenant, TenantRegistry
+from lynx.gateway.standing import standing
+from lynx.gateway.usage import USAGE_UNAVAILABLE, SpendHistory
+from lynx.gateway.tenants import Tenant, TenantRegistry, bearer_key
 from lynx.service.streaming import ObservedStream, StreamEnd
 from lynx.telemetry.http import CLIENT_CLOSED_STATUS, EFFECTIVE_STATUS
 from lynx.telemetry.request_id import request_id_var
@@ -31,10 +35,13 @@ DEFAULT_MAX_TOKENS = {"chat": 256, "text_completion": 16}
 # What the OpenAPI schema declares besides the 200 bodies. "4XX" also keeps FastAPI from declaring its own 422, which
 # this API never sends (an invalid body is a 400).
 UNAUTHORIZED = {401: {"model": ErrorBody, "description": "Missing or invalid API key."}}
+# On every answer to a tenant with a budget (lynx.gateway.standing); absent for a tenant without one.
+BUDGET_HEADERS = {"headers": {name: {"description": description, "schema": {"type": "string"}}
+                              for name, description in BUDGET_HEADER_DESCRIPTIONS.items()}}
 GENERATION_ERRORS = {
-    "4XX": {"model": ErrorBody, "description": "400 invalid request (context_length_exceeded included), 401 missing "
-                                               "or invalid API key, 404 unknown model, 413 body too large, "
-                                               "429 insufficient_quota (the tenant's daily budget)."},
+    "4XX": {**BUDGET_HEADERS, "model": ErrorBody, "description": (
+        "400 invalid request (context_length_exceeded included), 401 missing or invalid API key, 404 unknown model, "
+        "413 body too large, 429 insufficient_quota (the tenant's daily budget).")},
     502: {"model": ErrorBody, "description": "A service behind the gateway failed."},
     503: {"model": ErrorBody, "description": "The decoder's slots and queue are full (queue_full), every slot is "
                                              "taken and the request would not finish before its deadline "
@@ -51,7 +58,8 @@ def generation_responses(body: type[BaseModel], chunk: type[BaseModel]) -> dict:
     event_data = inline_refs(TypeAdapter(chunk | ErrorBody).json_schema())
     event = {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [
         {"const": "[DONE]"}, {"type": "string", "contentMediaType": "application/json", "contentSchema": event_data}]}}}
-    return {200: {"model": body, "content": {"text/event-stream": {"itemSchema": event}}}, **GENERATION_ERRORS}
+    return {200: {**BUDGET_HEADERS, "model": body, "content": {"text/event-stream": {"itemSchema": event}}},
+            **GENERATION_ERRORS}
 
 
 def inline_refs(schema: dict) -> dict:
@@ -69,12 +77,12 @@ def inline_refs(schema: dict) -> dict:
 
 
 def authenticate(request: Request) -> Tenant:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = bearer_key(request.headers.get("authorization", ""))
+    if key is None:
         raise LynxError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key",
                         "authentication_error", headers={"WWW-Authenticate": "Bearer"})
     registry: TenantRegistry = request.app.state.tenants
-    tenant = registry.authenticate(key.strip())
+    tenant = registry.authenticate(key)
     if tenant is None:
         raise LynxError(401, "Invalid API key.", "invalid_api_key", "authentication_error",
                         headers={"WWW-Authenticate": "Bearer"})
@@ -100,6 +108,22 @@ async def list_models(request: Request, _: Tenant = Depends(authenticate)) -> di
     settings: GatewaySettings = request.app.state.settings
     return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0,
                                         "owned_by": "lynx"}]}
+
+
+@router.get("/lynx/usage", response_model=None, responses={
+    200: {**BUDGET_HEADERS, "model": TenantUsage}, **UNAUTHORIZED,
+    503: {"model": ErrorBody, "description": f"{USAGE_UNAVAILABLE}: Prometheus, which the spend figures come from, "
+                                             "cannot be read, or this gateway is not given one; see Retry-After."}})
+async def usage(request: Request, tenant: Tenant = Depends(authenticate)) -> dict:
+    """The key's tenant's spend today, over 7 and 30 days, and its budget (lynx.gateway.usage)."""
+    history: SpendHistory | None = request.app.state.usage
+    if history is None:
+        raise LynxError(503, "Usage cannot be read from this gateway: it is given no Prometheus to read spend from "
+                        "(LYNX_GATEWAY_PROMETHEUS_URL is unset); ask its operator to set it.", USAGE_UNAVAILABLE,
+                        "server_error")
+    budgets: Budgets = request.app.state.budgets
+    report = await asyncio.to_thread(history.report, tenant.id, budgets.decision(tenant.id), datetime.now(UTC))
+    return report.model_dump(mode="json")
 
 
 @router.post("/chat/completions", responses=generation_responses(ChatCompletion, ChatCompletionChunk))
@@ -134,19 +158,20 @@ async def respond(request: Request, job: Job, shape: Shape, body: GenerationFiel
             if generation.abandoned == "client_closed":
                 setattr(request.state, EFFECTIVE_STATUS, CLIENT_CLOSED_STATUS)
 
-        return ObservedStream(stream(generation, envelope, request_id, body.include_usage, request.state),
+        return ObservedStream(stream(generation, envelope, request_id, body.include_usage, request.state,
+                                     lambda: standing(budgets, job.tenant.id)),
                               media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, on_end=on_end)
     try:
         text = "".join([delta async for delta in generation.text()])
     except asyncio.CancelledError:  # the server is stopping under us
         generation.abandon("failed")
         raise
-    return JSONResponse(envelope.complete(text, generation, request_id),
+    return JSONResponse(envelope.complete(text, generation, request_id, standing(budgets, job.tenant.id)),
                         headers={COST_HEADER: f"{generation.settlement.cost.total:.12f}"})
 
 
 async def stream(generation: Generation, envelope: Envelope, request_id: str, include_usage: bool,
-                 state: State) -> AsyncIterator[str]:
+                 state: State, budget: Callable[[], BudgetStanding | None]) -> AsyncIterator[str]:
     yield envelope.chunk("", first=True)
     try:
         async for delta in generation.text():
@@ -155,4 +180,4 @@ async def stream(generation: Generation, envelope: Envelope, request_id: str, in
         setattr(state, EFFECTIVE_STATUS, error.status)
         yield sse(error.body()) + "data: [DONE]\n\n"
         return
-    yield envelope.final_chunks(generation, request_id, include_usage)
+    yield envelope.final_chunks(generation, request_id, include_usage, budget())

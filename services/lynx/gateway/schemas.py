@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from lynx.contracts.budgets import UsageState
 from lynx.contracts.limits import (
     MAX_MESSAGES, MAX_PROMPT_CHARACTERS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE, prompt_characters_error,
 )
@@ -180,6 +181,9 @@ class Cost(BaseModel):
 class BudgetUse(BaseModel):
     reserved_eur: float = Field(description="The worst case the request reserved against its tenant's budget.")
     max_tokens: int = Field(description="What the request ran with, after any cost ceiling.")
+    state: UsageState = Field(description="The tenant's budget state as the answer ends ('unbudgeted': none).")
+    notice: str | None = Field(description="In Warning, a sentence a client can show its user (how much of today's "
+                                           "budget is used, what is left, when it resets); null otherwise.")
 
 
 class PassageUse(BaseModel):

@@ -48,6 +48,12 @@ class GatewaySettings(ServiceSettings):
         description="The budget controller that grants this gateway spend leases (lynx.gateway.leases): a budgeted "
                     "tenant's request is admitted only within this gateway's lease, so its cap holds across "
                     "gateways. Unset: each gateway enforces the published decisions alone (one gateway only).")
+    prometheus_url: str | None = Field(
+        default=None, pattern=r"^https?://.+",
+        description="The Prometheus that scrapes the gateways' cost counter, which GET /v1/lynx/usage reads a "
+                    "tenant's spend from (as the budget controller does). Unset: that endpoint answers 503.")
+    prometheus_timeout_seconds: float = Field(default=5.0, gt=0, le=60,
+                                              description="One Prometheus query's time limit, for /v1/lynx/usage.")
     lease_token_file: Path = Field(
         default=default_cache_dir() / "lease-token",
         description="The token the gateways and the budget controller share (a mounted Secret in Kubernetes).")

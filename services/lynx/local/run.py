@@ -16,7 +16,7 @@ from lynx.local.processes import ServiceProcess, start_service, stop_groups, wai
 from lynx.local.registry import forget, pids_file, record, recorded_pids, run_dir
 from lynx.local.stopping import stop_phases
 from lynx.local.topology import (
-    SERVICES, UPSTREAMS, Topology, lease_environment, models_environment, upstreams_environment,
+    SERVICES, UPSTREAMS, Topology, lease_environment, models_environment, upstreams_environment, usage_environment,
 )
 from lynx.service.polling import poll
 
@@ -85,7 +85,8 @@ def up(args) -> None:
     service_env = {**env, **({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {})}
     # The gateway admits budgeted tenants within the spend leases the budget loop grants it.
     gateway_env = {**upstreams_environment({name: topology.url(name) for name in UPSTREAMS}),
-                 **lease_environment(topology.url("budgets"), LocalBudgetSettings().lease_token_file)}
+                 **lease_environment(topology.url("budgets"), LocalBudgetSettings().lease_token_file),
+                 **usage_environment(topology.prometheus_url)}
     services = [start_service(name, {**service_env, **(gateway_env if name == "gateway" else {})},
                               run_dir() / f"{name}.log", port=topology.services[name], detached=True)
                 for name in SERVICES]

@@ -155,6 +155,11 @@ def lease_environment(controller_url: str, token_file: Path | None = None) -> di
     return env
 
 
+def usage_environment(prometheus_url: str) -> dict[str, str]:
+    """The Prometheus a gateway reads tenants' spend from for GET /v1/lynx/usage (the budget loop's)."""
+    return {"LYNX_GATEWAY_PROMETHEUS_URL": prometheus_url}
+
+
 def budget_loop_environment(files: BudgetFiles, prometheus_url: str,
                             interval_seconds: float | None = None) -> dict[str, str]:
     """The budget loop reading ``files``' budgets and the spend in ``prometheus_url``."""

@@ -12,6 +12,7 @@ from lynx.contracts.budgets import BudgetSpec, TemporaryRaise
 from lynx_budget.policy import (
     PROMETHEUS_REACHABLE,
     BudgetStatus,
+    ConfirmedSpend,
     SpendFailure,
     SpendReading,
     Unpayable,
@@ -210,18 +211,18 @@ def test_the_lease_ledgers_spend_decides_while_prometheus_is_down_and_the_condit
     ok = decide(spec(), spent(8.5), NOON, None)
     later = NOON + timedelta(minutes=5)
     failure = SpendFailure("Unreachable", "Prometheus at http://p:9090 did not answer (ConnectError)")
-    confirmed = decide(spec(), SpendReading(10.0, later, instead_of=failure), later, ok.status)
+    confirmed = decide(spec(), ConfirmedSpend(10.0, later, failure), later, ok.status)
     assert confirmed.decision.state == "Blocked" and confirmed.status.spent_eur == 10.0
     condition = confirmed.status.condition(PROMETHEUS_REACHABLE)
     assert (condition.status, condition.reason) == (False, "Unreachable")
     assert "did not answer" in condition.message and "lease ledger" in condition.message
     assert ("Warning", "SpendUnavailable") in [(e.type, e.reason) for e in confirmed.events]
     # The ledger lags (gateways report at renewals): a smaller figure never undoes what Prometheus last said.
-    lagging = decide(spec(), SpendReading(2.0, later, instead_of=failure), later + HOUR, confirmed.status)
+    lagging = decide(spec(), ConfirmedSpend(2.0, later, failure), later + HOUR, confirmed.status)
     assert lagging.decision.state == "Blocked" and lagging.status.spent_eur == 10.0
     raised = spec(raises=[TemporaryRaise(amount_eur=5, requested_at=later, expires_at=later + 3 * HOUR, reason="launch",
                                          requested_by="ops")])
-    assert decide(raised, SpendReading(10.0, later, instead_of=failure), later + HOUR,
+    assert decide(raised, ConfirmedSpend(10.0, later, failure), later + HOUR,
                   confirmed.status).decision.state == "Ok"  # a raise still lifts it
 
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lynx_budget.policy import SpendReading, day_window
-from lynx_budget.spend import spend_from_samples, spend_query
+from lynx.accounting.spend import SpendReading, spend_from_samples, spend_query
+from lynx_budget.policy import day_window
 
 MIDNIGHT = datetime(2026, 6, 10, tzinfo=UTC)
 T0 = MIDNIGHT.timestamp()
