@@ -8,21 +8,13 @@ from lynx.accounting.identity import (
 )
 from lynx.accounting.pricing import CostSettings, DecoderUse, RemoteCall, RequestTimes, attribute_costs
 
-# EUR per second: gateway 0.01, tokenizer 0.02, retriever 0.03, decoder 0.1.
-RATES = CostSettings(gateway_per_hour=36, tokenizer_per_hour=72, retriever_per_hour=108, decoder_per_hour=360)
-DECODER = DecoderUse(wall_seconds=1.9, prefill_seconds=0.5, decode_seconds=0.4, resident_seconds=1.85,
-                     engine_busy_seconds=1.2)
+# RATES in EUR per second: gateway 0.01, tokenizer 0.02, retriever 0.03, decoder 0.1. times(): a request of about
+# 0.09 EUR, so 0.1 % of it is 9 ms of the gateway's time, under the 20 ms floor.
+from .test_pricing import DECODER, RATES, times
+
 # A minute of decoding: about 6 EUR at RATES, so 0.1 % of it is 0.6 s of the gateway's time.
 LONG_DECODER = DecoderUse(wall_seconds=60.5, prefill_seconds=5.0, decode_seconds=55.0, resident_seconds=60.4,
                           engine_busy_seconds=60.2)
-
-
-def times(**overrides) -> RequestTimes:
-    """A request of about 0.09 EUR at RATES: 0.1 % of it is 9 ms of the gateway's time, under the 20 ms floor."""
-    fields = dict(wall_seconds=2.0, gateway_seconds=0.02, tokenize=RemoteCall(0.01, 0.02),
-                  retrieve=RemoteCall(0.05, 0.06), decoder=DECODER)
-    fields.update(overrides)
-    return RequestTimes(**fields)
 
 
 def long_times(**overrides) -> RequestTimes:
