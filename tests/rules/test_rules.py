@@ -145,9 +145,10 @@ def test_the_identity_alert_points_to_log_fields_the_ledger_writes(rendered, cap
         Ledger(CostSettings()).charge(Charge(tenant="t", model="m", outcome="completed", times=times, prompt_tokens=1,
                                              completion_tokens=1, finish_reason="stop", trace_id="ab" * 16,
                                              request_id="r1"), TracerProvider().get_tracer("test").start_span("r"))
-    event = json.loads(JsonFormatter("lynx-gateway").format(next(r for r in caplog.records if r.name == "lynx.ledger")))
-    assert event["identity_violations"] and event["event"] in description
-    assert fields and fields <= event.keys() and "trace_id" in event, (fields, sorted(event))
+    (record,) = [r for r in caplog.records if r.name == "lynx.ledger" and r.getMessage() in description]
+    event = json.loads(JsonFormatter("lynx-gateway").format(record))
+    assert event["event"] == "cost_identity_violation" and event["reason"] == "stage_counted_twice"
+    assert fields and fields <= event.keys() and event["trace_id"] == "ab" * 16, (fields, sorted(event))
 
 
 def test_every_budget_alert_says_how_bad_and_what_to_do(rendered):

@@ -2,21 +2,21 @@
 
 ``Ledger.charge`` prices the request (pricing.py), checks its identity, and publishes the one
 result everywhere it is read: the tenant's cost counter, the token counters, the cost
-histograms, the request span's attributes, and one ``request_finished`` / ``request_failed`` log
-event. It is synchronous and cannot be cancelled half-way, so it can run before any cleanup
-that awaits.
+histograms, the request span's attributes, one ``cost_identity_violation`` log event per failed
+check (lynx.accounting.identity) and one ``request_finished`` / ``request_failed`` log event. It is
+synchronous and cannot be cancelled half-way, so it can run before any cleanup that awaits.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from opentelemetry.trace import Span
 
+from lynx.accounting.identity import VIOLATION_REASONS, Violation, identity_violations, reasons
 from lynx.accounting.pricing import (
-    STAGES, VIOLATION_REASONS, CostBreakdown, CostSettings, RequestTimes, attribute_costs, cost_span_attributes,
-    identity_violations,
+    STAGES, CostBreakdown, CostSettings, RequestTimes, attribute_costs, cost_span_attributes,
 )
 from lynx.telemetry.metrics import OUTCOMES, cost_metrics, generation_metrics
 
@@ -50,7 +50,7 @@ class Charge:
 @dataclass(frozen=True)
 class Settlement:
     cost: CostBreakdown
-    violations: list[str]
+    violations: list[Violation]
 
     @property
     def identity_ok(self) -> bool:
@@ -90,7 +90,7 @@ class Ledger:
         self._log(charge, cost, violations)
         return Settlement(cost, violations)
 
-    def _count(self, charge: Charge, cost: CostBreakdown, violations: list[str]) -> None:
+    def _count(self, charge: Charge, cost: CostBreakdown, violations: list[Violation]) -> None:
         metrics = self.metrics
         exemplar = {"trace_id": charge.trace_id} if charge.trace_id else None
         metrics.per_request.observe(cost.total, exemplar)
@@ -100,18 +100,22 @@ class Ledger:
         metrics.charged_requests.labels(charge.model, charge.outcome).inc()
         if charge.is_error:
             metrics.charged_request_errors.labels(charge.model).inc()
-        self.tokens.labels("prompt", charge.model, charge.outcome).inc(charge.prompt_tokens)
-        self.tokens.labels("completion", charge.model, charge.outcome).inc(charge.completion_tokens)
+        for kind, tokens in (("prompt", charge.prompt_tokens), ("completion", charge.completion_tokens)):
+            self.tokens.labels(tenant=charge.tenant, kind=kind, model_name=charge.model, outcome=charge.outcome).inc(
+                tokens)
         if charge.completion_tokens:
             metrics.per_1k_output_tokens.observe(cost.total * 1000 / charge.completion_tokens, exemplar)
-        for reason in violations:
+        for reason in reasons(violations):  # requests that failed the check, not checks failed
             metrics.identity_violations.labels(reason).inc()
 
     @staticmethod
-    def _log(charge: Charge, cost: CostBreakdown, violations: list[str]) -> None:
+    def _log(charge: Charge, cost: CostBreakdown, violations: list[Violation]) -> None:
+        request = {"tenant": charge.tenant, "request_id": charge.request_id, "trace_id": charge.trace_id,
+                   "model": charge.model}
+        for violation in violations:
+            log.warning("cost_identity_violation", extra={"fields": {**request, **asdict(violation)}})
         fields = {
-            "tenant": charge.tenant, "request_id": charge.request_id, "trace_id": charge.trace_id,
-            "model": charge.model, "outcome": charge.outcome, "finish_reason": charge.finish_reason,
+            **request, "outcome": charge.outcome, "finish_reason": charge.finish_reason,
             "prompt_tokens": charge.prompt_tokens, "completion_tokens": charge.completion_tokens,
             "cost_eur": cost.total, "duration_s": charge.times.wall_seconds,
             "stage_seconds": charge.times.stage_seconds(),
@@ -119,7 +123,7 @@ class Ledger:
         if charge.error:
             fields["error"] = charge.error
         if violations:
-            fields.update({"identity_violations": violations,
+            fields.update({"identity_violations": reasons(violations),
                            "untimed_seconds": charge.times.wall_seconds - charge.times.timed_seconds,
                            "interrupted_untimed_seconds": charge.times.interrupted_seconds})
         log.info("request_finished" if charge.outcome == "completed" else "request_failed",

@@ -1,10 +1,8 @@
-"""The cost model: one source of truth for what a request cost, by stage, and its identity check.
+"""The cost model: one source of truth for what a request cost, by stage.
 
 cost(stage) = hardware seconds attributed to the request in that stage x the EUR/s rate of
 the tier that ran it. ``other`` is the gateway's own time, measured by its own stage timers.
-The identity check compares those figures with quantities measured independently: the
-request's own stopwatch, the wall time the gateway saw for each call, and the decoder
-engine's busy counter while the sequence was resident. See docs/COSTS.md.
+lynx.accounting.identity checks those figures against quantities measured independently. See docs/COSTS.md.
 """
 
 from __future__ import annotations
@@ -20,9 +18,6 @@ STAGES = ("tokenize", "retrieve", "prefill", "decode", "other")
 STAGE_TIER = {"tokenize": "tokenizer", "retrieve": "retriever", "prefill": "decoder", "decode": "decoder",
               "other": "gateway"}
 SECONDS_PER_HOUR = 3600.0
-VIOLATION_REASONS = ("stage_counted_twice", "stage_missing_timer", "busy_exceeds_wall", "decoder_exceeds_busy",
-                     "negative_stage")
-CLOCK_SLACK_SECONDS = 1e-3  # clock granularity, and the bytes still in flight when a call's timer stops
 
 
 class CostSettings(BaseSettings):
@@ -37,7 +32,12 @@ class CostSettings(BaseSettings):
     decoder_per_hour: float = Field(default=0.36, ge=0, description="Decoder node rate per hour.")
     untimed_bound_seconds: float = Field(
         default=0.02, gt=0,
-        description="Request time outside every stage timer above which a stage is taken to be missing its timer.")
+        description="Request time outside every stage timer above which a stage is taken to be missing its timer "
+                    "(the floor of that check's tolerance).")
+    identity_tolerance: float = Field(
+        default=0.001, ge=0,
+        description="What a stage's figures may differ from an independent measurement by, as a share of the "
+                    "request's cost (never less than the clocks' floor).")
 
     def per_second(self, tier: str) -> float:
         return getattr(self, f"{tier}_per_hour") / SECONDS_PER_HOUR
@@ -105,28 +105,6 @@ class CostBreakdown:
 def attribute_costs(times: RequestTimes, rates: CostSettings) -> CostBreakdown:
     return CostBreakdown(rates.currency, {stage: seconds * rates.per_second(STAGE_TIER[stage])
                                           for stage, seconds in times.stage_seconds().items()})
-
-
-def identity_violations(times: RequestTimes, rates: CostSettings) -> list[str]:
-    """Where this request's stages disagree with an independent measurement; empty when they agree."""
-    reasons = set()
-    gap = times.wall_seconds - times.timed_seconds
-    if gap < -CLOCK_SLACK_SECONDS:
-        reasons.add("stage_counted_twice")
-    if gap - times.interrupted_seconds > rates.untimed_bound_seconds:
-        reasons.add("stage_missing_timer")
-    decoder = times.decoder
-    for busy, wall in ((times.tokenize.busy_seconds, times.tokenize.wall_seconds),
-                       (times.retrieve.busy_seconds, times.retrieve.wall_seconds),
-                       (decoder.resident_seconds, decoder.wall_seconds)):
-        if busy > wall + CLOCK_SLACK_SECONDS:
-            reasons.add("busy_exceeds_wall")
-    attributed = decoder.prefill_seconds + decoder.decode_seconds
-    if decoder.engine_busy_seconds is not None and attributed > decoder.engine_busy_seconds + CLOCK_SLACK_SECONDS:
-        reasons.add("decoder_exceeds_busy")
-    if any(seconds < 0 for seconds in times.stage_seconds().values()):
-        reasons.add("negative_stage")
-    return sorted(reasons)
 
 
 @dataclass(frozen=True)

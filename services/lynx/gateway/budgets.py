@@ -46,6 +46,7 @@ from pathlib import Path
 from lynx.accounting.pricing import CostSettings, RequestTimes, SoloDecoder, worst_case_cost
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
 from lynx.gateway.leases import QUOTA, LeaseKeeper
+from lynx.gateway.refusals import ADMISSION, RESERVATION, refused
 from lynx.service.errors import LynxError
 from lynx.telemetry.metrics import enforcement_metrics
 from lynx.service.watched_file import WatchedFile
@@ -141,28 +142,29 @@ class Budgets:
     def check(self, tenant: str, request: Estimate | None) -> TenantDecision | None:
         """The tenant's decision, or the 429 that refuses it now (``request``: also when its worst case does not fit)."""
         decision = self.decision(tenant)
+        phase = ADMISSION if request is None else RESERVATION
         if decision is None:
             decisions = self.file.value
             if decisions is not None and decisions.unknown_tenants == "closed":
-                raise self._refuse(tenant, "unknown_tenant", (
+                raise self._refuse(tenant, "unknown_tenant", phase, (
                     f"Tenant '{tenant}' has no daily budget, and this deployment refuses tenants without one; "
                     "ask an admin to set one."), None)
             return None
         if decision.state == "Paused":
-            raise self._refuse(tenant, "paused", decision.reason, None)  # the policy's words: who paused, until when
+            raise self._refuse(tenant, "paused", phase, decision.reason, None)  # the policy's words: who paused, until when
         resets = self._resets(decision)
         if decision.state == "Blocked":
-            raise self._refuse(tenant, "blocked", f"{decision.reason} As this gateway counts: "
+            raise self._refuse(tenant, "blocked", phase, f"{decision.reason} As this gateway counts: "
                                f"{self._standing(tenant, decision)} {resets}", decision)
         if self.leases is not None:
             return decision  # what may be spent is the lease's to say (Hold.reserve)
         available = self.available(tenant, decision)
         if request is None and available <= 0:
-            raise self._refuse(tenant, "insufficient", (
+            raise self._refuse(tenant, "insufficient", phase, (
                 f"Tenant '{tenant}' has no budget left today: {self._standing(tenant, decision)} {resets} "
                 "Ask an admin for a raise to continue before then."), decision)
         if request is not None and request.eur > available:
-            raise self._refuse(tenant, "insufficient", (
+            raise self._refuse(tenant, "insufficient", phase, (
                 f"This request could cost up to {eur(request.eur)} ({request.describe()} at worst case), more than "
                 f"the {eur(max(available, 0.0))} tenant '{tenant}' has left today: {self._standing(tenant, decision)} "
                 f"{resets} Lower max_tokens (or lynx_max_cost_eur), or ask an admin for a raise."), decision)
@@ -181,10 +183,10 @@ class Budgets:
     def _seconds_to_reset(self, decision: TenantDecision) -> int:
         return max(1, math.ceil(decision.resets_at.timestamp() - self.now()))
 
-    def _refuse(self, tenant: str, reason: str, message: str, decision: TenantDecision | None) -> LynxError:
-        self.metrics.refused.labels(tenant, reason).inc()
+    def _refuse(self, tenant: str, reason: str, phase: str, message: str,
+                decision: TenantDecision | None) -> LynxError:
         headers = {"Retry-After": str(self._seconds_to_reset(decision))} if decision is not None else {}
-        return LynxError(429, message, QUOTA, QUOTA, headers=headers)
+        return refused(tenant, reason, phase, LynxError(429, message, QUOTA, QUOTA, headers=headers))
 
     def reserve(self, tenant: str, amount: float) -> None:
         self.reserved[tenant] += amount

@@ -33,6 +33,7 @@ import httpx
 from pydantic import ValidationError
 
 from lynx.contracts.leases import LeaseGrant, LeaseRequest, UnreachableAllowance
+from lynx.gateway.refusals import ADMISSION, RESERVATION, refused
 from lynx.service.errors import LynxError
 from lynx.service.files import shared_token
 from lynx.telemetry.metrics import gateway_lease_metrics
@@ -180,7 +181,7 @@ class LeaseKeeper:
                     # What this gateway holds is too little for this request: give it back at once, so that with what
                     # the other gateways hold it can pay for one elsewhere (fragments that each pay for nothing).
                     self._in_background(lease, lambda: self.give_back(lease))
-                    raise self._refusal(lease, eur, describe)
+                    raise self._refusal(lease, eur, describe, ADMISSION if replacing is None else RESERVATION)
         finally:
             lease.waiting_eur -= eur
         lease.reserved_eur += eur - earlier
@@ -285,20 +286,18 @@ class LeaseKeeper:
     def _show(self, lease: TenantLease) -> None:
         self.metrics.headroom.labels(lease.tenant).set(lease.headroom(self.clock()))
 
-    def _refusal(self, lease: TenantLease, eur: float, describe: str) -> LynxError:
+    def _refusal(self, lease: TenantLease, eur: float, describe: str, phase: str) -> LynxError:
         grant = lease.last_grant
         if lease.unreachable is not None:
-            self.metrics.refused.labels(lease.tenant, "controller_unreachable").inc()
-            return LynxError(
+            return refused(lease.tenant, "controller_unreachable", phase, LynxError(
                 503, f"This gateway cannot reach the budget controller at {self.controller_url} "
                 f"({lease.unreachable}) and has spent the budget it held for tenant '{lease.tenant}'. Requests are "
                 "refused, not served unaccounted, until it can renew; retry shortly.", UNREACHABLE, "server_error",
-                headers={"Retry-After": "5"})
+                headers={"Retry-After": "5"}))
         if grant is not None and grant.outcome == "rebuilding":
-            self.metrics.refused.labels(lease.tenant, "rebuilding").inc()
-            return LynxError(503, grant.reason, "budget_controller_rebuilding", "server_error",
-                             headers={"Retry-After": str(math.ceil(grant.lifetime_seconds))})
-        self.metrics.refused.labels(lease.tenant, "no_lease_room").inc()
+            return refused(lease.tenant, "rebuilding", phase, LynxError(
+                503, grant.reason, "budget_controller_rebuilding", "server_error",
+                headers={"Retry-After": str(math.ceil(grant.lifetime_seconds))}))
         if grant is None:
             why = "the budget controller granted nothing yet."
         elif grant.outcome == "granted":
@@ -306,11 +305,11 @@ class LeaseKeeper:
                    "spent or held by other gateways for their requests in flight.")
         else:
             why = grant.reason
-        return LynxError(429, f"This request could cost up to {eur:.4g} EUR ({describe} at worst case), more than "
-                         f"this gateway may still spend for tenant '{lease.tenant}' today "
-                         f"({lease.headroom(self.clock()):.4g} EUR): {why} Lower max_tokens (or lynx_max_cost_eur), "
-                         "retry later, or ask an admin for a raise.", QUOTA, QUOTA,
-                         headers={"Retry-After": str(math.ceil(lease.lifetime_seconds or FIRST_TICK_SECONDS))})
+        return refused(lease.tenant, "no_lease_room", phase, LynxError(
+            429, f"This request could cost up to {eur:.4g} EUR ({describe} at worst case), more than this gateway may "
+            f"still spend for tenant '{lease.tenant}' today ({lease.headroom(self.clock()):.4g} EUR): {why} Lower "
+            "max_tokens (or lynx_max_cost_eur), retry later, or ask an admin for a raise.", QUOTA, QUOTA,
+            headers={"Retry-After": str(math.ceil(lease.lifetime_seconds or FIRST_TICK_SECONDS))}))
 
 
 class LeaseChannelError(Exception):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -29,6 +30,7 @@ from lynx.service.streaming import ObservedStream, StreamEnd
 from lynx.telemetry.http import CLIENT_CLOSED_STATUS, EFFECTIVE_STATUS
 from lynx.telemetry.request_id import request_id_var
 
+log = logging.getLogger("lynx.gateway")
 router = APIRouter(prefix="/v1")
 COST_HEADER = "X-Lynx-Cost-EUR"
 DEFAULT_MAX_TOKENS = {"chat": 256, "text_completion": 16}
@@ -146,6 +148,9 @@ async def respond(request: Request, job: Job, shape: Shape, body: GenerationFiel
     pipeline: Pipeline = request.app.state.pipeline
     budgets: Budgets = request.app.state.budgets
     with job.clock.stage("gateway"):  # timed as the gateway's own work, like everything it does for the request
+        log.info("request_started", extra={"fields": {  # before admission: a refused request started too
+            "tenant": job.tenant.id, "operation": job.operation, "model": body.model, "max_tokens": job.max_tokens,
+            "stream": body.stream}})
         hold = budgets.admit(job.tenant.id)  # a tenant that may not spend is refused before any upstream call
         await hold.enter()
     generation = await pipeline.start(job, hold)

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lynx.service.errors import INTERNAL_ERROR_MESSAGE, error_body
 from lynx.telemetry.request_id import HEADER as REQUEST_ID_HEADER
-from lynx.telemetry.request_id import request_id_var
+from lynx.telemetry.request_id import request_id_var, request_started_var
 from lynx.telemetry.metrics import http_metrics
 from lynx.telemetry.tracing import PROBE_PATHS, trace_ids
 
@@ -62,6 +62,7 @@ class ObservedRequests:
         incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         request_id = incoming if valid_request_id(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        started_token = request_started_var.set(time.time())
         scope.setdefault("state", {})
         trace_id, _ = trace_ids(trace.get_current_span())
         ids = [(REQUEST_ID_HEADER.encode(), request_id.encode())]
@@ -100,6 +101,7 @@ class ObservedRequests:
                 log.info("request", extra={"fields": {
                     "endpoint": endpoint, "method": method, "status": status, "duration_s": round(elapsed, 6)}})
             request_id_var.reset(token)
+            request_started_var.reset(started_token)
 
 
 async def answer_unhandled(error: Exception, send: Send) -> None:

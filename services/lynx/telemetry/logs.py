@@ -1,4 +1,4 @@
-"""Structured JSON logs that carry trace_id, span_id and request_id."""
+"""Structured JSON logs: every line an event with its own id, and the trace, span and request it belongs to."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import json
 import logging
 import sys
 import time
+import uuid
 
 from opentelemetry import trace
 
-from lynx.telemetry.request_id import request_id_var
+from lynx.telemetry.request_id import request_id_var, request_started_var
 from lynx.telemetry.tracing import trace_ids
 
+
+def utc_timestamp(seconds: float) -> str:
+    """ISO 8601 in UTC to the millisecond, as every timestamp in the logs is written."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,8 +28,10 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         trace_id, span_id = trace_ids(trace.get_current_span())
+        request_started = request_started_var.get()
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": utc_timestamp(record.created),
+            "event_id": uuid.uuid4().hex,  # one line, one event: what a log pipeline deduplicates and links by
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -32,6 +39,8 @@ class JsonFormatter(logging.Formatter):
             "trace_id": trace_id,
             "span_id": span_id,
             "request_id": request_id_var.get(),
+            # When the request this line belongs to reached this service ("" outside a request).
+            "request_started_at": utc_timestamp(request_started) if request_started is not None else "",
         }
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:

@@ -62,8 +62,8 @@ def generation_metrics() -> GenerationMetrics:
     """What a client sees of generation, recorded by the gateway."""
     return GenerationMetrics(
         tokens=Counter(
-            "lynx_tokens", "Tokens charged: kind=prompt or completion, by how the request ended (outcome).",
-            ["kind", "model_name", "outcome"],
+            "lynx_tokens", "Tokens charged: kind=prompt or completion, by tenant, the model that served them and how "
+            "the request ended (outcome).", ["tenant", "kind", "model_name", "outcome"],
         ),
         time_to_first_token=Histogram(
             "lynx_time_to_first_token_seconds",
@@ -318,7 +318,6 @@ class GatewayLeaseMetrics:
     renewals: Counter
     renewal_seconds: Histogram
     headroom: Gauge
-    refused: Counter
 
 
 @functools.cache
@@ -333,7 +332,6 @@ def gateway_lease_metrics() -> GatewayLeaseMetrics:
                                                                    0.5, 1, 2.5)),
         headroom=Gauge("lynx_gateway_lease_headroom_eur", "What this gateway may still admit for the tenant today: its "
                        "lease's ceiling - charged - reserved.", ["tenant"]),
-        refused=enforcement_metrics().refused,
     )
 
 

@@ -1,4 +1,5 @@
-"""The request id: minted or accepted by the first service, carried to every next hop, in every log line."""
+"""The request id: minted or accepted by the first service, carried to every next hop, in every log line; and when
+the request reached this service, also in every log line it causes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import httpx
 
 HEADER = "x-request-id"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("lynx_request_id", default="")
+# Unix time the request being served arrived at this service (None outside a request).
+request_started_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("lynx_request_started",
+                                                                                  default=None)
 
 
 async def forward_request_id(request: httpx.Request) -> None:

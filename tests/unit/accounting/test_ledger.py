@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
 from lynx.accounting.clock import StageClock
+from lynx.accounting.identity import reasons
 from lynx.accounting.ledger import Charge, Ledger
 from lynx.accounting.pricing import NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes
 from lynx.telemetry.logs import JsonFormatter
@@ -68,20 +69,43 @@ def test_a_planted_double_counted_stage_moves_the_violation_counter():
     with clock.stage("gateway"), clock.stage("tokenize"):  # the tokenizer call is timed inside the gateway's own time
         time.sleep(0.03)
     settlement, span = charge_timed_by(clock)
-    assert settlement.violations == ["stage_counted_twice"]
+    assert reasons(settlement.violations) == ["stage_counted_twice"]
     assert violations("stage_counted_twice") == before + 1
     assert span.attributes["lynx.cost.identity_ok"] is False
 
 
-def test_a_planted_untimed_stage_moves_the_violation_counter():
+def test_a_planted_untimed_stage_moves_the_violation_counter_and_logs_the_violation(caplog):
     before = violations("stage_missing_timer")
     clock = StageClock()
     with clock.stage("gateway"):
         time.sleep(0.002)
+    untimed_from = time.perf_counter()
     time.sleep(0.05)  # work no stage timer covers
-    settlement, _ = charge_timed_by(clock)
-    assert settlement.violations == ["stage_missing_timer"]
+    untimed = time.perf_counter() - untimed_from  # the test's own clock
+    with caplog.at_level(logging.INFO, logger="lynx.ledger"):
+        settlement, _ = charge_timed_by(clock)
+    assert reasons(settlement.violations) == ["stage_missing_timer"]
     assert violations("stage_missing_timer") == before + 1
+    (record,) = [r for r in caplog.records if r.getMessage() == "cost_identity_violation"]
+    event = json.loads(JsonFormatter("lynx-gateway").format(record))
+    assert (event["reason"], event["stage"], event["trace_id"]) == ("stage_missing_timer", "other", "ab" * 16)
+    assert event["level"] == "warning" and event["tenant"] == "t" and event["request_id"] == "r1"
+    # The two figures: the stopwatch and the timers differ by the untimed sleep the test measured itself.
+    assert event["measured_seconds"] - event["accounted_seconds"] >= untimed > event["tolerance_seconds"]
+
+
+def test_tokens_are_counted_per_tenant():
+    def tokens(tenant: str, kind: str) -> float:
+        labels = {"tenant": tenant, "kind": kind, "model_name": "m", "outcome": "completed"}
+        return REGISTRY.get_sample_value("lynx_tokens_total", labels) or 0.0
+
+    before = {tenant: (tokens(tenant, "prompt"), tokens(tenant, "completion")) for tenant in ("ann", "bob")}
+    clock = StageClock()
+    with clock.stage("gateway"):
+        time.sleep(0.001)
+    charge_timed_by(clock, tenant="ann")  # 3 prompt tokens, 2 completion tokens
+    assert (tokens("ann", "prompt"), tokens("ann", "completion")) == (before["ann"][0] + 3, before["ann"][1] + 2)
+    assert (tokens("bob", "prompt"), tokens("bob", "completion")) == before["bob"]
 
 
 def test_a_gap_stretched_by_a_full_garbage_collection_is_no_missing_timer():
@@ -146,9 +170,8 @@ def test_the_log_event_names_the_request_and_its_cost(caplog):
         time.sleep(0.001)
     with caplog.at_level(logging.INFO, logger="lynx.ledger"):
         settlement, _ = charge_timed_by(clock, tenant="acme", outcome="client_closed")
-    record = next(r for r in caplog.records if r.name == "lynx.ledger")
+    (record,) = [r for r in caplog.records if r.name == "lynx.ledger" and r.getMessage() == "request_failed"]
     event = json.loads(JsonFormatter("lynx-gateway").format(record))
-    assert event["event"] == "request_failed"
     assert event["tenant"] == "acme" and event["outcome"] == "client_closed" and event["request_id"] == "r1"
     assert event["trace_id"] == "ab" * 16 and event["prompt_tokens"] == 3 and event["completion_tokens"] == 2
     assert event["cost_eur"] == settlement.cost.total

@@ -64,3 +64,14 @@ def test_trace_fed_panels_state_the_sample_rate():
     for panel in capstone["panels"]:
         if "Orphan" in panel["title"] or "Per-stage latency" in panel["title"]:
             assert "sampled at" in panel["description"]
+
+
+def test_the_admin_overview_s_spend_and_token_panels_follow_its_tenant_and_model_filters():
+    tenants = committed()["tenants"]
+    assert {v["name"] for v in tenants["templating"]["list"]} >= {"tenant", "model_name"}
+    ledger_queries = [t["expr"] for p in tenants["panels"] for t in p.get("targets", [])
+                      if re.search(r"lynx_(tokens|tenant_cost_eur)_total", t["expr"])]
+    assert any("lynx_tokens_total" in expr for expr in ledger_queries)
+    for expr in ledger_queries:
+        for selector in re.findall(r"lynx_(?:tokens|tenant_cost_eur)_total(\{[^}]*\})?", expr):
+            assert 'tenant=~"$tenant"' in selector and 'model_name=~"$model_name"' in selector, expr

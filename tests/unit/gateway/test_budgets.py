@@ -1,4 +1,6 @@
 import asyncio
+import json
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +23,7 @@ from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
 from lynx.service.files import write_atomically
+from lynx.telemetry.logs import JsonFormatter
 
 RATES = CostSettings()
 STEP = StepCostSettings().step_cost()
@@ -256,3 +259,17 @@ def test_a_tenant_near_its_cap_is_routed_to_the_cheaper_decoder_when_one_is_depl
     asyncio.run(cheaper.decoders.aclose())
     with pytest.raises(ValidationError, match="go together"):
         GatewaySettings(cheaper_decoder_url="http://127.0.0.1:9")
+
+
+def test_every_refusal_logs_the_tenant_the_reason_and_when_it_was_refused(budgets, tmp_path, caplog):
+    publish(tmp_path / "decisions.json", decision("paused", state="Paused", remaining_eur=0.0, reason="Paused by bo."),
+            decision("acme", remaining_eur=0.1))
+    with caplog.at_level(logging.INFO, logger="lynx.gateway.budgets"):
+        paused = refusal(lambda: budgets.admit("paused"))
+        too_big = refusal(lambda: asyncio.run(budgets.admit("acme").reserve(estimate(0.2))))
+    events = [json.loads(JsonFormatter("lynx-gateway").format(r)) for r in caplog.records
+              if r.getMessage() == "request_refused"]
+    assert [(e["tenant"], e["reason"], e["phase"], e["status"], e["code"], e["message"]) for e in events] == [
+        ("paused", "paused", "admission", 429, "insufficient_quota", paused.message),
+        ("acme", "insufficient", "reservation", 429, "insufficient_quota", too_big.message)]
+    assert events[0]["event_id"] != events[1]["event_id"]

@@ -1,14 +1,18 @@
-"""The gateway's books for one tenant-day under a spend lease (lynx.gateway.leases.TenantLease): pure logic. The
-channel to a real controller is tested in tests/integration/test_leases_across_gateways.py."""
+"""The gateway's books for one tenant-day under a spend lease (lynx.gateway.leases.TenantLease): pure logic, and how a
+refusal is reported. The channel to a real controller is tested in tests/integration/test_leases_across_gateways.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from lynx.contracts.leases import LeaseGrant, UnreachableAllowance
-from lynx.gateway.leases import TenantLease
+from lynx.gateway.leases import UNREACHABLE, LeaseKeeper, TenantLease
+from lynx.service.errors import LynxError
 
 DAY = datetime(2026, 12, 7, tzinfo=UTC)
 SENT_AT = datetime(2026, 12, 7, 12, tzinfo=UTC)
@@ -80,3 +84,26 @@ def test_the_tenants_allowance_applies_only_while_the_controller_cannot_be_reach
     lease.unreachable = "ConnectError"
     assert lease.ceiling(200.0) == 0.5
     assert lease.ceiling(101.0) == 1.5
+
+
+def test_a_refusal_for_want_of_a_lease_is_counted_and_logged_with_the_tenant_and_its_phase(tmp_path, caplog):
+    """No token to renew with: the lease cannot grow, so the request is refused as the controller's being unreachable
+    (before any connection: the token is read first)."""
+    keeper = LeaseKeeper("http://127.0.0.1:9", tmp_path / "no-token", 0.001, 4, 0.5, 1.0)
+    lease = keeper.lease("lessee", DAY, 1.0)
+
+    def refused_count() -> float:
+        labels = {"tenant": "lessee", "reason": "controller_unreachable"}
+        return REGISTRY.get_sample_value("lynx_budget_refused_requests_total", labels) or 0.0
+
+    before = refused_count()
+    with caplog.at_level(logging.INFO, logger="lynx.gateway.budgets"):
+        for replacing in (None, 0.001):
+            with pytest.raises(LynxError) as refused:
+                asyncio.run(keeper.admit(lease, 0.01, "a request", replacing=replacing))
+            assert refused.value.status == 503 and refused.value.code == UNREACHABLE
+    asyncio.run(keeper.aclose())
+    events = [r.fields for r in caplog.records if r.getMessage() == "request_refused"]
+    assert [(e["tenant"], e["reason"], e["phase"], e["status"]) for e in events] == [
+        ("lessee", "controller_unreachable", "admission", 503), ("lessee", "controller_unreachable", "reservation", 503)]
+    assert refused_count() == before + 2

@@ -10,9 +10,10 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
+from lynx.accounting.identity import identity_violations, reasons
 from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
-    NOTHING_YET, NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, identity_violations, worst_case_cost,
+    NOTHING_YET, NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, worst_case_cost,
 )
 from lynx.accounting.shares import StepCostSettings
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
@@ -100,7 +101,7 @@ def test_a_failed_call_keeps_the_request_s_stages_adding_up_to_its_stopwatch():
         return RequestTimes(wall_seconds=0.5, gateway_seconds=0.1, tokenize=NO_CALL, retrieve=retrieve,
                             decoder=DecoderUse(0.0))
     assert identity_violations(times(failed_call(0.4)), RATES) == []
-    assert identity_violations(times(NO_CALL), RATES) == ["stage_missing_timer"]
+    assert reasons(identity_violations(times(NO_CALL), RATES)) == ["stage_missing_timer"]
 
 
 def test_only_a_4xx_is_the_client_s_refusal():

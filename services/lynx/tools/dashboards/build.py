@@ -135,8 +135,9 @@ BUDGET_SOURCE = ("From the budget controller (the operator, or `lynx serve budge
 
 def tenants() -> dict:
     tenant = 'tenant=~"$tenant"'
-    spend_rate = f"sum by (tenant) (increase(lynx_tenant_cost_eur_total{{{tenant}}}[$__interval]))"
-    tokens_rate = "sum by (model_name, kind) (increase(lynx_tokens_total[$__interval]))"
+    charged = 'tenant=~"$tenant",model_name=~"$model_name"'  # the ledger's counters have both labels
+    spend_rate = f"sum by (tenant) (increase(lynx_tenant_cost_eur_total{{{charged}}}[$__interval]))"
+    tokens_rate = f"sum by (model_name, kind) (increase(lynx_tokens_total{{{charged}}}[$__interval]))"
     return dashboard("lynx-tenants", "lynx / tenants (Admin Overview)",
                      "Who spends what today, who is near or at the daily cap, what is refused, and the trends.", [
         bars("Today's spend by tenant",
@@ -146,12 +147,12 @@ def tenants() -> dict:
         over(bars("Today's spend by tenant and model",
                   "EUR charged today (the dashboard's day) per tenant and served model, every outcome (a tenant near "
                   f"its cap may be served by a cheaper model). {EXACT}",
-                  [target(f"sort_desc(sum by (tenant, model_name) (increase(lynx_tenant_cost_eur_total{{{tenant}}}"
+                  [target(f"sort_desc(sum by (tenant, model_name) (increase(lynx_tenant_cost_eur_total{{{charged}}}"
                           "[$__range])))", "{{tenant}} {{model_name}}", instant=True)], "currencyEUR"), "now/d"),
         over(bars("Today's tokens by model",
-                  "Prompt and completion tokens charged today (the dashboard's day), every outcome, per served model. "
-                  f"{EXACT}",
-                  [target("sum by (model_name, kind) (increase(lynx_tokens_total[$__range]))",
+                  "Prompt and completion tokens charged today (the dashboard's day) to the tenants selected, every "
+                  f"outcome, per served model. {EXACT}",
+                  [target(f"sum by (model_name, kind) (increase(lynx_tokens_total{{{charged}}}[$__range]))",
                           "{{model_name}} {{kind}}", instant=True)], "short"), "now/d"),
         table("Tenants nearest their caps",
               "Each tenant's spend today against its effective cap (the cap plus the raises in force), its state "
@@ -188,11 +189,14 @@ def tenants() -> dict:
                         [target(spend_rate, "{{tenant}}")], "currencyEUR", stacked=True), "7d", "1h"),
         over(timeseries("Spend per day by tenant, 30 days", f"EUR charged to each tenant per day, every outcome. {EXACT}",
                         [target(spend_rate, "{{tenant}}")], "currencyEUR", stacked=True), "30d", "1d"),
-        over(timeseries("Tokens per hour by model, 7 days", f"Prompt and completion tokens charged per hour. {EXACT}",
+        over(timeseries("Tokens per hour by model, 7 days",
+                        f"Prompt and completion tokens charged to the tenants selected, per hour. {EXACT}",
                         [target(tokens_rate, "{{model_name}} {{kind}}")], "short", stacked=True), "7d", "1h"),
-        over(timeseries("Tokens per day by model, 30 days", f"Prompt and completion tokens charged per day. {EXACT}",
+        over(timeseries("Tokens per day by model, 30 days",
+                        f"Prompt and completion tokens charged to the tenants selected, per day. {EXACT}",
                         [target(tokens_rate, "{{model_name}} {{kind}}")], "short", stacked=True), "30d", "1d"),
-    ], filters=(label_filter("tenant", "Tenant", "lynx_tenant_cost_eur_total"),))
+    ], filters=(label_filter("tenant", "Tenant", "lynx_tenant_cost_eur_total"),
+                label_filter("model_name", "Model", "lynx_tenant_cost_eur_total")))
 
 
 def all_dashboards() -> dict[str, dict]:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 from lynx.tools.dashboards.build import all_dashboards
 
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", '"$job"': '".+"',
-                     "$job": ".+", '"$tenant"': '".+"'}
+                     "$job": ".+", '"$tenant"': '".+"', '"$model_name"': '".+"'}
 
 
 class PanelQuery(NamedTuple):
