@@ -27,6 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
+from lynx.contracts.budgets import BUDGET_STATE_HEADER
 from lynx.contracts.decoder import DecoderLoad
 from lynx.telemetry.prometheus_api import PrometheusClient
 
@@ -293,14 +294,22 @@ def test_two_gateway_pods_lease_from_the_operator_refuse_a_blocked_tenant_and_a_
     with contextlib.ExitStack() as forwards:
         urls = [forwards.enter_context(port_forward(release_on_node, f"pod/{p['metadata']['name']}", GATEWAY_PORT))
                 for p in gateways]
-        first = ask(urls[0], CAPPED_KEY)  # no budget yet: served, and its cost sets the cap
+        first = ask(urls[0], NODE_TEST_KEY)  # the cost of one request (another tenant's) sets the cap
         assert first.status_code == 200, first.text
-        costs = [first.json()["lynx"]["cost"]["total"]]
+        cost = first.json()["lynx"]["cost"]["total"]
+        costs: list[float] = []
         budget = {"apiVersion": "budgets.lynx.dev/v1", "kind": "TenantBudget",
                   "metadata": {"name": CAPPED_TENANT, "namespace": NODE_NAMESPACE},
-                  "spec": {"tenant": CAPPED_TENANT, "dailyCapEUR": 6 * costs[0]}}
+                  "spec": {"tenant": CAPPED_TENANT, "dailyCapEUR": 6 * cost}}
         release_on_node.kubectl("apply", "-f", "-", input=json.dumps(budget))
         try:
+            # The decision reaches a pod when the kubelet refreshes its ConfigMap volume (up to a minute or two);
+            # until then the tenant is unbudgeted there. A request refused as invalid (free) shows when it has.
+            for url in urls:
+                wait_for(lambda u=url: BUDGET_STATE_HEADER in httpx.post(
+                    f"{u}/v1/chat/completions", headers={"Authorization": f"Bearer {CAPPED_KEY}"}, timeout=30,
+                    json={"model": MODEL_NAME, "max_tokens": 0, "messages": []}).headers, SETTLE_SECONDS,
+                    "the capped tenant's budget known to the gateway pod", interval=2)
             answers: list[str] = []
 
             def spend(url: str) -> httpx.Response:
@@ -340,7 +349,7 @@ def test_two_gateway_pods_lease_from_the_operator_refuse_a_blocked_tenant_and_a_
 
             raised = subprocess.run(
                 [sys.executable, "-m", "lynx.cli", "budget", "raise", CAPPED_TENANT, "--amount",
-                 f"{10 * costs[0]:.12f}", "--hours", "1", "--reason", "node test", "--by", "pytest", "--kube",
+                 f"{10 * cost:.12f}", "--hours", "1", "--reason", "node test", "--by", "pytest", "--kube",
                  "--namespace", NODE_NAMESPACE], capture_output=True, text=True, env=release_on_node.env, timeout=60)
             assert raised.returncode == 0, raised.stderr
             for url in urls:
