@@ -10,7 +10,7 @@ from lynx.tools.load.driver import (
 
 COST = Cost(currency="EUR", total=3e-6, stages={"decode": 3e-6})
 LYNX = LynxInfo(trace_id="t" * 32, request_id="r", cost=COST, cost_identity_ok=True, outcome="completed",
-                timings={}, budget=BudgetUse(reserved_eur=1e-5, max_tokens=16), passages=[])
+                timings={}, budget=BudgetUse(reserved_eur=1e-5, max_tokens=16, state="unbudgeted", notice=None), passages=[])
 
 
 def chunk(content: str | None = None, finish_reason: str | None = None, **extra) -> str:
