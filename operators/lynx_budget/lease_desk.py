@@ -5,7 +5,8 @@ copy (``LedgerCopy``: a file locally, a ConfigMap in Kubernetes, ``kube.LedgerCo
 to the copy before it is sent (write-ahead): a grant the copy does not hold was never given, so a restarted
 controller continues from the copy exactly. Without the copy it cannot prove what is outstanding and grants
 nothing until every earlier lease has expired and charged (``LeaseLedger.without_copy``), then rebuilds from the
-spend Prometheus holds (``upkeep``).
+spend Prometheus holds (``upkeep``). ``upkeep`` also settles the leases not renewed in time from their gateways' own
+counters (``lynx_budget.proofs``): until then they count as fully spent.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from lynx.contracts.budgets import BudgetSpec
 from lynx.contracts.leases import LeaseGrant, LeaseRequest
 from lynx.service.errors import LynxError
 from lynx.service.files import write_atomically
-from lynx.telemetry.prometheus_api import PrometheusClient
+from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
 from lynx_budget import gauges
 from lynx_budget.leases import (
-    LeaseLedger, LeaseTerms, Proof, cannot_pay_smallest, confirmed_eur, forget_days_before, holdings_eur, rebuild,
-    remainder_eur, renew,
+    LeaseLedger, LeaseTerms, Proof, awaiting_proof, cannot_pay_smallest, confirmed_eur, forget_days_before,
+    holdings_eur, prove, rebuild, remainder_eur, renew,
 )
 from lynx_budget.policy import ConfirmedSpend, SpendFailure, SpendReading, Unpayable, day_window, rfc3339
+from lynx_budget.proofs import read_proof
 from lynx_budget.spend import read_today
 
 log = logging.getLogger("lynx.budgets.leases")
@@ -207,19 +209,26 @@ class LeaseDesk:
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
 
     async def upkeep(self, prometheus: PrometheusClient) -> None:
-        """The periodic part: rebuild a ledger started without a copy once it may, forget old tenant-days, persist."""
+        """The periodic part: rebuild a ledger started without a copy once it may, settle the leases not renewed in
+        time by their gateways' counters (``lynx_budget.proofs``), forget old tenant-days, persist."""
         now = self.now()
         proofs = None
         if self.ledger.needs_rebuild and now >= self.ledger.grants_from:
             proofs = await asyncio.to_thread(self._read_proofs, prometheus, now)
+        lapsed = [] if self.ledger.needs_rebuild else await asyncio.to_thread(self._read_lapsed, prometheus, now)
         cutoff = now - KEPT_FOR
         async with self.lock:
             ledger = self.ledger
             if proofs is not None and ledger.needs_rebuild:
                 ledger = rebuild(ledger, proofs, now, self.floor_terms)
+            settled = []
+            for proof in lapsed:
+                before = holdings_eur(ledger, proof.tenant, proof.day_started_at)
+                ledger = prove(ledger, proof, self.floor_terms)
+                settled.append((proof, before - holdings_eur(ledger, proof.tenant, proof.day_started_at)))
             ledger = forget_days_before(ledger, cutoff)
             self.smallest_reported = {key: eur for key, eur in self.smallest_reported.items() if key[1] >= cutoff}
-            if ledger.needs_rebuild == self.ledger.needs_rebuild and len(ledger.days) == len(self.ledger.days):
+            if ledger == self.ledger:
                 return  # nothing changed
             try:
                 await self._persist(ledger)
@@ -228,6 +237,33 @@ class LeaseDesk:
             self.ledger = ledger
         if proofs is not None:
             log.info("lease_ledger_rebuilt", extra={"fields": {"tenants": len(proofs), "as_of": rfc3339(now)}})
+        for proof, released in settled:
+            log.info("lease_settled_by_proof", extra={"fields": {
+                "tenant": proof.tenant, "gateway": proof.gateway, "charged_eur": proof.charged_eur,
+                "as_of": rfc3339(proof.as_of), "released_eur": released}})
+
+    def _read_lapsed(self, prometheus: PrometheusClient, now: datetime) -> list[Proof]:
+        """Proofs of what the gateways holding a lease past its deadline + the longest request really charged, for
+        the tenants' today (an earlier day's leases hold nothing today's cap needs). A gateway Prometheus cannot
+        prove yet is read again next time; its leases keep holding meanwhile."""
+        awaiting = awaiting_proof(self.ledger, now, self.floor_terms)
+        if not awaiting:
+            return []
+        todays = {(spec.tenant, day_window(spec.timezone, now)[0]) for spec in self.budgets()}
+        proofs = []
+        for (tenant, day_started_at, gateway), settles_at in awaiting.items():
+            if (tenant, day_started_at) not in todays:
+                continue
+            try:
+                proof = read_proof(prometheus, tenant, day_started_at, gateway, settles_at, now)
+            except PrometheusError as error:
+                log.warning("lease_proof_unreadable", extra={"fields": {
+                    "tenant": tenant, "gateway": gateway, "error": str(error),
+                    "consequence": "its expired leases keep holding their ceilings until its counter can be read"}})
+                break  # Prometheus is down or broken: the next gateways would fail alike
+            if proof is not None:
+                proofs.append(proof)
+        return proofs
 
     def _read_proofs(self, prometheus: PrometheusClient, now: datetime) -> list[Proof] | None:
         specs = self.budgets()

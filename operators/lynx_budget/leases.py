@@ -17,8 +17,9 @@ charges beyond a request's worst case (a decoder slower than estimated: the one 
   Until the gateway names the new lease in a later request it may still act on the one it declared, so the
   account holds both; every older grant is dead (the gateway acts only on the answer to its latest request).
 - A lease not renewed by its deadline keeps holding its whole ceiling (fully spent) until ``prove``: the gateway's
-  own counter, read at or after expires_at + the longest a request may last, when all it admitted has charged.
-  Without proof it holds for the rest of the day: conservative, never optimistic.
+  own counter, read at or after expires_at + the longest a request may last, when all it admitted has charged, or
+  read once the gateway is gone (``lynx_budget.proofs``; the controller looks for ``awaiting_proof``). Without
+  proof it holds for the rest of the day: conservative, never optimistic.
 - A controller without a persisted ledger (``LeaseLedger.without_copy``) grants nothing until one lease lifetime
   + the longest request have passed since it started (every lease granted before has expired and its requests
   have charged), then ``rebuild`` sets each gateway's charged from proven counters.
@@ -275,6 +276,20 @@ def prove(ledger: LeaseLedger, proof: Proof, terms: LeaseTerms) -> LeaseLedger:
     account.charged_eur = max(account.charged_eur, proof.charged_eur)
     account.leases = [lease for lease in account.leases if lease.expires_at + terms.settled_after > proof.as_of]
     return ledger
+
+
+def awaiting_proof(ledger: LeaseLedger, now: datetime, terms: LeaseTerms) -> dict[tuple[str, datetime, str], datetime]:
+    """The accounts (tenant, day's start, gateway) holding a lease not renewed by its deadline whose requests have all
+    ended by now (deadline + the longest request), each with the earliest such moment: a reading of the gateway's
+    counter from then on proves what that lease really spent."""
+    awaiting = {}
+    for day in ledger.days:
+        for gateway, account in day.gateways.items():
+            settled = [lease.expires_at + terms.settled_after for lease in account.leases
+                       if lease.expires_at + terms.settled_after <= now]
+            if settled:
+                awaiting[(day.tenant, day.day_started_at, gateway)] = min(settled)
+    return awaiting
 
 
 def rebuild(ledger: LeaseLedger, proofs: Iterable[Proof], as_of: datetime, terms: LeaseTerms) -> LeaseLedger:

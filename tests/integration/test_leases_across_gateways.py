@@ -13,7 +13,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from threading import Lock
 
@@ -23,10 +24,16 @@ import pytest
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stopping import stop_processes
-from lynx_budget.leases import LeaseLedger, holding_eur
+from lynx.accounting.spend import read_spend
+from lynx.local.stack import start_prometheus
+from lynx.telemetry.prometheus_api import PrometheusClient
+from lynx_budget.leases import LeaseLedger, confirmed_eur, holding_eur
+from lynx_budget.policy import day_window
 from lynx.local.topology import BudgetFiles, budget_loop_environment, lease_environment, upstreams_environment
 
-from .conftest import MODEL_NAME, START_TIMEOUT_SECONDS, metric_value, published_state, start_stack, wait_for
+from .conftest import (
+    MODEL_NAME, START_TIMEOUT_SECONDS, metric_value, published_state, required_binary, start_stack, wait_for,
+)
 
 pytestmark = pytest.mark.integration
 GATEWAYS = 3
@@ -49,6 +56,8 @@ class LeaseBed:
     controller_env: dict[str, str]
     work: Path
     started: list[ServiceProcess]
+    upstreams: dict[str, str] = field(default_factory=dict)  # the gateways' way to the tokenizer, retriever, decoder
+    prometheus: ServiceProcess | None = None
 
     def restart_controller(self) -> None:
         """SIGKILL the controller, then start it again on the same port and files: it continues from its ledger."""
@@ -102,7 +111,7 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[LeaseBed]:
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
         keys = {tenant: registry.add(tenant) for tenant in ("leased", "chaos")}
         yield LeaseBed([stack.gateway, *more], controller, files, {**base_env, **files.environment()}, keys,
-                       controller_env, work, started)
+                       controller_env, work, started, upstreams)
     finally:
         stop_processes(started)
 
@@ -256,3 +265,153 @@ def test_a_killed_controller_and_a_killed_gateway_lose_no_charge_and_the_cap_hol
     assert spent <= CAP_EUR + beyond + ROUNDING_EUR, f"spent {spent} of {CAP_EUR} EUR, {beyond} beyond worst cases"
     # What the two live gateways could still get is what the dead one does not hold.
     assert sum(sum(told[i]) for i in alive) <= CAP_EUR - holding_eur(dead) + beyond + ROUNDING_EUR
+
+
+# Short leases, so that a dead gateway's is reclaimed within the test: valid 10 s (an idle gateway gives its headroom
+# back after half of it, time enough to kill it first), its requests over 6 s after its deadline.
+PROOF_TERMS = {"LYNX_BUDGETS_LEASE_LIFETIME_SECONDS": "10", "LYNX_BUDGETS_LONGEST_REQUEST_SECONDS": "6"}
+SETTLED_AFTER = timedelta(seconds=float(PROOF_TERMS["LYNX_BUDGETS_LONGEST_REQUEST_SECONDS"]))
+SCRAPE_SECONDS = 0.5
+
+
+@pytest.fixture(scope="module")
+def proving(bed: LeaseBed, base_env) -> Iterator[LeaseBed]:
+    """A controller that reads Prometheus, two gateways it leases to (in front of ``bed``'s services), and a
+    Prometheus scraping both gateways as the local stack does (one job, one target per gateway)."""
+    work = bed.work / "proving"
+    files = BudgetFiles.in_folder(work)
+    controller_url = f"http://127.0.0.1:{free_port()}"
+    # Each gateway may hold half the cap beyond what its waiting request needs: the lease the dead one leaves is big.
+    gateway_env = {**base_env, **bed.upstreams, **lease_environment(controller_url, files.lease_token),
+                   "LYNX_GATEWAY_BUDGETS_FILE": str(files.decisions), "LYNX_GATEWAY_LEASE_MOST_OF_CAP": "0.5",
+                   "LYNX_GATEWAY_REQUEST_DEADLINE_SECONDS": PROOF_TERMS["LYNX_BUDGETS_LONGEST_REQUEST_SECONDS"]}
+    started: list[ServiceProcess] = []
+    try:
+        work.mkdir()
+        gateways = [start_service("gateway", gateway_env, work / f"gateway-{n}.log") for n in range(2)]
+        started.extend(gateways)
+        wait_ready(gateways, START_TIMEOUT_SECONDS)
+        prometheus = start_prometheus(
+            required_binary("prometheus", "scripts/build_tools.sh prometheus"),
+            {"global": {"scrape_interval": f"{SCRAPE_SECONDS * 1000:g}ms"},
+             "scrape_configs": [{"job_name": "lynx-gateway",
+                                 "static_configs": [{"targets": [target(g) for g in gateways]}]}]},
+            work / "prometheus")
+        started.append(prometheus)
+        controller_env = {**base_env, **budget_loop_environment(files, prometheus.url, 1), **PROOF_TERMS}
+        controller = start_service("budgets", controller_env, work / "budgets.log",
+                                   port=int(controller_url.rsplit(":", 1)[1]))
+        started.append(controller)
+        wait_ready([prometheus, controller], START_TIMEOUT_SECONDS)
+        keys = {"proven": TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"])).add("proven")}
+        yield LeaseBed(gateways, controller, files, {**base_env, **files.environment()}, keys, controller_env, work,
+                       started, bed.upstreams, prometheus)
+    finally:
+        stop_processes(started)
+
+
+def target(gateway: ServiceProcess) -> str:
+    """The gateway's scrape target: its instance label."""
+    return gateway.url.removeprefix("http://")
+
+
+def prometheus_spend(prometheus: ServiceProcess, tenant: str, gateway: ServiceProcess | None = None) -> float:
+    """What Prometheus holds of the tenant's spend today: every gateway's, or one gateway's (its target's series)."""
+    now = datetime.now(UTC)
+    labels = None if gateway is None else {"job": "lynx-gateway", "instance": target(gateway)}
+    with PrometheusClient(prometheus.url) as client:
+        return read_spend(client, tenant, day_window("UTC", now)[0], now, labels).spent_eur
+
+
+def test_a_killed_gateways_lease_is_reclaimed_from_its_counter_and_granted_to_another(proving: LeaseBed):
+    """A gateway SIGKILLed while it holds a lease with room: the controller counts the lease as fully spent until
+    its deadline + the longest request have passed and Prometheus shows the gateway gone; then it holds only what the
+    gateway's counter shows it charged, and the live gateway is granted the rest. No charge is lost."""
+    bed, tenant = proving, "proven"
+    live, victim = bed.gateways
+    bed.budget("set", tenant, "--cap", f"{CAP_EUR:g}")
+    wait_for(lambda: published_state(bed.files.decisions, tenant) == "Ok", 30, "the controller's first decision")
+    told = {live.url: [], victim.url: []}
+    excess = {live.url: [], victim.url: []}
+
+    def send(gateway: ServiceProcess, body: dict) -> int:
+        response = bed.chat(gateway, body, tenant=tenant)
+        assert response.status_code in (200, 429), response.text
+        told[gateway.url].append(cost_told(response))
+        excess[gateway.url].append(beyond_worst_case(response))
+        return response.status_code
+
+    # The victim serves one request (a request costs its hardware time: several on a busy machine could cost what its
+    # lease holds) and is left with a lease that has room.
+    assert send(live, SHORT) == 200 and send(victim, SHORT) == 200 and send(live, SHORT) == 200
+
+    # The victim idles (it has charged everything it was asked to) until Prometheus holds its whole counter...
+    victim_counter = metric_value(httpx.get(f"{victim.url}/metrics", timeout=10).text, "lynx_tenant_cost_eur_total",
+                                  {"tenant": tenant})
+    assert victim_counter == pytest.approx(sum(told[victim.url]), rel=1e-9)
+    wait_for(lambda: prometheus_spend(bed.prometheus, tenant, victim) == pytest.approx(victim_counter, rel=1e-12),
+             30, "Prometheus holding the victim's final counter", interval=0.1)
+
+    def victims_account():
+        day = bed.ledger().day(tenant, day_window("UTC", datetime.now(UTC))[0])
+        return next(a for g, a in day.gateways.items() if f"-{victim.process.pid}-" in g)
+
+    # ...and is killed while its lease still has room: the ledger holds more for it than it charged.
+    victim.process.kill()
+    victim.process.wait(10)
+    held = victims_account()
+    assert held.leases and holding_eur(held) > victim_counter + CAP_EUR / 10, (victim_counter, held)
+    settles_at = max(lease.expires_at for lease in held.leases) + SETTLED_AFTER
+
+    def released() -> bool:
+        """The victim's account holding only its counter; until its leases have settled, all of them."""
+        account = victims_account()
+        if datetime.now(UTC) < settles_at:  # read before now: a release written then would be early
+            assert holding_eur(account) == holding_eur(held), "reclaimed before its requests could all have ended"
+        return not account.leases and account.charged_eur == pytest.approx(victim_counter, rel=1e-9)
+
+    # The live gateway spends what is free meanwhile, until refused (the dead lease is all that is left)...
+    refused = []
+
+    def spend_until_released() -> bool:
+        if not refused and send(live, SHORT) == 429:
+            refused.append(True)
+        return released()
+
+    wait_for(spend_until_released, 90, "the dead gateway's lease reclaimed", interval=0.2)
+    assert datetime.now(UTC) >= settles_at
+    # Its remainder was all held by the dead lease (Blocked, perhaps): the decision published after the reclaim is not.
+    wait_for(lambda: published_state(bed.files.decisions, tenant) in ("Ok", "Warning"), 30,
+             "the tenant's decision once the lease is reclaimed")
+    # ...then what the dead one held beyond its charges: short answers while they fit, then the cheapest requests,
+    # until the tenant is Blocked.
+    body, granted = [SHORT], [0.0]
+
+    def spend_until_blocked() -> bool:
+        if send(live, body[0]) == 429:
+            body[0] = TINY
+        ledger = bed.ledger()
+        day = ledger.day(tenant, day_window("UTC", datetime.now(UTC))[0])
+        granted[0] = max(granted[0], *(lease.ceiling_eur for g, a in day.gateways.items()
+                                       if f"-{live.process.pid}-" in g for lease in a.leases))
+        return published_state(bed.files.decisions, tenant) == "Blocked"
+
+    wait_for(spend_until_blocked, 90, "the tenant Blocked through the live gateway", interval=0.05)
+    assert granted[0] > CAP_EUR - holding_eur(held), "the live gateway was granted part of what the dead one held"
+    spent_live, beyond = sum(told[live.url]), sum(excess[live.url])
+    assert spent_live > CAP_EUR - holding_eur(held), "the live gateway spent part of what the dead one held"
+
+    # No charge lost: each gateway's counter (the dead one's as Prometheus last scraped it) equals the costs told,
+    # and the ledger's confirmed spend, once it has settled every lease, equals Prometheus' tenant counter.
+    live_counter = metric_value(httpx.get(f"{live.url}/metrics", timeout=10).text, "lynx_tenant_cost_eur_total",
+                                {"tenant": tenant})
+    assert live_counter == pytest.approx(spent_live, rel=1e-9)
+    assert prometheus_spend(bed.prometheus, tenant, victim) == pytest.approx(sum(told[victim.url]), rel=1e-9)
+    total = spent_live + sum(told[victim.url])
+    wait_for(lambda: prometheus_spend(bed.prometheus, tenant) == pytest.approx(total, rel=1e-9), 30,
+             "Prometheus holding every charge")
+    day = day_window("UTC", datetime.now(UTC))[0]
+    wait_for(lambda: confirmed_eur(bed.ledger(), tenant, day) == pytest.approx(total, rel=1e-9), 60,
+             "the ledger's confirmed spend equal to Prometheus' tenant counter",
+             explain=lambda: f"ledger {confirmed_eur(bed.ledger(), tenant, day)}, Prometheus {total}")
+    assert total <= CAP_EUR + beyond + ROUNDING_EUR

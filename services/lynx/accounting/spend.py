@@ -5,11 +5,16 @@ Not ``increase()``: docs/COSTS.md ("Daily spend from Prometheus") says why. The 
 of ``lynx_tenant_cost_eur_total`` for the tenant (one per gateway replica and outcome) are fetched with those of
 ``lynx_tenant_cost_eur_created`` (the time each counter was created, scraped with it), and ``spend_from_samples``
 (pure) computes the increase since the window's start.
+
+The lease ledger's proofs read one gateway process's own counter the same way: ``target`` narrows the series to one
+scrape target's, and ``scraped_at`` keeps only the samples of the scrapes that process answered (another process may
+answer at the same address before or after it).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,11 +31,29 @@ class SpendReading:
     as_of: datetime  # the time the figure is exact for (the newest sample used), tz-aware UTC
 
 
-def spend_query(tenant: str, day_start: datetime, now: datetime) -> str:
-    """The raw samples of the tenant's counters and of their creation times, from a little before ``day_start`` to
-    now (a range selector, evaluated at now): a day is 23, 24 or 25 h, never assumed."""
-    seconds = math.ceil((now - day_start + BASELINE_MARGIN).total_seconds())
-    return f'{{__name__=~"{COUNTER}|{CREATED}",tenant={label_value(tenant)}}}[{seconds}s]'
+def window_seconds(day_start: datetime, now: datetime) -> int:
+    """The range a spend read fetches, from a little before ``day_start`` (its baselines) to now: a day is 23, 24 or
+    25 h, never assumed."""
+    return math.ceil((now - day_start + BASELINE_MARGIN).total_seconds())
+
+
+def label_matchers(labels: Mapping[str, str]) -> str:
+    """``labels`` as PromQL equality matchers (``a="x",b="y"``)."""
+    return ",".join(f"{name}={label_value(value)}" for name, value in sorted(labels.items()))
+
+
+def spend_query(tenant: str, day_start: datetime, now: datetime, target: Mapping[str, str] | None = None) -> str:
+    """The raw samples of the tenant's counters and of their creation times (those of one scrape ``target`` only,
+    when given), over ``window_seconds`` (a range selector, evaluated at now)."""
+    matchers = label_matchers({**(target or {}), "tenant": tenant})
+    return f'{{__name__=~"{COUNTER}|{CREATED}",{matchers}}}[{window_seconds(day_start, now)}s]'
+
+
+def scraped_at(rows: list[dict], times: Collection[float]) -> list[dict]:
+    """``rows`` (matrix results) with only their samples at ``times`` (one process's scrapes: every sample of one
+    scrape has the scrape's time)."""
+    kept = frozenset(times)
+    return [{**row, "values": [pair for pair in row["values"] if float(pair[0]) in kept]} for row in rows]
 
 
 def spend_from_samples(series: list[dict], created: dict[frozenset, dict[float, float]], day_start: datetime,
@@ -42,14 +65,18 @@ def spend_from_samples(series: list[dict], created: dict[frozenset, dict[float, 
     return SpendReading(total, datetime.fromtimestamp(newest, UTC) if newest is not None else day_start)
 
 
-def read_spend(prometheus: PrometheusClient, tenant: str, day_start: datetime, now: datetime) -> SpendReading:
-    """What ``tenant`` spent from ``day_start`` to ``now``, over every gateway replica and outcome.
+def read_spend(prometheus: PrometheusClient, tenant: str, day_start: datetime, now: datetime,
+               target: Mapping[str, str] | None = None, scrapes: Collection[float] | None = None) -> SpendReading:
+    """What ``tenant`` spent from ``day_start`` to ``now``, over every gateway replica and outcome; or only what one
+    gateway process charged: the series of its scrape ``target`` at the ``scrapes`` it answered (unix seconds).
 
     No series at all is not an error (the tenant has not been charged): 0. Raises PrometheusError.
     """
-    rows = prometheus.samples(spend_query(tenant, day_start, now), now)
+    rows = prometheus.samples(spend_query(tenant, day_start, now, target), now)
     try:
         counters = [row for row in rows if row["metric"]["__name__"] == COUNTER]
+        if scrapes is not None:
+            counters = scraped_at(counters, scrapes)
         return spend_from_samples(counters, created_times(rows, CREATED), day_start, now)
     except (KeyError, TypeError, ValueError) as error:
         raise PrometheusError("BadAnswer", f"Prometheus at {prometheus.url} answered samples that are not "

@@ -36,7 +36,7 @@ from lynx.contracts.leases import LeaseGrant, LeaseRequest, UnreachableAllowance
 from lynx.gateway.refusals import ADMISSION, RESERVATION, refused
 from lynx.service.errors import LynxError
 from lynx.service.files import shared_token
-from lynx.telemetry.metrics import gateway_lease_metrics
+from lynx.telemetry.metrics import GATEWAY_ID_LABEL, gateway_lease_metrics
 
 log = logging.getLogger("lynx.gateway.leases")
 QUOTA = "insufficient_quota"  # the code and type of every budget refusal (gateway/budgets.py too)
@@ -151,6 +151,7 @@ class LeaseKeeper:
         self.client = httpx.AsyncClient(timeout=timeout_seconds)
         self.leases: dict[tuple[str, datetime], TenantLease] = {}
         self.metrics = gateway_lease_metrics()
+        self.metrics.identity.info({GATEWAY_ID_LABEL: self.gateway})  # for the controller's proofs of its charges
 
     def lease(self, tenant: str, day_started_at: datetime, cap_eur: float) -> TenantLease:
         """The tenant-day's books (``cap_eur``: its cap as last published)."""

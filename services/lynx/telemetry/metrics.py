@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
@@ -313,11 +313,18 @@ def enforcement_metrics() -> EnforcementMetrics:
     )
 
 
+# The gateway process's id in the lease protocol, as an info series: the budget controller finds a gateway's own cost
+# counter by it (the series of the same scrape target, at the scrapes this series has a sample in).
+GATEWAY_LEASE_INFO = "lynx_gateway_lease_info"
+GATEWAY_ID_LABEL = "gateway_id"
+
+
 @dataclass(frozen=True)
 class GatewayLeaseMetrics:
     renewals: Counter
     renewal_seconds: Histogram
     headroom: Gauge
+    identity: Info
 
 
 @functools.cache
@@ -332,6 +339,8 @@ def gateway_lease_metrics() -> GatewayLeaseMetrics:
                                                                    0.5, 1, 2.5)),
         headroom=Gauge("lynx_gateway_lease_headroom_eur", "What this gateway may still admit for the tenant today: its "
                        "lease's ceiling - charged - reserved.", ["tenant"]),
+        identity=Info(GATEWAY_LEASE_INFO.removesuffix("_info"), "This gateway process's id in the spend-lease "
+                      "protocol (one per process: a restarted gateway is a new id), 1."),
     )
 
 

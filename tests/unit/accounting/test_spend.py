@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lynx.accounting.spend import SpendReading, spend_from_samples, spend_query
+from lynx.accounting.spend import SpendReading, scraped_at, spend_from_samples, spend_query
 from lynx_budget.policy import day_window
 
 MIDNIGHT = datetime(2026, 6, 10, tzinfo=UTC)
@@ -159,3 +159,20 @@ def test_the_query_fetches_counters_and_creation_times_from_before_midnight_and_
     # A 23-hour day, just after its midnight.
     day_start, _ = day_window("Europe/Paris", datetime(2026, 3, 29, 12, tzinfo=ZoneInfo("Europe/Paris")))
     assert spend_query("acme", day_start, day_start + timedelta(seconds=0.2)).endswith("[601s]")
+
+
+def test_one_targets_query_selects_its_series_by_every_target_label():
+    query = spend_query("acme", MIDNIGHT, NOW, target={"pod": "gw-abc", "namespace": "lynx"})
+    assert query == ('{__name__=~"lynx_tenant_cost_eur_total|lynx_tenant_cost_eur_created",namespace="lynx",'
+                     f'pod="gw-abc",tenant="acme"}}[{12 * 3600 + 600}s]')
+
+
+def test_one_process_spend_counts_only_the_scrapes_it_answered_at_its_address():
+    """A gateway restarted on the same address: the earlier process charged 1.0 today, the later one 0.75."""
+    row, created = counter([(-10, 4.0, -3600), (10, 4.5, -3600), (20, 5.0, -3600), (30, 0.25, 25), (40, 0.75, 25)])
+    assert spend((row, created)) == pytest.approx(1.0 + 0.75)
+    earlier = [T0 - 10, T0 + 10, T0 + 20]
+    later = [T0 + 30, T0 + 40]
+    assert spend((scraped_at([row], earlier)[0], created)) == pytest.approx(1.0)
+    assert spend((scraped_at([row], later)[0], created)) == pytest.approx(0.75)
+    assert scraped_at([row], [])[0]["values"] == []

@@ -224,3 +224,13 @@ def test_a_remainder_that_cannot_pay_the_smallest_request_is_blocked_and_audited
 
     assert REGISTRY.get_sample_value("lynx_budget_lease_confirmed_eur", {"tenant": "acme"}) == 0.9995
     assert REGISTRY.get_sample_value("lynx_budget_lease_held_eur", {"tenant": "acme"}) == 0.9995
+
+
+def test_a_lapsed_lease_keeps_holding_while_prometheus_cannot_prove_what_it_spent(store, clock):
+    desk = open_desk(store, clock)
+    answer(desk, ask(want=0.4, charged=0.1))
+    clock.now = NOON + TERMS.lifetime + TERMS.settled_after + timedelta(minutes=5)  # expired and settled: awaits proof
+    unreachable = PrometheusClient(f"http://127.0.0.1:{free_port()}", 1)
+    asyncio.run(desk.upkeep(unreachable))
+    unreachable.close()
+    assert holdings_eur(desk.ledger, "acme", TODAY) == 0.5 == holdings_eur(on_disk(desk), "acme", TODAY)

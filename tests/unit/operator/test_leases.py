@@ -22,6 +22,7 @@ from lynx_budget.leases import (
     LeaseLedger,
     LeaseTerms,
     Proof,
+    awaiting_proof,
     cannot_pay_smallest,
     confirmed_eur,
     forget_days_before,
@@ -154,6 +155,28 @@ def test_an_unrenewed_lease_holds_its_whole_ceiling_until_proof_after_its_reques
     proven = prove(ledger, Proof("acme", TODAY, "g1", 0.12, grant.expires_at + TERMS.settled_after), TERMS)
     assert holding_eur(account(proven, "g1")) == 0.12
     assert confirmed_eur(proven, "acme", TODAY) == 0.12
+
+
+def test_a_lease_awaits_proof_once_its_deadline_and_the_longest_request_have_passed_and_not_after_proof():
+    ledger, first = renew(LeaseLedger(epoch="e"), spec(), ask("g1", want=0.3), NOON, TERMS)
+    ledger, _ = renew(ledger, spec(), ask("g2", want=0.3), NOON + 10 * SECOND, TERMS)
+    settles = first.expires_at + TERMS.settled_after
+    assert awaiting_proof(ledger, settles - SECOND, TERMS) == {}  # expired, but a request it admitted may still run
+    assert awaiting_proof(ledger, settles, TERMS) == {("acme", TODAY, "g1"): settles}
+    later = settles + 10 * SECOND
+    assert awaiting_proof(ledger, later, TERMS) == {("acme", TODAY, "g1"): settles, ("acme", TODAY, "g2"): later}
+    proven = prove(ledger, Proof("acme", TODAY, "g1", 0.05, settles), TERMS)
+    assert awaiting_proof(proven, later, TERMS).keys() == {("acme", TODAY, "g2")}
+
+
+def test_a_renewed_lease_does_not_await_proof_while_its_gateway_acts_on_the_newer_one():
+    ledger, grant = renew(LeaseLedger(epoch="e"), spec(), ask("g1", want=0.3), NOON, TERMS)
+    ledger, _ = renew(ledger, spec(), ask("g1", 2, charged=0.1, acting=grant), NOON + 20 * SECOND, TERMS)
+    # The first lease, still declared acting, is held with the new one until both have settled.
+    assert awaiting_proof(ledger, grant.expires_at + TERMS.settled_after, TERMS) == {
+        ("acme", TODAY, "g1"): grant.expires_at + TERMS.settled_after}
+    ledger, _ = renew(ledger, spec(), ask("g1", 3, charged=0.1), NOON + 25 * SECOND, TERMS)  # acting on nothing now
+    assert awaiting_proof(ledger, grant.expires_at + TERMS.settled_after, TERMS) == {}
 
 
 def test_a_persisted_ledger_continues_exactly():
