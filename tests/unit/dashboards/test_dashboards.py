@@ -2,10 +2,16 @@
 
 import json
 import re
+import tomllib
+from importlib.metadata import version
 
-from lynx.tools.dashboards.build import DASHBOARDS_DIR, all_dashboards, cpqu_table, render
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models.dashboard import Dashboard
 
-PANEL_TYPES_WITH_QUERIES = {"timeseries", "stat", "bargauge"}
+from lynx.tools.dashboards.build import DASHBOARDS_DIR, REPO, all_dashboards, cpqu_table, render
+
+PANEL_TYPES_WITH_QUERIES = {"timeseries", "stat", "bargauge", "barchart", "histogram", "piechart", "table"}
 
 
 def committed() -> dict[str, dict]:
@@ -17,6 +23,59 @@ def test_committed_json_is_what_the_builder_makes():
         assert (DASHBOARDS_DIR / f"{name}.json").read_text() == render(board), \
             f"dashboards/{name}.json is stale: run `lynx dashboards build`"
     assert set(committed()) == set(all_dashboards())
+
+
+def within(part, whole) -> bool:
+    """Every key and value of ``part`` is in ``whole`` (which may hold more: defaults)."""
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(k in whole and within(v, whole[k]) for k, v in part.items())
+    if isinstance(part, list):
+        return isinstance(whole, list) and len(part) == len(whole) and all(map(within, part, whole))
+    return part == whole
+
+
+def test_every_field_of_the_committed_json_is_one_the_sdk_s_grafana_schema_knows():
+    """Decoding into the SDK's typed models drops what Grafana's schema has no field for; nothing may be dropped."""
+    register_default_plugins()
+    for name, board in committed().items():
+        decoded = json.loads(JSONEncoder().encode(Dashboard.from_json(board)))
+        assert within(board, decoded), f"dashboards/{name}.json has fields Grafana's dashboard schema does not know"
+
+
+def test_the_installed_sdk_is_the_release_pyproject_pins():
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    (pin,) = [d for d in dev if d.startswith("grafana-foundation-sdk")]
+    assert pin == f"grafana-foundation-sdk=={version('grafana-foundation-sdk')}"
+
+
+def panel(board: str, title_start: str) -> dict:
+    (found,) = [p for p in committed()[board]["panels"] if p["title"].startswith(title_start)]
+    return found
+
+
+def test_the_design_s_charts():
+    per_stage = panel("capstone", "Per-stage latency")
+    custom = per_stage["fieldConfig"]["defaults"]["custom"]
+    assert custom["drawStyle"] == "bars" and custom["stacking"]["mode"] == "normal"
+    assert '"stage", "other"' in per_stage["targets"][0]["expr"]
+
+    budget = panel("capstone", "Latency budget vs actual")
+    assert budget["type"] == "barchart" and budget["options"]["stacking"] == "normal"
+    assert [t["id"] for t in budget["transformations"]][-1] == "transpose"
+    assert {t["format"] for t in budget["targets"]} == {"table"} and len(budget["targets"]) == 2
+
+    cost = panel("capstone", "Cost per request")
+    assert cost["type"] == "histogram" and cost["targets"][0]["format"] == "heatmap"
+    assert [t["legendFormat"] for t in cost["targets"][1:]] == ["p50", "p95"]
+    assert all("[1h]" in t["expr"] for t in cost["targets"])
+
+    pie, identity = panel("capstone", "Cost decomposition"), panel("capstone", "Cost identity violations")
+    assert pie["type"] == "piechart" and identity["type"] == "stat"
+    assert pie["gridPos"]["y"] == identity["gridPos"]["y"] and identity["id"] == pie["id"] + 1, "side by side"
+
+    errors = panel("capstone", "Error rate")
+    assert errors["fieldConfig"]["defaults"]["unit"] == "reqps" and 'status=~"5.."' in errors["targets"][0]["expr"]
+    assert errors["targets"][1]["legendFormat"] == "5xx share"
 
 
 def test_uids_are_unique_and_stable():

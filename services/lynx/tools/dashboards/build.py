@@ -1,4 +1,5 @@
-"""The dashboards, as data: ``lynx dashboards build`` writes them to the top-level dashboards/ folder.
+"""The dashboards, built with the Grafana Foundation SDK (panels.py): ``lynx dashboards build`` writes them to the
+top-level dashboards/ folder.
 
 capstone: the ten panels of the design. serving: the six core metrics and USE views. tenants: the Admin
 Overview of the per-tenant daily budgets. Every panel's queries are run against a real Prometheus by
@@ -12,8 +13,8 @@ import re
 from pathlib import Path
 
 from lynx.tools.dashboards.panels import (
-    COMPLETION_ENDPOINTS, EXACT, bars, bucket_bars, dashboard, label_filter, over, quantiles, stat, table, target,
-    text, timeseries,
+    COMPLETION_ENDPOINTS, EXACT, bars, bucket_histogram, dashboard, label_filter, on_right_axis, over, pie, quantiles,
+    stacked_bars_by_row, stat, status, table, target, text, timeseries,
 )
 
 REPO = Path(__file__).resolve().parents[4]
@@ -35,39 +36,56 @@ def cpqu_table(costs_doc: Path = COSTS_DOC) -> str:
 
 def capstone(costs_doc: Path = COSTS_DOC) -> dict:
     requests = f"lynx_request_total{{{COMPLETION_ENDPOINTS}}}"
+    errors = f'sum(rate(lynx_request_total{{{COMPLETION_ENDPOINTS},status=~"5.."}}[$__rate_interval])) or vector(0)'
+    durations = "lynx_request_duration_seconds_{}{{" + COMPLETION_ENDPOINTS + "}}"
+    per_request = f"scalar(sum(rate({durations.format('count')}[$__rate_interval])))"
+    stage_seconds = "sum by (stage) (rate(lynx_stage_duration_seconds_sum[$__rate_interval]))"
+    unstaged = (f"sum(rate({durations.format('sum')}[$__rate_interval]))"
+                " - sum(rate(lynx_stage_duration_seconds_sum[$__rate_interval]))")
+    stage_p95 = "histogram_quantile(0.95, sum by (le, stage) (rate(lynx_stage_duration_seconds_bucket[$__range])))"
     return dashboard("lynx-capstone", "lynx / capstone",
                      "Health, latency and cost of the lynx pipeline; every number traces back to one source.", [
         timeseries("Request rate", f"Completion requests per second at the gateway. {EXACT}",
                    [target(f"sum(rate({requests}[$__rate_interval]))", "requests/s")], "reqps"),
-        timeseries("Error rate", f"Share of completion requests answered 5xx. {EXACT}",
-                   [target(f'(sum(rate(lynx_request_total{{{COMPLETION_ENDPOINTS},status=~"5.."}}[$__rate_interval]))'
-                           f" or vector(0)) / sum(rate({requests}[$__rate_interval]))", "5xx share")],
-                   "percentunit", red_above=0.01),
+        on_right_axis(timeseries(
+            "Error rate", "Completion requests answered 5xx per second, and their share of all completion requests "
+            f"(right axis, red line at 1 %). {EXACT}",
+            [target(errors, "5xx/s"), target(f"({errors}) / sum(rate({requests}[$__rate_interval]))", "5xx share",
+                                             ref="B")], "reqps"), "B", "percentunit", red_above=0.01),
         timeseries("Request duration p50 / p95 / p99", f"Gateway arrival to last byte, streams included. {EXACT}",
                    quantiles("lynx_request_duration_seconds", COMPLETION_ENDPOINTS), "s"),
-        timeseries("Per-stage latency (mean, stacked)",
-                   f"Mean wall time per request of each stage as the gateway saw it. {EXACT} {TRACE_SAMPLING}",
-                   [target("sum by (stage) (rate(lynx_stage_duration_seconds_sum[$__rate_interval]))"
-                           " / sum by (stage) (rate(lynx_stage_duration_seconds_count[$__rate_interval]))",
-                           "{{stage}}")], "s", stacked=True),
-        timeseries("Latency budget vs actual (p95 per stage)",
-                   f"p95 of each stage against the budget set in LYNX_GATEWAY_STAGE_BUDGETS_SECONDS. {EXACT}",
-                   [*quantiles("lynx_stage_duration_seconds", "", by="stage", qs=(0.95,)),
-                    target("max by (stage) (lynx_stage_latency_budget_seconds)", "budget {{stage}}", ref="B")], "s"),
-        bucket_bars("Cost per request (last hour)",
-                    f"Requests per cost bucket (EUR, cumulative upper bounds) and p50/p95 over the last hour. {EXACT}",
-                    [target("sum by (le) (increase(lynx_cost_eur_per_request_bucket[1h]))", "<= {{le}} EUR",
-                            instant=True),
-                     target("histogram_quantile(0.5, sum by (le) (rate(lynx_cost_eur_per_request_bucket[1h])))",
-                            "p50", ref="B", instant=True),
-                     target("histogram_quantile(0.95, sum by (le) (rate(lynx_cost_eur_per_request_bucket[1h])))",
-                            "p95", ref="C", instant=True)], "currencyEUR"),
-        timeseries("Cost decomposition per stage (and identity check)",
-                   "EUR per second attributed to each stage (stacked); the last series counts identity "
-                   f"violations in the window and must stay 0. {EXACT}",
-                   [target("sum by (stage) (rate(lynx_cost_stage_eur_total[$__rate_interval]))", "{{stage}}"),
-                    target("sum(increase(lynx_cost_identity_violations_total[$__rate_interval]))",
-                           "identity violations", ref="B")], "currencyEUR", stacked=True),
+        timeseries("Per-stage latency (mean per request, stacked bars)",
+                   "Mean wall time per completion request of each stage as the gateway saw it, a bar per step split "
+                   "by stage; `other` is the rest of the request's duration (the gateway's own work and the hops "
+                   f"between services), so a bar adds up to the mean request duration. {EXACT} {TRACE_SAMPLING}",
+                   [target(f"({stage_seconds} / {per_request}) or label_replace(({unstaged}) / {per_request}, "
+                           '"stage", "other", "", "")', "{{stage}}")], "s", stacked=True, bars=True),
+        stacked_bars_by_row(
+            "Latency budget vs actual (p95 per stage)",
+            "Two stacked bars side by side: the budget of each stage set in LYNX_GATEWAY_STAGE_BUDGETS_SECONDS, and "
+            "each stage's p95 over the dashboard's time range; a segment per stage. (Stacked p95s are not the "
+            f"request's p95: compare segment with segment.) {EXACT}",
+            [target("max by (stage) (lynx_stage_latency_budget_seconds)", instant=True, table=True),
+             target(stage_p95, ref="B", instant=True, table=True)], "s",
+            {"Value #A": "budget", "Value #B": "actual p95"}, "stage"),
+        bucket_histogram(
+            "Cost per request (last hour)",
+            "Requests per cost bucket (EUR) over the last hour, p50 and p95 marked in the legend (interpolated "
+            f"within their bucket). {EXACT}",
+            target("sum by (le) (increase(lynx_cost_eur_per_request_bucket[1h]))", "{{le}}", instant=True,
+                   heatmap=True),
+            quantiles("lynx_cost_eur_per_request", "", qs=(0.5, 0.95), window="1h", instant=True, first_ref="B"),
+            "currencyEUR"),
+        pie("Cost decomposition per stage",
+            "EUR attributed to each stage over the dashboard's time range; the identity check's status is beside "
+            f"it. {EXACT}",
+            [target("sum by (stage) (increase(lynx_cost_stage_eur_total[$__range]))", "{{stage}}", instant=True)],
+            "currencyEUR"),
+        stat("Cost identity violations (1h)",
+             "The identity check's status: requests whose stages disagreed with an independent clock or counter in "
+             f"the last hour (docs/COSTS.md). OK when 0. {EXACT}",
+             [target("sum(increase(lynx_cost_identity_violations_total[1h]))", "violations")], "short",
+             red_above=0.5, mappings=status("OK")),
         text("Cost per quality unit (CpQU)",
              "Static: copied from docs/COSTS.md, where `lynx cpqu` writes it (cost from Prometheus divided by "
              "correct answers on the fixed question set). This panel never recomputes it.",
@@ -75,10 +93,6 @@ def capstone(costs_doc: Path = COSTS_DOC) -> dict:
         stat("Orphan spans", "Spans whose parent is missing from their trace, among the traces the auditor read "
              f"from the trace store (Jaeger) in its lookback window. Must be 0. {TRACE_SAMPLING}",
              [target("max(lynx_trace_orphan_spans)", "orphan spans")], "short", red_above=0.5),
-        stat("Cost identity violations (1h)",
-             f"Requests whose stages disagreed with an independent clock or counter (docs/COSTS.md). Must be 0. {EXACT}",
-             [target("sum(increase(lynx_cost_identity_violations_total[1h]))", "violations")], "short",
-             red_above=0.5),
     ])
 
 
