@@ -275,6 +275,11 @@ def ask(gateway: str, key: str) -> httpx.Response:
                             "messages": [{"role": "user", "content": "Name a river of Europe."}]})
 
 
+def cost_told(response: httpx.Response) -> float:
+    """What the answer says it cost: a completion's, or a refusal's charged after tokenizing (0 when none was)."""
+    return ((response.json().get("lynx") or {}).get("cost") or {}).get("total", 0.0)
+
+
 def gateway_metric(gateway: str, name: str, **labels: str) -> float:
     try:
         return metric_value(httpx.get(f"{gateway}/metrics", timeout=10).text, name, labels)
@@ -305,11 +310,15 @@ def test_two_gateway_pods_lease_from_the_operator_refuse_a_blocked_tenant_and_a_
         try:
             # The decision reaches a pod when the kubelet refreshes its ConfigMap volume (up to a minute or two);
             # until then the tenant is unbudgeted there. A request refused as invalid (free) shows when it has.
+            def invalid(url: str) -> httpx.Response:
+                response = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {CAPPED_KEY}"},
+                                      timeout=30, json={"model": MODEL_NAME, "max_tokens": 0, "messages": []})
+                assert response.status_code == 400 and cost_told(response) == 0, response.text
+                return response
+
             for url in urls:
-                wait_for(lambda u=url: BUDGET_STATE_HEADER in httpx.post(
-                    f"{u}/v1/chat/completions", headers={"Authorization": f"Bearer {CAPPED_KEY}"}, timeout=30,
-                    json={"model": MODEL_NAME, "max_tokens": 0, "messages": []}).headers, SETTLE_SECONDS,
-                    "the capped tenant's budget known to the gateway pod", interval=2)
+                wait_for(lambda u=url: BUDGET_STATE_HEADER in invalid(u).headers, SETTLE_SECONDS,
+                         "the capped tenant's budget known to the gateway pod", interval=2)
             answers: list[str] = []
 
             def spend(url: str) -> httpx.Response:
@@ -317,8 +326,7 @@ def test_two_gateway_pods_lease_from_the_operator_refuse_a_blocked_tenant_and_a_
                 response = ask(url, CAPPED_KEY)
                 answers.append(f"{urls.index(url)}: {response.status_code} "
                                f"{response.json().get('error', {}).get('code', '')}")
-                if response.status_code == 200:
-                    costs.append(response.json()["lynx"]["cost"]["total"])
+                costs.append(cost_told(response))
                 return response
 
             def blocked() -> dict | None:
@@ -353,8 +361,8 @@ def test_two_gateway_pods_lease_from_the_operator_refuse_a_blocked_tenant_and_a_
                  "--namespace", NODE_NAMESPACE], capture_output=True, text=True, env=release_on_node.env, timeout=60)
             assert raised.returncode == 0, raised.stderr
             for url in urls:
-                wait_for(lambda u=url: ask(u, CAPPED_KEY).status_code == 200, SETTLE_SECONDS,
-                         "the raised tenant served again", interval=1)
+                wait_for(lambda u=url: spend(u).status_code == 200, SETTLE_SECONDS, "the raised tenant served again",
+                         interval=1)
         finally:
             release_on_node.kubectl("delete", "tenantbudgets.budgets.lynx.dev", CAPPED_TENANT,
                                     "--namespace", NODE_NAMESPACE, "--timeout=60s", check=False)
