@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 # The command line's options for the fields of a budget and of a raise, named when it refuses their values.
 SPEC_OPTIONS = {"tenant": "the tenant id", "daily_cap_eur": "--cap", "timezone": "--timezone",
-                "warning_percent": "--warning", "per_request_cap_eur": "--per-request-cap"}
+                "warning_percent": "--warning", "per_request_cap_eur": "--per-request-cap",
+                "unreachable_allowance": "--unreachable-allowance"}
 RAISE_OPTIONS = {"amount_eur": "--amount", "reason": "--reason", "requested_by": "--by"}
 # The day of a tenant without a budget (so without a timezone of its own): a budget's default.
 UNBUDGETED_TIMEZONE = "UTC"

@@ -51,6 +51,9 @@ def budget_set(args: argparse.Namespace) -> None:
     changes = {"daily_cap_eur": args.cap, "timezone": args.timezone, "warning_percent": args.warning,
                "per_request_cap_eur": args.per_request_cap, "cheaper_near_cap": args.cheaper_near_cap}
     base = current.model_dump() if current else {"tenant": args.tenant}
+    if args.unreachable_allowance is not None:  # 0 takes the opt-in away
+        base["unreachable_allowance"] = {"per_gateway_eur": args.unreachable_allowance} \
+            if args.unreachable_allowance else None
     try:
         if args.timezone is not None:
             ZoneInfo(args.timezone)
@@ -124,6 +127,9 @@ def add_budget_commands(commands) -> None:
     set_cmd.add_argument("--per-request-cap", type=float, help="no single request may cost more (EUR)")
     set_cmd.add_argument("--cheaper-near-cap", action=argparse.BooleanOptionalAction, default=None,
                          help="in Warning, route to the cheaper decoder when one is deployed")
+    set_cmd.add_argument("--unreachable-allowance", type=float, metavar="EUR",
+                         help="while the budget controller is unreachable, each gateway may spend this much beyond its "
+                              "lease (the cap may be passed by gateways x EUR; docs/COSTS.md); 0 takes it away")
     set_cmd.set_defaults(run=budget_set)
     for action, says in (("pause", "refuse every request of the tenant"), ("resume", "lift a pause")):
         command = budget_cmd.add_parser(action, help=says)

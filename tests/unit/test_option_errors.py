@@ -41,6 +41,15 @@ def test_a_refused_option_is_named_in_one_sentence(budgets, argv, says):
     assert budgets.read_text() == before  # nothing written
 
 
+def test_budget_set_opts_a_tenant_into_an_unreachable_allowance_and_out_again(budgets):
+    main(["budget", "set", "demo", "--unreachable-allowance", "0.05"])
+    assert "per_gateway_eur: 0.05" in budgets.read_text()
+    assert refusal(["budget", "set", "demo", "--unreachable-allowance", "-1"]).startswith(
+        "lynx budget set: --unreachable-allowance")
+    main(["budget", "set", "demo", "--unreachable-allowance", "0"])
+    assert "unreachable_allowance" not in budgets.read_text() and "daily_cap_eur: 1" in budgets.read_text()
+
+
 def test_budget_remove_deletes_the_budget_and_says_when_there_is_none(budgets, capsys):
     main(["budget", "remove", "demo"])
     assert "budget of demo removed" in capsys.readouterr().out
