@@ -64,7 +64,10 @@ class ObservedRequests:
         token = request_id_var.set(request_id)
         started_token = request_started_var.set(time.time())
         scope.setdefault("state", {})
-        trace_id, _ = trace_ids(trace.get_current_span())
+        server_span = trace.get_current_span()
+        trace_id, _ = trace_ids(server_span)
+        # Unsampled spans still have trace ids (responses and logs name them); only sampled ones reach the trace store.
+        traced = server_span.get_span_context().trace_flags.sampled
         ids = [(REQUEST_ID_HEADER.encode(), request_id.encode())]
         if trace_id:
             ids.append((TRACE_ID_HEADER.encode(), trace_id.encode()))
@@ -93,11 +96,12 @@ class ObservedRequests:
             elapsed = time.perf_counter() - started
             endpoint = route_template(scope)
             status = effective_status(scope, status)
-            exemplar = {"trace_id": trace_id} if trace_id else None
+            exemplar = {"trace_id": trace_id} if traced else None  # a link to a trace the store never got is dead
             metrics = http_metrics()
             metrics.requests.labels(endpoint, method, str(status)).inc(1, exemplar if status >= 400 else None)
             metrics.duration.labels(endpoint, method).observe(elapsed, exemplar)
             if endpoint not in PROBE_PATHS:
+                metrics.traced.labels(endpoint).inc(int(traced))  # 0 still creates the series, beside the requests'
                 log.info("request", extra={"fields": {
                     "endpoint": endpoint, "method": method, "status": status, "duration_s": round(elapsed, 6)}})
             request_id_var.reset(token)

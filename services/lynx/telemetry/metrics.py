@@ -31,6 +31,7 @@ OUTCOMES = ("completed", "client_closed", "failed", "deadline")
 class HttpMetrics:
     requests: Counter
     duration: Histogram
+    traced: Counter
 
 
 @functools.cache
@@ -46,6 +47,21 @@ def http_metrics() -> HttpMetrics:
             "Wall time from request start to the last byte of the response (streams included).",
             ["endpoint", "method"], buckets=REQUEST_DURATION_BUCKETS, unit="seconds",
         ),
+        traced=Counter(
+            "lynx_traced_requests", "HTTP requests whose server span the trace sampler kept, by route template "
+            "(probes, never traced, are left out); against lynx_request_total, the share of requests traced.",
+            ["endpoint"],
+        ),
+    )
+
+
+@functools.cache
+def trace_sampler_ratio() -> Gauge:
+    """The trace sampler this process runs (lynx.telemetry.tracing): what the trace-fed panels state as its rate."""
+    return Gauge(
+        "lynx_trace_sampler_ratio", "Share of new traces the configured sampler keeps (OTEL_TRACES_SAMPLER and "
+        "OTEL_TRACES_SAMPLER_ARG; parent-based samplers follow an incoming traceparent instead), by sampler name.",
+        ["sampler"],
     )
 
 

@@ -7,6 +7,7 @@ carry trace ids so logs and responses can name them.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import httpx
 from fastapi import FastAPI
@@ -16,8 +17,10 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler, TraceIdRatioBased
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
+from lynx.telemetry.metrics import trace_sampler_ratio
 from lynx.telemetry.request_id import forward_request_id
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -43,11 +46,44 @@ def export_batch_size(environ: os._Environ[str] | dict[str, str] = os.environ) -
     return None if environ.get(_BATCH_SIZE_VARIABLE) else EXPORT_BATCH_SPANS
 
 
+def sdk_disabled(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
+    """OTEL_SDK_DISABLED as the SDK reads it: its tracers then make no spans at all, whatever the sampler."""
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+class SamplerSetting(NamedTuple):
+    """A sampler as OTEL_TRACES_SAMPLER names it, and the share of new traces it keeps (its argument, for ratios)."""
+
+    name: str
+    ratio: float
+
+
+def sampler_setting(sampler: Sampler, disabled: bool = False) -> SamplerSetting:
+    """What ``sampler`` (the SDK's, built from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG) keeps of new traces:
+    read from the sampler the provider runs, so that an unknown name or a bad argument shows as the SDK's fallback."""
+    if disabled:
+        return SamplerSetting("disabled", 0.0)
+    if isinstance(sampler, ParentBased):
+        root = sampler_setting(sampler._root)  # the SDK keeps the root (the decision for new traces) private
+        return SamplerSetting(f"parentbased_{root.name}", root.ratio)
+    if isinstance(sampler, TraceIdRatioBased):
+        return SamplerSetting("traceidratio", sampler.rate)
+    if isinstance(sampler, StaticSampler):
+        kept = sampler.should_sample(None, 0, "").decision is Decision.RECORD_AND_SAMPLE
+        return SamplerSetting("always_on" if kept else "always_off", 1.0 if kept else 0.0)
+    return SamplerSetting("unknown", float("nan"))
+
+
 def create_tracer_provider(service_name: str) -> TracerProvider:
-    """A provider for one service; OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and OTEL_BSP_* still apply."""
+    """A provider for one service; OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG) and OTEL_BSP_* still apply.
+    Its sampler is exported as lynx_trace_sampler_ratio: dashboards state the rate in force, not an assumed one."""
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     if otlp_export_enabled():
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), max_export_batch_size=export_batch_size()))
+    setting = sampler_setting(provider.sampler, sdk_disabled())
+    gauge = trace_sampler_ratio()
+    gauge.clear()  # one sampler per process: the latest provider's
+    gauge.labels(setting.name).set(setting.ratio)
     return provider
 
 

@@ -9,7 +9,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from lynx.tools.dashboards.build import DASHBOARDS_DIR, REPO, all_dashboards, cpqu_table, render
+from lynx.tools.dashboards.build import DASHBOARDS_DIR, REPO, TRACES_KEPT, all_dashboards, cpqu_table, render
 
 PANEL_TYPES_WITH_QUERIES = {"timeseries", "stat", "bargauge", "barchart", "histogram", "piechart", "table"}
 
@@ -83,11 +83,11 @@ def test_uids_are_unique_and_stable():
     assert len(uids) == len(set(uids)) and all(uid.startswith("lynx-") for uid in uids)
 
 
-def test_capstone_has_the_ten_panels_of_the_design():
+def test_capstone_has_the_ten_panels_of_the_design_and_the_sample_rate_of_its_traces():
     titles = [p["title"] for p in committed()["capstone"]["panels"]]
-    assert len(titles) == 10
+    assert len(titles) == 11
     for word in ("Request rate", "Error rate", "p50 / p95 / p99", "Per-stage latency", "budget", "Cost per request",
-                 "Cost decomposition", "CpQU", "Orphan spans", "identity violations"):
+                 "Cost decomposition", "CpQU", "Orphan spans", "identity violations", TRACES_KEPT):
         assert any(word in title for title in titles), word
 
 
@@ -118,11 +118,29 @@ def test_the_cpqu_panel_is_a_copy_of_the_costs_table():
     assert re.search(r"\| ISO week \|", panel["options"]["content"])
 
 
-def test_trace_fed_panels_state_the_sample_rate():
-    capstone = committed()["capstone"]
-    for panel in capstone["panels"]:
-        if "Orphan" in panel["title"] or "Per-stage latency" in panel["title"]:
-            assert "sampled at" in panel["description"]
+def fed_by_traces(panel: dict) -> bool:
+    """Exemplars (trace links) or the auditor's reading of the trace store."""
+    return any(t.get("exemplar") or "lynx_trace_orphan_spans" in t["expr"] for t in panel.get("targets", []))
+
+
+def test_trace_fed_panels_point_to_the_sample_rate_panel_fed_by_the_running_sampler():
+    trace_fed = 0
+    for board in committed().values():
+        panels = [p for p in board["panels"] if fed_by_traces(p)]
+        trace_fed += len(panels)
+        if not panels:
+            continue
+        for fed in panels:
+            assert f'"{TRACES_KEPT}" panel' in fed["description"], fed["title"]
+        (kept,) = [p for p in board["panels"] if p["title"] == TRACES_KEPT]
+        exprs = [t["expr"] for t in kept["targets"]]
+        assert any("lynx_traced_requests_total" in e and "/ sum(rate(lynx_request_total" in e for e in exprs)
+        assert any("lynx_trace_sampler_ratio" in e for e in exprs)
+        assert kept["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert trace_fed == 2  # orphan spans, the failed requests with trace links (so the test cannot pass on nothing)
+    for board in committed().values():
+        for panel in board["panels"]:
+            assert "by default" not in panel.get("description", ""), "a sample rate assumed, not read"
 
 
 def test_the_admin_overview_s_spend_and_token_panels_follow_its_tenant_and_model_filters():

@@ -21,8 +21,25 @@ REPO = Path(__file__).resolve().parents[4]
 DASHBOARDS_DIR = REPO / "dashboards"
 COSTS_DOC = REPO / "docs" / "COSTS.md"
 CPQU_START, CPQU_END = "<!-- cpqu:start -->", "<!-- cpqu:end -->"
-TRACE_SAMPLING = ("Traces (exemplars, Jaeger links) are sampled at the rate set by OTEL_TRACES_SAMPLER: "
-                  "100% (parentbased_always_on) by default.")
+TRACES_KEPT = "Trace sample rate"
+TRACE_SAMPLING = (f"Traces (exemplars, Jaeger links) are sampled: the \"{TRACES_KEPT}\" panel shows the sampler the "
+                  "services run and the share of requests it traced (docs/COSTS.md, Sampling).")
+CONFIGURED_SAMPLING = "max by (sampler) (lynx_trace_sampler_ratio)"
+
+
+def trace_sampling():
+    """The sampler in force and what it kept, measured: beside every panel fed by traces."""
+    served = f"sum(rate(lynx_request_total{{{COMPLETION_ENDPOINTS}}}[$__rate_interval]))"
+    traced = f"sum(rate(lynx_traced_requests_total{{{COMPLETION_ENDPOINTS}}}[$__rate_interval]))"
+    return timeseries(
+        TRACES_KEPT,
+        "Completion requests traced / requests served, measured at the gateway (server spans the sampler kept, "
+        "against lynx_request_total), and the rate the services' sampler is configured with (OTEL_TRACES_SAMPLER "
+        "and OTEL_TRACES_SAMPLER_ARG, the chart's otlp.sampler and otlp.samplerArg), read from the running "
+        "services. Metrics are exact whatever this shows; trace-fed panels (exemplars, orphan spans) see only the "
+        "traced share.",
+        [target(f"{traced} / {served}", "traced / served (measured)"),
+         target(CONFIGURED_SAMPLING, "configured: {{sampler}}", ref="B")], "percentunit")
 
 
 def cpqu_table(costs_doc: Path = COSTS_DOC) -> str:
@@ -57,7 +74,7 @@ def capstone(costs_doc: Path = COSTS_DOC) -> dict:
         timeseries("Per-stage latency (mean per request, stacked bars)",
                    "Mean wall time per completion request of each stage as the gateway saw it, a bar per step split "
                    "by stage; `other` is the rest of the request's duration (the gateway's own work and the hops "
-                   f"between services), so a bar adds up to the mean request duration. {EXACT} {TRACE_SAMPLING}",
+                   f"between services), so a bar adds up to the mean request duration. {EXACT}",
                    [target(f"({stage_seconds} / {per_request}) or label_replace(({unstaged}) / {per_request}, "
                            '"stage", "other", "", "")', "{{stage}}")], "s", stacked=True, bars=True),
         stacked_bars_by_row(
@@ -93,6 +110,7 @@ def capstone(costs_doc: Path = COSTS_DOC) -> dict:
         stat("Orphan spans", "Spans whose parent is missing from their trace, among the traces the auditor read "
              f"from the trace store (Jaeger) in its lookback window. Must be 0. {TRACE_SAMPLING}",
              [target("max(lynx_trace_orphan_spans)", "orphan spans")], "short", red_above=0.5),
+        trace_sampling(),
     ])
 
 
@@ -209,6 +227,7 @@ def tenants() -> dict:
         over(timeseries("Tokens per day by model, 30 days",
                         f"Prompt and completion tokens charged to the tenants selected, per day. {EXACT}",
                         [target(tokens_rate, "{{model_name}} {{kind}}")], "short", stacked=True), "30d", "1d"),
+        trace_sampling(),
     ], filters=(label_filter("tenant", "Tenant", "lynx_tenant_cost_eur_total"),
                 label_filter("model_name", "Model", "lynx_tenant_cost_eur_total")))
 
