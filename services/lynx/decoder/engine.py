@@ -16,12 +16,15 @@ and writes in place: the running sequences hold its first rows, in order; a batc
 is prefilled into the rows after them, a long prompt's chunks into the last row; a sequence that
 ends leaves a gap that the last running row moves into. Nothing else is copied between steps.
 
+Spend limits: a sequence given one (the engine seconds its caller's reservation pays for) ends, finish reason
+``spend_limit``, before a model call forecast to take it past it (``spending.py``).
+
 Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
 with prompt work is charged to the sequences of that call (by their share of its tokens), a lap
 that ends with a decode step is split between the rows of that step (``lynx.accounting.shares``), and every
 other lap (waiting for work) is idle; so attributed + idle = the thread's wall time. Every
 sequence the engine accepts ends with exactly one ``Finish`` carrying what it consumed, however
-it ends (stop, length, deadline, cancelled, error), so no path leaves a consumed second uncharged.
+it ends (stop, length, spend_limit, deadline, cancelled, error), so no path leaves a consumed second uncharged.
 What a step produces reaches the requests' event loops at the end of the iteration, in one
 hand-over per loop (``outbox.py``).
 """
@@ -46,6 +49,7 @@ from lynx.decoder.admission import Backlog, Refusal, admission_refusal, prior_se
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
+from lynx.decoder.spending import NO_PACE_YET, RowSpend, StepPace, past_limit, rows_past_limit
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
@@ -79,6 +83,7 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() value after which generation ends
+    spend_limit_seconds: float | None = None  # the most prefill + decode seconds it may be charged (spending.py)
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: always generate max_tokens
     tenant: str = ""
@@ -113,7 +118,7 @@ class Timings:
 
 @dataclass(frozen=True)
 class Finish:
-    reason: str  # stop | length | deadline | cancelled | error
+    reason: str  # stop | length | spend_limit | deadline | cancelled | error
     prompt_tokens: int
     completion_tokens: int
     timings: Timings
@@ -144,6 +149,11 @@ class Sequence:
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
     prefilled: int = 0  # prompt tokens in its cache so far
+    last_chunk_seconds: float = 0.0  # what its last prompt chunk took (the forecast of its next one)
+
+    @property
+    def spent_seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
 
     @property
     def prompt_left(self) -> int:
@@ -238,6 +248,7 @@ class BatchingEngine:
         self.seconds_per_sequence: float | None = None  # measured slot time (admission.py); None until measured
         self.faults = FaultState()  # the app replaces it with the one its /admin/faults route sets
         self.clock = EngineClock()
+        self._pace = NO_PACE_YET  # how the last decode step ran against the step cost model (spending.py)
         self._fault_rng = random.Random()
         self._waiting: deque[Sequence] = deque()
         self._prefilling: list[Sequence] = []  # in a slot, prompt not yet whole in the cache
@@ -417,8 +428,12 @@ class BatchingEngine:
             fresh = self._short_unstarted()
             if fresh:
                 self._prefill_whole(fresh)
+            elif past_limit((long := self._prefilling[0]).spent_seconds, long.last_chunk_seconds,
+                            long.request.spend_limit_seconds):
+                self._prefilling.remove(long)
+                self._finish(long, "spend_limit")
             else:
-                self._prefill_chunk(self._prefilling[0])
+                self._prefill_chunk(long)
             if not self.static_batching:
                 break
         self._publish_occupancy()
@@ -458,7 +473,8 @@ class BatchingEngine:
             logits = self.model.extend_row(self._pool, staging, start, chunk)
         sequence.prefilled += len(chunk)
         if sequence.prompt_left:
-            sequence.prefill_seconds += self._busy_lap("prefill")
+            sequence.last_chunk_seconds = self._busy_lap("prefill")
+            sequence.prefill_seconds += sequence.last_chunk_seconds
             return
         self._pool.move(staging, len(self._running), sequence.prefilled)
         self._start_generating([sequence], logits[None, :])
@@ -486,8 +502,25 @@ class BatchingEngine:
         for sequence, reason, error in ended:
             self._finish(sequence, reason, error)
 
-    def _decode_step(self) -> None:
+    def _end_past_limit(self) -> None:
+        """End, before the decode step, the running sequences it would take past their spend limit."""
         running = self._running
+        if all(s.request.spend_limit_seconds is None for s in running):
+            return
+        leaving = rows_past_limit([RowSpend(s.length, s.spent_seconds, s.request.spend_limit_seconds) for s in running],
+                                  self.step_cost, self._pace)
+        if leaving:
+            ended = [running[row] for row in leaving]
+            self._keep_running_except({id(s) for s in ended})
+            for sequence in ended:
+                self._finish(sequence, "spend_limit")
+            self._publish_occupancy()
+
+    def _decode_step(self) -> None:
+        self._end_past_limit()
+        running = self._running
+        if not running:
+            return
         lengths = [s.length for s in running]
         self._in_call = ("decode", running)
         self._maybe_inject_fault()
@@ -499,6 +532,7 @@ class BatchingEngine:
             if reason is not None:
                 finished.append((sequence, reason, error))
         elapsed = self._busy_lap("decode")
+        self._pace = StepPace(elapsed, self.step_cost.predict(lengths))
         for sequence, share in zip(running, step_shares(elapsed, lengths, self.step_cost), strict=True):
             sequence.decode_seconds += share
             sequence.decode_steps += 1

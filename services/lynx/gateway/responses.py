@@ -48,7 +48,8 @@ def lynx_field(generation: Generation, request_id: str) -> dict:
         "outcome": generation.account.outcome,
         "timings": generation.timings(),
         # What the request reserved against its tenant's budget, and the max_tokens it ran with (a cost ceiling lowers it).
-        "budget": {"reserved_eur": generation.account.hold.reserved, "max_tokens": generation.request.max_tokens},
+        "budget": {"reserved_eur": generation.account.hold.reserved, "max_tokens": generation.request.max_tokens,
+                   "spend_limit_reached": generation.spend_limit_reached},
         "passages": [{"id": p.id, "source": p.source, "score": p.score} for p in generation.passages],
     }
 

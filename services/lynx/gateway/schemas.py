@@ -79,7 +79,8 @@ class GenerationFields(BaseModel):
     seed: int | None = None
     lynx_max_cost_eur: float | None = Field(
         default=None, gt=0, description="lynx: the most this request may cost; the answer stops there (finish_reason "
-                                        "length), its max_tokens lowered to what the ceiling affords at worst case.")
+                                        "length), its max_tokens lowered to what the ceiling affords at worst case, "
+                                        "its decoder stopped where its reservation runs out.")
 
     @field_validator("stop")
     @classmethod
@@ -180,6 +181,9 @@ class Cost(BaseModel):
 class BudgetUse(BaseModel):
     reserved_eur: float = Field(description="The worst case the request reserved against its tenant's budget.")
     max_tokens: int = Field(description="What the request ran with, after any cost ceiling.")
+    spend_limit_reached: bool = Field(
+        default=False, description="The answer was cut (finish_reason length) at what its reservation pays for: the "
+        "decoder ran slower than the worst case reserved (a loaded machine). It is charged what it used.")
 
 
 class PassageUse(BaseModel):

@@ -180,6 +180,42 @@ def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_
     assert finish.timings.prefill_seconds >= (chunks - 1) * 0.05
 
 
+def test_a_sequence_ends_before_the_decode_step_that_would_take_it_past_its_spend_limit():
+    """Steps run ten times slower than the step cost model says (a loaded machine): the limited sequence ends where
+    its limit runs out, charged within it and one step; its neighbour without a limit runs to max_tokens."""
+    async def scenario():
+        model = FakeModel(step_seconds=0.01)
+        engine = make_engine(model, step_cost=StepCostModel(0.001, 0.0, 0.0))
+        try:
+            limited = engine.submit(request(1, 1000, spend_limit_seconds=0.2))
+            free = engine.submit(request(2, 40))
+            return await finish_of(limited), await finish_of(free), model.step_seconds
+        finally:
+            engine.stop()
+    (ids, limited), (free_ids, free), step = run(scenario())
+    spent = limited.timings.prefill_seconds + limited.timings.decode_seconds
+    assert limited.reason == "spend_limit" and 0 < len(ids) == limited.completion_tokens < 1000
+    assert 0.1 < spent <= 0.2 + step, spent  # the stated margin: one call beyond its forecast
+    assert free.reason == "length" and len(free_ids) == 40
+
+
+def test_a_long_prompt_ends_between_its_chunks_when_the_next_would_pass_its_spend_limit():
+    async def scenario():
+        model = FakeModel(prefill_seconds=0.02)
+        engine = make_engine(model, budget=10)
+        try:
+            sequence = engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3,
+                                                       spend_limit_seconds=0.05))
+            return await finish_of(sequence), model.calls
+        finally:
+            engine.stop()
+    (ids, finish), calls = run(scenario())
+    chunks = sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
+    assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
+    assert 2 <= chunks < 10, calls
+    assert finish.timings.prefill_seconds <= 0.05 + 0.02 and finish.timings.decode_seconds == 0
+
+
 def test_continuous_batching_admits_a_newcomer_as_soon_as_a_slot_frees_static_waits_for_the_batch():
     def admission_gap(static: bool) -> int:
         model = FakeModel()

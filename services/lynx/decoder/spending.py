@@ -1,0 +1,71 @@
+"""Spend limits: a sequence is charged no more engine seconds than its caller's reservation pays for.
+
+The gateway gives each sequence of a budgeted request a limit on its prefill + decode seconds (what its reservation
+leaves, ``lynx.accounting.pricing.decoder_seconds_left``). Its charge is measured time, so a loaded machine makes it
+grow past any estimate; the limit holds it anyway. A model call cannot be stopped halfway, so the engine ends a
+sequence (finish reason ``spend_limit``, charged what it used) *before* a call whose forecast share would take it past
+its limit:
+
+- a decode step's share is forecast as the split (``lynx.accounting.shares``) of the step cost model's time for the
+  batch about to run, scaled by how much slower than the model the last decode step ran (``StepPace``): the load of
+  the machine, measured, not assumed;
+- a long prompt's next chunk is forecast as its last chunk took.
+
+What can still pass the limit is one call that ran slower than its forecast: the sequence's share of that call beyond
+the forecast (docs/COSTS.md states the bound). A prompt's first call has no forecast; the reservation's prefill
+estimate covers it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lynx.accounting.shares import StepCostModel, step_shares
+
+
+@dataclass(frozen=True)
+class StepPace:
+    """How the last decode step ran: its measured seconds and what the step cost model predicted for it."""
+
+    elapsed: float
+    predicted: float
+
+    def forecast(self, contexts: list[int], model: StepCostModel) -> float:
+        """Seconds a step over ``contexts`` should take at the same pace (the model's own figure before any step)."""
+        if self.predicted <= 0:
+            return self.elapsed
+        return self.elapsed * model.predict(contexts) / self.predicted
+
+
+NO_PACE_YET = StepPace(elapsed=1.0, predicted=1.0)  # before the first decode step: the model's own figures
+
+
+@dataclass(frozen=True)
+class RowSpend:
+    """One running sequence before a decode step: its context, the engine seconds it was charged, its limit."""
+
+    context: int
+    spent_seconds: float
+    limit_seconds: float | None  # None: no limit
+
+
+def rows_past_limit(rows: list[RowSpend], model: StepCostModel, pace: StepPace) -> list[int]:
+    """The rows (indexes into ``rows``) whose forecast share of the next decode step would take them past their
+    limit: they end before it. A row that leaves makes the others' shares of the fixed part larger, so the forecast
+    is made again over those that stay until none more leaves."""
+    staying, leaving = list(range(len(rows))), []
+    while staying:
+        contexts = [rows[index].context for index in staying]
+        shares = step_shares(pace.forecast(contexts, model), contexts, model)
+        over = [index for index, share in zip(staying, shares, strict=True)
+                if past_limit(rows[index].spent_seconds, share, rows[index].limit_seconds)]
+        if not over:
+            break
+        leaving.extend(over)
+        staying = [index for index in staying if index not in over]
+    return sorted(leaving)
+
+
+def past_limit(spent_seconds: float, forecast_seconds: float, limit_seconds: float | None) -> bool:
+    """Whether a call forecast to charge ``forecast_seconds`` more would take the sequence past its limit."""
+    return limit_seconds is not None and spent_seconds + forecast_seconds > limit_seconds
