@@ -161,6 +161,10 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_running_streams_decode
     assert long_finish.prompt_tokens == 25 and long_finish.timings.prefill_seconds >= 3 * model.prefill_seconds
 
 
+def prompt_calls(calls: list[tuple[str, int]]) -> int:
+    return sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
+
+
 def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_had():
     async def scenario():
         model = FakeModel(prefill_seconds=0.05)
@@ -174,7 +178,7 @@ def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_
         finally:
             engine.stop()
     (ids, finish), calls = run(scenario())
-    chunks = sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
+    chunks = prompt_calls(calls)
     assert ids == [] and finish.reason == "cancelled" and finish.completion_tokens == 0
     assert 2 <= chunks < 10  # stopped between chunks, not after the whole prompt
     assert finish.timings.prefill_seconds >= (chunks - 1) * 0.05
@@ -210,7 +214,7 @@ def test_a_long_prompt_ends_between_its_chunks_when_the_next_would_pass_its_spen
         finally:
             engine.stop()
     (ids, finish), calls = run(scenario())
-    chunks = sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
+    chunks = prompt_calls(calls)
     assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
     assert 2 <= chunks < 10, calls
     assert finish.timings.prefill_seconds <= 0.05 + 0.02 and finish.timings.decode_seconds == 0
