@@ -49,7 +49,9 @@ from lynx.decoder.admission import Backlog, Refusal, admission_refusal, prior_se
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
-from lynx.decoder.spending import NO_PACE_YET, RowSpend, StepPace, past_limit, rows_past_limit
+from lynx.decoder.spending import (
+    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, RowSpend, StepPace, past_limit, rows_past_limit,
+)
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
@@ -149,7 +151,6 @@ class Sequence:
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
     prefilled: int = 0  # prompt tokens in its cache so far
-    last_chunk_seconds: float = 0.0  # what its last prompt chunk took (the forecast of its next one)
 
     @property
     def spent_seconds(self) -> float:
@@ -249,6 +250,7 @@ class BatchingEngine:
         self.faults = FaultState()  # the app replaces it with the one its /admin/faults route sets
         self.clock = EngineClock()
         self._pace = NO_PACE_YET  # how the last decode step ran against the step cost model (spending.py)
+        self._prompt_pace = NO_PROMPT_PACE_YET  # and the last prefill call
         self._fault_rng = random.Random()
         self._waiting: deque[Sequence] = deque()
         self._prefilling: list[Sequence] = []  # in a slot, prompt not yet whole in the cache
@@ -427,16 +429,26 @@ class BatchingEngine:
         while self._prefilling:
             fresh = self._short_unstarted()
             if fresh:
-                self._prefill_whole(fresh)
-            elif past_limit((long := self._prefilling[0]).spent_seconds, long.last_chunk_seconds,
-                            long.request.spend_limit_seconds):
-                self._prefilling.remove(long)
-                self._finish(long, "spend_limit")
-            else:
-                self._prefill_chunk(long)
+                if fresh := self._end_prompts_past_limit(fresh):
+                    self._prefill_whole(fresh)
+            elif self._end_prompts_past_limit(self._prefilling[:1]):
+                self._prefill_chunk(self._prefilling[0])
             if not self.static_batching:
                 break
         self._publish_occupancy()
+
+    def _end_prompts_past_limit(self, sequences: list[Sequence]) -> list[Sequence]:
+        """Those of ``sequences`` whose prompt left can be prefilled within their spend limit at the last prefill's
+        pace; the others end now, before any more of their prompt is spent for no answer."""
+        within = []
+        for sequence in sequences:
+            if past_limit(sequence.spent_seconds, self._prompt_pace.forecast(sequence.prompt_left),
+                          sequence.request.spend_limit_seconds):
+                self._prefilling.remove(sequence)
+                self._finish(sequence, "spend_limit")
+            else:
+                within.append(sequence)
+        return within
 
     def _short_unstarted(self) -> list[Sequence]:
         """Prompts not yet started that fit the budget whole, oldest first, as many as fit together."""
@@ -456,7 +468,7 @@ class BatchingEngine:
         logits = self.model.prefill_rows(self._pool, len(self._running), [s.request.prompt_ids for s in sequences])
         for sequence in sequences:
             sequence.prefilled = len(sequence.request.prompt_ids)
-        self._start_generating(sequences, logits)
+        self._start_generating(sequences, logits, sum(len(s.request.prompt_ids) for s in sequences))
 
     def _prefill_chunk(self, sequence: Sequence) -> None:
         """The next chunk of one long prompt, in the pool's last row (no other sequence uses it while this one holds a
@@ -473,16 +485,17 @@ class BatchingEngine:
             logits = self.model.extend_row(self._pool, staging, start, chunk)
         sequence.prefilled += len(chunk)
         if sequence.prompt_left:
-            sequence.last_chunk_seconds = self._busy_lap("prefill")
-            sequence.prefill_seconds += sequence.last_chunk_seconds
+            elapsed = self._busy_lap("prefill")
+            self._prompt_pace = PromptPace(elapsed / len(chunk))
+            sequence.prefill_seconds += elapsed
             return
         self._pool.move(staging, len(self._running), sequence.prefilled)
-        self._start_generating([sequence], logits[None, :])
+        self._start_generating([sequence], logits[None, :], len(chunk))
 
-    def _start_generating(self, sequences: list[Sequence], logits: np.ndarray) -> None:
+    def _start_generating(self, sequences: list[Sequence], logits: np.ndarray, call_tokens: int) -> None:
         """Sequences whose prompts are whole in the rows after the running ones (in this order): their first tokens;
         they join the running batch, and those that end at once leave it again. The lap, call and join included, is
-        charged by each one's share of the prompt tokens."""
+        charged by each one's share of the prompt tokens; its pace is that of the call's ``call_tokens``."""
         ended: list[tuple[Sequence, str, str | None]] = []
         for sequence, (token, error) in zip(sequences, choose_tokens(sequences, logits), strict=True):
             sequence.length = len(sequence.request.prompt_ids)
@@ -495,6 +508,7 @@ class BatchingEngine:
         if ended:
             self._keep_running_except({id(s) for s, _, _ in ended})
         elapsed = self._busy_lap("prefill")
+        self._prompt_pace = PromptPace(elapsed / call_tokens)
         tokens = sum(len(s.request.prompt_ids) for s in sequences)
         for sequence in sequences:
             sequence.prefill_seconds += elapsed * len(sequence.request.prompt_ids) / tokens

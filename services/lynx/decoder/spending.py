@@ -9,11 +9,13 @@ its limit:
 - a decode step's share is forecast as the split (``lynx.accounting.shares``) of the step cost model's time for the
   batch about to run, scaled by how much slower than the model the last decode step ran (``StepPace``): the load of
   the machine, measured, not assumed;
-- a long prompt's next chunk is forecast as its last chunk took.
+- the prompt a sequence has still to prefill is forecast at the seconds per token the last prefill call took
+  (``PromptPace``). Its first token comes only with its prompt's last chunk, so a prompt that cannot be finished
+  within the limit is not started (or not continued): that would be spent for no answer.
 
 What can still pass the limit is one call that ran slower than its forecast: the sequence's share of that call beyond
-the forecast (docs/COSTS.md states the bound). A prompt's first call has no forecast; the reservation's prefill
-estimate covers it.
+the forecast (docs/COSTS.md states the bound). Only the engine's very first prefill has no forecast; the
+reservation's prefill estimate covers it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ class StepPace:
 
 
 NO_PACE_YET = StepPace(elapsed=1.0, predicted=1.0)  # before the first decode step: the model's own figures
+
+
+@dataclass(frozen=True)
+class PromptPace:
+    """How the last prefill call ran: its seconds per prompt token (the call's time over the tokens it prefilled)."""
+
+    seconds_per_token: float
+
+    def forecast(self, tokens: int) -> float:
+        return self.seconds_per_token * tokens
+
+
+NO_PROMPT_PACE_YET = PromptPace(0.0)  # before the engine's first prefill: nothing to forecast from
 
 
 @dataclass(frozen=True)

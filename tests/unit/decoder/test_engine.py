@@ -203,21 +203,38 @@ def test_a_sequence_ends_before_the_decode_step_that_would_take_it_past_its_spen
     assert free.reason == "length" and len(free_ids) == 40
 
 
-def test_a_long_prompt_ends_between_its_chunks_when_the_next_would_pass_its_spend_limit():
+def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_stops_after_the_chunk_that_shows_it():
+    """The engine's first prefill has no pace to forecast from; its first chunk shows ten chunks will not fit the
+    limit, and the first token would come only with the last: the prompt is not continued for no answer."""
     async def scenario():
         model = FakeModel(prefill_seconds=0.02)
         engine = make_engine(model, budget=10)
         try:
             sequence = engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3,
-                                                       spend_limit_seconds=0.05))
+                                                       spend_limit_seconds=0.1))
             return await finish_of(sequence), model.calls
         finally:
             engine.stop()
     (ids, finish), calls = run(scenario())
-    chunks = prompt_calls(calls)
     assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
-    assert 2 <= chunks < 10, calls
-    assert finish.timings.prefill_seconds <= 0.05 + 0.02 and finish.timings.decode_seconds == 0
+    assert prompt_calls(calls) == 1, calls
+    assert 0.02 <= finish.timings.prefill_seconds <= 0.1 and finish.timings.decode_seconds == 0
+
+
+def test_a_prompt_forecast_past_its_spend_limit_at_the_last_prefill_s_pace_is_not_started():
+    async def scenario():
+        model = FakeModel(prefill_seconds=0.05)
+        engine = make_engine(model)
+        try:
+            await finish_of(engine.submit(request(1, 2, prompt_length=8)))  # sets the pace: ~0.05 s for 8 tokens
+            calls = len(model.calls)
+            limited = engine.submit(request(2, 5, prompt_length=8, spend_limit_seconds=0.01))
+            return await finish_of(limited), model.calls[calls:]
+        finally:
+            engine.stop()
+    (ids, finish), calls = run(scenario())
+    assert ids == [] and finish.reason == "spend_limit" and calls == []
+    assert finish.timings.prefill_seconds == finish.timings.decode_seconds == 0  # nothing spent for no answer
 
 
 def test_continuous_batching_admits_a_newcomer_as_soon_as_a_slot_frees_static_waits_for_the_batch():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lynx.accounting.shares import StepCostModel, step_shares
-from lynx.decoder.spending import NO_PACE_YET, RowSpend, StepPace, past_limit, rows_past_limit
+from lynx.decoder.spending import (
+    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, RowSpend, StepPace, past_limit, rows_past_limit,
+)
 
 MODEL = StepCostModel(fixed_seconds=0.004, per_row_seconds=0.001, per_context_token_seconds=1e-5)
 
@@ -44,3 +46,8 @@ def test_past_limit_compares_spent_plus_forecast_with_the_limit():
     assert not past_limit(1.0, 0.5, 1.5)
     assert past_limit(1.0, 0.50001, 1.5)
     assert not past_limit(1e9, 1e9, None)
+
+
+def test_a_prompt_is_forecast_at_the_last_prefill_s_seconds_per_token_and_nothing_before_the_first():
+    assert PromptPace(0.002).forecast(300) == pytest.approx(0.6)
+    assert NO_PROMPT_PACE_YET.forecast(300) == 0.0
