@@ -50,7 +50,7 @@ from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
 from lynx.decoder.spending import (
-    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, RowSpend, StepPace, past_limit, rows_past_limit,
+    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, Recent, RowSpend, StepPace, past_limit, rows_past_limit,
 )
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
@@ -249,8 +249,8 @@ class BatchingEngine:
         self.seconds_per_sequence: float | None = None  # measured slot time (admission.py); None until measured
         self.faults = FaultState()  # the app replaces it with the one its /admin/faults route sets
         self.clock = EngineClock()
-        self._pace = NO_PACE_YET  # how the last decode step ran against the step cost model (spending.py)
-        self._prompt_pace = NO_PROMPT_PACE_YET  # and the last prefill call
+        self._pace = Recent(NO_PACE_YET)  # how recent decode steps ran against the step cost model (spending.py)
+        self._prompt_pace = Recent(NO_PROMPT_PACE_YET)  # and recent prefill calls
         self._fault_rng = random.Random()
         self._waiting: deque[Sequence] = deque()
         self._prefilling: list[Sequence] = []  # in a slot, prompt not yet whole in the cache
@@ -438,8 +438,8 @@ class BatchingEngine:
         self._publish_occupancy()
 
     def _end_prompts_past_limit(self, sequences: list[Sequence]) -> list[Sequence]:
-        """Those of ``sequences`` whose prompt left can be prefilled within their spend limit at the last prefill's
-        pace; the others end now, before any more of their prompt is spent for no answer."""
+        """Those of ``sequences`` whose prompt left can be prefilled within their spend limit at the slowest recent
+        prefill's pace; the others end now, before any more of their prompt is spent for no answer."""
         within = []
         for sequence in sequences:
             if past_limit(sequence.spent_seconds, self._prompt_pace.forecast(sequence.prompt_left),
@@ -486,7 +486,7 @@ class BatchingEngine:
         sequence.prefilled += len(chunk)
         if sequence.prompt_left:
             elapsed = self._busy_lap("prefill")
-            self._prompt_pace = PromptPace(elapsed / len(chunk))
+            self._prompt_pace.add(PromptPace(elapsed / len(chunk)))
             sequence.prefill_seconds += elapsed
             return
         self._pool.move(staging, len(self._running), sequence.prefilled)
@@ -508,7 +508,7 @@ class BatchingEngine:
         if ended:
             self._keep_running_except({id(s) for s, _, _ in ended})
         elapsed = self._busy_lap("prefill")
-        self._prompt_pace = PromptPace(elapsed / call_tokens)
+        self._prompt_pace.add(PromptPace(elapsed / call_tokens))
         tokens = sum(len(s.request.prompt_ids) for s in sequences)
         for sequence in sequences:
             sequence.prefill_seconds += elapsed * len(sequence.request.prompt_ids) / tokens
@@ -546,7 +546,7 @@ class BatchingEngine:
             if reason is not None:
                 finished.append((sequence, reason, error))
         elapsed = self._busy_lap("decode")
-        self._pace = StepPace(elapsed, self.step_cost.predict(lengths))
+        self._pace.add(StepPace(elapsed, self.step_cost.predict(lengths)))
         for sequence, share in zip(running, step_shares(elapsed, lengths, self.step_cost), strict=True):
             sequence.decode_seconds += share
             sequence.decode_steps += 1

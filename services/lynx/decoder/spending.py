@@ -7,11 +7,14 @@ sequence (finish reason ``spend_limit``, charged what it used) *before* a call w
 its limit:
 
 - a decode step's share is forecast as the split (``lynx.accounting.shares``) of the step cost model's time for the
-  batch about to run, scaled by how much slower than the model the last decode step ran (``StepPace``): the load of
+  batch about to run, scaled by how much slower than the model recent decode steps ran (``StepPace``): the load of
   the machine, measured, not assumed;
-- the prompt a sequence has still to prefill is forecast at the seconds per token the last prefill call took
+- the prompt a sequence has still to prefill is forecast at the seconds per token recent prefill calls took
   (``PromptPace``). Its first token comes only with its prompt's last chunk, so a prompt that cannot be finished
   within the limit is not started (or not continued): that would be spent for no answer.
+
+Both take the slowest of the last ``RECENT_CALLS`` calls (``Recent``): on a loaded machine consecutive calls differ by
+several times, and a forecast from the last call alone is passed by the next slower one about half the time.
 
 What can still pass the limit is one call that ran slower than its forecast: the sequence's share of that call beyond
 the forecast (docs/COSTS.md states the bound). Only the engine's very first prefill has no forecast; the
@@ -20,9 +23,14 @@ reservation's prefill estimate covers it.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from lynx.accounting.shares import StepCostModel, step_shares
+
+RECENT_CALLS = 8
+Pace = TypeVar("Pace")
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,22 @@ class StepPace:
         if self.predicted <= 0:
             return self.elapsed
         return self.elapsed * model.predict(contexts) / self.predicted
+
+
+class Recent(Generic[Pace]):
+    """The paces of the last RECENT_CALLS calls of one kind; a forecast is the slowest of theirs (``initial`` before
+    the first call)."""
+
+    def __init__(self, initial: Pace) -> None:
+        self.initial = initial
+        self.paces: deque[Pace] = deque(maxlen=RECENT_CALLS)
+
+    def add(self, pace: Pace) -> None:
+        self.paces.append(pace)
+
+    def forecast(self, *call) -> float:
+        """The slowest of the recent paces' forecasts for ``call`` (what their ``forecast`` takes)."""
+        return max(pace.forecast(*call) for pace in self.paces or [self.initial])
 
 
 NO_PACE_YET = StepPace(elapsed=1.0, predicted=1.0)  # before the first decode step: the model's own figures
@@ -64,14 +88,14 @@ class RowSpend:
     limit_seconds: float | None  # None: no limit
 
 
-def rows_past_limit(rows: list[RowSpend], model: StepCostModel, pace: StepPace) -> list[int]:
+def rows_past_limit(rows: list[RowSpend], model: StepCostModel, paces: Recent[StepPace]) -> list[int]:
     """The rows (indexes into ``rows``) whose forecast share of the next decode step would take them past their
     limit: they end before it. A row that leaves makes the others' shares of the fixed part larger, so the forecast
     is made again over those that stay until none more leaves."""
     staying, leaving = list(range(len(rows))), []
     while staying:
         contexts = [rows[index].context for index in staying]
-        shares = step_shares(pace.forecast(contexts, model), contexts, model)
+        shares = step_shares(paces.forecast(contexts, model), contexts, model)
         over = [index for index, share in zip(staying, shares, strict=True)
                 if past_limit(rows[index].spent_seconds, share, rows[index].limit_seconds)]
         if not over:

@@ -6,10 +6,30 @@ import pytest
 
 from lynx.accounting.shares import StepCostModel, step_shares
 from lynx.decoder.spending import (
-    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, RowSpend, StepPace, past_limit, rows_past_limit,
+    NO_PACE_YET, NO_PROMPT_PACE_YET, RECENT_CALLS, PromptPace, Recent, RowSpend, StepPace, past_limit,
+    rows_past_limit,
 )
 
 MODEL = StepCostModel(fixed_seconds=0.004, per_row_seconds=0.001, per_context_token_seconds=1e-5)
+
+
+def paces_of(*paces: StepPace) -> Recent[StepPace]:
+    recent = Recent(NO_PACE_YET)
+    for pace in paces:
+        recent.add(pace)
+    return recent
+
+
+def test_a_forecast_is_the_slowest_of_the_recent_calls_and_the_initial_pace_before_any():
+    contexts = [100]
+    recent = Recent(NO_PACE_YET)
+    assert recent.forecast(contexts, MODEL) == pytest.approx(MODEL.predict(contexts))
+    recent.add(StepPace(elapsed=0.03, predicted=0.01))
+    for _ in range(RECENT_CALLS - 1):
+        recent.add(StepPace(elapsed=0.01, predicted=0.01))
+    assert recent.forecast(contexts, MODEL) == pytest.approx(3 * MODEL.predict(contexts))
+    recent.add(StepPace(elapsed=0.01, predicted=0.01))  # the slow one is no longer recent
+    assert recent.forecast(contexts, MODEL) == pytest.approx(MODEL.predict(contexts))
 
 
 def test_a_step_is_forecast_at_the_pace_the_last_one_ran_against_the_model():
@@ -22,18 +42,19 @@ def test_a_step_is_forecast_at_the_pace_the_last_one_ran_against_the_model():
 
 def test_a_row_ends_when_its_forecast_share_would_pass_its_limit_and_one_without_a_limit_never_does():
     pace = StepPace(elapsed=0.02, predicted=0.01)  # the machine runs twice as slow as the model
+    paces = paces_of(StepPace(elapsed=0.01, predicted=0.01), pace)
     contexts = [50, 50, 50]
     share = step_shares(pace.forecast(contexts, MODEL), contexts, MODEL)[0]
     share_of_two = step_shares(pace.forecast(contexts[:2], MODEL), contexts[:2], MODEL)[0]
     rows = [RowSpend(50, 1.0, 1.0 + share_of_two * 1.01),  # its share fits, even once the next row has left
             RowSpend(50, 1.0, 1.0 + share * 0.99),  # it does not
             RowSpend(50, 99.0, None)]
-    assert rows_past_limit(rows, MODEL, pace) == [1]
+    assert rows_past_limit(rows, MODEL, paces) == [1]
 
 
 def test_rows_that_leave_make_the_others_shares_larger_so_the_forecast_is_made_again():
     """Two rows share the fixed part; once one leaves, the other pays all of it, which its limit no longer covers."""
-    pace = NO_PACE_YET
+    pace = Recent(NO_PACE_YET)
     pair = step_shares(MODEL.predict([10, 10]), [10, 10], MODEL)[0]
     alone = MODEL.predict([10])
     rows = [RowSpend(10, 0.0, pair * 0.5), RowSpend(10, 0.0, (pair + alone) / 2)]
