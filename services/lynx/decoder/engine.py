@@ -50,7 +50,8 @@ from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
 from lynx.decoder.spending import (
-    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, Recent, RowSpend, StepPace, past_limit, rows_past_limit,
+    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, Recent, RowSpend, StepPace, past_limit, prompt_forecast,
+    rows_past_limit,
 )
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
@@ -438,12 +439,14 @@ class BatchingEngine:
         self._publish_occupancy()
 
     def _end_prompts_past_limit(self, sequences: list[Sequence]) -> list[Sequence]:
-        """Those of ``sequences`` whose prompt left can be prefilled within their spend limit at the slowest recent
-        prefill's pace; the others end now, before any more of their prompt is spent for no answer."""
+        """Those of ``sequences`` whose next prefill call, and whole prompt left, fit their spend limit at recent prefill
+        calls' pace (``spending.prompt_forecast``); the others end now, before any more of their prompt is spent for
+        no answer."""
         within = []
         for sequence in sequences:
-            if past_limit(sequence.spent_seconds, self._prompt_pace.forecast(sequence.prompt_left),
-                          sequence.request.spend_limit_seconds):
+            forecast = prompt_forecast(self._prompt_pace, sequence.prompt_left,
+                                       min(sequence.prompt_left, self.prefill_token_budget))
+            if past_limit(sequence.spent_seconds, forecast, sequence.request.spend_limit_seconds):
                 self._prefilling.remove(sequence)
                 self._finish(sequence, "spend_limit")
             else:

@@ -9,12 +9,15 @@ its limit:
 - a decode step's share is forecast as the split (``lynx.accounting.shares``) of the step cost model's time for the
   batch about to run, scaled by how much slower than the model recent decode steps ran (``StepPace``): the load of
   the machine, measured, not assumed;
-- the prompt a sequence has still to prefill is forecast at the seconds per token recent prefill calls took
-  (``PromptPace``). Its first token comes only with its prompt's last chunk, so a prompt that cannot be finished
-  within the limit is not started (or not continued): that would be spent for no answer.
+- a prompt's next prefill call is forecast at the seconds per token recent prefill calls took (``PromptPace``). Its
+  first token comes only with its prompt's last chunk, so the whole prompt it has left must fit too, at the recent
+  calls' median pace: a prompt that cannot be finished within the limit is not started (or not continued), rather
+  than spent for no answer (``prompt_forecast``).
 
-Both take the slowest of the last ``RECENT_CALLS`` calls (``Recent``): on a loaded machine consecutive calls differ by
-several times, and a forecast from the last call alone is passed by the next slower one about half the time.
+The next call's forecast is the slowest of the last ``RECENT_CALLS`` calls' (``Recent``): on a loaded machine
+consecutive calls differ by several times, and a forecast from the last call alone is passed by the next slower one
+about half the time. The whole prompt's is the median: its many chunks average out, and the slowest pace, often that
+of a short prompt's call (whose fixed part weighs on few tokens), would turn away long prompts that fit.
 
 What can still pass the limit is one call that ran slower than its forecast: the sequence's share of that call beyond
 the forecast (docs/COSTS.md states the bound). Only the engine's very first prefill has no forecast; the
@@ -23,6 +26,7 @@ reservation's prefill estimate covers it.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -61,6 +65,10 @@ class Recent(Generic[Pace]):
     def forecast(self, *call) -> float:
         """The slowest of the recent paces' forecasts for ``call`` (what their ``forecast`` takes)."""
         return max(pace.forecast(*call) for pace in self.paces or [self.initial])
+
+    def typical(self, *call) -> float:
+        """The median of the recent paces' forecasts for ``call``."""
+        return statistics.median(pace.forecast(*call) for pace in self.paces or [self.initial])
 
 
 NO_PACE_YET = StepPace(elapsed=1.0, predicted=1.0)  # before the first decode step: the model's own figures
@@ -103,6 +111,12 @@ def rows_past_limit(rows: list[RowSpend], model: StepCostModel, paces: Recent[St
         leaving.extend(over)
         staying = [index for index in staying if index not in over]
     return sorted(leaving)
+
+
+def prompt_forecast(paces: Recent[PromptPace], prompt_left: int, next_call_tokens: int) -> float:
+    """What a sequence should still spend on its prompt, as far as its limit is concerned: its next call at the slowest
+    recent pace (the bound), and its whole prompt left at the median pace (no spend for no answer)."""
+    return max(paces.forecast(next_call_tokens), paces.typical(prompt_left))
 
 
 def past_limit(spent_seconds: float, forecast_seconds: float, limit_seconds: float | None) -> bool:

@@ -7,7 +7,7 @@ import pytest
 from lynx.accounting.shares import StepCostModel, step_shares
 from lynx.decoder.spending import (
     NO_PACE_YET, NO_PROMPT_PACE_YET, RECENT_CALLS, PromptPace, Recent, RowSpend, StepPace, past_limit,
-    rows_past_limit,
+    prompt_forecast, rows_past_limit,
 )
 
 MODEL = StepCostModel(fixed_seconds=0.004, per_row_seconds=0.001, per_context_token_seconds=1e-5)
@@ -72,3 +72,12 @@ def test_past_limit_compares_spent_plus_forecast_with_the_limit():
 def test_a_prompt_is_forecast_at_the_last_prefill_s_seconds_per_token_and_nothing_before_the_first():
     assert PromptPace(0.002).forecast(300) == pytest.approx(0.6)
     assert NO_PROMPT_PACE_YET.forecast(300) == 0.0
+
+
+def test_a_prompt_must_fit_its_next_call_at_the_slowest_pace_and_all_it_has_left_at_the_median():
+    paces = Recent(NO_PROMPT_PACE_YET)
+    for seconds_per_token in (0.001, 0.002, 0.008):  # the last: a short prompt's call, its fixed part on few tokens
+        paces.add(PromptPace(seconds_per_token))
+    assert prompt_forecast(paces, 600, 128) == pytest.approx(600 * 0.002)  # the whole prompt, at the median
+    assert prompt_forecast(paces, 150, 128) == pytest.approx(128 * 0.008)  # its next call, at the slowest
+    assert prompt_forecast(Recent(NO_PROMPT_PACE_YET), 600, 128) == 0.0
