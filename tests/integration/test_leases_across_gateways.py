@@ -260,11 +260,12 @@ def test_a_killed_controller_and_a_killed_gateway_lose_no_charge_and_the_cap_hol
 
 
 # A gateway whose step cost coefficients are a hundredth of the decoder's real ones, with no margin: its worst case
-# for a decode is far below what the decoder takes, as a loaded machine's would be. Prefill keeps a roomy estimate
-# (a prompt's first call is the one call no limit can forecast).
+# for a decode is far below what the decoder takes, as a loaded machine's would be. Its prefill estimate, about 0.2 s
+# for the prompt below, is roomy (the decoder starts a prompt only if it fits) but leaves fewer decode steps than
+# max_tokens even on an idle machine.
 UNDERESTIMATING = {"LYNX_DECODER_STEP_FIXED_SECONDS": "3e-5", "LYNX_DECODER_STEP_ROW_SECONDS": "1.4e-5",
                    "LYNX_DECODER_STEP_CONTEXT_TOKEN_SECONDS": "3.5e-8", "LYNX_GATEWAY_BUDGET_ESTIMATE_MARGIN": "1",
-                   "LYNX_GATEWAY_PREFILL_SECONDS_PER_TOKEN": "0.01"}
+                   "LYNX_GATEWAY_PREFILL_SECONDS_PER_TOKEN": "0.02"}
 LONG = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 64, "prompt": "Once upon a time, in a land far away,"}
 # The stated margin past a reservation: the request's share of one model call beyond its forecast. One decode step of
 # this model takes a few milliseconds here; 0.1 s of the decoder leaves room for a loaded machine's slowest step.

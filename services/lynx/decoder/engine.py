@@ -430,28 +430,26 @@ class BatchingEngine:
         while self._prefilling:
             fresh = self._short_unstarted()
             if fresh:
-                if fresh := self._end_prompts_past_limit(fresh):
-                    self._prefill_whole(fresh)
-            elif self._end_prompts_past_limit(self._prefilling[:1]):
+                self._prefill_whole(fresh)
+            elif self._continues_within_limit(self._prefilling[0]):
                 self._prefill_chunk(self._prefilling[0])
             if not self.static_batching:
                 break
         self._publish_occupancy()
 
-    def _end_prompts_past_limit(self, sequences: list[Sequence]) -> list[Sequence]:
-        """Those of ``sequences`` whose next prefill call, and whole prompt left, fit their spend limit at recent prefill
-        calls' pace (``spending.prompt_forecast``); the others end now, before any more of their prompt is spent for
-        no answer."""
-        within = []
-        for sequence in sequences:
-            forecast = prompt_forecast(self._prompt_pace, sequence.prompt_left,
-                                       min(sequence.prompt_left, self.prefill_token_budget))
-            if past_limit(sequence.spent_seconds, forecast, sequence.request.spend_limit_seconds):
-                self._prefilling.remove(sequence)
-                self._finish(sequence, "spend_limit")
-            else:
-                within.append(sequence)
-        return within
+    def _continues_within_limit(self, sequence: Sequence) -> bool:
+        """Whether a long prompt's next chunk, and the whole prompt it has left, fit its spend limit at recent prefill
+        calls' pace (``spending.prompt_forecast``); if not, it ends now, before more of it is spent for no answer. A
+        prompt's first call is not forecast: the reservation's prefill estimate pays for it, and a pace measured on
+        other prompts would turn away short ones that fit."""
+        forecast = prompt_forecast(self._prompt_pace, sequence.prompt_left,
+                                   min(sequence.prompt_left, self.prefill_token_budget))
+        if sequence.prefilled == 0 or not past_limit(sequence.spent_seconds, forecast,
+                                                     sequence.request.spend_limit_seconds):
+            return True
+        self._prefilling.remove(sequence)
+        self._finish(sequence, "spend_limit")
+        return False
 
     def _short_unstarted(self) -> list[Sequence]:
         """Prompts not yet started that fit the budget whole, oldest first, as many as fit together."""

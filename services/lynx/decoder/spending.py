@@ -9,10 +9,10 @@ its limit:
 - a decode step's share is forecast as the split (``lynx.accounting.shares``) of the step cost model's time for the
   batch about to run, scaled by how much slower than the model recent decode steps ran (``StepPace``): the load of
   the machine, measured, not assumed;
-- a prompt's next prefill call is forecast at the seconds per token recent prefill calls took (``PromptPace``). Its
+- a long prompt's next chunk is forecast at the seconds per token recent prefill calls took (``PromptPace``). Its
   first token comes only with its prompt's last chunk, so the whole prompt it has left must fit too, at the recent
-  calls' median pace: a prompt that cannot be finished within the limit is not started (or not continued), rather
-  than spent for no answer (``prompt_forecast``).
+  calls' median pace: a prompt that cannot be finished within the limit is not continued, rather than spent for no
+  answer (``prompt_forecast``).
 
 The next call's forecast is the slowest of the last ``RECENT_CALLS`` calls' (``Recent``): on a loaded machine
 consecutive calls differ by several times, and a forecast from the last call alone is passed by the next slower one
@@ -20,8 +20,9 @@ about half the time. The whole prompt's is the median: its many chunks average o
 of a short prompt's call (whose fixed part weighs on few tokens), would turn away long prompts that fit.
 
 What can still pass the limit is one call that ran slower than its forecast: the sequence's share of that call beyond
-the forecast (docs/COSTS.md states the bound). Only the engine's very first prefill has no forecast; the
-reservation's prefill estimate covers it.
+the forecast (docs/COSTS.md states the bound). A prompt's first call has no forecast (the reservation's prefill
+estimate pays for it): a pace measured on other prompts' calls turned away the cheapest requests, whose one-token
+prefill is mostly a call's fixed part.
 """
 
 from __future__ import annotations

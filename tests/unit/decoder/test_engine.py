@@ -221,7 +221,10 @@ def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_stops_afte
     assert 0.02 <= finish.timings.prefill_seconds <= 0.1 and finish.timings.decode_seconds == 0
 
 
-def test_a_prompt_forecast_past_its_spend_limit_at_the_last_prefill_s_pace_is_not_started():
+def test_a_prompt_s_first_call_is_not_forecast_and_its_first_token_ends_the_answer_at_the_limit():
+    """Recent prefills ran far slower than this sequence's limit allows: its prompt is prefilled anyway (the
+    reservation's prefill estimate pays for a first call), and the answer ends with the first token, before a decode
+    step."""
     async def scenario():
         model = FakeModel(prefill_seconds=0.05)
         engine = make_engine(model)
@@ -233,8 +236,8 @@ def test_a_prompt_forecast_past_its_spend_limit_at_the_last_prefill_s_pace_is_no
         finally:
             engine.stop()
     (ids, finish), calls = run(scenario())
-    assert ids == [] and finish.reason == "spend_limit" and calls == []
-    assert finish.timings.prefill_seconds == finish.timings.decode_seconds == 0  # nothing spent for no answer
+    assert ids == [3] and finish.reason == "spend_limit" and calls == [("prefill", 1)]
+    assert finish.timings.prefill_seconds >= 0.05 and finish.timings.decode_seconds == 0
 
 
 def test_continuous_batching_admits_a_newcomer_as_soon_as_a_slot_frees_static_waits_for_the_batch():
