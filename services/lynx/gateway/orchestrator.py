@@ -559,8 +559,8 @@ class Generation:
         if self.finished is not None and self.finished.finish_reason == "deadline":
             return self.pipeline.deadline_error(self.finished.timings.queue_seconds)
         if self.spend_limit_reached:
-            return LynxError(503, "The decoder ran slower than this request's worst case allowed: its prompt used up "
-                             "what the request reserved before the first token; retry after 1 s, or send a shorter "
+            return LynxError(503, "The decoder ran slower than this request's worst case allowed: its prompt could not "
+                             "be prefilled within what the request reserved; retry after 1 s, or send a shorter "
                              "prompt.", SPEND_LIMIT_REACHED, "server_overloaded", headers={"Retry-After": "1"})
         return LynxError(502, "The decoder ended the request before its first token.", "upstream_error",
                          "server_error")
