@@ -43,6 +43,10 @@ log = logging.getLogger("lynx.budgets.leases")
 # had then. The gateways' later reports are cumulative (they include what they charged before), so until the day
 # ends that spend counts twice: the ledger over-holds, and never under-holds.
 BEFORE_RESTART = "before-restart"
+# What a tenant spent on a day before its gateways first leased for it (a budget set after it had spent): the spend
+# Prometheus had when the controller last read it, held as charged. The gateways count their charges from their first
+# lease, so nothing counts twice; what they charged between that reading and their first lease is in neither.
+BEFORE_LEASES = "before-leases"
 # A tenant's yesterday started at most 49 h ago (a 25-hour day before today's, which started at most 24 h ago):
 # tenant-days older than this are past every tenant's yesterday, whose late reports are still taken.
 KEPT_FOR = timedelta(hours=50)
@@ -147,6 +151,8 @@ class LeaseDesk:
         self.lock = asyncio.Lock()
         # The largest worst case of the cheapest request the gateways reported, per tenant-day.
         self.smallest_reported: dict[DayKey, float] = {}
+        # Prometheus' last reading of the tenant-days the ledger has not seen yet (BEFORE_LEASES).
+        self.spent_before: dict[DayKey, SpendReading] = {}
 
     @classmethod
     def open(cls, copy: LedgerCopy, granted_before: bool, token: str, terms: LeaseTerms,
@@ -190,7 +196,10 @@ class LeaseDesk:
         key = (request.tenant, request.day_started_at)
         async with self.lock:
             terms = self.terms(key, request.smallest_request_eur)
-            ledger, grant = renew(self.ledger, spec, request, self.now(), terms, spec.unreachable_allowance)
+            ledger = self.ledger
+            if ledger.day(*key) is None and (before := self.spent_before.get(key)) is not None:
+                ledger = prove(ledger, Proof(*key, BEFORE_LEASES, before.spent_eur, before.as_of), terms)
+            ledger, grant = renew(ledger, spec, request, self.now(), terms, spec.unreachable_allowance)
             await self._persist(ledger)
             self.ledger = ledger
             self.smallest_reported[key] = terms.smallest_request_eur
@@ -228,6 +237,7 @@ class LeaseDesk:
                 settled.append((proof, before - holdings_eur(ledger, proof.tenant, proof.day_started_at)))
             ledger = forget_days_before(ledger, cutoff)
             self.smallest_reported = {key: eur for key, eur in self.smallest_reported.items() if key[1] >= cutoff}
+            self.spent_before = {key: read for key, read in self.spent_before.items() if key[1] >= cutoff}
             if ledger == self.ledger:
                 return  # nothing changed
             try:
@@ -294,6 +304,9 @@ class LeaseDesk:
         """What the ledger adds to a reconciliation (the local loop's and the operator's): the spend the gateways
         confirmed when Prometheus cannot say, and whether the remainder can pay for the smallest request. Shows the
         ledger's gauges."""
+        key = (spec.tenant, day_window(spec.timezone, now)[0])
+        if isinstance(spend, SpendReading) and self.ledger.day(*key) is None:
+            self.spent_before[key] = spend  # until the tenant's first lease today
         if isinstance(spend, SpendFailure):
             spend = self.spend_reading(spec, now, spend) or spend
         self.show(spec, now)

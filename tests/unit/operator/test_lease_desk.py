@@ -15,9 +15,10 @@ from lynx.contracts.leases import LeaseGrant, LeaseRequest
 from lynx.local.processes import free_port
 from lynx.service.errors import LynxError
 from lynx.telemetry.prometheus_api import PrometheusClient
-from lynx_budget.lease_desk import BEFORE_RESTART, LeaseDesk, LedgerFile, proofs_before_restart
+from lynx_budget.lease_desk import BEFORE_LEASES, BEFORE_RESTART, LeaseDesk, LedgerFile, proofs_before_restart
 from lynx_budget.leases import LeaseLedger, LeaseTerms, holdings_eur, rebuild, renew
 from lynx_budget.local import FileStore, LocalBudgetSettings, LocalController, lease_desk
+from lynx_budget.policy import SpendReading
 
 NOON = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 TODAY = datetime(2026, 6, 10, tzinfo=UTC)
@@ -74,6 +75,19 @@ def test_a_cache_dir_that_never_granted_grants_at_once_and_saves_each_answer_bef
     assert (grant.outcome, grant.ceiling_eur, grant.lease_id) == ("granted", 0.4, f"{desk.ledger.epoch}-1")
     assert on_disk(desk) == desk.ledger
     assert REGISTRY.get_sample_value("lynx_budget_lease_held_eur", {"tenant": "acme"}) == 0.4
+
+
+def test_what_a_tenant_spent_before_its_first_lease_today_is_held_as_charged(store, clock):
+    """A budget set after the tenant had spent: the ledger starts its day from the spend Prometheus last had."""
+    desk = open_desk(store, clock)
+    spec = store.get("acme")
+    desk.inform(spec, SpendReading(0.3, NOON), NOON)
+    grant = answer(desk, ask(want=1.0))
+    assert grant.ceiling_eur == pytest.approx(0.7)
+    assert desk.ledger.day("acme", TODAY).gateways[BEFORE_LEASES].charged_eur == 0.3
+    desk.inform(spec, SpendReading(0.5, NOON), NOON)  # later readings include the gateways' charges: not added
+    assert answer(desk, ask(sequence=2, gateway="g2", want=1.0)).outcome == "exhausted"
+    assert holdings_eur(desk.ledger, "acme", TODAY) == pytest.approx(1.0)
 
 
 def test_an_answer_that_cannot_be_saved_is_not_given_and_changes_nothing(store, clock):
