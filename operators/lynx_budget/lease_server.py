@@ -8,8 +8,6 @@ ran here before): then it waits out the leases it cannot prove, as the local con
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -20,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from lynx.service.app import create_service_app
+from lynx.service.background import every
 from lynx.service.files import shared_token
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import kube
@@ -44,22 +43,10 @@ def lease_app(settings: OperatorSettings, desk: LeaseDesk) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.desk = desk
         prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds)
-
-        async def upkeep() -> None:
-            while True:
-                try:
-                    await desk.upkeep(prometheus)
-                except Exception:  # said in the log; tried again next interval
-                    log.exception("lease_upkeep_failed")
-                await asyncio.sleep(settings.interval_seconds)
-
-        task = asyncio.create_task(upkeep())
         try:
-            yield
+            async with every(settings.interval_seconds, lambda: desk.upkeep(prometheus), log, "lease_upkeep_failed"):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             prometheus.close()
 
     return create_service_app(name="budget-operator", settings=settings, lifespan=lifespan, router=leases_router())

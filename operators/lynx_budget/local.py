@@ -14,7 +14,6 @@ is published Blocked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +29,7 @@ from lynx.contracts.budgets import BudgetDecisions, BudgetSpec, UnknownSpend
 from lynx.service.files import locked, shared_token, write_atomically
 from lynx.option_errors import CommandRefused, refused_options
 from lynx.service.app import create_service_app
+from lynx.service.background import every
 from lynx.service.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges
@@ -227,27 +227,20 @@ class LocalController:
 def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
     settings = settings or LocalBudgetSettings()
 
-    async def periodically(controller: LocalController, desk: LeaseDesk) -> None:
-        while True:
-            try:
-                await desk.upkeep(controller.prometheus)
-                await asyncio.to_thread(controller.run_once)
-            except Exception:  # a broken budgets file: said in the log, tried again next time
-                log.exception("budget_reconcile_failed")
-            await asyncio.sleep(settings.interval_seconds)
-
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds)
         store = local_store(settings)
-        app.state.desk = lease_desk(settings, store)
-        app.state.controller = LocalController(settings, store, prometheus, desk=app.state.desk)
-        loop = asyncio.create_task(periodically(app.state.controller, app.state.desk))
+        desk = app.state.desk = lease_desk(settings, store)
+        controller = app.state.controller = LocalController(settings, store, prometheus, desk=desk)
+
+        async def reconcile() -> None:  # a broken budgets file fails a round: logged, tried again the next
+            await desk.upkeep(prometheus)
+            await asyncio.to_thread(controller.run_once)
+
         try:
-            yield
+            async with every(settings.interval_seconds, reconcile, log, "budget_reconcile_failed"):
+                yield
         finally:
-            loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
             prometheus.close()
 
     return create_service_app(name="budgets", settings=settings, lifespan=lifespan, router=leases_router())
