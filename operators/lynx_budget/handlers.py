@@ -69,7 +69,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     if config.leases:
         memo.desk = await asyncio.to_thread(operator_desk, config, now)
         memo.leases = LeaseServer(config, memo.desk)
-        await asyncio.to_thread(memo.leases.start)
+        try:
+            await asyncio.to_thread(memo.leases.start)
+        except RuntimeError as error:  # a retry would find its metrics port taken: stop, the pod restarts
+            raise kopf.PermanentError(str(error)) from error
 
 
 @kopf.on.cleanup()

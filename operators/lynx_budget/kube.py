@@ -30,6 +30,8 @@ from lynx_budget.policy import rfc3339
 GROUP, VERSION, PLURAL, KIND = "budgets.lynx.dev", "v1", "tenantbudgets", "TenantBudget"
 DECISIONS_KEY = "budgets.json"
 LEDGER_KEY = "ledger.json"  # the spend-lease ledger, in its own ConfigMap
+# The lease desk's calls (connect, read): a half-open connection must fail a lease request (503), not hang them all.
+API_TIMEOUT_SECONDS = (5, 10)
 # BudgetSpec field -> the TenantBudget's spec field (the CRD spells money EUR and names in camelCase).
 SPEC_FIELDS = {"tenant": "tenant", "daily_cap_eur": "dailyCapEUR", "timezone": "timezone",
                "warning_percent": "warningPercent", "paused": "paused", "per_request_cap_eur": "perRequestCapEUR",
@@ -179,7 +181,8 @@ class LedgerConfigMap:
 
     def read(self) -> str | None:
         try:
-            config_map = self.core.read_namespaced_config_map(self.name, self.namespace)
+            config_map = self.core.read_namespaced_config_map(self.name, self.namespace,
+                                                              _request_timeout=API_TIMEOUT_SECONDS)
         except (ApiException, urllib3.exceptions.HTTPError) as error:
             raise OSError(f"reading {self.where} failed: {unreachable(error)}") from None
         return (config_map.data or {}).get(LEDGER_KEY)
@@ -187,7 +190,8 @@ class LedgerConfigMap:
     def write(self, text: str) -> None:
         try:
             self.core.patch_namespaced_config_map(self.name, self.namespace, {"data": {LEDGER_KEY: text}},
-                                                  _content_type="application/merge-patch+json")
+                                                  _content_type="application/merge-patch+json",
+                                                  _request_timeout=API_TIMEOUT_SECONDS)
         except (ApiException, urllib3.exceptions.HTTPError) as error:
             raise OSError(f"writing {self.where} failed: {unreachable(error)}") from None
 
@@ -211,7 +215,6 @@ class BudgetList:
         self.namespace, self.fresh_seconds, self.clock = namespace, fresh_seconds, clock
         self.read_at: float | None = None
         self.specs: list[BudgetSpec] = []
-        self.reconciled = False  # whether any of them has a status (the operator ran here before)
         self.lock = threading.Lock()
 
     def __call__(self) -> list[BudgetSpec]:
@@ -219,19 +222,14 @@ class BudgetList:
         with self.lock:
             if self.read_at is None or self.clock() - self.read_at >= self.fresh_seconds:
                 try:
-                    items = self.objects.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
+                    items = self.objects.list_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL, _request_timeout=API_TIMEOUT_SECONDS)["items"]
                 except (ApiException, urllib3.exceptions.HTTPError) as error:
                     raise ValueError(f"listing the TenantBudgets failed: {unreachable(error)}") from None
                 self.specs = [spec for spec in map(readable_spec, items) if spec is not None]
-                self.reconciled = any("state" in (item.get("status") or {}) for item in items)
                 self.read_at = self.clock()
             return self.specs
 
-    def reconciled_before(self) -> bool:
-        """Whether the operator decided on a budget here before (its status is there), read now."""
-        self.read_at = None
-        self()
-        return self.reconciled
 
     def budget_of(self, tenant: str) -> BudgetSpec | None:
         """The tenant's budget; one not in the last LIST is looked for in a new one (a gateway asks only for tenants

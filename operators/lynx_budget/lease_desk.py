@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,8 @@ log = logging.getLogger("lynx.budgets.leases")
 BEFORE_RESTART = "before-restart"
 # What a tenant spent on a day before its gateways first leased for it (a budget set after it had spent): the spend
 # Prometheus had when the controller last read it, held as charged. The gateways count their charges from their first
-# lease, so nothing counts twice; what they charged between that reading and their first lease is in neither.
+# lease, so nothing counts twice; what they charged between that reading and their first lease is in neither. Not
+# while the ledger is rebuilding: the rebuild's BEFORE_RESTART accounts hold that spend already.
 BEFORE_LEASES = "before-leases"
 # A tenant's yesterday started at most 49 h ago (a 25-hour day before today's, which started at most 24 h ago):
 # tenant-days older than this are past every tenant's yesterday, whose late reports are still taken.
@@ -151,8 +153,10 @@ class LeaseDesk:
         self.lock = asyncio.Lock()
         # The largest worst case of the cheapest request the gateways reported, per tenant-day.
         self.smallest_reported: dict[DayKey, float] = {}
-        # Prometheus' last reading of the tenant-days the ledger has not seen yet (BEFORE_LEASES).
+        # Prometheus' last reading of the tenant-days the ledger has not seen yet (BEFORE_LEASES). The reconciliation
+        # writes it, on the operator's kopf thread; the desk reads it on its server's: hence its own lock.
         self.spent_before: dict[DayKey, SpendReading] = {}
+        self.spent_before_lock = threading.Lock()
 
     @classmethod
     def open(cls, copy: LedgerCopy, granted_before: bool, token: str, terms: LeaseTerms,
@@ -197,7 +201,9 @@ class LeaseDesk:
         async with self.lock:
             terms = self.terms(key, request.smallest_request_eur)
             ledger = self.ledger
-            if ledger.day(*key) is None and (before := self.spent_before.get(key)) is not None:
+            with self.spent_before_lock:
+                before = self.spent_before.get(key)
+            if before is not None and not ledger.needs_rebuild and ledger.day(*key) is None:
                 ledger = prove(ledger, Proof(*key, BEFORE_LEASES, before.spent_eur, before.as_of), terms)
             ledger, grant = renew(ledger, spec, request, self.now(), terms, spec.unreachable_allowance)
             await self._persist(ledger)
@@ -237,7 +243,8 @@ class LeaseDesk:
                 settled.append((proof, before - holdings_eur(ledger, proof.tenant, proof.day_started_at)))
             ledger = forget_days_before(ledger, cutoff)
             self.smallest_reported = {key: eur for key, eur in self.smallest_reported.items() if key[1] >= cutoff}
-            self.spent_before = {key: read for key, read in self.spent_before.items() if key[1] >= cutoff}
+            with self.spent_before_lock:
+                self.spent_before = {key: read for key, read in self.spent_before.items() if key[1] >= cutoff}
             if ledger == self.ledger:
                 return  # nothing changed
             try:
@@ -306,7 +313,8 @@ class LeaseDesk:
         ledger's gauges."""
         key = (spec.tenant, day_window(spec.timezone, now)[0])
         if isinstance(spend, SpendReading) and self.ledger.day(*key) is None:
-            self.spent_before[key] = spend  # until the tenant's first lease today
+            with self.spent_before_lock:
+                self.spent_before[key] = spend  # until the tenant's first lease today
         if isinstance(spend, SpendFailure):
             spend = self.spend_reading(spec, now, spend) or spend
         self.show(spec, now)

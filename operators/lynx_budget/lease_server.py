@@ -2,8 +2,10 @@
 (``kube.LedgerConfigMap``), and ``POST /v1/leases`` served on a thread of its own beside kopf's event loop, so that
 a slow reconciliation never delays a gateway's renewal, and kopf keeps the process' signals.
 
-The ledger was granted from before when the ConfigMap holds none but a TenantBudget has a status (the operator
-ran here before): then it waits out the leases it cannot prove, as the local controller does without its file.
+The chart creates the ledger's ConfigMap without data and never renders any (an upgrade leaves what the operator
+wrote alone), and the operator writes the ledger as soon as it starts: a ConfigMap without it has never held one,
+and the ledger starts fresh. A ConfigMap that cannot be read (deleted) is a lost ledger: nothing is granted until the
+leases it may have held are over, then it is rebuilt from Prometheus.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def operator_desk(settings: OperatorSettings, now: Callable[[], datetime]) -> Le
     api = kube.api_client()  # its own: this desk works on the server's thread
     budgets = kube.BudgetList(api, settings.configmap_namespace)
     copy = kube.LedgerConfigMap(api, settings.configmap_namespace, settings.leases_configmap_name)
-    return LeaseDesk.open(copy, budgets.reconciled_before(), shared_token(settings.lease_token_file),
+    return LeaseDesk.open(copy, False, shared_token(settings.lease_token_file),
                           settings.lease_terms(), budgets.budget_of, budgets, now)
 
 

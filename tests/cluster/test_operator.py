@@ -514,8 +514,13 @@ def test_helm_upgrade_renders_back_the_published_decisions(scene: Scene, chart: 
                 for d in yaml.safe_load_all(rendered.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]) if d}
     kept = json.loads(manifest["ConfigMap", CONFIGMAP]["data"][kube.DECISIONS_KEY])  # not the chart's empty document
     assert kept["source"] == "operator" and kept["tenants"].keys() == json.loads(live)["tenants"].keys()
-    # The lease ledger and the gateways' token survive an upgrade as well.
-    assert manifest["ConfigMap", LEDGER]["data"][kube.LEDGER_KEY]
+    # The lease ledger and the gateways' token survive an upgrade as well: the ledger's ConfigMap is rendered without
+    # data (the three-way merge leaves the operator's writes alone), the token is rendered back.
+    assert "data" not in manifest["ConfigMap", LEDGER] and scene.ledger().issued > 0
+    before = scene.ledger()
+    scene.cluster.helm("upgrade", RELEASE, str(chart), "--namespace", NAMESPACE, "--reuse-values")
+    after = scene.ledger()  # the operator's writes meanwhile only add to it
+    assert after.epoch == before.epoch and after.issued >= before.issued
     token = f"{RELEASE}-lease-token"
     assert manifest["Secret", token]["data"] == scene.cluster.get("secret", token, "--namespace", NAMESPACE)["data"]
 

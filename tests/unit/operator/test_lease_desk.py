@@ -90,6 +90,16 @@ def test_what_a_tenant_spent_before_its_first_lease_today_is_held_as_charged(sto
     assert holdings_eur(desk.ledger, "acme", TODAY) == pytest.approx(1.0)
 
 
+def test_a_rebuilding_ledger_takes_no_spend_from_before_leases_its_rebuild_holds_it_already(store, clock):
+    store.save_statuses({})
+    desk = LeaseDesk.open(LedgerFile(store.path.with_name("leases.json")), True, TOKEN, TERMS, store.get, store.list,
+                          now=clock)
+    desk.inform(store.get("acme"), SpendReading(0.6, NOON), NOON)
+    assert answer(desk, ask(want=1.0)).outcome == "rebuilding"
+    day = desk.ledger.day("acme", TODAY)
+    assert day is None or BEFORE_LEASES not in day.gateways  # else the rebuild's before-restart counts it twice
+
+
 def test_an_answer_that_cannot_be_saved_is_not_given_and_changes_nothing(store, clock):
     desk = open_desk(store, clock)
     answer(desk, ask(gateway="other", want=0.1))
