@@ -4,7 +4,6 @@ one request its budget refuses)."""
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -20,7 +19,6 @@ import yaml
 from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.tools.dashboards.build import all_dashboards
-from lynx.tools.dashboards.panels import COMPLETION_ENDPOINTS
 from lynx.tools.dashboards.queries import expand, panel_queries
 from lynx.gateway.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
@@ -128,32 +126,6 @@ def test_every_panel_returns_data_within_a_minute_of_one_request(observed: Obser
         for (board, title, _), seconds in sorted(first_data.items(), key=lambda item: item[1]):
             print(f"  {seconds:5.1f} s  {board} / {title}")
     assert not waiting, "panels with no data after 60 s:\n" + "\n".join(f"{b} / {t}: {e}" for b, t, e in waiting)
-
-
-def test_the_per_stage_latency_bars_add_up_to_the_mean_request_duration(observed: ObservedStack, budgeted: Budgeted):
-    """The capstone's stacked bars: a segment per stage, `other` the rest, together the mean completion request's
-    duration as the gateway's own histogram has it."""
-    (panel,) = [p for p in all_dashboards()["capstone"]["panels"] if p["title"].startswith("Per-stage latency")]
-    (expr,) = [expand(t["expr"]) for t in panel["targets"]]
-    count = f"lynx_request_duration_seconds_count{{{COMPLETION_ENDPOINTS}}}"
-    mean = expand(f"sum(rate(lynx_request_duration_seconds_sum{{{COMPLETION_ENDPOINTS}}}[$__rate_interval])) / "
-                  f"sum(rate({count}[$__rate_interval]))")
-    # a rate needs the counters scraped before and after a request: the first request creates them
-    budgeted.warm_up()
-    wait_for(lambda: observed.query(count, budgeted.prometheus), CONTRACT_SECONDS, f"{count} in Prometheus", interval=1)
-    budgeted.warm_up()
-    segments: dict[str, float] = {}
-
-    def both_seen() -> bool:
-        segments.clear()
-        segments.update({s["metric"]["stage"]: float(s["value"][1]) for s in observed.query(expr, budgeted.prometheus)})
-        return "other" in segments and len(segments) > 1 and not any(map(math.isnan, segments.values()))
-
-    wait_for(both_seen, CONTRACT_SECONDS, f"stage segments and `other` from {expr}", interval=1)
-    assert min(segments.values()) >= 0, segments
-    # one query, so that both sides are read at the same instant
-    (gap,) = observed.query(f"abs(sum({expr}) - {mean}) / ({mean})", budgeted.prometheus)
-    assert float(gap["value"][1]) < 1e-9, segments
 
 
 def test_no_panel_references_a_metric_that_no_service_exports(observed: ObservedStack, budgeted: Budgeted):

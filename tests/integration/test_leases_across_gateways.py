@@ -190,7 +190,7 @@ def test_a_tenant_is_driven_to_blocked_through_three_gateways_and_every_cent_is_
     bed.budget("raise", "leased", "--amount", f"{CAP_EUR / 2:g}", "--hours", "1", "--reason", "integration test",
                "--by", "ops")
     for gateway in bed.gateways:
-        wait_for(lambda g=gateway: bed.chat(g, TINY).status_code == 200, 30, f"{gateway.url} serving after the raise")
+        wait_for(lambda g=gateway: bed.chat(g, TINY).status_code == 200, 60, f"{gateway.url} serving after the raise")
     for gateway in bed.gateways:
         renewals = metric_value(httpx.get(f"{gateway.url}/metrics", timeout=10).text,
                                 "lynx_gateway_lease_renewals_total", {"outcome": "granted"})
