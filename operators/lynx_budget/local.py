@@ -234,11 +234,12 @@ def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
         controller = app.state.controller = LocalController(settings, store, prometheus, desk=desk)
 
         async def reconcile() -> None:  # a broken budgets file fails a round: logged, tried again the next
-            await desk.upkeep(prometheus)
             await asyncio.to_thread(controller.run_once)
 
         try:
-            async with every(settings.interval_seconds, reconcile, log, "budget_reconcile_failed"):
+            # Two tasks: a failing lease upkeep (a proof Prometheus cannot give) never holds the decisions back.
+            async with every(settings.interval_seconds, lambda: desk.upkeep(prometheus), log, "lease_upkeep_failed"), \
+                    every(settings.interval_seconds, reconcile, log, "budget_reconcile_failed"):
                 yield
         finally:
             prometheus.close()

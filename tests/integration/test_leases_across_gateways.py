@@ -171,7 +171,7 @@ def test_a_tenant_is_driven_to_blocked_through_three_gateways_and_every_cent_is_
     # What is left no longer pays a short answer: the cheapest requests, one at a time, spend the rest (the gateways
     # give back the headroom they hold unused) until the controller's ledger says the remainder cannot pay even the
     # cheapest request: Blocked.
-    wait_for(lambda: send(TINY) and published_state(bed.files.decisions, "leased") == "Blocked", 90,
+    wait_for(lambda: send(TINY) and published_state(bed.files.decisions, "leased") == "Blocked", 180,
              "the tenant Blocked", interval=0.05)
     spent = bed.tenant_counters("leased")
     assert spent == pytest.approx(sum(told), rel=1e-9), "the gateways' counters and the costs the clients were told"
