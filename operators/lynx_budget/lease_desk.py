@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from lynx.contracts.budgets import BudgetSpec
 from lynx.contracts.leases import LeaseGrant, LeaseRequest
+from lynx.service.bearer import bearer_token
 from lynx.service.errors import LynxError
 from lynx.service.files import write_atomically
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError
@@ -179,8 +180,8 @@ class LeaseDesk:
         return self.floor_terms.model_copy(update={"smallest_request_eur": smallest})
 
     def authenticate(self, authorization: str | None) -> None:
-        scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.token.encode()):
+        presented = bearer_token(authorization)
+        if presented is not None and hmac.compare_digest(presented.encode(), self.token.encode()):
             return
         problem = "Missing lease token" if not authorization else "Wrong lease token"
         raise LynxError(401, f"{problem}: a gateway asks for leases with 'Authorization: Bearer <token>', the token "

@@ -25,7 +25,8 @@ from lynx.gateway.schemas import (
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.standing import standing
 from lynx.gateway.usage import USAGE_UNAVAILABLE, SpendHistory
-from lynx.gateway.tenants import Tenant, TenantRegistry, bearer_key
+from lynx.service.bearer import bearer_token
+from lynx.gateway.tenants import Tenant, TenantRegistry
 from lynx.service.streaming import ObservedStream, StreamEnd
 from lynx.telemetry.http import CLIENT_CLOSED_STATUS, EFFECTIVE_STATUS
 from lynx.telemetry.request_id import request_id_var
@@ -79,7 +80,7 @@ def inline_refs(schema: dict) -> dict:
 
 
 def authenticate(request: Request) -> Tenant:
-    key = bearer_key(request.headers.get("authorization", ""))
+    key = bearer_token(request.headers.get("authorization", ""))
     if key is None:
         raise LynxError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key",
                         "authentication_error", headers={"WWW-Authenticate": "Bearer"})

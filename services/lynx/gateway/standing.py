@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lynx.contracts.budgets import BudgetStanding, TenantDecision, rfc3339
 from lynx.gateway.budgets import Budgets, counted_until, eur
-from lynx.gateway.tenants import TenantRegistry, bearer_key
+from lynx.service.bearer import bearer_token
+from lynx.gateway.tenants import TenantRegistry
 
 
 def standing_of(decision: TenantDecision, charged_since_eur: float) -> BudgetStanding:
@@ -56,7 +57,7 @@ class BudgetHeaders:
         self.budgets, self.tenants = budgets, tenants  # read at each request: they exist once the lifespan started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = bearer_key(Headers(scope=scope).get("authorization", "")) if scope["type"] == "http" else None
+        key = bearer_token(Headers(scope=scope).get("authorization", "")) if scope["type"] == "http" else None
         if key is None:
             await self.app(scope, receive, send)
             return

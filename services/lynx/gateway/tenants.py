@@ -23,12 +23,6 @@ class Tenant:
     id: str
 
 
-def bearer_key(authorization: str) -> str | None:
-    """The API key an ``Authorization: Bearer <key>`` header presents (None: no such header)."""
-    scheme, _, key = authorization.partition(" ")
-    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
-
-
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
