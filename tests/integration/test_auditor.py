@@ -62,26 +62,6 @@ def wait_judged(stack: ObservedStack, store: TraceStoreClient, trace_ids: set[st
     return audit(stack.auditor)
 
 
-def test_normal_traffic_has_no_orphan_spans(observed: ObservedStack):
-    trace_ids = set()
-    checked_before = metric_value(httpx.get(f"{observed.auditor.url}/metrics").text,
-                                  "lynx_trace_audit_traces_checked_total")
-    for question in ("What is a tuple?", "How do I open a file?"):
-        response = httpx.post(f"{observed.services.gateway.url}/v1/chat/completions",
-                              headers=observed.services.headers(), timeout=60,
-                              json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 8,
-                                    "messages": [{"role": "user", "content": question}]})
-        trace_ids.add(response.json()["lynx"]["trace_id"])
-    store = TraceStoreClient(observed.trace_store_url)
-    result = wait_judged(observed, store, trace_ids)
-    assert result["traces"] >= 2 and result["spans"] >= 2 * 10
-    assert result["orphan_spans"] == 0, result["orphan_examples"]
-    metrics = httpx.get(f"{observed.auditor.url}/metrics").text
-    assert metric_value(metrics, "lynx_trace_audit_traces_checked_total") >= checked_before + 2
-    spans = store.trace(next(iter(trace_ids)))
-    assert {s.service for s in spans} == SERVICES
-
-
 def plant_orphan(otlp: str, trace_id: int | None = None, service: str = "lynx-test-broken") -> str:
     """A span whose parent is never exported, and a second one in the same trace that only *links* to the missing
     span (links are not parents); the trace's id."""
@@ -101,16 +81,35 @@ def plant_orphan(otlp: str, trace_id: int | None = None, service: str = "lynx-te
     return f"{trace_id:032x}"
 
 
-def test_a_child_whose_parent_is_never_exported_is_counted(observed: ObservedStack):
+def test_normal_traffic_has_no_orphan_spans_while_a_child_whose_parent_is_never_exported_is_counted(
+        observed: ObservedStack):
+    """Both wait for their traces' verdicts, so they share that wait: healthy requests and a planted orphan at once."""
     before = audit(observed.auditor)["orphan_spans"]
-    trace_id = plant_orphan(observed.trace_store_otlp)
+    checked_before = metric_value(httpx.get(f"{observed.auditor.url}/metrics").text,
+                                  "lynx_trace_audit_traces_checked_total")
+    trace_ids = set()
+    for question in ("What is a tuple?", "How do I open a file?"):
+        response = httpx.post(f"{observed.services.gateway.url}/v1/chat/completions",
+                              headers=observed.services.headers(), timeout=60,
+                              json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 8,
+                                    "messages": [{"role": "user", "content": question}]})
+        trace_ids.add(response.json()["lynx"]["trace_id"])
+    planted = plant_orphan(observed.trace_store_otlp)
+    store = TraceStoreClient(observed.trace_store_url)
+    wait_judged(observed, store, trace_ids | {planted})
     result = wait_for(lambda: (r := audit(observed.auditor))["orphan_spans"] > before and r,
                       observed.audit_complete_after + 60, "the planted orphan counted", interval=2)
-    assert result["orphan_spans"] == before + 1
-    assert [trace_id, "lynx-test-broken", "orphan-child"] in result["orphan_examples"]
+    assert result["traces"] >= 3 and result["spans"] >= 2 * 10
+    # The planted span is the one orphan: none of the healthy requests' spans is.
+    assert result["orphan_spans"] == before + 1, result["orphan_examples"]
+    assert [planted, "lynx-test-broken", "orphan-child"] in result["orphan_examples"]
+    assert not [example for example in result["orphan_examples"] if example[0] in trace_ids]
     metrics = httpx.get(f"{observed.auditor.url}/metrics").text
     assert metric_value(metrics, "lynx_trace_orphan_spans") == before + 1
+    assert metric_value(metrics, "lynx_trace_audit_traces_checked_total") >= checked_before + 3
     assert metric_value(metrics, "lynx_trace_audit_spans_checked_total") >= result["spans"] - 1
+    spans = store.trace(next(iter(trace_ids)))
+    assert {s.service for s in spans} == SERVICES
 
 
 # -- 32 long streams ----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,7 +24,41 @@ EXIT_POLL_SECONDS = 0.1
 Ending = Literal["not running", "stopped", "killed"]
 
 
+# Where free ports are looked for: above every fixed port lynx and its tools use (Jaeger's 16686 the highest), below
+# the kernel's ephemeral range (Linux's default is 32768-60999). A port the kernel hands out for bind(0) is in that
+# range, so any outgoing connection made before the server binds it can take it as its local port (seen: the
+# collector's receiver refused "address already in use" in a whole-suite run).
+FREE_PORTS = range(20000, 32768)
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _candidate_ports() -> range:
+    try:
+        ephemeral_start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = FREE_PORTS.stop
+    return range(FREE_PORTS.start, max(FREE_PORTS.start, min(FREE_PORTS.stop, ephemeral_start)))
+
+
+def port_is_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
+    """A port nothing listens on now, outside the ephemeral range (the kernel's choice inside it when that range
+    leaves no room), not handed out before by this process."""
+    candidates = _candidate_ports()
+    for port in random.sample(candidates, len(candidates)):
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -57,3 +57,19 @@ def test_the_environments_are_read_by_the_settings_they_are_meant_for(monkeypatc
             auditor.interval_seconds, auditor.lookback_seconds) == ("http://j:16686", 60, 5, 2, 900)
     assert (gateway.tokenizer_url, gateway.retriever_url, gateway.decoder_url) == ("http://t:1", "http://r:2",
                                                                                     "http://d:3")
+
+
+def test_free_ports_are_outside_the_kernels_ephemeral_range_and_never_handed_out_twice():
+    """An outgoing connection takes its local port from the ephemeral range: a free port chosen there could be
+    taken before its server binds it."""
+    import socket
+
+    from lynx.local.processes import EPHEMERAL_RANGE, port_is_free, free_port
+    ephemeral_start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(20000 <= port < ephemeral_start for port in ports)
+    with socket.socket() as listening:  # a port in use is not offered
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert not port_is_free(listening.getsockname()[1])
