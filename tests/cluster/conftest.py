@@ -116,6 +116,8 @@ def release_on_node(real_node: RealNode, chart: Path) -> Cluster:
     cluster = real_node.cluster
     # Jaeger keeps its traces on a volume (node-values.yaml): a new pod finds them again.
     real_node.host_volume("lynx-jaeger", "lynx-node-local", "2Gi", owner=10001)
+    # So does the long-term Prometheus its daily aggregates (it runs as uid 1000).
+    real_node.host_volume("lynx-longterm", "lynx-node-longterm", "1Gi", owner=1000)
     started = time.monotonic()
     cluster.helm("install", NODE_RELEASE, str(chart), "--namespace", NODE_NAMESPACE, "--create-namespace",
                  "-f", str(NODE_VALUES), "--wait", "--timeout", "15m")

@@ -204,6 +204,11 @@ class RealNode:
         directory = self.workdir / "volumes" / name
         directory.mkdir(parents=True, exist_ok=True)
         os.chown(directory, owner, owner)
+        # The class itself, without a provisioner: the Prometheus operator refuses a claim template of a class that
+        # does not exist.
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": storage_class},
+            "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate"}))
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
             "spec": {"storageClassName": storage_class, "capacity": {"storage": size},

@@ -49,11 +49,18 @@ LYNX_SERVICES = ("gateway", "tokenizer", "retriever", "decoder")
 # Pods of the release: lynx's, the budget operator, the collector and Jaeger, and what kube-prometheus-stack runs.
 EXPECTED_PODS = ("gateway", "tokenizer", "retriever", "decoder", "auditor", "operator",
                  "kube-prometheus-stack-operator", "kube-state-metrics", "prometheus-lynx", "alertmanager-lynx",
-                 "jaeger", "collector")
+                 "jaeger", "collector", "prometheus-lynx-longterm")
 # The readiness path of the chart's pods: the lynx services' /readyz (the collector's health_check answers any
 # path), Jaeger's healthcheckv2 /status.
 READINESS_PATHS = {"jaeger": "/status"}
 SETTLE_SECONDS = 300
+# kube-prometheus-stack's Prometheus (`prometheus-operated` also selects the long-term one) and the chart's long-term
+# Prometheus of daily aggregates.
+PROMETHEUS_SERVICE = f"{NODE_RELEASE}-kube-prometheus-stack-prometheus"
+LONG_TERM_SERVICE = f"{NODE_RELEASE}-longterm"  # the chart's fullname is the release's name
+DAILY_AGGREGATES = ("namespace_tenant:lynx_tenant_cost_eur:increase1d", "namespace_stage:lynx_cost_stage_eur:increase1d",
+                    "namespace_model:lynx_tenant_cost_eur:increase1d",
+                    "namespace_tenant_model_kind:lynx_tokens:increase1d")
 # The chaos script's scenarios run on the node: the decoder killed, every lynx pod restarted. The others run on the
 # local target (tests/integration/test_chaos.py).
 CHAOS_SCENARIOS = (1, 2)
@@ -120,9 +127,21 @@ def release_state(cluster: Cluster, node) -> str:
     return "\n".join(parts)
 
 
+def service_url(cluster: Cluster, service: str, port: int) -> str:
+    """A Service's ClusterIP, which kube-proxy serves on the node: it outlives the pods behind it and spreads
+    connections over them."""
+    address = cluster.get("service", service, "--namespace", NODE_NAMESPACE)["spec"]["clusterIP"]
+    return f"http://{address}:{port}"
+
+
 def prometheus_query(url: str, query: str) -> list[dict]:
     with PrometheusClient(url) as prometheus:
         return prometheus.query(query)
+
+
+def prometheus_query_at(url: str, query: str, at: float) -> list[dict]:
+    with PrometheusClient(url) as prometheus:
+        return prometheus.query(query, at)
 
 
 def complete(base_url: str, max_tokens: int = 8) -> tuple[dict, str]:
@@ -160,7 +179,13 @@ def test_every_pod_runs_ready_through_its_probes_without_restarts(release_on_nod
         missing = [e for e in EXPECTED_PODS if not any(e in n for n in names)]
         return current if not missing and all(ready(p) for p in current) else None
 
-    current = wait_for(all_ready, SETTLE_SECONDS, "every pod of the release Running and Ready", interval=2)
+    def pods_and_prometheuses() -> str:
+        return "\n".join(release_on_node.kubectl(*args, "--namespace", NODE_NAMESPACE, check=False).stdout for args in (
+            ("get", "pods,pvc", "-o", "wide"), ("describe", "prometheuses.monitoring.coreos.com"),
+            ("get", "events", "--sort-by", ".lastTimestamp")))
+
+    current = wait_for(all_ready, SETTLE_SECONDS, "every pod of the release Running and Ready", interval=2,
+                       explain=pods_and_prometheuses)
     restarts = {p["metadata"]["name"]: s["restartCount"] for p in current for s in p["status"]["containerStatuses"]
                 if s["restartCount"]}
     assert not restarts, restarts
@@ -180,7 +205,7 @@ def test_prometheus_from_the_operator_scrapes_every_lynx_service_monitor(release
         "servicemonitors.monitoring.coreos.com", "--namespace", NODE_NAMESPACE,
         "-l", "app.kubernetes.io/name=lynx")["items"]]
     assert {f"{NODE_RELEASE}-{s}" for s in LYNX_SERVICES} <= set(monitors), monitors
-    with port_forward(release_on_node, "svc/prometheus-operated", 9090) as prometheus:
+    with port_forward(release_on_node, f"svc/{PROMETHEUS_SERVICE}", 9090) as prometheus:
         def all_up() -> dict | None:
             with PrometheusClient(prometheus) as client:
                 targets = client.active_targets()
@@ -231,11 +256,41 @@ def test_completion_through_port_forward_is_traced_in_jaeger_and_costed_in_prome
     again = read_whole(f"trace {trace_id} in the new Jaeger pod")
     assert sorted(s.span_id for s in again) == sorted(s.span_id for s in spans)
 
-    with port_forward(release_on_node, "svc/prometheus-operated", 9090) as prometheus:
+    with port_forward(release_on_node, f"svc/{PROMETHEUS_SERVICE}", 9090) as prometheus:
         query = f'sum(lynx_tenant_cost_eur_total{{tenant="{TENANT}"}})'
         series = wait_for(lambda: prometheus_query(prometheus, query), 120, f"{query} in Prometheus", interval=2)
         # This is the tenant's only request so far: the counter is its cost.
         assert float(series[0]["value"][1]) == pytest.approx(cost, rel=1e-9)
+
+
+def test_the_long_term_prometheus_keeps_the_daily_aggregates_400_days_on_its_volume(release_on_node: Cluster):
+    """The chart's second Prometheus federates the lynx.costs recording rules' daily series (per tenant, stage,
+    model; tokens) from kube-prometheus-stack's and keeps them 400 days on a claim: after the completion above, each
+    holds the same series with the same value at the same instant, the tenant's among them, and nothing else."""
+    main, long_term = (service_url(release_on_node, s, 9090) for s in (PROMETHEUS_SERVICE, LONG_TERM_SERVICE))
+    with PrometheusClient(long_term) as client:
+        flags = client.status("flags")
+    assert flags["storage.tsdb.retention.time"] == "400d"
+    (pod,) = [p for p in pods(release_on_node) if p["metadata"]["name"].startswith(f"prometheus-{LONG_TERM_SERVICE}")]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims, pod["spec"]["volumes"]
+    (claim,) = claims
+    assert release_on_node.get("pvc", claim, "--namespace", NODE_NAMESPACE)["status"]["phase"] == "Bound"
+
+    def same_in_both(name: str) -> list[dict] | None:
+        at = time.time() - 5  # an instant both have scraped or evaluated up to
+        kept, recorded = (sorted(prometheus_query_at(url, name, at), key=lambda r: sorted(r["metric"].items()))
+                          for url in (long_term, main))
+        return kept if kept and kept == recorded else None
+
+    for name in DAILY_AGGREGATES:
+        kept = wait_for(lambda name=name: same_in_both(name), SETTLE_SECONDS,
+                        f"{name} in the long-term Prometheus as the main one records it", interval=5)
+        assert all(row["metric"]["namespace"] == NODE_NAMESPACE for row in kept), kept
+    tenant_day = prometheus_query(long_term, f'{DAILY_AGGREGATES[0]}{{tenant="{TENANT}"}}')
+    assert tenant_day and float(tenant_day[0]["value"][1]) > 0
+    names = {row["metric"]["__name__"] for row in prometheus_query(long_term, 'count by (__name__) ({__name__=~".+"})')}
+    assert names - {"up"} - {n for n in names if n.startswith("scrape_")} == set(DAILY_AGGREGATES), names
 
 
 def test_helm_test_passes(release_on_node: Cluster):
@@ -451,12 +506,6 @@ def test_rolling_restart_of_the_gateway_loses_no_completed_request(release_on_no
 # -- decoders chosen by load (issue 22) -----------------------------------------------------------------------------
 # Each decoder pod's share is counted by the pod itself (its own /metrics and /v1/load, read at its pod address,
 # which the node routes to), never by the gateways' picker.
-
-
-def service_url(cluster: Cluster, service: str, port: int) -> str:
-    """A Service's ClusterIP, which kube-proxy serves on the node: it spreads connections over the Service's pods."""
-    address = cluster.get("service", service, "--namespace", NODE_NAMESPACE)["spec"]["clusterIP"]
-    return f"http://{address}:{port}"
 
 
 def pod_address(pod: dict, port: int) -> str:
@@ -758,15 +807,10 @@ def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_n
     gateway's last charges included: they reach Prometheus in its final scrape), no identity violation. Leaves the
     gateway at two replicas."""
 
-    def cluster_url(service: str, port: int) -> str:
-        """A Service's ClusterIP, which kube-proxy serves on the node: it outlives the pods behind it."""
-        address = release_on_node.get("service", service, "--namespace", NODE_NAMESPACE)["spec"]["clusterIP"]
-        return f"http://{address}:{port}"
-
     # A pod being deleted stays a scrape target only with EndpointSlice discovery (the chart's values): with
     # Endpoints (the Prometheus operator's default) it leaves the targets at once, and what the gateway charged
     # while it drained is never scraped.
-    prometheus_url = cluster_url(f"{NODE_RELEASE}-kube-prometheus-stack-prometheus", 9090)
+    prometheus_url = service_url(release_on_node, PROMETHEUS_SERVICE, 9090)
     prometheus = release_on_node.get("prometheus", f"{NODE_RELEASE}-kube-prometheus-stack-prometheus",
                                      "--namespace", NODE_NAMESPACE)
     assert prometheus["spec"].get("serviceDiscoveryRole") == "EndpointSlice"
@@ -792,8 +836,8 @@ def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_n
     result = subprocess.run([
         sys.executable, str(REPO / "scripts" / "chaos.py"), "--target", "kubernetes",
         "--kubeconfig", str(release_on_node.kubeconfig), "--namespace", NODE_NAMESPACE, "--release", NODE_RELEASE,
-        "--gateway-url", cluster_url(f"{NODE_RELEASE}-gateway", 8080),
-        "--trace-store-url", cluster_url(f"{NODE_RELEASE}-jaeger", 16686),
+        "--gateway-url", service_url(release_on_node, f"{NODE_RELEASE}-gateway", 8080),
+        "--trace-store-url", service_url(release_on_node, f"{NODE_RELEASE}-jaeger", 16686),
         "--prometheus-url", prometheus_url,
         "--key", NODE_TEST_KEY, *(arg for number in CHAOS_SCENARIOS for arg in ("--scenario", str(number))),
         "--lead", "10", "--tail", "10",
@@ -812,7 +856,7 @@ def test_chaos_script_kills_and_restarts_pods_and_every_check_holds(release_on_n
     # exported, so a trace it served may lack them without having an orphan.
     sent = [json.loads(line) for line in records.read_text().splitlines()]
     streams = [r for r in sent if r["scenario"] == 2 and r["stream"] and r["outcome"] == "ok" and r["trace_id"]]
-    store = TraceStoreClient(cluster_url(f"{NODE_RELEASE}-jaeger", 16686), kind="jaeger")
+    store = TraceStoreClient(service_url(release_on_node, f"{NODE_RELEASE}-jaeger", 16686), kind="jaeger")
     try:
         assert whole_trace(store, max(streams, key=lambda r: r["latency_s"])["trace_id"])
     finally:
