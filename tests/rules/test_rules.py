@@ -262,6 +262,37 @@ def test_no_receivers_render_no_alertmanager_config(rendered):
     assert not [d for d in rendered if d["kind"] == "AlertmanagerConfig"]
 
 
+def tenant_receiver(documents: list[dict], tenant: str) -> dict:
+    (config,) = [d for d in documents if d["kind"] == "AlertmanagerConfig"]
+    (found,) = [r for r in config["spec"]["receivers"] if r["name"] == f"tenant-{tenant}"]
+    return found
+
+
+def test_a_tenants_email_lays_out_every_annotation_of_its_alerts():
+    """The email template and the alerts' annotations are written apart (the AlertmanagerConfig, the
+    PrometheusRule): every annotation the budget alerts carry shows in the text and the HTML body, the summary is
+    the subject, and the other receiver kinds are left as they were."""
+    documents = helm_template(yaml.safe_load(RECEIVERS_SCENARIO.read_text()))
+    acme = tenant_receiver(documents, "acme")
+    (email,) = acme["emailConfigs"]
+    names = {name for alert in ("LynxTenantBudgetNearCap", "LynxTenantBudgetExhausted")
+             for name in alert_rule(documents, alert)["annotations"]}
+    assert {"spent_eur", "cap_eur", "percent_used", "state", "resets_at", "console_url"} < names
+    for body in (email["text"], email["html"]):
+        assert {name for name in names if f".Annotations.{name} " not in body} == set(), body
+    assert email["headers"] == [{"key": "Subject", "value":
+                                 '{{ if eq .Status "resolved" }}Resolved: {{ end }}{{ .CommonAnnotations.summary }}'}]
+    assert email["to"] == "finance@acme.example" and email["sendResolved"] is True
+    assert set(acme["webhookConfigs"][0]) == {"url", "sendResolved"}
+
+
+def test_a_tenants_own_email_text_wins():
+    scenario = yaml.safe_load(RECEIVERS_SCENARIO.read_text())
+    scenario["alerting"]["tenantReceivers"]["acme"]["email"]["text"] = "Budget alert: {{ .CommonLabels.tenant }}"
+    (email,) = tenant_receiver(helm_template(scenario), "acme")["emailConfigs"]
+    assert email["text"] == "Budget alert: {{ .CommonLabels.tenant }}" and ".Annotations.console_url" in email["html"]
+
+
 @pytest.mark.parametrize(("labels", "receiver"), [
     ({"tenant": "acme", "alertname": "LynxTenantBudgetExhausted"}, "lynx/lynx-tenants/tenant-acme"),
     ({"tenant": "globex", "alertname": "LynxTenantBudgetNearCap"}, "lynx/lynx-tenants/tenant-globex"),
