@@ -35,13 +35,18 @@ class Mail:
     recipients: list[str]
     message: EmailMessage
 
+    def body(self, subtype: str) -> str:
+        """The text/``subtype`` part, "" if the message has none (Alertmanager's default email is HTML only)."""
+        part = self.message.get_body(preferencelist=(subtype,))
+        return part.get_content() if part is not None else ""
+
     @property
     def text(self) -> str:
-        return self.message.get_body(preferencelist=("plain",)).get_content()
+        return self.body("plain")
 
     @property
     def html(self) -> str:
-        return self.message.get_body(preferencelist=("html",)).get_content()
+        return self.body("html")
 
     def about(self, alert: str) -> bool:
         return f"Alert {alert} (" in self.text
