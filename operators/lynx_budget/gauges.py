@@ -24,6 +24,7 @@ def show(tenant: str, status: BudgetStatus) -> None:
         metrics.spent.labels(tenant).set(status.spent_eur)
     metrics.cap.labels(tenant).set(status.cap_eur)
     metrics.remaining.labels(tenant).set(status.remaining_eur)
+    metrics.resets_at.labels(tenant).set(status.resets_at.timestamp())
     for state in STATES:
         metrics.state.labels(tenant, state).set(1 if state == status.state else 0)
 
@@ -31,7 +32,7 @@ def show(tenant: str, status: BudgetStatus) -> None:
 def withdraw(tenant: str) -> None:
     """A tenant whose budget is gone: none of its series remain."""
     metrics = budget_metrics()
-    for gauge in (metrics.spent, metrics.cap, metrics.remaining):
+    for gauge in (metrics.spent, metrics.cap, metrics.remaining, metrics.resets_at):
         with contextlib.suppress(KeyError):
             gauge.remove(tenant)
     for state in STATES:

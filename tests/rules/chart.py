@@ -88,12 +88,20 @@ def receiver(spec: dict, prefix: str) -> dict:
     converted = {"name": prefix + spec["name"]}
     for kind, name in RECEIVER_KINDS.items():
         if kind in spec:
-            converted[name] = [{snake_case(k): placeholder(k, v) for k, v in entry.items()} for entry in spec[kind]]
+            converted[name] = [{snake_case(k): field_value(k, v) for k, v in entry.items()} for entry in spec[kind]]
     return converted
 
 
+def field_value(field: str, value):
+    """A field's value as Alertmanager reads it: headers, a list of key/value pairs in the CRD, are a map there."""
+    if field == "headers":
+        return {header["key"]: header["value"] for header in value}
+    return placeholder(field, value)
+
+
 def snake_case(field: str) -> str:
-    return {"apiURL": "api_url", "urlSecret": "url"}.get(field) or re.sub(r"(?<!^)([A-Z])", r"_\1", field).lower()
+    """The CRD's camelCase as Alertmanager's snake_case; an acronym is one word (requireTLS: require_tls)."""
+    return {"urlSecret": "url"}.get(field) or re.sub(r"(?<=[a-z0-9])([A-Z]+)", r"_\1", field).lower()
 
 
 def placeholder(field: str, value):

@@ -177,13 +177,35 @@ def test_the_thresholds_come_from_the_values(tmp_path):
             {"eval_time": "1m", "alertname": "LynxTenantBudgetNearCap", "exp_alerts": [{
                 "exp_labels": {"severity": "warning", "namespace": "lynx", "tenant": "acme"},
                 "exp_annotations": annotations(documents, "LynxTenantBudgetNearCap",
-                                               "Tenant acme has spent 60% of today's cap.")}]},
+                                               "Tenant acme has spent 60% of today's cap.", spent="6", used="60%")}]},
             {"eval_time": "2m", "alertname": "LynxTenantBudgetExhausted", "exp_alerts": [{
                 "exp_labels": {"severity": "critical", "namespace": "lynx", "tenant": "acme"},
                 "exp_annotations": annotations(documents, "LynxTenantBudgetExhausted",
-                                               "Tenant acme reached its daily cap (90% spent).")}]}]}]}
+                                               "Tenant acme reached its daily cap (90% spent).", spent="9",
+                                               used="90%")}]}]}]}
     (tmp_path / "thresholds.test.yml").write_text(yaml.safe_dump(test))
     result = promtool_test(documents, [tmp_path / "thresholds.test.yml"], tmp_path / "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_console_link_comes_from_the_values_and_escapes_the_tenant(tmp_path):
+    """The console's address is a setting (Prometheus cannot know it); a tenant id with a space or a plus still
+    opens that tenant's page."""
+    documents = helm_template({**OPERATOR, "alerting": {"consoleUrl": "https://lynx.example.com/",
+                                                        "budgets": {"spendFor": "0s"}}})
+    tenant = 'tenant="acme corp+1"'
+    test = {"rule_files": ["lynx-rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": f'lynx_budget_cap_eur{{namespace="lynx",{tenant}}}', "values": "2x2"},
+                         {"series": f'lynx_budget_spent_eur{{namespace="lynx",{tenant}}}', "values": "2x2"}],
+        "alert_rule_test": [{"eval_time": "1m", "alertname": "LynxTenantBudgetExhausted", "exp_alerts": [{
+            "exp_labels": {"severity": "critical", "namespace": "lynx", "tenant": "acme corp+1"},
+            "exp_annotations": {
+                **annotations(documents, "LynxTenantBudgetExhausted",
+                              "Tenant acme corp+1 reached its daily cap (100% spent).", spent="2", used="100%"),
+                "cap_eur": "2", "console_url": "https://lynx.example.com/console/tenants/acme%20corp%2B1"}}]}]}]}
+    (tmp_path / "console.test.yml").write_text(yaml.safe_dump(test))
+    result = promtool_test(documents, [tmp_path / "console.test.yml"], tmp_path / "run")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -224,9 +246,13 @@ def alert_rule(documents: list[dict], alert: str) -> dict:
     return rule
 
 
-def annotations(documents: list[dict], alert: str, summary: str) -> dict:
+def annotations(documents: list[dict], alert: str, summary: str, spent: str, used: str) -> dict:
+    """What the alert of tenant acme (cap 10 EUR, no state or reset time exported) says at the chart's default
+    console URL."""
     rule = next(r for r in budget_alerts(documents) if r["alert"] == alert)
-    return {"summary": summary, "description": rule["annotations"]["description"]}
+    return {"summary": summary, "description": rule["annotations"]["description"], "spent_eur": spent, "cap_eur": "10",
+            "percent_used": used, "state": "unknown", "resets_at": "unknown",
+            "console_url": "http://127.0.0.1:8087/console/tenants/acme"}
 
 
 @pytest.mark.parametrize("values", [{**OPERATOR, "alerting": {"budgets": {"enabled": False}}}, {}],
@@ -242,6 +268,37 @@ def test_without_budget_alerts_the_other_rules_stay(values: dict, tmp_path):
 
 def test_no_receivers_render_no_alertmanager_config(rendered):
     assert not [d for d in rendered if d["kind"] == "AlertmanagerConfig"]
+
+
+def tenant_receiver(documents: list[dict], tenant: str) -> dict:
+    (config,) = [d for d in documents if d["kind"] == "AlertmanagerConfig"]
+    (found,) = [r for r in config["spec"]["receivers"] if r["name"] == f"tenant-{tenant}"]
+    return found
+
+
+def test_a_tenants_email_lays_out_every_annotation_of_its_alerts():
+    """The email template and the alerts' annotations are written apart (the AlertmanagerConfig, the
+    PrometheusRule): every annotation the budget alerts carry shows in the text and the HTML body, the summary is
+    the subject, and the other receiver kinds are left as they were."""
+    documents = helm_template(yaml.safe_load(RECEIVERS_SCENARIO.read_text()))
+    acme = tenant_receiver(documents, "acme")
+    (email,) = acme["emailConfigs"]
+    names = {name for alert in ("LynxTenantBudgetNearCap", "LynxTenantBudgetExhausted")
+             for name in alert_rule(documents, alert)["annotations"]}
+    assert {"spent_eur", "cap_eur", "percent_used", "state", "resets_at", "console_url"} < names
+    for body in (email["text"], email["html"]):
+        assert {name for name in names if f".Annotations.{name} " not in body} == set(), body
+    assert email["headers"] == [{"key": "Subject", "value":
+                                 '{{ if eq .Status "resolved" }}Resolved: {{ end }}{{ .CommonAnnotations.summary }}'}]
+    assert email["to"] == "finance@acme.example" and email["sendResolved"] is True
+    assert set(acme["webhookConfigs"][0]) == {"url", "sendResolved"}
+
+
+def test_a_tenants_own_email_text_wins():
+    scenario = yaml.safe_load(RECEIVERS_SCENARIO.read_text())
+    scenario["alerting"]["tenantReceivers"]["acme"]["email"]["text"] = "Budget alert: {{ .CommonLabels.tenant }}"
+    (email,) = tenant_receiver(helm_template(scenario), "acme")["emailConfigs"]
+    assert email["text"] == "Budget alert: {{ .CommonLabels.tenant }}" and ".Annotations.console_url" in email["html"]
 
 
 @pytest.mark.parametrize(("labels", "receiver"), [

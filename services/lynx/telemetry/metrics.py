@@ -270,6 +270,7 @@ class BudgetMetrics:
     spent: Gauge
     cap: Gauge
     remaining: Gauge
+    resets_at: Gauge
     state: Gauge
     last_read: Gauge
     read_failures: Counter
@@ -282,6 +283,8 @@ def budget_metrics() -> BudgetMetrics:
         spent=Gauge("lynx_budget_spent_eur", "Spent today (since the tenant's local midnight), as last read.", ["tenant"]),
         cap=Gauge("lynx_budget_cap_eur", "The effective daily cap: the cap plus the raises in force.", ["tenant"]),
         remaining=Gauge("lynx_budget_remaining_eur", "What the tenant may still spend today.", ["tenant"]),
+        resets_at=Gauge("lynx_budget_reset_timestamp_seconds", "When the tenant's day ends and its spend starts again "
+                        "from 0: its next local midnight.", ["tenant"]),
         state=Gauge("lynx_budget_state", "1 for the tenant's current state (Ok, Warning, Blocked, Paused), else 0.",
                     ["tenant", "state"]),
         last_read=Gauge("lynx_budget_spend_last_read_timestamp_seconds",

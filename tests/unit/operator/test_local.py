@@ -102,11 +102,15 @@ def test_statuses_are_every_tenants_last_decision_at_once(store, tmp_path):
 def test_a_removed_budget_stops_being_exported(store, tmp_path):
     store.put(BudgetSpec(tenant="gone", daily_cap_eur=1.0))
     loop = controller(store, tmp_path)
-    loop.run_once()
+    decision = loop.run_once().tenants["gone"]
     assert REGISTRY.get_sample_value("lynx_budget_cap_eur", {"tenant": "gone"}) == 1.0
+    # The alerts' resets_at: the tenant's next midnight, the one the gateway's 429 and headers announce.
+    assert REGISTRY.get_sample_value("lynx_budget_reset_timestamp_seconds", {"tenant": "gone"}) \
+        == decision.resets_at.timestamp() == datetime(2026, 11, 25, tzinfo=UTC).timestamp()
     assert store.remove("gone") and not store.remove("gone")
     assert loop.run_once().tenants == {}
     assert REGISTRY.get_sample_value("lynx_budget_cap_eur", {"tenant": "gone"}) is None
+    assert REGISTRY.get_sample_value("lynx_budget_reset_timestamp_seconds", {"tenant": "gone"}) is None
     assert REGISTRY.get_sample_value("lynx_budget_state", {"tenant": "gone", "state": "Ok"}) is None
 
 
