@@ -37,7 +37,7 @@ from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx.contracts.budgets import (
     TIMEZONE_PATTERN, BudgetDecisions, BudgetSpec, TemporaryRaise, UnreachableAllowance,
 )
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx_budget import kube

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetSpec
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_process, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config
 from lynx.telemetry.prometheus_api import PrometheusClient

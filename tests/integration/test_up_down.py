@@ -17,7 +17,7 @@ import yaml
 
 from lynx.local.registry import run_dir
 from lynx.local.stopping import stop_phases
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.local.processes import KILL_WAIT_SECONDS
 from lynx.local.stack import TOOLS_BIN
 from lynx.telemetry.prometheus_api import PrometheusClient

@@ -1,0 +1,98 @@
+"""The console's reads: the budget store, Prometheus (the gateways' cost and token counters, read as the controller
+reads them) and the trace store. Blocking clients: the routes call them in a thread. Each read that fails says so in
+words (``Unreadable``) for the page to show beside what could be read."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+
+from lynx.accounting.spend import COUNTER, CREATED, window_seconds
+from lynx.telemetry.tracestore import StoredSpan, TraceStoreClient
+from lynx.accounting.usage import SpendHistory, utc_midnight
+from lynx.telemetry.metrics import COMPLETION_ENDPOINTS
+from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
+from lynx_budget.console.data import Filters, RequestSummary, charged_requests, daily_values
+from lynx_budget.console.settings import ConsoleSettings
+
+DAY = timedelta(days=1)
+TOKENS = "lynx_tokens_total"
+
+
+class Unreadable(Exception):
+    """A store could not be read; the message says which and why."""
+
+
+def matchers(filters: Filters) -> str:
+    labels = {"tenant": filters.tenant, "model_name": filters.model}
+    return ",".join(f"{name}={label_value(value)}" for name, value in labels.items() if value)
+
+
+@dataclass
+class ConsoleSources:
+    settings: ConsoleSettings
+    prometheus: PrometheusClient
+    traces: TraceStoreClient
+    usage: SpendHistory
+
+    @classmethod
+    def open(cls, settings: ConsoleSettings, prometheus: PrometheusClient) -> ConsoleSources:
+        return cls(settings, prometheus, TraceStoreClient(settings.trace_store_url, settings.trace_store_kind),
+                   SpendHistory(prometheus))
+
+    def close(self) -> None:
+        self.traces.close()
+
+    def today_rows(self, now: datetime) -> list[dict]:
+        """The raw samples of every tenant's cost counters since UTC midnight (``data.spend_by_label`` sums them)."""
+        day_start = utc_midnight(now)
+        try:
+            return self.prometheus.samples(
+                f'{{__name__=~"{COUNTER}|{CREATED}"}}[{window_seconds(day_start, now)}s]', now)
+        except PrometheusError as error:
+            raise Unreadable(f"Prometheus at {self.prometheus.url} could not be read: {error}") from None
+
+    def daily(self, counter: str, filters: Filters, days: int, now: datetime) -> list[tuple[datetime, float]]:
+        """The counter's increase per day over the last ``days`` days (each point: the day ending then). A chart's
+        figure: increase() extrapolates, unlike the exact readings of the budget and the usage report."""
+        expr = f"sum(increase({counter}{{{matchers(filters)}}}[1d]))"
+        try:
+            return daily_values(self.prometheus.query_range(expr, now - (days - 1) * DAY, now, DAY.total_seconds()))
+        except PrometheusError as error:
+            raise Unreadable(f"Prometheus at {self.prometheus.url} could not be read: {error}") from None
+
+    def eur_daily(self, filters: Filters, days: int, now: datetime) -> list[tuple[datetime, float]]:
+        return self.daily(COUNTER, filters, days, now)
+
+    def tokens_daily(self, filters: Filters, days: int, now: datetime) -> list[tuple[datetime, float]]:
+        return self.daily(TOKENS, filters, days, now)
+
+    def served_and_traced(self, now: datetime) -> tuple[float | None, float | None]:
+        """(traced, served) completion requests over the lists' window, from the gateways' counters."""
+        window = f"{math.ceil(self.settings.recent_hours * 3600)}s"
+        try:
+            traced = self.prometheus.query(
+                f"sum(increase(lynx_traced_requests_total{{{COMPLETION_ENDPOINTS}}}[{window}]))", now)
+            served = self.prometheus.query(f"sum(increase(lynx_request_total{{{COMPLETION_ENDPOINTS}}}[{window}]))", now)
+        except PrometheusError:
+            return None, None
+        first = lambda rows: float(rows[0]["value"][1]) if rows else None  # noqa: E731
+        return first(traced), first(served)
+
+    def recent_requests(self, now: datetime) -> list[RequestSummary]:
+        """The charged requests the trace store holds from the last ``recent_hours``, newest first."""
+        start = now - timedelta(hours=self.settings.recent_hours)
+        try:
+            spans = self.traces.recent_spans(start.timestamp(), now.timestamp(), self.settings.recent_traces_limit)
+        except httpx.HTTPError as error:
+            raise Unreadable(f"the trace store at {self.settings.trace_store_url} could not be read: {error}") from None
+        return charged_requests(spans)
+
+    def trace(self, trace_id: str) -> list[StoredSpan]:
+        try:
+            return self.traces.trace(trace_id)
+        except httpx.HTTPError as error:
+            raise Unreadable(f"the trace store at {self.settings.trace_store_url} could not be read: {error}") from None
