@@ -13,7 +13,7 @@ from lynx.service.files import shared_token
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget.console.sessions import ADMIN_SUBJECT, Session, new_session, session_key
 from lynx_budget.console.settings import ConsoleSettings
-from lynx_budget.console.signins import FailedSignins
+from lynx_budget.console.signins import FailedSignins, failed_signins
 from lynx_budget.console.sources import ConsoleSources
 from lynx_budget.store import BudgetStore
 
@@ -31,6 +31,7 @@ class Console:
     @classmethod
     def open(cls, settings: ConsoleSettings, prometheus: PrometheusClient, store: Callable[[], BudgetStore]
              ) -> Console:
+        failed_signins()  # exported from the start: no failure yet reads 0, not "no data"
         return cls(settings, ConsoleSources.open(settings, prometheus), store, TenantRegistry(settings.tenants_file),
                    shared_token(settings.admin_token_file),
                    FailedSignins(settings.failed_signins_allowed, settings.failed_signin_window_seconds))
