@@ -39,6 +39,7 @@ SHORT = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 8, "retrieval_top_
          "messages": [{"role": "user", "content": "Name a colour."}]}
 TENANTS = ("busy", "quiet", "spare")
 CHROMIUM = "/usr/bin/chromium"
+SIGNIN_WINDOW = 8  # seconds: every client of the tests is 127.0.0.1, held back this long after three failures
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -112,7 +113,8 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[ConsoleBed]:
             "LYNX_CONSOLE_ADMIN_TOKEN_FILE": str(admin_token_file),
             "LYNX_CONSOLE_TENANTS_FILE": base_env["LYNX_GATEWAY_TENANTS_FILE"],
             "LYNX_CONSOLE_TRACE_STORE_URL": ports.query_url,
-            "LYNX_CONSOLE_FAILED_SIGNINS_ALLOWED": "3"}, work / "budgets.log", port=loop_port)
+            "LYNX_CONSOLE_FAILED_SIGNINS_ALLOWED": "3", "LYNX_CONSOLE_FAILED_SIGNIN_WINDOW_SECONDS": str(SIGNIN_WINDOW)},
+            work / "budgets.log", port=loop_port)
         started.append(loop)
         wait_ready([prometheus, loop], START_TIMEOUT_SECONDS)
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
@@ -180,6 +182,19 @@ def test_the_csv_export_equals_the_command_lines_and_what_the_answers_were_charg
     assert exported.text == bed.budget("export", "--prometheus", bed.prometheus.url)
 
 
+def test_the_overviews_spend_is_what_the_answers_were_charged(bed: ConsoleBed):
+    wait_for(lambda: controller_read(bed, "busy") and controller_read(bed, "quiet"), 60,
+             "Prometheus holding what the answers were charged")
+    with bed.signed_in(bed.admin_token) as admin:
+        page = admin.get("/console/").text
+    shown = lambda tenant: float(re.search(  # noqa: E731
+        rf'>{tenant}</a></td><td class="num">([0-9.]+) EUR', page).group(1))
+    for tenant in ("busy", "quiet"):
+        assert shown(tenant) == pytest.approx(bed.spent[tenant], abs=1e-8)
+    week, month = (float(total) for total in re.findall(r"Total: ([0-9.]+) EUR", page)[:2])
+    assert week == month == pytest.approx(sum(bed.spent.values()), abs=1e-8)  # the stack started today
+
+
 def test_the_last_failures_link_to_a_trace_page_holding_the_spans_jaeger_holds(bed: ConsoleBed):
     with bed.signed_in(bed.admin_token) as admin:
         overview = wait_for(lambda: (page := admin.get("/console/")).status_code == 200
@@ -218,10 +233,12 @@ def test_failed_signins_are_counted_and_limited_per_client(bed: ConsoleBed):
         answers = [client.post("/console/signin", data={"csrf": csrf, "token": "lynx-guess"}) for _ in range(4)]
         assert [a.status_code for a in answers] == [401, 401, 401, 429]
         assert int(answers[-1].headers["retry-after"]) > 0
-        # Limited: even the right token waits now.
+        # Limited: even the right token waits now, until the oldest failure leaves the window.
         assert client.post("/console/signin", data={"csrf": csrf, "token": bed.admin_token}).status_code == 429
-    after = metric_value(httpx.get(f"{bed.loop.url}/metrics").text, "lynx_console_failed_signins_total")
-    assert after - before == 5
+        after = metric_value(httpx.get(f"{bed.loop.url}/metrics").text, "lynx_console_failed_signins_total")
+        assert after - before == 5
+        wait_for(lambda: client.post("/console/signin", data={"csrf": csrf, "token": bed.admin_token}
+                                     ).status_code == 303, SIGNIN_WINDOW + 5, "the sign-in limit to lift", interval=1)
 
 
 # ---- in Debian's chromium --------------------------------------------------------------------------------------------

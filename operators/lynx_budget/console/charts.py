@@ -10,6 +10,7 @@ from datetime import datetime
 from matplotlib import rc_context
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lynx_budget.console.data import WaterfallRow
 
@@ -36,6 +37,8 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, unit: 
         axes = figure.subplots()
         positions = range(len(labels))
         axes.barh(list(positions), list(values), color=COLOUR)
+        axes.xaxis.set_major_locator(MaxNLocator(4))  # EUR amounts are long numbers: few ticks, never overlapping
+        axes.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         axes.set_yticks(list(positions), list(labels))
         axes.invert_yaxis()
         axes.set_xlabel(unit)
@@ -65,6 +68,7 @@ def waterfall_chart(rows: Sequence[WaterfallRow], title: str) -> str:
                   color=COLOUR)
         axes.set_yticks(positions, [f"{'  ' * r.depth}{r.service}: {r.name}" for r in rows])
         axes.invert_yaxis()
+        axes.xaxis.set_major_locator(MaxNLocator(6))
         axes.set_xlabel("ms since the request started")
         axes.set_title(title, loc="left")
         figure.tight_layout()

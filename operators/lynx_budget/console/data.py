@@ -33,13 +33,15 @@ class Filters:
         return (not self.tenant or tenant == self.tenant) and (not self.model or model == self.model)
 
 
-def spend_by_label(rows: list[dict], label: str, day_start: datetime, now: datetime) -> dict[str, float]:
+def spend_by_label(rows: list[dict], label: str, day_start: datetime, now: datetime,
+                   counter: tuple[str, str] = (COUNTER, CREATED)) -> dict[str, float]:
     """Spend since ``day_start`` per value of ``label`` (tenant, model_name), from the raw samples of every series of
-    the cost counter and its creation times: the controller's exact reading (``spend_from_samples``) per group."""
-    created = created_times(rows, CREATED)
+    the cost counter and its creation times: the controller's exact reading (``spend_from_samples``) per group.
+    ``counter``: another counter's names (``_total``, ``_created``), read the same way (tokens)."""
+    created = created_times(rows, counter[1])
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        if row["metric"].get("__name__") == COUNTER:
+        if row["metric"].get("__name__") == counter[0]:
             groups[row["metric"].get(label, "unknown")].append(row)
     spent = {value: spend_from_samples(series, created, day_start, now).spent_eur for value, series in groups.items()}
     return dict(sorted(((value, eur) for value, eur in spent.items() if eur > 0), key=lambda item: -item[1]))
@@ -47,13 +49,6 @@ def spend_by_label(rows: list[dict], label: str, day_start: datetime, now: datet
 
 def filtered_rows(rows: list[dict], filters: Filters) -> list[dict]:
     return [row for row in rows if filters.keeps(row["metric"].get("tenant", ""), row["metric"].get("model_name", ""))]
-
-
-def daily_values(rows: list[dict]) -> list[tuple[datetime, float]]:
-    """One range query's single series (a sum) as (day, value) pairs; no series: no points."""
-    if not rows:
-        return []
-    return [(datetime.fromtimestamp(float(at), UTC), float(value)) for at, value in rows[0]["values"]]
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,21 @@ words (``Unreadable``) for the page to show beside what could be read."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
 
 from lynx.accounting.spend import COUNTER, CREATED, window_seconds
 from lynx.telemetry.tracestore import StoredSpan, TraceStoreClient
-from lynx.accounting.usage import SpendHistory, utc_midnight
+from lynx.accounting.usage import SETTLED_AFTER, SpendHistory, day_pieces, utc_midnight
 from lynx.telemetry.metrics import COMPLETION_ENDPOINTS
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
-from lynx_budget.console.data import Filters, RequestSummary, charged_requests, daily_values
+from lynx_budget.console.data import Filters, RequestSummary, charged_requests, spend_by_label
 from lynx_budget.console.settings import ConsoleSettings
 
 DAY = timedelta(days=1)
-TOKENS = "lynx_tokens_total"
+TOKENS = ("lynx_tokens_total", "lynx_tokens_created")
 
 
 class Unreadable(Exception):
@@ -37,6 +37,7 @@ class ConsoleSources:
     prometheus: PrometheusClient
     traces: TraceStoreClient
     usage: SpendHistory
+    settled: dict[tuple[str, datetime], float] = field(default_factory=dict)  # past whole days, unfiltered
 
     @classmethod
     def open(cls, settings: ConsoleSettings, prometheus: PrometheusClient) -> ConsoleSources:
@@ -55,17 +56,31 @@ class ConsoleSources:
         except PrometheusError as error:
             raise Unreadable(f"Prometheus at {self.prometheus.url} could not be read: {error}") from None
 
-    def daily(self, counter: str, filters: Filters, days: int, now: datetime) -> list[tuple[datetime, float]]:
-        """The counter's increase per day over the last ``days`` days (each point: the day ending then). A chart's
-        figure: increase() extrapolates, unlike the exact readings of the budget and the usage report."""
-        expr = f"sum(increase({counter}{{{matchers(filters)}}}[1d]))"
-        try:
-            return daily_values(self.prometheus.query_range(expr, now - (days - 1) * DAY, now, DAY.total_seconds()))
-        except PrometheusError as error:
-            raise Unreadable(f"Prometheus at {self.prometheus.url} could not be read: {error}") from None
+    def daily(self, counter: tuple[str, str], filters: Filters, days: int, now: datetime
+              ) -> list[tuple[datetime, float]]:
+        """The counter's increase in each of the last ``days`` UTC days (today so far last), read exactly as the
+        controller reads a day's spend (raw samples, ``data.spend_by_label``). A day that ended a while ago no longer
+        changes: it is remembered (as the usage report remembers them)."""
+        points = []
+        for start, end in day_pieces(utc_midnight(now) - (days - 1) * DAY, now):
+            key = (counter[0], start)
+            if filters == Filters() and key in self.settled:
+                points.append((start, self.settled[key]))
+                continue
+            names = f'__name__=~"{"|".join(counter)}"'
+            selector = "{" + ",".join(part for part in (names, matchers(filters)) if part) + "}"
+            try:
+                rows = self.prometheus.samples(f"{selector}[{window_seconds(start, end)}s]", end)
+            except PrometheusError as error:
+                raise Unreadable(f"Prometheus at {self.prometheus.url} could not be read: {error}") from None
+            value = sum(spend_by_label(rows, "tenant", start, end, counter).values())
+            if filters == Filters() and now - end >= SETTLED_AFTER:  # filtered figures are not kept: unbounded
+                self.settled[key] = value
+            points.append((start, value))
+        return points
 
     def eur_daily(self, filters: Filters, days: int, now: datetime) -> list[tuple[datetime, float]]:
-        return self.daily(COUNTER, filters, days, now)
+        return self.daily((COUNTER, CREATED), filters, days, now)
 
     def tokens_daily(self, filters: Filters, days: int, now: datetime) -> list[tuple[datetime, float]]:
         return self.daily(TOKENS, filters, days, now)
