@@ -19,6 +19,7 @@ from lynx_budget.console.data import Filters
 from lynx_budget.console.sessions import Session, csrf_token, csrf_valid, sign, verify
 from lynx_budget.console.signins import failed_signins
 from lynx_budget.console.sources import Unreadable
+from lynx_budget.store import BudgetChanged
 
 SESSION_COOKIE = "lynx_console_session"
 SIGNIN_COOKIE = "lynx_console_signin"  # the nonce the sign-in form's CSRF token is bound to
@@ -160,17 +161,18 @@ def console_router() -> APIRouter:
                            f"`lynx budget set {tenant} --cap EUR`.", session)
         if action == "raise":
             try:
-                spec = add_raise(spec, float(form.get("amount", "")), float(form.get("hours", "")),
+                spec = add_raise(spec, number(form, "amount", "Amount (EUR)"), number(form, "hours", "Expires in"),
                                  form.get("reason", "").strip(), f"console ({session.subject})", console.now())
             except ValueError as error:
-                problem = (refused_options(error, RAISE_FIELDS) if hasattr(error, "errors")
-                           else f"{error}" if form.get("amount") and form.get("hours") else
-                           "an amount (EUR) and the hours the raise lasts are required")
                 context = await asyncio.to_thread(pages.tenant, console, session, tenant)
-                return page(request, "tenant.html", 400, session, raise_error=problem, done="", **context)
+                return page(request, "tenant.html", 400, session, raise_error=refused_options(error, RAISE_FIELDS),
+                            done="", **context)
         else:
             spec = ACTIONS[action](spec)
-        await asyncio.to_thread(store.put, spec)
+        try:
+            await asyncio.to_thread(store.put, spec)
+        except BudgetChanged as error:
+            return refused(request, 409, "Changed meanwhile", f"{error}: reload the page and try again.", session)
         return RedirectResponse(f"/console/tenants/{quote(tenant)}?done={action}", 303)
 
     @router.get("/export.csv")
@@ -206,6 +208,14 @@ def console_router() -> APIRouter:
         return page(request, "trace.html", session=session, **context)
 
     return router
+
+
+def number(form: dict[str, str], field: str, label: str) -> float:
+    """A form's number; ValueError naming the field when it is missing or not one."""
+    try:
+        return float(form.get(field, ""))
+    except ValueError:
+        raise ValueError(f"{label} takes a number, not {form.get(field, '')!r}") from None
 
 
 def forbidden(request: Request, session: Session) -> HTMLResponse:
