@@ -54,6 +54,7 @@ class ConsoleBed:
     cli_env: dict[str, str]
     keys: dict[str, str] = field(default_factory=dict)
     spent: dict[str, float] = field(default_factory=dict)  # what the answers said each tenant was charged
+    completions: list[str] = field(default_factory=list)  # what the answers said, never to be shown
     failed_trace: str = ""
 
     @property
@@ -71,6 +72,7 @@ class ConsoleBed:
                               headers={"Authorization": f"Bearer {self.keys[tenant]}"})
         self.spent[tenant] = self.spent.get(tenant, 0.0) + ((response.json().get("lynx") or {}).get("cost") or {}
                                                             ).get("total", 0.0)
+        self.completions += [choice["message"]["content"] for choice in response.json().get("choices", [])]
         return response
 
     @contextlib.contextmanager
@@ -211,6 +213,15 @@ def test_the_last_failures_link_to_a_trace_page_holding_the_spans_jaeger_holds(b
         store.close()
     assert shown == held and len(held) > 3
     assert "EUR" in trace.text
+    with bed.signed_in(bed.admin_token) as admin:
+        pages = [overview.text, trace.text, admin.get("/console/tenants/busy").text,
+                 admin.get(f"/console/traces/{next(iter(trace_links(admin, 'quiet')))}").text]
+    texts = [SHORT["messages"][0]["content"], *(c.strip() for c in bed.completions if len(c.strip()) >= 8)]
+    assert len(texts) > 1 and not [t for t in texts for page in pages if t in page]  # no prompt, no completion
+
+
+def trace_links(client: httpx.Client, tenant: str) -> set[str]:
+    return set(re.findall(r'href="/console/traces/([0-9a-f]{32})"', client.get(f"/console/tenants/{tenant}").text))
 
 
 def test_a_tenant_key_sees_its_own_pages_only(bed: ConsoleBed):
