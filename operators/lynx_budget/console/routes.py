@@ -47,18 +47,16 @@ def refused(request: Request, status: int, title: str, message: str, session: Se
     return page(request, "refused.html", status, session, headers, title=title, message=message)
 
 
-def signed_in(request: Request) -> tuple[Console | None, Session | None]:
+NOT_SERVED = "The console is turned off on this budget controller (LYNX_CONSOLE_ENABLED)."
+
+
+def signed_in(request: Request) -> tuple[Console, Session] | Response:
+    """The console and the request's session; else the answer: 404 with the console off, or to the sign-in page."""
     console = console_of(request)
     if console is None:
-        return None, None
-    return console, verify(request.cookies.get(SESSION_COOKIE), console.key, console.now().timestamp())
-
-
-def to_signin() -> RedirectResponse:
-    return RedirectResponse("/console/signin", 303)
-
-
-NOT_SERVED = "The console is turned off on this budget controller (LYNX_CONSOLE_ENABLED)."
+        return refused(request, 404, "No console", NOT_SERVED)
+    session = verify(request.cookies.get(SESSION_COOKIE), console.key, console.now().timestamp())
+    return (console, session) if session else RedirectResponse("/console/signin", 303)
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -112,18 +110,20 @@ def console_router() -> APIRouter:
 
     @router.post("/signout")
     async def signout(request: Request) -> Response:
-        console, session = signed_in(request)
-        if session is not None and not csrf_valid(session.nonce, console.key, (await form_of(request)).get("csrf")):
+        if isinstance(signed := signed_in(request), Response):
+            return signed
+        console, session = signed
+        if not csrf_valid(session.nonce, console.key, (await form_of(request)).get("csrf")):
             return refused(request, 403, "Refused", "The form's CSRF token is missing or wrong.", session)
-        response = to_signin()
+        response = RedirectResponse("/console/signin", 303)
         response.delete_cookie(SESSION_COOKIE, path="/console")
         return response
 
     @router.get("/")
     async def overview(request: Request, tenant: str = "", model: str = "") -> Response:
-        console, session = signed_in(request)
-        if session is None:
-            return to_signin() if console else refused(request, 404, "No console", NOT_SERVED)
+        if isinstance(signed := signed_in(request), Response):
+            return signed
+        console, session = signed
         if session.role != "admin":
             return RedirectResponse(f"/console/tenants/{quote(session.subject)}", 303)
         context = await asyncio.to_thread(pages.overview, console, Filters(tenant.strip(), model.strip()))
@@ -131,9 +131,9 @@ def console_router() -> APIRouter:
 
     @router.get("/tenants/{tenant}")
     async def tenant_page(request: Request, tenant: str, done: str = "") -> Response:
-        console, session = signed_in(request)
-        if session is None:
-            return to_signin() if console else refused(request, 404, "No console", NOT_SERVED)
+        if isinstance(signed := signed_in(request), Response):
+            return signed
+        console, session = signed
         if not session.may_see(tenant):
             return forbidden(request, session)
         context = await asyncio.to_thread(pages.tenant, console, session, tenant)
@@ -141,9 +141,9 @@ def console_router() -> APIRouter:
 
     @router.post("/tenants/{tenant}/{action}")
     async def act(request: Request, tenant: str, action: str) -> Response:
-        console, session = signed_in(request)
-        if session is None:
-            return to_signin() if console else refused(request, 404, "No console", NOT_SERVED)
+        if isinstance(signed := signed_in(request), Response):
+            return signed
+        console, session = signed
         form = await form_of(request)
         if not csrf_valid(session.nonce, console.key, form.get("csrf")):
             return refused(request, 403, "Refused: no valid CSRF token",
@@ -177,9 +177,9 @@ def console_router() -> APIRouter:
 
     @router.get("/export.csv")
     async def export(request: Request) -> Response:
-        console, session = signed_in(request)
-        if session is None:
-            return to_signin() if console else refused(request, 404, "No console", NOT_SERVED)
+        if isinstance(signed := signed_in(request), Response):
+            return signed
+        console, session = signed
         if session.role != "admin":
             return forbidden(request, session)
         text, problem = await asyncio.to_thread(export_csv, console.store(), console.sources.prometheus, console.now())
@@ -190,9 +190,9 @@ def console_router() -> APIRouter:
 
     @router.get("/traces/{trace_id}")
     async def trace_page(request: Request, trace_id: str) -> Response:
-        console, session = signed_in(request)
-        if session is None:
-            return to_signin() if console else refused(request, 404, "No console", NOT_SERVED)
+        if isinstance(signed := signed_in(request), Response):
+            return signed
+        console, session = signed
         trace_id = trace_id.lower()
         if not TRACE_ID.match(trace_id):
             return refused(request, 404, "No such trace", "A trace id is 32 hexadecimal digits.", session)
