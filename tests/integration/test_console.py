@@ -237,6 +237,16 @@ def test_a_tenant_key_sees_its_own_pages_only(bed: ConsoleBed):
         assert form.status_code == 403 and "Only the admin" in form.text
 
 
+def test_signing_out_ends_the_session_in_the_browser_and_needs_its_csrf_token(bed: ConsoleBed):
+    with bed.signed_in(bed.admin_token) as admin:
+        page = admin.get("/console/")
+        assert admin.post("/console/signout", data={"csrf": "forged"}).status_code == 403
+        assert admin.get("/console/").status_code == 200  # still signed in
+        out = admin.post("/console/signout", data={"csrf": csrf_of(page.text)})
+        assert out.status_code == 303 and "lynx_console_session" not in admin.cookies
+        assert admin.get("/console/", follow_redirects=False).headers["location"] == "/console/signin"
+
+
 def test_failed_signins_are_counted_and_limited_per_client(bed: ConsoleBed):
     before = metric_value(httpx.get(f"{bed.loop.url}/metrics").text, "lynx_console_failed_signins_total")
     with httpx.Client(base_url=bed.loop.url, timeout=30) as client:
