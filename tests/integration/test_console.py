@@ -197,6 +197,19 @@ def test_the_overviews_spend_is_what_the_answers_were_charged(bed: ConsoleBed):
     assert week == month == pytest.approx(sum(bed.spent.values()), abs=1e-8)  # the stack started today
 
 
+def test_the_lists_say_how_many_requests_were_served_as_the_gateway_counted_them(bed: ConsoleBed):
+    def counted() -> float:  # the gateway's own count of completion requests, from its /metrics
+        text = httpx.get(f"{bed.stack.gateway.url}/metrics", timeout=10).text
+        return metric_value(text, "lynx_request_total", {"endpoint": "/v1/chat/completions"})
+
+    def said() -> str | None:
+        with bed.signed_in(bed.admin_token) as admin:
+            found = re.search(r"Every request served in the window was traced \((\d+)\)", admin.get("/console/").text)
+        return found and found.group(1) == f"{counted():.0f}" and found.group(1)
+
+    assert int(wait_for(said, 30, "the overview's count of the requests served")) >= 5
+
+
 def test_the_last_failures_link_to_a_trace_page_holding_the_spans_jaeger_holds(bed: ConsoleBed):
     with bed.signed_in(bed.admin_token) as admin:
         overview = wait_for(lambda: (page := admin.get("/console/")).status_code == 200

@@ -37,7 +37,7 @@ def spend_by_label(rows: list[dict], label: str, day_start: datetime, now: datet
                    counter: tuple[str, str] = (COUNTER, CREATED)) -> dict[str, float]:
     """Spend since ``day_start`` per value of ``label`` (tenant, model_name), from the raw samples of every series of
     the cost counter and its creation times: the controller's exact reading (``spend_from_samples``) per group.
-    ``counter``: another counter's names (``_total``, ``_created``), read the same way (tokens)."""
+    ``counter``: another counter's names (``_total``, ``_created``), read the same way (tokens, requests)."""
     created = created_times(rows, counter[1])
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -177,8 +177,10 @@ def decision_of(tenant: str, status: BudgetStatus | None) -> TenantDecision | No
 
 
 def traced_share(traced: float | None, served: float | None) -> str | None:
-    """What a per-request list can show when traces are sampled: None while every request served was traced."""
-    if traced is None or served is None or served <= 0 or traced >= served:
+    """How many of the requests served a per-request list can show (the trace store holds the sampled ones)."""
+    if traced is None or served is None:
         return None
+    if traced >= served:
+        return f"Every request served in the window was traced ({served:.0f}): the lists can show each of them."
     return (f"Traces are sampled: the lists show at most {traced:.0f} of the {served:.0f} requests served "
             f"({100 * traced / served:.0f} %).")

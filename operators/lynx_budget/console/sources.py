@@ -4,7 +4,6 @@ words (``Unreadable``) for the page to show beside what could be read."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,6 +19,8 @@ from lynx_budget.console.settings import ConsoleSettings
 
 DAY = timedelta(days=1)
 TOKENS = ("lynx_tokens_total", "lynx_tokens_created")
+SERVED = ("lynx_request_total", "lynx_request_created")
+TRACED = ("lynx_traced_requests_total", "lynx_traced_requests_created")
 
 
 class Unreadable(Exception):
@@ -86,16 +87,18 @@ class ConsoleSources:
         return self.daily(TOKENS, filters, days, now)
 
     def served_and_traced(self, now: datetime) -> tuple[float | None, float | None]:
-        """(traced, served) completion requests over the lists' window, from the gateways' counters."""
-        window = f"{math.ceil(self.settings.recent_hours * 3600)}s"
+        """(traced, served) completion requests over the lists' window, from the gateways' counters read exactly
+        (raw samples, as spend is read): None, None when Prometheus cannot be read."""
+        start = now - timedelta(hours=self.settings.recent_hours)
+        names = "|".join((*SERVED, *TRACED))
         try:
-            traced = self.prometheus.query(
-                f"sum(increase(lynx_traced_requests_total{{{COMPLETION_ENDPOINTS}}}[{window}]))", now)
-            served = self.prometheus.query(f"sum(increase(lynx_request_total{{{COMPLETION_ENDPOINTS}}}[{window}]))", now)
+            rows = self.prometheus.samples(
+                f'{{__name__=~"{names}",{COMPLETION_ENDPOINTS}}}[{window_seconds(start, now)}s]', now)
         except PrometheusError:
             return None, None
-        first = lambda rows: float(rows[0]["value"][1]) if rows else None  # noqa: E731
-        return first(traced), first(served)
+        traced, served = (sum(spend_by_label(rows, "endpoint", start, now, counter).values())
+                          for counter in (TRACED, SERVED))
+        return traced, served
 
     def recent_requests(self, now: datetime) -> list[RequestSummary]:
         """The charged requests the trace store holds from the last ``recent_hours``, newest first."""

@@ -96,6 +96,8 @@ def test_the_controllers_status_as_the_usage_reports_decision():
     assert decision_of("a", None) is None
 
 
-def test_sampling_is_said_only_when_some_requests_were_not_traced():
-    assert traced_share(10, 10) is None and traced_share(None, 10) is None and traced_share(0, 0) is None
+def test_the_lists_say_how_many_of_the_requests_served_they_can_show():
+    assert traced_share(None, 10) is None and traced_share(10, None) is None  # Prometheus unreadable: nothing said
+    assert "Every request served in the window was traced (10)" in traced_share(10, 10)
+    assert "(0)" in traced_share(0, 0)
     assert "at most 25 of the 100 requests served (25 %)" in traced_share(25, 100)
