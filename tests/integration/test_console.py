@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 SHORT = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 8, "retrieval_top_k": 0,
          "messages": [{"role": "user", "content": "Name a colour."}]}
-TENANTS = ("busy", "quiet", "spare")
+TENANTS = ("busy", "quiet", "spare", "tight")
 CHROMIUM = "/usr/bin/chromium"
 SIGNIN_WINDOW = 8  # seconds: every client of the tests is 127.0.0.1, held back this long after three failures
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -208,6 +208,24 @@ def test_the_lists_say_how_many_requests_were_served_as_the_gateway_counted_them
         return found and found.group(1) == f"{counted():.0f}" and found.group(1)
 
     assert int(wait_for(said, 30, "the overview's count of the requests served")) >= 5
+
+
+def test_a_cap_reached_shows_among_the_caps_approaching_with_its_quick_action(bed: ConsoleBed):
+    assert bed.chat("tight").status_code == 200
+    bed.budget("set", "tight", "--cap", f"{bed.spent['tight'] / 2:.12f}", "--warning", "50")
+    wait_for(lambda: published_state(Path(bed.cli_env["LYNX_BUDGETS_DECISIONS_FILE"]), "tight") == "Blocked", 30,
+             "the tight tenant blocked by its cap")
+    with bed.signed_in(bed.admin_token) as admin:
+        page = admin.get("/console/?tenant=tight").text
+        row = re.search(r'<tr><td><a href="/console/tenants/tight">tight</a></td><td class="state-Blocked">Blocked</td>'
+                        r'.*?([0-9]+) % \(warning at 50', page, re.S)
+        assert row and int(row.group(1)) >= 199, page  # it spent twice its cap
+        assert '>busy</a></td><td class="num">' not in page  # the filter keeps the spend of the tenant asked for
+        paused = admin.post("/console/tenants/tight/pause", data={"csrf": csrf_of(page)})
+        assert paused.status_code == 303
+    assert "Paused by an admin" in bed.budget("why", "tight")
+    wait_for(lambda: bed.chat("tight").json()["error"]["message"].lower().count("paused"), 10,
+             "the gateway refusing the paused tenant as paused")
 
 
 def test_the_last_failures_link_to_a_trace_page_holding_the_spans_jaeger_holds(bed: ConsoleBed):
