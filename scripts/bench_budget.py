@@ -34,7 +34,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.tools.load.report import percentile
 from lynx.tools.models.cache import build
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lynx.local.stopping import stop_processes
 from lynx.local.topology import UPSTREAMS, models_environment, upstreams_environment
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.tools.load.driver import LoadSpec, RequestRecord, drive, send
 from lynx.tools.load.report import LoadReport, summarize
 from lynx.tools.models.cache import build

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.tools.models.cache import build
 from lynx.local.processes import start_service, wait_ready
 from lynx.local.topology import UPSTREAMS, models_environment, upstreams_environment

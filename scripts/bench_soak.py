@@ -47,7 +47,7 @@ from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.tools.dashboards.queries import PanelQuery, panel_queries
 from lynx.service.files import locked, write_atomically
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.tools.load.driver import LoadSpec, RequestRecord, served_model
 from lynx.tools.load.memory import sample_memory
 from lynx.tools.load.report import MIB, Percentiles, errors_by_type

@@ -6,9 +6,10 @@ source "$ROOT/scripts/bootstrap.sh"
 
 # The real node's host side (tests/cluster/realnode.py): Docker for the images, a second containerd
 # with runc, the CNI plugins, the tools kubelet and kube-proxy call; mmdebstrap for the Debian base
-# image; gcc and the static libc for Kubernetes' pause program.
+# image; gcc and the static libc for Kubernetes' pause program. Debian's chromium for the console's browser tests
+# (tests/integration/test_console.py drives it with Playwright; Playwright never downloads a browser of its own).
 bash "$ROOT/scripts/debian_install.sh" docker.io containerd runc containernetworking-plugins conntrack socat \
-  ethtool iptables mmdebstrap gcc libc6-dev
+  ethtool iptables mmdebstrap gcc libc6-dev chromium
 bash "$ROOT/scripts/dockerd.sh"
 
 # The lynx images (downloads and the model conversion) build while go builds the tools (CPU): Prometheus,

@@ -16,15 +16,11 @@ from lynx.contracts.budgets import BudgetSpec
 from lynx.option_errors import CommandRefused
 from lynx_budget import kube
 from lynx_budget.policy import BudgetStatus
+from lynx_budget.store import BudgetChanged
 
 
 class NoCluster(CommandRefused):
     """No kubeconfig context to reach the API server with."""
-
-
-class SpecChanged(RuntimeError):
-    """The TenantBudget's spec changed between reading and writing it (another admin, or an expired raise taken out
-    by the operator): nothing was written."""
 
 
 def current_namespace() -> str:
@@ -80,14 +76,14 @@ class KubeStore:
 
     def put(self, spec: BudgetSpec) -> None:
         """Creates the tenant's TenantBudget, or replaces its spec, provided it is still the one get() returned: an
-        edit made meanwhile (another admin, an expired raise the operator took out) is never lost: SpecChanged, and
+        edit made meanwhile (another admin, an expired raise the operator took out) is never lost: BudgetChanged, and
         the admin runs the command again. The operator's status writes meanwhile do not count."""
         for _ in range(5):
             found = self.resource(spec.tenant)
             current = kube.budget_spec(found["spec"]) if found else None
             if spec.tenant in self.read and current != self.read[spec.tenant]:
-                raise SpecChanged(f"the TenantBudget of {spec.tenant!r} changed meanwhile; nothing was written, "
-                                  "run the command again")
+                raise BudgetChanged(f"the TenantBudget of {spec.tenant!r} changed meanwhile; nothing was written, "
+                                    "run the command again")
             try:
                 self.write(found, spec)
                 return
@@ -99,7 +95,7 @@ class KubeStore:
                     raise
                 # Created meanwhile (409), or a failed `test` (422 naming no field): the object changed, its status
                 # most often; look again.
-        raise SpecChanged(f"the TenantBudget of {spec.tenant!r} keeps changing; nothing was written")
+        raise BudgetChanged(f"the TenantBudget of {spec.tenant!r} keeps changing; nothing was written")
 
     def remove(self, tenant: str) -> bool:
         """Deletes the tenant's TenantBudget; the operator's delete handler takes the tenant out of the published

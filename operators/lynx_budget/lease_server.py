@@ -24,6 +24,8 @@ from lynx.service.background import every
 from lynx.service.files import shared_token
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import kube
+from lynx_budget.console.mount import console_open, with_console
+from lynx_budget.kubestore import KubeStore
 from lynx_budget.lease_desk import LeaseDesk
 from lynx_budget.lease_routes import leases_router
 from lynx_budget.settings import OperatorSettings
@@ -46,12 +48,15 @@ def lease_app(settings: OperatorSettings, desk: LeaseDesk) -> FastAPI:
         app.state.desk = desk
         prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds)
         try:
-            async with every(settings.interval_seconds, lambda: desk.upkeep(prometheus), log, "lease_upkeep_failed"):
-                yield
+            with console_open(app, prometheus, lambda: KubeStore(settings.configmap_namespace)):
+                async with every(settings.interval_seconds, lambda: desk.upkeep(prometheus), log,
+                                 "lease_upkeep_failed"):
+                    yield
         finally:
             prometheus.close()
 
-    return create_service_app(name="budget-operator", settings=settings, lifespan=lifespan, router=leases_router())
+    return create_service_app(name="budget-operator", settings=settings, lifespan=lifespan,
+                              router=with_console(leases_router()))
 
 
 class LeaseServer:

@@ -33,6 +33,7 @@ from lynx.service.background import every
 from lynx.service.settings import ServiceSettings, default_cache_dir
 from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx_budget import gauges
+from lynx_budget.console.mount import console_open, with_console
 from lynx_budget.lease_desk import LeaseDesk, LedgerFile
 from lynx_budget.lease_routes import leases_router
 from lynx_budget.policy import BudgetStatus, SpendFailure, SpendReading, day_window, reconcile
@@ -238,10 +239,13 @@ def create_app(settings: LocalBudgetSettings | None = None) -> FastAPI:
 
         try:
             # Two tasks: a failing lease upkeep (a proof Prometheus cannot give) never holds the decisions back.
-            async with every(settings.interval_seconds, lambda: desk.upkeep(prometheus), log, "lease_upkeep_failed"), \
-                    every(settings.interval_seconds, reconcile, log, "budget_reconcile_failed"):
-                yield
+            with console_open(app, prometheus, lambda: local_store(settings)):
+                async with every(settings.interval_seconds, lambda: desk.upkeep(prometheus), log,
+                                 "lease_upkeep_failed"), \
+                        every(settings.interval_seconds, reconcile, log, "budget_reconcile_failed"):
+                    yield
         finally:
             prometheus.close()
 
-    return create_service_app(name="budgets", settings=settings, lifespan=lifespan, router=leases_router())
+    return create_service_app(name="budgets", settings=settings, lifespan=lifespan,
+                              router=with_console(leases_router()))

@@ -9,10 +9,16 @@ from lynx.contracts.budgets import BudgetSpec
 from lynx_budget.policy import BudgetStatus
 
 
+class BudgetChanged(RuntimeError):
+    """The budget changed between reading and writing it (another admin, or an expired raise taken out by the
+    controller): nothing was written."""
+
+
 class BudgetStore(Protocol):
     def get(self, tenant: str) -> BudgetSpec | None: ...
 
-    def put(self, spec: BudgetSpec) -> None: ...
+    def put(self, spec: BudgetSpec) -> None:
+        """Writes the budget; BudgetChanged when a store that checks (Kubernetes) finds it changed since get()."""
 
     def remove(self, tenant: str) -> bool:
         """Deletes the tenant's budget (it becomes a tenant without one); False when it had none."""

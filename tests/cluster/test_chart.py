@@ -112,6 +112,36 @@ def test_the_lease_channel_joins_the_gateways_to_the_operator_and_no_one_else(cl
         assert not selector_matches(admitted["podSelector"], labels), other
 
 
+def test_the_console_mounts_its_admin_secret_and_the_tenants_and_renders_nothing_when_off(cluster: Cluster, chart,
+                                                                                         tmp_path):
+    """The operator serves the console with the admin token Secret and the gateway's tenants file mounted where its
+    settings read them; `operator.console.enabled: false` takes the Secret, the mounts and the settings away."""
+    documents = render(cluster, CHART / "ci" / "networkpolicy-values.yaml")
+    by_kind_name = {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    operator = by_kind_name["Deployment", f"{RELEASE}-operator"]["spec"]["template"]["spec"]
+    container = operator["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LYNX_CONSOLE_ENABLED"] == "true"
+    volumes = {v["name"]: v for v in operator["volumes"]}
+    for setting, secret in (("LYNX_CONSOLE_ADMIN_TOKEN_FILE", f"{RELEASE}-console-admin"),
+                            ("LYNX_CONSOLE_TENANTS_FILE", f"{RELEASE}-tenants")):
+        mount = next(m for m in container["volumeMounts"] if env[setting].startswith(m["mountPath"] + "/"))
+        assert volumes[mount["name"]]["secret"]["secretName"] == secret and ("Secret", secret) in by_kind_name
+    assert "token" in by_kind_name["Secret", f"{RELEASE}-console-admin"]["data"]
+    assert env["LYNX_CONSOLE_TRACE_STORE_URL"].startswith("http://")
+
+    values = tmp_path / "console-off.yaml"
+    scenario = yaml.safe_load((CHART / "ci" / "networkpolicy-values.yaml").read_text())
+    scenario["operator"] = {**scenario.get("operator", {}), "console": {"enabled": False, "secureCookies": False}}
+    values.write_text(yaml.safe_dump(scenario))
+    off = render(cluster, values)
+    operator = next(d for d in off if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{RELEASE}-operator")
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in container["env"]}["LYNX_CONSOLE_ENABLED"] == "false"
+    assert [e["name"] for e in container["env"] if e["name"].startswith("LYNX_CONSOLE_")] == ["LYNX_CONSOLE_ENABLED"]
+    assert not any(d["metadata"]["name"] == f"{RELEASE}-console-admin" for d in off)
+
+
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster, chart):
     started = time.monotonic()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lynx.gateway.tenants import Tenant, parse_tenants
+from lynx.accounting.tenants import Tenant, parse_tenants
 
 from .conftest import CHART, render
 from .testbed import Cluster

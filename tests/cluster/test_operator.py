@@ -15,6 +15,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from lynx.telemetry.prometheus_api import PrometheusClient
 from lynx.contracts.budgets import (
     TIMEZONE_PATTERN, BudgetDecisions, BudgetSpec, TemporaryRaise, UnreachableAllowance,
 )
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx_budget import kube
@@ -245,6 +246,7 @@ class Scene:
     environment: pytest.MonkeyPatch
     lease_port: int
     lease_token_file: Path
+    tenants_file: Path
     runner: KopfRunner | None = None
     metrics_port: int = 0
     outputs: list[str] = field(default_factory=list)
@@ -263,9 +265,17 @@ class Scene:
         self.environment.setenv("LYNX_OPERATOR_PORT", str(self.lease_port))  # the gateways renew there
         self.environment.setenv("LYNX_OPERATOR_LEASE_TOKEN_FILE", str(self.lease_token_file))
         self.environment.setenv("LYNX_OPERATOR_LEASES_CONFIGMAP_NAME", LEDGER)
+        # The console on the lease port: its admin token (made by the operator, as the chart's Secret would hold it)
+        # and the gateways' tenants file.
+        self.environment.setenv("LYNX_CONSOLE_ADMIN_TOKEN_FILE", str(self.console_token_file))
+        self.environment.setenv("LYNX_CONSOLE_TENANTS_FILE", str(self.tenants_file))
         self.runner = KopfRunner(["run", "--standalone", "--namespace", NAMESPACE, str(HANDLERS)],
                                  registry=kopf.OperatorRegistry(), timeout=60)
         self.runner.__enter__()
+
+    @property
+    def console_token_file(self) -> Path:
+        return self.lease_token_file.with_name("console-admin-token")
 
     def stop_operator(self) -> None:
         runner, self.runner = self.runner, None
@@ -367,7 +377,7 @@ def scene(release: Cluster, operator_kubeconfig: Path, tmp_path_factory) -> Iter
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
         running = Scene(release, operator_kubeconfig, [stack.gateway, second], prometheus, config,
                         {tenant: registry.add(tenant) for tenant in ("capped", "served")}, environment,
-                        lease_port, lease_token_file)
+                        lease_port, lease_token_file, Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
         scene.append(running)
         wait_ready([prometheus], START_TIMEOUT_SECONDS)
         copier = ConfigMapFile(release.kubeconfig, work / "budgets.json")
@@ -472,6 +482,44 @@ def test_a_raise_unblocks_the_tenant_with_an_audit_entry_and_an_event(scene: Sce
     assert added and "finance" in added[-1]["message"] and "end of quarter" in added[-1]["message"]
     assert "RaiseAdded" in scene.event_reasons("capped")
     wait_for(lambda: scene.complete("capped").status_code == 200, WAIT_SECONDS, "the tenant served again", POLL_SECONDS)
+
+
+def ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_the_consoles_pause_on_the_lease_port_is_the_clis_with_its_audit_entry_and_event(scene: Scene):
+    """The operator's console (lynx_budget.console on the lease app) pauses a TenantBudget as `lynx budget pause
+    --kube` does: the spec changes, the operator audits it, writes the Event, publishes Paused, the gateways refuse."""
+    served = BudgetSpec(tenant="served", daily_cap_eur=1.0)  # as the first test made it (alone: made here)
+    scene.cluster.kubectl("apply", "-f", "-", input=json.dumps(budget("served", served)))
+    scene.wait_status("served", lambda s: s["state"] == "Ok", "its decision")
+    with httpx.Client(base_url=f"http://127.0.0.1:{scene.lease_port}", timeout=60) as console:
+        wait_for(lambda: ready(console), WAIT_SECONDS, "the operator's lease app (and console) ready", POLL_SECONDS)
+
+        def form_token(path: str) -> str:
+            return re.search(r'name="csrf" value="([^"]+)"', console.get(path).text).group(1)
+
+        signed_in = console.post("/console/signin", data={"csrf": form_token("/console/signin"),
+                                                          "token": scene.console_token_file.read_text().strip()})
+        assert signed_in.status_code == 303, signed_in.text
+        paused = console.post("/console/tenants/served/pause", data={"csrf": form_token("/console/tenants/served")})
+        assert paused.status_code == 303, paused.text
+        assert scene.resource("served")["spec"]["paused"] is True
+        status = scene.wait_status("served", lambda s: s["state"] == "Paused", "Paused by the console")
+        assert any(e["kind"] == "paused" for e in status["history"])
+        assert "Paused" in scene.event_reasons("served")
+        wait_for(lambda: scene.complete("served").status_code == 429, WAIT_SECONDS, "the paused tenant refused",
+                 POLL_SECONDS)
+        page = console.get("/console/tenants/served").text
+        assert 'id="state" class="state-Paused">Paused' in page and "Paused by an admin" in page
+        resumed = console.post("/console/tenants/served/resume", data={"csrf": form_token("/console/tenants/served")})
+        assert resumed.status_code == 303, resumed.text
+    scene.wait_status("served", lambda s: s["state"] == "Ok", "resumed by the console")
+    wait_for(lambda: scene.complete("served").status_code == 200, WAIT_SECONDS, "the tenant served again", POLL_SECONDS)
 
 
 def test_the_tenants_midnight_resets_it(scene: Scene):

@@ -26,7 +26,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
+from lynx.telemetry.tracestore import StoredSpan, TraceStoreClient
 from lynx.contracts.budgets import BUDGET_STATE_HEADER
 from lynx.contracts.decoder import DecoderLoad
 from lynx.telemetry.prometheus_api import PrometheusClient

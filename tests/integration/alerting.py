@@ -15,7 +15,7 @@ import httpx
 import yaml
 
 from lynx.contracts.budgets import BudgetSpec
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_process, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config
 from lynx.local.stopping import stop_processes

@@ -11,7 +11,7 @@ import pytest
 
 from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetDecisions
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.tools.models.cache import is_built, models_dir
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.retriever.settings import RetrieverSettings

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from lynx.auditor.audit import orphans_in_trace
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.local.processes import start_service, wait_ready
 
 from .conftest import MODEL_NAME, ObservedStack, Stack, metric_value, wait_for

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from lynx.auditor.audit import orphans_in_trace
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.local.stopping import stop_processes
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.stack import load_config, start_collector

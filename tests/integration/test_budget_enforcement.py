@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lynx.contracts.budgets import BudgetDecisions, BudgetStanding, TenantDecision
 from lynx.local.stopping import stop_processes
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx.local.topology import BudgetFiles, budget_loop_environment, usage_environment

@@ -21,10 +21,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.local.stopping import stop_phases
 from lynx.local.topology import SERVICES, UPSTREAMS, BudgetFiles, Topology, budget_loop_environment, upstreams_environment
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import running_groups, start_service, stop_groups, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_collector, start_jaeger, start_prometheus
 

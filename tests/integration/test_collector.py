@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from lynx.auditor.audit import orphans_in_trace
-from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
+from lynx.telemetry.tracestore import StoredSpan, TraceStoreClient
 from lynx.local.stopping import stop_grace, stop_processes
 from lynx.local.processes import ServiceProcess, wait_ready
 from lynx.local.stack import CONFIG_DIR, load_config, start_collector, start_jaeger

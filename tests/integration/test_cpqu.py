@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from lynx.tools.dashboards.build import COSTS_DOC, CPQU_END, CPQU_START, cpqu_table
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.tools.quality.cpqu import load_questions, parse_table, run, update_document
 
 from .conftest import MODEL_NAME, ObservedStack

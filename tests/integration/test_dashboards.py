@@ -20,7 +20,7 @@ from lynx.local.stopping import stop_processes
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
 from lynx.tools.dashboards.build import all_dashboards
 from lynx.tools.dashboards.queries import expand, panel_queries
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import find_binary, load_config, prometheus_config, start_prometheus
 from lynx.telemetry.prometheus_api import PrometheusClient

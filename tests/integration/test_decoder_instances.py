@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from lynx.contracts.decoder import DecoderLoad
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.stopping import stop_processes
 from lynx.local.topology import models_environment

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.service.files import write_atomically
 

@@ -21,7 +21,7 @@ from threading import Lock
 import httpx
 import pytest
 
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stopping import stop_processes
 from lynx.accounting.spend import read_spend

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 
 from .conftest import Stack, metric_value, wait_for
 

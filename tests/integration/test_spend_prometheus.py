@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from lynx.local.stopping import stop_processes
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, free_port, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError

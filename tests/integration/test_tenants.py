@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from lynx.service.files import write_atomically
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.stopping import stop_processes
 

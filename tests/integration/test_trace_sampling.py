@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.local.processes import ServiceProcess, start_service, wait_ready
 from lynx.local.stack import load_config, prometheus_config, start_prometheus
 from lynx.local.stopping import stop_processes

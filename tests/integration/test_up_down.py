@@ -17,7 +17,7 @@ import yaml
 
 from lynx.local.registry import run_dir
 from lynx.local.stopping import stop_phases
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.local.processes import KILL_WAIT_SECONDS
 from lynx.local.stack import TOOLS_BIN
 from lynx.telemetry.prometheus_api import PrometheusClient
@@ -204,6 +204,20 @@ def demo_key(up: subprocess.CompletedProcess) -> str:
     return printed.group(1)
 
 
+def console_signs_in(up: subprocess.CompletedProcess, key: str) -> None:
+    """The console `lynx up` printed takes the admin token it printed, and the demo key to the demo tenant's page."""
+    printed = re.search(r"console: (\S+) \(admin token: ([^;\s]+);", up.stdout)
+    assert printed, up.stdout
+    url, token = printed.groups()
+    for secret, lands_on in ((token, "/console/"), (key, "/console/tenants/demo")):
+        with httpx.Client(timeout=60) as client:
+            form = client.get(f"{url}signin")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+            answer = client.post(f"{url}signin", data={"csrf": csrf, "token": secret})
+            assert (answer.status_code, answer.headers.get("location")) == (303, lands_on), answer.text
+            assert client.get(url + lands_on.removeprefix("/console/")).status_code == 200
+
+
 def chat_status(key: str) -> int:
     return httpx.post(f"{GATEWAY}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
                       json={"model": MODEL_NAME, "temperature": 0, "max_tokens": 4, "retrieval_top_k": 0,
@@ -222,6 +236,7 @@ def test_down_then_up_keeps_the_demo_key(tmp_path):
         assert first.returncode == 0, f"{first.stdout}\n{first.stderr}"
         key = demo_key(first)
         assert chat_status(key) == 200
+        console_signs_in(first, key)
         assert lynx_down(env).returncode == 0
 
         again = run(up_sh, env, UP_TIMEOUT_SECONDS)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from lynx.auditor.runner import Auditor
 from lynx.auditor.settings import AuditorSettings
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.service.errors import LynxError
 from lynx.service.app import create_service_app
 

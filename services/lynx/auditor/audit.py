@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lynx.auditor.tracestore import StoredSpan
+from lynx.telemetry.tracestore import StoredSpan
 
 NANOS_PER_SECOND = 1e9
 

@@ -9,7 +9,7 @@ import time
 
 from lynx.auditor.audit import EMPTY, AuditResult, AuditWindow
 from lynx.auditor.settings import AuditorSettings
-from lynx.auditor.tracestore import TraceStoreClient
+from lynx.telemetry.tracestore import TraceStoreClient
 from lynx.telemetry.metrics import auditor_metrics
 
 log = logging.getLogger("lynx.auditor")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from lynx.auditor.tracestore import TraceStoreKind
+from lynx.telemetry.tracestore import DEFAULT_TRACE_STORE_URL, TraceStoreKind
 from lynx.service.settings import ServiceSettings
 
 
@@ -12,7 +12,7 @@ class AuditorSettings(ServiceSettings):
 
     port: int = Field(default=8084, ge=1, le=65535)
     trace_store_url: str = Field(
-        default="http://127.0.0.1:16686", description="The trace store's query API: Jaeger's query port (16686), or "
+        default=DEFAULT_TRACE_STORE_URL, description="The trace store's query API: Jaeger's query port (16686), or "
                                                       "Tempo's HTTP port (3200) with trace_store_kind tempo.")
     trace_store_kind: TraceStoreKind = Field(
         default="jaeger", description="jaeger (lynx's own trace store, its API v3) or tempo (one you run yourself).")

@@ -15,10 +15,10 @@ from lynx.gateway.orchestrator import CANCEL_GRACE_SECONDS, DecoderRoute, Pipeli
 from lynx.gateway.routes import router
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.standing import BudgetHeaders
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.upstream import Upstreams, decoder_timeout
-from lynx.gateway.usage import SpendHistory
+from lynx.accounting.usage import SpendHistory
 from lynx.service.app import create_service_app, ready_when_loaded
 from lynx.telemetry.prometheus_api import PrometheusClient
 

@@ -36,7 +36,7 @@ from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Hold, affordable_estimate
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.tenants import Tenant
+from lynx.accounting.tenants import Tenant
 from lynx.gateway.upstream import (
     Upstreams, get_json, instance_broken, instance_stopping, post_json, unreachable, upstream_failure,
 )

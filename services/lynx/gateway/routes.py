@@ -24,9 +24,9 @@ from lynx.gateway.schemas import (
 )
 from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.standing import standing
-from lynx.gateway.usage import USAGE_UNAVAILABLE, SpendHistory
+from lynx.accounting.usage import USAGE_UNAVAILABLE, SpendHistory
 from lynx.service.bearer import bearer_token
-from lynx.gateway.tenants import Tenant, TenantRegistry
+from lynx.accounting.tenants import Tenant, TenantRegistry
 from lynx.service.streaming import ObservedStream, StreamEnd
 from lynx.telemetry.http import CLIENT_CLOSED_STATUS, EFFECTIVE_STATUS
 from lynx.telemetry.request_id import request_id_var
@@ -118,7 +118,7 @@ async def list_models(request: Request, _: Tenant = Depends(authenticate)) -> di
     503: {"model": ErrorBody, "description": f"{USAGE_UNAVAILABLE}: Prometheus, which the spend figures come from, "
                                              "cannot be read, or this gateway is not given one; see Retry-After."}})
 async def usage(request: Request, tenant: Tenant = Depends(authenticate)) -> dict:
-    """The key's tenant's spend today, over 7 and 30 days, and its budget (lynx.gateway.usage)."""
+    """The key's tenant's spend today, over 7 and 30 days, and its budget (lynx.accounting.usage)."""
     history: SpendHistory | None = request.app.state.usage
     if history is None:
         raise LynxError(503, "Usage cannot be read from this gateway: it is given no Prometheus to read spend from "

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lynx.contracts.budgets import BudgetStanding, TenantDecision, rfc3339
 from lynx.gateway.budgets import Budgets, counted_until, eur
 from lynx.service.bearer import bearer_token
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 
 
 def standing_of(decision: TenantDecision, charged_since_eur: float) -> BudgetStanding:

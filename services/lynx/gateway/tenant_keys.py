@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lynx.service.files import locked, write_atomically
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 from lynx.option_errors import CommandRefused
 
 

@@ -54,7 +54,9 @@ def await_collector(topology: Topology, builder: subprocess.Popen) -> bool:
 def up(args) -> None:
     from lynx.gateway.settings import GatewaySettings
     from lynx.gateway.tenant_keys import LocalTenants
+    from lynx.service.files import shared_token
     from lynx.tools.models.cache import build
+    from lynx_budget.console.settings import ConsoleSettings
     from lynx_budget.local import LocalBudgetSettings, budget_or_default, local_store
 
     since = time.time()
@@ -92,7 +94,9 @@ def up(args) -> None:
                 for name in SERVICES]
     # The budget loop publishes its decisions where this gateway reads them.
     budgets = start_service("budgets", {**env, "LYNX_BUDGETS_DECISIONS_FILE": str(settings.budgets_file),
-                                        "LYNX_BUDGETS_PROMETHEUS_URL": topology.prometheus_url},
+                                        "LYNX_BUDGETS_PROMETHEUS_URL": topology.prometheus_url,
+                                        "LYNX_CONSOLE_TENANTS_FILE": str(settings.tenants_file),
+                                        "LYNX_CONSOLE_TRACE_STORE_URL": topology.jaeger.query_url},
                             run_dir() / "budgets.log", port=topology.services["budgets"], detached=True)
     record({process.name: process.process.pid for process in [*services, budgets]})
     try:
@@ -101,11 +105,11 @@ def up(args) -> None:
         raise SystemExit(f"{error}\nlogs are in {run_dir()}") from None
     states = {**dict.fromkeys(PIECES, "ready"), **(piece_states() if builder else {})} if args.observability else {}
     say_ready(topology, states, budgets, args.tenant, LocalTenants(settings.tenants_file).key_or_new(args.tenant),
-              budget, settings.model_name)
+              budget, settings.model_name, shared_token(ConsoleSettings().admin_token_file))
 
 
 def say_ready(topology: Topology, states: dict[str, str], budgets: ServiceProcess, tenant: str, key: str,
-              budget: BudgetSpec, model: str) -> None:
+              budget: BudgetSpec, model: str, console_token: str) -> None:
     """What runs, what is still building, the tenant's key and budget, and a request to try."""
     base = topology.url("gateway")
     print(f"lynx is ready on {base} (logs: {run_dir()}; stop with: lynx down)")
@@ -113,6 +117,7 @@ def say_ready(topology: Topology, states: dict[str, str], budgets: ServiceProces
         for name, url in piece_urls(piece, topology).items():
             print(f"  {name}: {url}" + ("" if state == "ready" else f" ({state})"))
     print(f"  budgets: {budgets.url}")
+    print(f"  console: {budgets.url}/console/ (admin token: {console_token}; or sign in with a tenant's API key)")
     if building := [piece for piece, state in states.items() if state == "building"]:
         print(f"  still building: {', '.join(building)} (each starts once built; {run_dir() / 'builds.log'} ends with "
               "\"the observability stack is up\"). Meanwhile the collector holds the spans and the gateway's counters "

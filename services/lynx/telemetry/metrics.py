@@ -25,6 +25,8 @@ COST_PER_1K_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-
                        0.5, 1.0)
 # How a charged request ended: the label set of the ledger's counters.
 OUTCOMES = ("completed", "client_closed", "failed", "deadline")
+# The gateway's completion routes as a PromQL matcher on the route-template label: the requests a client sends.
+COMPLETION_ENDPOINTS = 'endpoint=~"/v1/(chat/)?completions"'
 
 
 @dataclass(frozen=True)

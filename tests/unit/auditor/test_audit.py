@@ -1,5 +1,5 @@
 from lynx.auditor.audit import AuditResult, AuditWindow, audit_trace, check_trace, orphans_in_trace, trace_start
-from lynx.auditor.tracestore import StoredSpan
+from lynx.telemetry.tracestore import StoredSpan
 
 COMPLETE_AFTER = 90.0  # a request deadline of 60 s and an export delay of 30 s
 

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from lynx.auditor.runner import Auditor
 from lynx.auditor.settings import AuditorSettings
-from lynx.auditor.tracestore import StoredSpan
+from lynx.telemetry.tracestore import StoredSpan
 
 START = 1_000_000.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lynx.auditor.tracestore import StoredSpan
+from lynx.telemetry.tracestore import StoredSpan
 from lynx.tools.chaos.checks import (
     TraceAudit, answered_check, audit_spans, blocked_check, classify, cost_check, costs_agree, drain_check,
     label_matcher, missing_traces_check, orphans_check, recovered_check, violations_check,

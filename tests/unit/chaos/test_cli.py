@@ -6,7 +6,7 @@ import argparse
 from types import SimpleNamespace
 
 from lynx.tools.chaos.cli import load_keys
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 
 
 def test_the_local_tenants_chaos_makes_are_removed_after_the_run(tmp_path):

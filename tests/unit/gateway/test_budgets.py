@@ -20,7 +20,7 @@ from lynx.gateway.app import cheaper_route
 from lynx.gateway.budgets import Budgets, Estimate, RecentCharges, affordable_estimate
 from lynx.gateway.orchestrator import Job, Pipeline, RequestAccount
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.tenants import Tenant
+from lynx.accounting.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
 from lynx.service.files import write_atomically
 from lynx.telemetry.logs import JsonFormatter

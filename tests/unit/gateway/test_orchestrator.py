@@ -28,7 +28,7 @@ from lynx.gateway.orchestrator import (
     retrieval_query, stopping_error, with_passages,
 )
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.tenants import Tenant
+from lynx.accounting.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
 from lynx_budget.local import write_atomically
 

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from lynx.gateway.tenant_keys import LocalTenants, TenantProblem, keys_file
-from lynx.gateway.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lynx.auditor.audit import orphans_in_trace
-from lynx.auditor.tracestore import StoredSpan, TraceStoreClient
+from lynx.telemetry.tracestore import StoredSpan, TraceStoreClient
 from lynx.telemetry.counters import BASELINE_MARGIN, created_times, increase
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
 from lynx.service.polling import poll

@@ -115,7 +115,7 @@ def load_keys(args: argparse.Namespace, target) -> Iterator[tuple[str, ...]]:
         return
     if args.target != "local":
         raise SystemExit("lynx chaos: --key is required with --target kubernetes")
-    from lynx.gateway.tenants import TenantRegistry
+    from lynx.accounting.tenants import TenantRegistry
 
     registry = TenantRegistry(target.tenants_file)
     print(f"no --key: tenants chaos-1 and chaos-2 in {registry.path} for this run", file=sys.stderr)
@@ -140,7 +140,7 @@ def run_with_keys(args: argparse.Namespace, target, keys: tuple[str, ...]) -> No
     from lynx.tools.chaos.scenarios import Chaos, Durations, Options
     from lynx.tools.chaos.targets import TargetError
     from lynx.contracts.faults import FaultPlan
-    from lynx.gateway.tenants import hash_key
+    from lynx.accounting.tenants import hash_key
     from lynx.tools.load.driver import LoadSpec
     from lynx.option_errors import refused_options
 

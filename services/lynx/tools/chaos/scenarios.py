@@ -22,7 +22,7 @@ from typing import TextIO
 
 import httpx
 
-from lynx.auditor.tracestore import TraceStoreClient, TraceStoreKind
+from lynx.telemetry.tracestore import TraceStoreClient, TraceStoreKind
 from lynx.tools.chaos import checks
 from lynx.tools.chaos.checks import Check, classify
 from lynx.tools.chaos.report import Progress

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import httpx
 
 from lynx.contracts.faults import FaultPlan
-from lynx.gateway.tenants import read_tenants
+from lynx.accounting.tenants import read_tenants
 from lynx.local.registry import pids_file, record, recorded_pids
 from lynx.local.topology import SERVICES
 from lynx.service.polling import wait_for

@@ -17,8 +17,9 @@ from grafana_foundation_sdk.models.piechart import PieChartLegendValues, PieChar
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from grafana_foundation_sdk.models.text import TextMode
 
+from lynx.telemetry.metrics import COMPLETION_ENDPOINTS as COMPLETION_ENDPOINTS  # the panels' queries use it
+
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
-COMPLETION_ENDPOINTS = 'endpoint=~"/v1/(chat/)?completions"'
 EXACT = "Prometheus histograms and counters: every request is counted (exact, not sampled)."
 PANEL_WIDTH, PANEL_HEIGHT = 12, 8  # two panels a row
 

@@ -71,7 +71,7 @@ def load_keys(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:
         yield tuple(args.key)
         return
     from lynx.gateway.settings import GatewaySettings
-    from lynx.gateway.tenants import TenantRegistry
+    from lynx.accounting.tenants import TenantRegistry
 
     registry = TenantRegistry(GatewaySettings().tenants_file)
     names = [f"load-{n}" for n in range(1, args.tenants + 1)]

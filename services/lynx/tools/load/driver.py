@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from lynx.contracts.errors import ErrorBody
 from lynx.gateway.schemas import ChatCompletion, ChatCompletionChunk, ModelList
-from lynx.gateway.tenants import hash_key
+from lynx.accounting.tenants import hash_key
 from lynx.service.lines import body_lines
 
 # ok: a whole answer; http_error: an error status (or a stream's error event) with an OpenAI-shaped error body;

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lynx.contracts.budgets import TenantDecision
-from lynx.gateway.usage import day_pieces, usage_report
+from lynx.accounting.usage import day_pieces, usage_report
 
 NOW = datetime(2026, 6, 10, 15, 30, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 6, 10, tzinfo=UTC)
@@ -42,7 +42,7 @@ def test_the_report_takes_state_and_cap_from_the_decision_and_remaining_from_tod
 def test_an_unreachable_prometheus_is_a_503_that_names_it():
     from lynx.local.processes import free_port
     from lynx.service.errors import LynxError
-    from lynx.gateway.usage import SpendHistory
+    from lynx.accounting.usage import SpendHistory
     from lynx.telemetry.prometheus_api import PrometheusClient
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -15,6 +15,7 @@ from typing import Literal
 import httpx
 
 TraceStoreKind = Literal["jaeger", "tempo"]
+DEFAULT_TRACE_STORE_URL = "http://127.0.0.1:16686"  # `lynx up`'s Jaeger, its query port
 HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
@@ -28,6 +29,7 @@ class StoredSpan:
     linked_span_ids: tuple[str, ...] = ()
     attributes: dict = field(default_factory=dict, hash=False, compare=False)
     start_unix_nano: int = 0  # 0: not known
+    end_unix_nano: int = 0  # 0: not known
 
 
 def hex_id(value: str) -> str:
@@ -74,7 +76,8 @@ def spans_from_otlp_json(document: dict) -> list[StoredSpan]:
                     service=service,
                     linked_span_ids=tuple(hex_id(link.get("spanId", "")) for link in span.get("links", [])),
                     attributes={a["key"]: attribute_value(a.get("value", {})) for a in span.get("attributes", [])},
-                    start_unix_nano=int(span.get("startTimeUnixNano") or 0)))
+                    start_unix_nano=int(span.get("startTimeUnixNano") or 0),
+                    end_unix_nano=int(span.get("endTimeUnixNano") or 0)))
     return spans
 
 
@@ -106,6 +109,15 @@ class TraceStoreClient:
             response = self.http.get("/api/search", params={"start": int(start), "end": int(end) + 1, "limit": limit})
             response.raise_for_status()
             return [hex_id(t["traceID"]).rjust(32, "0") for t in response.json().get("traces", [])]
+        return list(dict.fromkeys(s.trace_id for s in self._jaeger_search(start, end, limit)))[:limit]
+
+    def recent_spans(self, start: float, end: float, limit: int = 500) -> list[StoredSpan]:
+        """Every span of up to ``limit`` traces with a span that started in [start, end] (unix seconds)."""
+        if self.kind == "tempo":  # its search answers ids only
+            return [span for trace_id in self.recent_trace_ids(start, end, limit) for span in self.trace(trace_id)]
+        return self._jaeger_search(start, end, limit)
+
+    def _jaeger_search(self, start: float, end: float, limit: int) -> list[StoredSpan]:
         # No query.service_name: badger then scans every span by start time (a service name would hide the spans
         # of a service nobody expected, a planted orphan's). The answer holds the traces themselves.
         response = self.http.get("/api/v3/traces", params={
@@ -114,7 +126,7 @@ class TraceStoreClient:
         if response.status_code == 404:  # Jaeger's answer to a search that found nothing
             return []
         response.raise_for_status()
-        return list(dict.fromkeys(s.trace_id for s in spans_from_otlp_json(response.json())))[:limit]
+        return spans_from_otlp_json(response.json())
 
     def trace(self, trace_id: str) -> list[StoredSpan]:
         """The trace's spans; empty if the store does not know it."""

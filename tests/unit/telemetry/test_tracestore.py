@@ -5,7 +5,7 @@ import base64
 
 import pytest
 
-from lynx.auditor.tracestore import TraceStoreClient, hex_id, rfc3339, spans_from_otlp_json
+from lynx.telemetry.tracestore import TraceStoreClient, hex_id, rfc3339, spans_from_otlp_json
 
 TRACE_ID, ROOT, CHILD, LINKED = bytes(range(16)), bytes([1] * 8), bytes([2] * 8), bytes([9] * 8)
 

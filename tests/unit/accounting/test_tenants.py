@@ -4,7 +4,7 @@ import pytest
 
 from lynx.contracts.decoder import GenerateRequest
 from lynx.service.files import write_atomically
-from lynx.gateway.tenants import TenantRegistry, hash_key, parse_tenants, read_tenants
+from lynx.accounting.tenants import TenantRegistry, hash_key, parse_tenants, read_tenants
 
 
 def test_keys_are_stored_hashed_and_authenticate(tmp_path):
