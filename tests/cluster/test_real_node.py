@@ -8,6 +8,7 @@ The tests run in order on one release (module order); each states what it leaves
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -71,6 +72,7 @@ DECODERS = 2
 CONCURRENT = 32
 SPLIT_TOLERANCE = 2
 GATEWAY_PORT, DECODER_PORT = 8080, 8083
+OPERATOR_LEASE_PORT = 8087  # the operator's lease endpoint, and its console
 GENERATE = {"endpoint": "/v1/generate", "method": "POST"}
 # The steady load while a decoder pod is deleted: streaming clients, each stream long enough to be held mid-way, and
 # how many requests sent after the pod's endpoint left must come back before the load stops.
@@ -268,6 +270,12 @@ def test_the_long_term_prometheus_keeps_the_daily_aggregates_400_days_on_its_vol
     model; tokens) from kube-prometheus-stack's and keeps them 400 days on a claim: after the completion above, each
     holds the same series with the same value at the same instant, the tenant's among them, and nothing else."""
     main, long_term = (service_url(release_on_node, s, 9090) for s in (PROMETHEUS_SERVICE, LONG_TERM_SERVICE))
+    # The tenant's counter, then a charge Prometheus sees it grow by (increase() counts from a series' first sample).
+    gateway = service_url(release_on_node, f"{NODE_RELEASE}-gateway", GATEWAY_PORT)
+    assert ask(gateway, NODE_TEST_KEY).status_code == 200
+    counter = f'lynx_tenant_cost_eur_total{{tenant="{TENANT}"}}'
+    wait_for(lambda: prometheus_query(main, counter), SETTLE_SECONDS, f"{counter} in Prometheus", interval=2)
+    assert ask(gateway, NODE_TEST_KEY).status_code == 200
     with PrometheusClient(long_term) as client:
         flags = client.status("flags")
     assert flags["storage.tsdb.retention.time"] == "400d"
@@ -287,8 +295,9 @@ def test_the_long_term_prometheus_keeps_the_daily_aggregates_400_days_on_its_vol
         kept = wait_for(lambda name=name: same_in_both(name), SETTLE_SECONDS,
                         f"{name} in the long-term Prometheus as the main one records it", interval=5)
         assert all(row["metric"]["namespace"] == NODE_NAMESPACE for row in kept), kept
-    tenant_day = prometheus_query(long_term, f'{DAILY_AGGREGATES[0]}{{tenant="{TENANT}"}}')
-    assert tenant_day and float(tenant_day[0]["value"][1]) > 0
+    tenant_day = f'{DAILY_AGGREGATES[0]}{{tenant="{TENANT}"}} > 0'
+    wait_for(lambda: prometheus_query(long_term, tenant_day), SETTLE_SECONDS, f"{tenant_day} in the long-term Prometheus",
+             interval=5)
     names = {row["metric"]["__name__"] for row in prometheus_query(long_term, 'count by (__name__) ({__name__=~".+"})')}
     assert names - {"up"} - {n for n in names if n.startswith("scrape_")} == set(DAILY_AGGREGATES), names
 
@@ -426,6 +435,59 @@ def test_two_gateway_pods_lease_from_the_operator_refuse_a_blocked_tenant_and_a_
         finally:
             release_on_node.kubectl("delete", "tenantbudgets.budgets.lynx.dev", CAPPED_TENANT,
                                     "--namespace", NODE_NAMESPACE, "--timeout=60s", check=False)
+
+
+def test_the_console_through_port_forward_signs_in_with_the_charts_secret_and_pauses_a_tenant_budget(
+        release_on_node: Cluster):
+    """The operator's console, reached as a person would (`kubectl port-forward` to the operator's Service): a wrong
+    token is refused, the admin token of the chart's Secret signs in, and its pause is the CLI's: the TenantBudget's
+    spec, the operator's audit entry and Event, Paused published, the gateway refusing the tenant while another is
+    served; its resume serves the tenant again. Leaves no budget for the tenant."""
+    secret = release_on_node.get("secret", f"{NODE_RELEASE}-console-admin", "--namespace", NODE_NAMESPACE)
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    budget = {"apiVersion": "budgets.lynx.dev/v1", "kind": "TenantBudget",
+              "metadata": {"name": CAPPED_TENANT, "namespace": NODE_NAMESPACE},
+              "spec": {"tenant": CAPPED_TENANT, "dailyCapEUR": 1.0}}
+    release_on_node.kubectl("apply", "-f", "-", input=json.dumps(budget))
+
+    def state() -> str | None:
+        return (tenant_budget(release_on_node, CAPPED_TENANT).get("status") or {}).get("state")
+
+    try:
+        wait_for(lambda: state() == "Ok", SETTLE_SECONDS, "the operator's first decision", interval=1)
+        with (port_forward(release_on_node, f"svc/{NODE_RELEASE}-operator", OPERATOR_LEASE_PORT) as console_url,
+              port_forward(release_on_node, f"svc/{NODE_RELEASE}-gateway", GATEWAY_PORT) as gateway,
+              httpx.Client(base_url=console_url, timeout=60) as console):
+            def form_token(path: str) -> str:
+                return re.search(r'name="csrf" value="([^"]+)"', console.get(path).text).group(1)
+
+            wrong = console.post("/console/signin", data={"csrf": form_token("/console/signin"), "token": "x" * 43})
+            assert wrong.status_code in (401, 403), wrong.status_code
+            signed_in = console.post("/console/signin", data={"csrf": form_token("/console/signin"), "token": token})
+            assert signed_in.status_code == 303, signed_in.text
+            page = f"/console/tenants/{CAPPED_TENANT}"
+            paused = console.post(f"{page}/pause", data={"csrf": form_token(page)})
+            assert paused.status_code == 303, paused.text
+            assert tenant_budget(release_on_node, CAPPED_TENANT)["spec"]["paused"] is True
+            wait_for(lambda: state() == "Paused", SETTLE_SECONDS, "Paused published by the operator", interval=1)
+            history = tenant_budget(release_on_node, CAPPED_TENANT)["status"]["history"]
+            assert any(entry["kind"] == "paused" for entry in history), history
+            events = release_on_node.get("events", "--namespace", NODE_NAMESPACE,
+                                         "--field-selector", f"involvedObject.name={CAPPED_TENANT}")["items"]
+            assert "Paused" in {event["reason"] for event in events}, events
+            # The decision reaches the gateway pods when the kubelet refreshes their ConfigMap volume.
+            wait_for(lambda: ask(gateway, CAPPED_KEY).status_code == 429, SETTLE_SECONDS,
+                     "the paused tenant refused by the gateway", interval=2)
+            assert ask(gateway, NODE_TEST_KEY).status_code == 200
+            assert "Paused" in console.get(page).text
+            resumed = console.post(f"{page}/resume", data={"csrf": form_token(page)})
+            assert resumed.status_code == 303, resumed.text
+            wait_for(lambda: state() == "Ok", SETTLE_SECONDS, "resumed by the console", interval=1)
+            wait_for(lambda: ask(gateway, CAPPED_KEY).status_code == 200, SETTLE_SECONDS,
+                     "the resumed tenant served again", interval=2)
+    finally:
+        release_on_node.kubectl("delete", "tenantbudgets.budgets.lynx.dev", CAPPED_TENANT,
+                                "--namespace", NODE_NAMESPACE, "--timeout=60s", check=False)
 
 
 def test_a_service_without_endpoints_refuses_pods_instead_of_leaving_the_node(release_on_node: Cluster):
