@@ -270,12 +270,16 @@ def test_the_long_term_prometheus_keeps_the_daily_aggregates_400_days_on_its_vol
     model; tokens) from kube-prometheus-stack's and keeps them 400 days on a claim: after the completion above, each
     holds the same series with the same value at the same instant, the tenant's among them, and nothing else."""
     main, long_term = (service_url(release_on_node, s, 9090) for s in (PROMETHEUS_SERVICE, LONG_TERM_SERVICE))
-    # The tenant's counter, then a charge Prometheus sees it grow by (increase() counts from a series' first sample).
+    # Charges until Prometheus sees the tenant's counter grow: increase() counts from a series' first sample, and each
+    # gateway pod the Service picks starts a series of its own.
     gateway = service_url(release_on_node, f"{NODE_RELEASE}-gateway", GATEWAY_PORT)
-    assert ask(gateway, NODE_TEST_KEY).status_code == 200
-    counter = f'lynx_tenant_cost_eur_total{{tenant="{TENANT}"}}'
-    wait_for(lambda: prometheus_query(main, counter), SETTLE_SECONDS, f"{counter} in Prometheus", interval=2)
-    assert ask(gateway, NODE_TEST_KEY).status_code == 200
+    growth = f'sum(increase(lynx_tenant_cost_eur_total{{tenant="{TENANT}"}}[1d])) > 0'
+
+    def charged_and_seen() -> list[dict]:
+        assert ask(gateway, NODE_TEST_KEY).status_code == 200
+        return prometheus_query(main, growth)
+
+    wait_for(charged_and_seen, SETTLE_SECONDS, f"{growth} in Prometheus", interval=5)
     with PrometheusClient(long_term) as client:
         flags = client.status("flags")
     assert flags["storage.tsdb.retention.time"] == "400d"
