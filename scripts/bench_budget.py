@@ -33,7 +33,10 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from lynx.accounting.pricing import NOTHING_YET, CostSettings, worst_case_cost
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
+from lynx.gateway.app import solo_decoder
+from lynx.gateway.settings import GatewaySettings
 from lynx.gateway.tenants import TenantRegistry
 from lynx.tools.load.report import percentile
 from lynx.tools.models.cache import build
@@ -62,6 +65,7 @@ class Sent:
     cost: float  # what the ledger charged (0 when refused before the pipeline)
     reserved: float | None
     headers_after: float  # seconds to the response's status line: admission, reservation and the first token
+    cut: bool = False  # the decoder ended the answer where its reservation ran out (lynx.budget.spend_limit_reached)
 
 
 @dataclass
@@ -148,7 +152,9 @@ async def drive(bed: Bed, key: str, args: argparse.Namespace) -> tuple[list[Sent
             if response.status_code == 200:
                 final = next(json.loads(line[6:]) for line in reversed(text.splitlines())
                              if line.startswith("data: {") and '"lynx"' in line)
-                record.cost, record.reserved = final["lynx"]["cost"]["total"], final["lynx"]["budget"]["reserved_eur"]
+                budget = final["lynx"]["budget"]
+                record.cost, record.reserved = final["lynx"]["cost"]["total"], budget["reserved_eur"]
+                record.cut = budget.get("spend_limit_reached", False)
             else:
                 record.cost = (json.loads(text).get("lynx") or {}).get("cost", {}).get("total", 0.0)
             sent.append(record)
@@ -223,6 +229,10 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
                       for g in bed.gateways)
                for r in ("insufficient", "no_lease_room", "controller_unreachable", "rebuilding", "blocked")}
     ratio = max(s.cost / s.reserved for s in admitted if s.reserved)
+    beyond = sum(max(s.cost - s.reserved, 0.0) for s in admitted if s.reserved is not None)
+    # What a request refused at its reservation held until then: the cheapest request's worst case (leases).
+    held = worst_case_cost(NOTHING_YET, 1, 1, solo_decoder(GatewaySettings()), CostSettings())
+    refused_beyond = sum(max(s.cost - held, 0.0) for s in refused_charged)
     waits = [s.headers_after for s in admitted]
     driving_seconds = max(s.ended for s in sent) - sent[0].started
     renewals = sum(counter(g.url, "lynx_gateway_lease_renewals_total", {}) for g in bed.gateways) if args.leases else 0
@@ -261,6 +271,10 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| spent when the first 429 came | {spent_at_first_429 / args.cap:.0%} of the cap (in-flight worst cases no "
         "longer fit) |",
         f"| worst real cost / reservation (served answers) | {ratio:.2f} |",
+        f"| served answers cut where their reservation ran out (spend limit) / charged beyond their reservation, "
+        f"summed | {sum(s.cut for s in admitted)} / {beyond:.3g} EUR |",
+        f"| refused at reservation: most charged / what each held from admission ({held:.3g} EUR); charged beyond "
+        f"it, summed | {max((s.cost for s in refused_charged), default=0.0):.3g} EUR / {refused_beyond:.3g} EUR |",
         f"| served answers: time to the status line p50 / p99 (admission, reservation, first token) | "
         f"{statistics.median(waits) * 1000:.0f} / {percentile(waits, 99) * 1000:.0f} ms |",
         f"| lease renewals | {renewals:.0f} ({renewals / driving_seconds:.1f}/s over {driving_seconds:.0f} s of "

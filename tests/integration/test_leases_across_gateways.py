@@ -58,6 +58,7 @@ class LeaseBed:
     started: list[ServiceProcess]
     upstreams: dict[str, str] = field(default_factory=dict)  # the gateways' way to the tokenizer, retriever, decoder
     prometheus: ServiceProcess | None = None
+    gateway_env: dict[str, str] = field(default_factory=dict)  # what each gateway runs with (leases, upstreams)
 
     def restart_controller(self) -> None:
         """SIGKILL the controller, then start it again on the same port and files: it continues from its ledger."""
@@ -109,9 +110,9 @@ def bed(base_env, sink, tmp_path_factory) -> Iterator[LeaseBed]:
         started.extend(more)
         wait_ready([controller, *more], START_TIMEOUT_SECONDS)
         registry = TenantRegistry(Path(base_env["LYNX_GATEWAY_TENANTS_FILE"]))
-        keys = {tenant: registry.add(tenant) for tenant in ("leased", "chaos")}
+        keys = {tenant: registry.add(tenant) for tenant in ("leased", "chaos", "slow")}
         yield LeaseBed([stack.gateway, *more], controller, files, {**base_env, **files.environment()}, keys,
-                       controller_env, work, started, upstreams)
+                       controller_env, work, started, upstreams, gateway_env={**base_env, **gateway_env, **upstreams})
     finally:
         stop_processes(started)
 
@@ -415,3 +416,41 @@ def test_a_killed_gateways_lease_is_reclaimed_from_its_counter_and_granted_to_an
              "the ledger's confirmed spend equal to Prometheus' tenant counter",
              explain=lambda: f"ledger {confirmed_eur(bed.ledger(), tenant, day)}, Prometheus {total}")
     assert total <= CAP_EUR + beyond + ROUNDING_EUR
+
+
+# A gateway whose step cost coefficients are a hundredth of the decoder's real ones, with no margin: its worst case
+# for a decode is far below what the decoder takes, as a loaded machine's would be. Its prefill estimate, about 0.2 s
+# for the prompt below, is roomy (the decoder starts a prompt only if it fits) but leaves fewer decode steps than
+# max_tokens even on an idle machine.
+UNDERESTIMATING = {"LYNX_DECODER_STEP_FIXED_SECONDS": "3e-5", "LYNX_DECODER_STEP_ROW_SECONDS": "1.4e-5",
+                   "LYNX_DECODER_STEP_CONTEXT_TOKEN_SECONDS": "3.5e-8", "LYNX_GATEWAY_BUDGET_ESTIMATE_MARGIN": "1",
+                   "LYNX_GATEWAY_PREFILL_SECONDS_PER_TOKEN": "0.02"}
+LONG = {"model": MODEL_NAME, "temperature": 0, "max_tokens": 64, "prompt": "Once upon a time, in a land far away,"}
+# The stated margin past a reservation: the request's share of one model call beyond its forecast. One decode step of
+# this model takes a few milliseconds here; 0.1 s of the decoder leaves room for a loaded machine's slowest step.
+ONE_CALL_SECONDS = 0.1
+
+
+def test_a_decode_that_would_outrun_its_reservation_ends_where_the_reservation_does(bed: LeaseBed):
+    """The decoder runs far slower than the gateway's worst case: the answer is cut (finish_reason length, the spend
+    limit named in lynx.budget) where what the request reserved runs out, and it is charged what it used, within its
+    reservation and one model call; the cost the client is told is what the gateway's tenant counter counted."""
+    bed.budget("set", "slow", "--cap", f"{CAP_EUR:g}")
+    wait_for(lambda: published_state(bed.files.decisions, "slow") == "Ok", 30, "the controller's first decision")
+    gateway = start_service("gateway", {**bed.gateway_env, **UNDERESTIMATING}, bed.work / "gateway-slow.log")
+    try:
+        wait_ready([gateway], START_TIMEOUT_SECONDS)
+        response = bed.chat(gateway, LONG, tenant="slow")
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        lynx, choice = answer["lynx"], answer["choices"][0]
+        stages, timings = lynx["cost"]["stages"], lynx["timings"]
+        rate = (stages["prefill"] + stages["decode"]) / (timings["prefill_seconds"] + timings["decode_seconds"])
+        assert lynx["cost"]["total"] <= lynx["budget"]["reserved_eur"] + ONE_CALL_SECONDS * rate, lynx
+        assert choice["finish_reason"] == "length" and lynx["budget"]["spend_limit_reached"] is True, answer
+        assert 0 < answer["usage"]["completion_tokens"] < LONG["max_tokens"], answer["usage"]
+        counter = metric_value(httpx.get(f"{gateway.url}/metrics", timeout=10).text, "lynx_tenant_cost_eur_total",
+                               {"tenant": "slow"})
+        assert counter == pytest.approx(lynx["cost"]["total"], rel=1e-9)
+    finally:
+        stop_processes([gateway])

@@ -16,7 +16,8 @@ from lynx.contracts.limits import (
     MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE, MAX_TENANT_ID_CHARACTERS,
 )
 
-FinishReason = Literal["stop", "length", "deadline", "cancelled", "error"]
+# spend_limit: the sequence reached the engine seconds its caller's reservation pays for (spend_limit_seconds).
+FinishReason = Literal["stop", "length", "spend_limit", "deadline", "cancelled", "error"]
 # The decoder's refusals of new work (503 with Retry-After), which the gateway passes on to the client as they are.
 QUEUE_FULL = "queue_full"  # every slot and queue place is taken
 QUEUE_WAIT_EXCEEDS_DEADLINE = "queue_wait_exceeds_deadline"  # it would wait for a slot and not finish in time
@@ -32,6 +33,10 @@ class GenerateRequest(BaseModel):
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description="Wall-clock budget from arrival; ends with reason "
         "'deadline'. A request that would wait for a slot and not finish within it is refused at once "
         "(queue_wait_exceeds_deadline).")
+    spend_limit_seconds: float | None = Field(
+        default=None, gt=0, description="The most prefill + decode seconds the sequence may be charged (what the "
+        "caller's reservation pays for): it ends, with reason 'spend_limit', before a model call forecast to take it "
+        "past them (lynx.decoder.spending). None: no limit.")
     seed: int | None = None
     ignore_eos: bool = Field(default=False, description="Generate max_tokens even past end-of-sequence (benchmarks).")
     tenant: str = Field(default="", max_length=MAX_TENANT_ID_CHARACTERS,

@@ -16,12 +16,15 @@ and writes in place: the running sequences hold its first rows, in order; a batc
 is prefilled into the rows after them, a long prompt's chunks into the last row; a sequence that
 ends leaves a gap that the last running row moves into. Nothing else is copied between steps.
 
+Spend limits: a sequence given one (the engine seconds its caller's reservation pays for) ends, finish reason
+``spend_limit``, before a model call forecast to take it past it (``spending.py``).
+
 Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
 with prompt work is charged to the sequences of that call (by their share of its tokens), a lap
 that ends with a decode step is split between the rows of that step (``lynx.accounting.shares``), and every
 other lap (waiting for work) is idle; so attributed + idle = the thread's wall time. Every
 sequence the engine accepts ends with exactly one ``Finish`` carrying what it consumed, however
-it ends (stop, length, deadline, cancelled, error), so no path leaves a consumed second uncharged.
+it ends (stop, length, spend_limit, deadline, cancelled, error), so no path leaves a consumed second uncharged.
 What a step produces reaches the requests' event loops at the end of the iteration, in one
 hand-over per loop (``outbox.py``).
 """
@@ -46,6 +49,10 @@ from lynx.decoder.admission import Backlog, Refusal, admission_refusal, prior_se
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
+from lynx.decoder.spending import (
+    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, Recent, RowSpend, StepPace, past_limit, prompt_forecast,
+    rows_past_limit,
+)
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
@@ -79,6 +86,7 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() value after which generation ends
+    spend_limit_seconds: float | None = None  # the most prefill + decode seconds it may be charged (spending.py)
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: always generate max_tokens
     tenant: str = ""
@@ -113,7 +121,7 @@ class Timings:
 
 @dataclass(frozen=True)
 class Finish:
-    reason: str  # stop | length | deadline | cancelled | error
+    reason: str  # stop | length | spend_limit | deadline | cancelled | error
     prompt_tokens: int
     completion_tokens: int
     timings: Timings
@@ -144,6 +152,10 @@ class Sequence:
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
     prefilled: int = 0  # prompt tokens in its cache so far
+
+    @property
+    def spent_seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
 
     @property
     def prompt_left(self) -> int:
@@ -238,6 +250,8 @@ class BatchingEngine:
         self.seconds_per_sequence: float | None = None  # measured slot time (admission.py); None until measured
         self.faults = FaultState()  # the app replaces it with the one its /admin/faults route sets
         self.clock = EngineClock()
+        self._pace = Recent(NO_PACE_YET)  # how recent decode steps ran against the step cost model (spending.py)
+        self._prompt_pace = Recent(NO_PROMPT_PACE_YET)  # and recent prefill calls
         self._fault_rng = random.Random()
         self._waiting: deque[Sequence] = deque()
         self._prefilling: list[Sequence] = []  # in a slot, prompt not yet whole in the cache
@@ -417,11 +431,25 @@ class BatchingEngine:
             fresh = self._short_unstarted()
             if fresh:
                 self._prefill_whole(fresh)
-            else:
+            elif self._continues_within_limit(self._prefilling[0]):
                 self._prefill_chunk(self._prefilling[0])
             if not self.static_batching:
                 break
         self._publish_occupancy()
+
+    def _continues_within_limit(self, sequence: Sequence) -> bool:
+        """Whether a long prompt's next chunk, and the whole prompt it has left, fit its spend limit at recent prefill
+        calls' pace (``spending.prompt_forecast``); if not, it ends now, before more of it is spent for no answer. A
+        prompt's first call is not forecast: the reservation's prefill estimate pays for it, and a pace measured on
+        other prompts would turn away short ones that fit."""
+        forecast = prompt_forecast(self._prompt_pace, sequence.prompt_left,
+                                   min(sequence.prompt_left, self.prefill_token_budget))
+        if sequence.prefilled == 0 or not past_limit(sequence.spent_seconds, forecast,
+                                                     sequence.request.spend_limit_seconds):
+            return True
+        self._prefilling.remove(sequence)
+        self._finish(sequence, "spend_limit")
+        return False
 
     def _short_unstarted(self) -> list[Sequence]:
         """Prompts not yet started that fit the budget whole, oldest first, as many as fit together."""
@@ -441,7 +469,7 @@ class BatchingEngine:
         logits = self.model.prefill_rows(self._pool, len(self._running), [s.request.prompt_ids for s in sequences])
         for sequence in sequences:
             sequence.prefilled = len(sequence.request.prompt_ids)
-        self._start_generating(sequences, logits)
+        self._start_generating(sequences, logits, sum(len(s.request.prompt_ids) for s in sequences))
 
     def _prefill_chunk(self, sequence: Sequence) -> None:
         """The next chunk of one long prompt, in the pool's last row (no other sequence uses it while this one holds a
@@ -458,15 +486,17 @@ class BatchingEngine:
             logits = self.model.extend_row(self._pool, staging, start, chunk)
         sequence.prefilled += len(chunk)
         if sequence.prompt_left:
-            sequence.prefill_seconds += self._busy_lap("prefill")
+            elapsed = self._busy_lap("prefill")
+            self._prompt_pace.add(PromptPace(elapsed / len(chunk)))
+            sequence.prefill_seconds += elapsed
             return
         self._pool.move(staging, len(self._running), sequence.prefilled)
-        self._start_generating([sequence], logits[None, :])
+        self._start_generating([sequence], logits[None, :], len(chunk))
 
-    def _start_generating(self, sequences: list[Sequence], logits: np.ndarray) -> None:
+    def _start_generating(self, sequences: list[Sequence], logits: np.ndarray, call_tokens: int) -> None:
         """Sequences whose prompts are whole in the rows after the running ones (in this order): their first tokens;
         they join the running batch, and those that end at once leave it again. The lap, call and join included, is
-        charged by each one's share of the prompt tokens."""
+        charged by each one's share of the prompt tokens; its pace is that of the call's ``call_tokens``."""
         ended: list[tuple[Sequence, str, str | None]] = []
         for sequence, (token, error) in zip(sequences, choose_tokens(sequences, logits), strict=True):
             sequence.length = len(sequence.request.prompt_ids)
@@ -479,6 +509,7 @@ class BatchingEngine:
         if ended:
             self._keep_running_except({id(s) for s, _, _ in ended})
         elapsed = self._busy_lap("prefill")
+        self._prompt_pace.add(PromptPace(elapsed / call_tokens))
         tokens = sum(len(s.request.prompt_ids) for s in sequences)
         for sequence in sequences:
             sequence.prefill_seconds += elapsed * len(sequence.request.prompt_ids) / tokens
@@ -486,8 +517,25 @@ class BatchingEngine:
         for sequence, reason, error in ended:
             self._finish(sequence, reason, error)
 
-    def _decode_step(self) -> None:
+    def _end_past_limit(self) -> None:
+        """End, before the decode step, the running sequences it would take past their spend limit."""
         running = self._running
+        if all(s.request.spend_limit_seconds is None for s in running):
+            return
+        leaving = rows_past_limit([RowSpend(s.length, s.spent_seconds, s.request.spend_limit_seconds) for s in running],
+                                  self.step_cost, self._pace)
+        if leaving:
+            ended = [running[row] for row in leaving]
+            self._keep_running_except({id(s) for s in ended})
+            for sequence in ended:
+                self._finish(sequence, "spend_limit")
+            self._publish_occupancy()
+
+    def _decode_step(self) -> None:
+        self._end_past_limit()
+        running = self._running
+        if not running:
+            return
         lengths = [s.length for s in running]
         self._in_call = ("decode", running)
         self._maybe_inject_fault()
@@ -499,6 +547,7 @@ class BatchingEngine:
             if reason is not None:
                 finished.append((sequence, reason, error))
         elapsed = self._busy_lap("decode")
+        self._pace.add(StepPace(elapsed, self.step_cost.predict(lengths)))
         for sequence, share in zip(running, step_shares(elapsed, lengths, self.step_cost), strict=True):
             sequence.decode_seconds += share
             sequence.decode_steps += 1

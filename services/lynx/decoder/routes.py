@@ -66,8 +66,8 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
         sequence = engine.submit(GenerationRequest(
             prompt_ids=body.input_ids, max_tokens=body.max_tokens,
             sampling=SamplingParams(body.temperature, body.top_p), stop=tuple(body.stop),
-            deadline=deadline, seed=body.seed, ignore_eos=body.ignore_eos, tenant=body.tenant,
-            request_id=request_id_var.get()))
+            deadline=deadline, spend_limit_seconds=body.spend_limit_seconds, seed=body.seed,
+            ignore_eos=body.ignore_eos, tenant=body.tenant, request_id=request_id_var.get()))
     except QueueFull:
         retry = str(state.settings.retry_after_seconds)
         raise LynxError(503, f"The decoder's {engine.slots} slots and {engine.queue_capacity} queue places are "

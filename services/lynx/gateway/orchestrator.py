@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Charge, Ledger, Settlement
-from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes, SoloDecoder
+from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, decoder_seconds_left
 from lynx.contracts.decoder import (
     DecoderInfo, GenerateRequest, StreamFinished, StreamStarted, TokenDelta, parse_event,
 )
@@ -53,6 +53,7 @@ CONTEXT_INSTRUCTION = (
 CANCEL_GRACE_SECONDS = 5.0
 END = object()
 DEADLINE_EXCEEDED = "deadline_exceeded"
+SPEND_LIMIT_REACHED = "spend_limit_reached"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def outcome_of(abandoned: str | None, failure: LynxError | None, finished: Strea
         return abandoned
     if failure is not None or finished is None:
         return "failed"
+    if finished.finish_reason == "spend_limit" and finished.usage.completion_tokens == 0:
+        return "failed"  # its prompt used up the reservation: the client gets an error, not an answer
     return {"deadline": "deadline", "error": "failed", "cancelled": "failed"}.get(finished.finish_reason, "completed")
 
 
@@ -142,10 +145,13 @@ class RequestAccount:
         self.times: RequestTimes | None = None
         self.outcome: str | None = None
 
-    def times_so_far(self, decoder: DecoderUse) -> RequestTimes:
-        """The request's times as its clock reads them now, with what the decoder used (nothing, before it runs)."""
+    def times_so_far(self, decoder: DecoderUse, *, running: bool = False) -> RequestTimes:
+        """The request's times as its clock reads them now, with what the decoder used (nothing, before it runs);
+        ``running``: the gateway's seconds include those of its timer still running (what the request has used by
+        now), else only its stopped timers (what the identity check compares)."""
         clock = self.job.clock
-        return RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
+        gateway_seconds = clock.seconds_so_far("gateway") if running else clock.seconds["gateway"]
+        return RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=gateway_seconds,
                             tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder,
                             interrupted_seconds=clock.interrupted_seconds())
 
@@ -270,7 +276,8 @@ class Pipeline:
             max_tokens = await self._reserve(job, account, route, context_tokens)
             request = GenerateRequest(
                 input_ids=answer.ids, max_tokens=max_tokens, temperature=job.temperature, top_p=job.top_p,
-                stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id)
+                stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id,
+                spend_limit_seconds=self._spend_limit(job, account, route))
             generation = Generation(self, job, account, passages, request, route)
         # The decoder's timer starts once the gateway's has stopped: timers that overlap, even by the moment the
         # process is descheduled between two lines, count that moment twice (stage_counted_twice).
@@ -290,6 +297,21 @@ class Pipeline:
         await account.hold.reserve(estimate)
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
         return estimate.max_tokens
+
+    def _spend_limit(self, job: Job, account: RequestAccount, route: DecoderRoute) -> float | None:
+        """The decoder seconds the request's reservation still pays for, as the limit its decoder enforces, when its
+        spend is bounded (a budgeted tenant, or the request's own cost ceiling): so its charge stays within what it
+        reserved however slow the decoder runs. Computed last, after any wait for this gateway's lease; a request
+        whose wait used up its reservation is refused (503), charged for what it used."""
+        if account.hold.decision is None and job.max_cost_eur is None:
+            return None
+        seconds = decoder_seconds_left(account.hold.reserved, account.times_so_far(DecoderUse(0.0), running=True),
+                                       route.ledger.rates)
+        if seconds is not None and seconds <= 0:
+            raise LynxError(503, f"This request's reservation ({account.hold.reserved:.4g} EUR) was used up before "
+                            "its decoder could start (the gateway waited for budget); retry after 1 s.",
+                            SPEND_LIMIT_REACHED, "server_overloaded", headers={"Retry-After": "1"})
+        return seconds
 
     def deadline_error(self, waited_seconds: float = 0.0) -> LynxError:
         return deadline_error(self.settings.request_deadline_seconds, waited_seconds)
@@ -379,9 +401,17 @@ class Generation:
 
     @property
     def finish_reason(self) -> str:
-        """What the client is told: stop, length or deadline."""
+        """What the client is told: stop, length (max_tokens, or the spend limit: ``spend_limit_reached``) or
+        deadline."""
         reason = self.finished.finish_reason if self.finished else "stop"
+        if reason == "spend_limit":
+            return "length"
         return reason if reason in ("stop", "length", "deadline") else "stop"
+
+    @property
+    def spend_limit_reached(self) -> bool:
+        """The decoder ended the answer where the request's reservation ran out (lynx.decoder.spending)."""
+        return self.finished is not None and self.finished.finish_reason == "spend_limit"
 
     def timings(self) -> dict[str, float]:
         """The settled request's seconds, as charged (for the response's ``lynx.timings``)."""
@@ -537,6 +567,10 @@ class Generation:
     def _ended_without_tokens(self) -> LynxError:
         if self.finished is not None and self.finished.finish_reason == "deadline":
             return self.pipeline.deadline_error(self.finished.timings.queue_seconds)
+        if self.spend_limit_reached:
+            return LynxError(503, "The decoder ran slower than this request's worst case allowed: its prompt could not "
+                             "be prefilled within what the request reserved; retry after 1 s, or send a shorter "
+                             "prompt.", SPEND_LIMIT_REACHED, "server_overloaded", headers={"Retry-After": "1"})
         return LynxError(502, "The decoder ended the request before its first token.", "upstream_error",
                          "server_error")
 

@@ -50,8 +50,10 @@ def lynx_field(generation: Generation, request_id: str, budget: BudgetStanding |
         "outcome": generation.account.outcome,
         "timings": generation.timings(),
         # What the request reserved against its tenant's budget, the max_tokens it ran with (a cost ceiling lowers it),
-        # the budget's state as the answer ends and, in Warning, the notice a client shows.
+        # whether it was cut where its reservation ran out, the budget's state as the answer ends and, in Warning,
+        # the notice a client shows.
         "budget": {"reserved_eur": generation.account.hold.reserved, "max_tokens": generation.request.max_tokens,
+                   "spend_limit_reached": generation.spend_limit_reached,
                    "state": budget.state if budget else "unbudgeted",
                    "notice": notice(generation.job.tenant.id, budget)},
         "passages": [{"id": p.id, "source": p.source, "score": p.score} for p in generation.passages],

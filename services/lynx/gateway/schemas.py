@@ -80,7 +80,8 @@ class GenerationFields(BaseModel):
     seed: int | None = None
     lynx_max_cost_eur: float | None = Field(
         default=None, gt=0, description="lynx: the most this request may cost; the answer stops there (finish_reason "
-                                        "length), its max_tokens lowered to what the ceiling affords at worst case.")
+                                        "length), its max_tokens lowered to what the ceiling affords at worst case, "
+                                        "its decoder stopped where its reservation runs out.")
 
     @field_validator("stop")
     @classmethod
@@ -184,6 +185,9 @@ class BudgetUse(BaseModel):
     state: UsageState = Field(description="The tenant's budget state as the answer ends ('unbudgeted': none).")
     notice: str | None = Field(description="In Warning, a sentence a client can show its user (how much of today's "
                                            "budget is used, what is left, when it resets); null otherwise.")
+    spend_limit_reached: bool = Field(
+        default=False, description="The answer was cut (finish_reason length) at what its reservation pays for: the "
+        "decoder ran slower than the worst case reserved (a loaded machine). It is charged what it used.")
 
 
 class PassageUse(BaseModel):

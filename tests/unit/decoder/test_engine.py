@@ -161,6 +161,10 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_running_streams_decode
     assert long_finish.prompt_tokens == 25 and long_finish.timings.prefill_seconds >= 3 * model.prefill_seconds
 
 
+def prompt_calls(calls: list[tuple[str, int]]) -> int:
+    return sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
+
+
 def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_had():
     async def scenario():
         model = FakeModel(prefill_seconds=0.05)
@@ -174,10 +178,66 @@ def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_
         finally:
             engine.stop()
     (ids, finish), calls = run(scenario())
-    chunks = sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
+    chunks = prompt_calls(calls)
     assert ids == [] and finish.reason == "cancelled" and finish.completion_tokens == 0
     assert 2 <= chunks < 10  # stopped between chunks, not after the whole prompt
     assert finish.timings.prefill_seconds >= (chunks - 1) * 0.05
+
+
+def test_a_sequence_ends_before_the_decode_step_that_would_take_it_past_its_spend_limit():
+    """Steps run ten times slower than the step cost model says (a loaded machine): the limited sequence ends where
+    its limit runs out, charged within it and one step; its neighbour without a limit runs to max_tokens."""
+    async def scenario():
+        model = FakeModel(step_seconds=0.01)
+        engine = make_engine(model, step_cost=StepCostModel(0.001, 0.0, 0.0))
+        try:
+            limited = engine.submit(request(1, 1000, spend_limit_seconds=0.2))
+            free = engine.submit(request(2, 40))
+            return await finish_of(limited), await finish_of(free), model.step_seconds
+        finally:
+            engine.stop()
+    (ids, limited), (free_ids, free), step = run(scenario())
+    spent = limited.timings.prefill_seconds + limited.timings.decode_seconds
+    assert limited.reason == "spend_limit" and 0 < len(ids) == limited.completion_tokens < 1000
+    assert 0.1 < spent <= 0.2 + step, spent  # the stated margin: one call beyond its forecast
+    assert free.reason == "length" and len(free_ids) == 40
+
+
+def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_stops_after_the_chunk_that_shows_it():
+    """The engine's first prefill has no pace to forecast from; its first chunk shows ten chunks will not fit the
+    limit, and the first token would come only with the last: the prompt is not continued for no answer."""
+    async def scenario():
+        model = FakeModel(prefill_seconds=0.02)
+        engine = make_engine(model, budget=10)
+        try:
+            sequence = engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3,
+                                                       spend_limit_seconds=0.1))
+            return await finish_of(sequence), model.calls
+        finally:
+            engine.stop()
+    (ids, finish), calls = run(scenario())
+    assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
+    assert prompt_calls(calls) == 1, calls
+    assert 0.02 <= finish.timings.prefill_seconds <= 0.1 and finish.timings.decode_seconds == 0
+
+
+def test_a_prompt_s_first_call_is_not_forecast_and_its_first_token_ends_the_answer_at_the_limit():
+    """Recent prefills ran far slower than this sequence's limit allows: its prompt is prefilled anyway (the
+    reservation's prefill estimate pays for a first call), and the answer ends with the first token, before a decode
+    step."""
+    async def scenario():
+        model = FakeModel(prefill_seconds=0.05)
+        engine = make_engine(model)
+        try:
+            await finish_of(engine.submit(request(1, 2, prompt_length=8)))  # sets the pace: ~0.05 s for 8 tokens
+            calls = len(model.calls)
+            limited = engine.submit(request(2, 5, prompt_length=8, spend_limit_seconds=0.01))
+            return await finish_of(limited), model.calls[calls:]
+        finally:
+            engine.stop()
+    (ids, finish), calls = run(scenario())
+    assert ids == [3] and finish.reason == "spend_limit" and calls == [("prefill", 1)]
+    assert finish.timings.prefill_seconds >= 0.05 and finish.timings.decode_seconds == 0
 
 
 def test_continuous_batching_admits_a_newcomer_as_soon_as_a_slot_frees_static_waits_for_the_batch():
