@@ -47,6 +47,8 @@ class StreamStarted(BaseModel):
     type: Literal["started"] = "started"
     sequence_id: str
     cancel_url: str = Field(description="Where to POST to stop this sequence: the instance that holds it.")
+    spend_limit_url: str = Field(default="", description="Where to POST a ``SpendLimitRaise`` for this sequence (the "
+                                 "instance that holds it); empty from a decoder that cannot raise limits.")
 
 
 class TokenDelta(BaseModel):
@@ -108,6 +110,17 @@ class DecoderLoad(BaseModel):
 
     sequences: int = Field(ge=0, description="Sequences held: running, prefilling or waiting for a slot.")
     kv_slots: int = Field(ge=1, description="Sequences decoded at once.")
+
+
+class SpendLimitRaise(BaseModel):
+    """The caller's reservation grew: the sequence may now be charged up to this many prefill + decode seconds."""
+
+    spend_limit_seconds: float = Field(gt=0)
+
+
+class SpendLimitRaised(BaseModel):
+    spend_limit_seconds: float | None = Field(description="The sequence's limit now; null when the decoder holds no "
+                                              "such sequence (it has finished) or it has no limit.")
 
 
 class CancelResponse(BaseModel):

@@ -152,6 +152,9 @@ class Sequence:
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
     prefilled: int = 0  # prompt tokens in its cache so far
+    # The most prefill + decode seconds it may be charged now: the request's, raised when its caller's reservation
+    # grows (``BatchingEngine.raise_spend_limit``); None: no limit.
+    spend_limit_seconds: float | None = None
 
     @property
     def spent_seconds(self) -> float:
@@ -162,6 +165,7 @@ class Sequence:
         return len(self.request.prompt_ids) - self.prefilled
 
     def __post_init__(self) -> None:
+        self.spend_limit_seconds = self.request.spend_limit_seconds
         self.stopper = StopMatcher(list(self.request.stop))
         self.rng = np.random.default_rng(self.request.seed)
 
@@ -330,6 +334,17 @@ class BatchingEngine:
         self.cancel(sequence)
         return True
 
+    def raise_spend_limit(self, sequence_id: str, limit_seconds: float) -> float | None:
+        """The caller's reservation grew: the sequence may be charged up to ``limit_seconds`` (a limit is only ever
+        raised: an older, smaller one arriving late changes nothing). Its limit now, or None when no such sequence is
+        held (it has already finished) or it has no limit."""
+        with self._wake:
+            sequence = self._by_id.get(sequence_id)
+            if sequence is None or sequence.spend_limit_seconds is None:
+                return None
+            sequence.spend_limit_seconds = max(sequence.spend_limit_seconds, limit_seconds)
+            return sequence.spend_limit_seconds
+
     def detach(self, sequence: Sequence) -> None:
         """Its reader is gone: stop it, and log what it consumed since nobody will charge it."""
         sequence.detached = True
@@ -445,7 +460,7 @@ class BatchingEngine:
         forecast = prompt_forecast(self._prompt_pace, sequence.prompt_left,
                                    min(sequence.prompt_left, self.prefill_token_budget))
         if sequence.prefilled == 0 or not past_limit(sequence.spent_seconds, forecast,
-                                                     sequence.request.spend_limit_seconds):
+                                                     sequence.spend_limit_seconds):
             return True
         self._prefilling.remove(sequence)
         self._finish(sequence, "spend_limit")
@@ -520,9 +535,9 @@ class BatchingEngine:
     def _end_past_limit(self) -> None:
         """End, before the decode step, the running sequences it would take past their spend limit."""
         running = self._running
-        if all(s.request.spend_limit_seconds is None for s in running):
+        if all(s.spend_limit_seconds is None for s in running):
             return
-        leaving = rows_past_limit([RowSpend(s.length, s.spent_seconds, s.request.spend_limit_seconds) for s in running],
+        leaving = rows_past_limit([RowSpend(s.length, s.spent_seconds, s.spend_limit_seconds) for s in running],
                                   self.step_cost, self._pace)
         if leaving:
             ended = [running[row] for row in leaving]
@@ -656,6 +671,9 @@ class BatchingEngine:
         self._publish_occupancy()
 
     def _maybe_inject_fault(self) -> None:
+        """Runs inside each model call's lap: a step delay is charged like a slower machine's (CPU contention)."""
+        if self.faults.plan.step_delay_seconds:
+            time.sleep(self.faults.plan.step_delay_seconds)
         rate = self.faults.plan.step_error_rate
         if rate and self._fault_rng.random() < rate:
             raise InjectedFault("injected step failure (fault plan)")

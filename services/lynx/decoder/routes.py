@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from lynx.contracts.decoder import (
     QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE, CancelResponse, DecoderInfo, DecoderLoad, DecoderTimings, GenerateRequest,
-    StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
+    SpendLimitRaise, SpendLimitRaised, StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
 )
 from lynx.contracts.limits import context_error
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
@@ -75,8 +75,8 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
                         headers={"Retry-After": retry}) from None
     except WaitExceedsDeadline as refused:
         raise wait_exceeds_deadline_error(refused, engine) from None
-    started = StreamStarted(sequence_id=sequence.id,
-                            cancel_url=f"{state.settings.advertised_url()}/v1/generate/{sequence.id}/cancel")
+    here = f"{state.settings.advertised_url()}/v1/generate/{sequence.id}"
+    started = StreamStarted(sequence_id=sequence.id, cancel_url=f"{here}/cancel", spend_limit_url=f"{here}/spend_limit")
     progress = {"finished": False}
 
     def on_end(_: StreamEnd) -> None:
@@ -90,6 +90,13 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
 async def cancel(sequence_id: str, request: Request) -> CancelResponse:
     """Stop a sequence at the next step; its stream still ends with a ``finished`` event."""
     return CancelResponse(cancelled=request.app.state.engine.cancel_by_id(sequence_id))
+
+
+@router.post("/generate/{sequence_id}/spend_limit")
+async def raise_spend_limit(sequence_id: str, body: SpendLimitRaise, request: Request) -> SpendLimitRaised:
+    """Raise a sequence's spend limit (its caller's reservation grew); it applies from the next model call."""
+    engine: BatchingEngine = request.app.state.engine
+    return SpendLimitRaised(spend_limit_seconds=engine.raise_spend_limit(sequence_id, body.spend_limit_seconds))
 
 
 async def stream_events(sequence: Sequence, started: StreamStarted, tracer: trace.Tracer,

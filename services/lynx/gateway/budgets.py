@@ -194,6 +194,16 @@ class Budgets:
         self.holds[tenant] += 1
         self.metrics.reserved.labels(tenant).set(self.reserved[tenant])
 
+    def affordable(self, tenant: str, eur: float) -> float:
+        """Without leases: how much of ``eur`` more the tenant can still pay for now (a running request's top-up)."""
+        decision = self.decision(tenant)
+        return eur if decision is None else min(eur, max(self.available(tenant, decision), 0.0))
+
+    def extend(self, tenant: str, amount: float) -> None:
+        """A request in flight reserves ``amount`` more (its top-up); its settlement releases it with the rest."""
+        self.reserved[tenant] += amount
+        self.metrics.reserved.labels(tenant).set(self.reserved[tenant])
+
     def release(self, tenant: str, reserved: float | None, charged: float | None) -> None:
         """A request settled: its reservation (if it made one) goes, its charge (if it was charged) counts."""
         if reserved is not None:
@@ -285,6 +295,27 @@ class Hold:
             self.leased = request.eur
         self.reserved = request.eur
         self.budgets.reserve(self.tenant, request.eur)
+
+    async def top_up(self, eur: float, ceiling_eur: float | None) -> float:
+        """Adds up to ``eur`` to the reservation of a request in flight, as much as the budget pays (with leases: the
+        lease, renewed once if need be) and its cost ceiling allows; returns what it added (0: no more money). Never
+        refuses: the answer runs on within what it holds (``lynx.gateway.spend_limit``)."""
+        if ceiling_eur is not None and self.reserved is not None:
+            eur = min(eur, ceiling_eur - self.reserved)
+        if self.settled or self.reserved is None or eur <= 0:
+            return 0.0
+        leases = self.budgets.leases
+        if self.lease is not None:
+            await leases.make_room(self.lease, eur)
+            if self.settled:  # it ended while the lease renewed: nothing left to pay for
+                return 0.0
+            granted = leases.take(self.lease, eur)
+            self.leased = (self.leased or 0.0) + granted
+        else:
+            granted = self.budgets.affordable(self.tenant, eur)
+        self.reserved += granted
+        self.budgets.extend(self.tenant, granted)
+        return granted
 
     def settle(self, charged_eur: float | None) -> None:
         """The ledger charged the request (``None``: charging failed): release the reservation, remember the charge."""

@@ -189,6 +189,28 @@ class LeaseKeeper:
         if replacing is None:
             lease.in_flight += 1
             lease.admitted_since_renewal += 1
+        self._keep_ahead(lease)
+
+    async def make_room(self, lease: TenantLease, eur: float) -> None:
+        """Before a running request's top-up of ``eur``: renews once if it does not fit (``take`` then grants what
+        fits; a top-up is never refused, only granted less)."""
+        if lease.fits(eur, self.clock()):
+            return
+        lease.waiting_eur += eur
+        try:
+            await self.renew(lease, self._chunk(lease, eur))
+        finally:
+            lease.waiting_eur -= eur
+
+    def take(self, lease: TenantLease, eur: float) -> float:
+        """Reserves as much of ``eur`` as the lease has room for, for a request already in flight; returns it."""
+        granted = min(eur, lease.headroom(self.clock()))
+        lease.reserved_eur += granted
+        self._keep_ahead(lease)
+        return granted
+
+    def _keep_ahead(self, lease: TenantLease) -> None:
+        """Renews in the background while the lease still has room for a couple of the largest requests."""
         self._show(lease)
         if lease.headroom(self.clock()) < 2 * lease.largest_worst_case_eur:
             self._in_background(lease, lambda: self.renew(lease, self._chunk(lease, 0.0)))

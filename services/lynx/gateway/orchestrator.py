@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import httpx
@@ -25,9 +26,12 @@ from pydantic import ValidationError
 
 from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Charge, Ledger, Settlement
-from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, decoder_seconds_left
+from lynx.accounting.pricing import (
+    NO_CALL, STAGE_TIER, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, decoder_seconds_left,
+)
 from lynx.contracts.decoder import (
-    DecoderInfo, GenerateRequest, StreamFinished, StreamStarted, TokenDelta, parse_event,
+    DecoderInfo, GenerateRequest, SpendLimitRaise, SpendLimitRaised, StreamFinished, StreamStarted, TokenDelta,
+    parse_event,
 )
 from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_PROMPT_CHARACTERS, MAX_QUERY_CHARACTERS, context_error
 from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
@@ -36,6 +40,7 @@ from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Hold, affordable_estimate
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
+from lynx.gateway.spend_limit import RECENT_PROMPTS, Progress, Reserved, starting_top_up, top_up_seconds
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import (
     Upstreams, get_json, instance_broken, instance_stopping, post_json, unreachable, upstream_failure,
@@ -72,6 +77,11 @@ class Job:
     retrieval_top_k: int = 0
     max_cost_eur: float | None = None  # the request's own cost ceiling (lynx_max_cost_eur)
     clock: StageClock = field(default_factory=StageClock)
+
+
+def cost_ceiling(job: Job, hold: Hold) -> float | None:
+    """The most the request may cost: its own ceiling or its tenant's per-request cap, the lower; None: neither."""
+    return min((c for c in (job.max_cost_eur, hold.per_request_cap_eur) if c is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,8 @@ class Pipeline:
         self.metrics = generation_metrics()
         self.generations: set[Generation] = set()
         self.contexts: dict[str, int] = {}  # each decoder route's context, by model, once read
+        # How the last prompts' prefills ran against what they reserved (lynx.gateway.spend_limit.prompt_seconds).
+        self.prompt_paces: deque[float] = deque(maxlen=RECENT_PROMPTS)
         for stage, budget in settings.stage_budgets_seconds.items():
             self.metrics.stage_budget.labels(stage).set(budget)
 
@@ -274,11 +286,12 @@ class Pipeline:
             if remaining <= 0:
                 raise self.deadline_error()
             max_tokens = await self._reserve(job, account, route, context_tokens)
+            reserved = Reserved.of(self.solo, account.prompt_tokens, max_tokens)
             request = GenerateRequest(
                 input_ids=answer.ids, max_tokens=max_tokens, temperature=job.temperature, top_p=job.top_p,
                 stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id,
-                spend_limit_seconds=self._spend_limit(job, account, route))
-            generation = Generation(self, job, account, passages, request, route)
+                spend_limit_seconds=await self._spend_limit(job, account, route, reserved))
+            generation = Generation(self, job, account, passages, request, route, reserved)
         # The decoder's timer starts once the gateway's has stopped: timers that overlap, even by the moment the
         # process is descheduled between two lines, count that moment twice (stage_counted_twice).
         generation.start()
@@ -287,10 +300,10 @@ class Pipeline:
     async def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute, context_tokens: int) -> int:
         """Reserves the request's worst case (429 when it does not fit); returns the max_tokens its cost ceiling allows.
         A prompt that cannot fit the decoder's context with those max_tokens is refused first (400), unreserved."""
-        ceilings = [c for c in (job.max_cost_eur, account.hold.per_request_cap_eur) if c is not None]
-        estimate = affordable_estimate(min(ceilings, default=None), account.times_so_far(DecoderUse(0.0)),
+        ceiling = cost_ceiling(job, account.hold)
+        estimate = affordable_estimate(ceiling, account.times_so_far(DecoderUse(0.0)),
                                        account.prompt_tokens, job.max_tokens, self.solo, route.ledger.rates)
-        if ceilings:
+        if ceiling is not None:
             account.span.set_attribute("lynx.budget.max_tokens", estimate.max_tokens)
         if error := context_error(account.prompt_tokens, estimate.max_tokens, context_tokens):
             raise LynxError(400, error, CONTEXT_LENGTH_EXCEEDED, param="messages" if job.messages else "prompt")
@@ -298,19 +311,29 @@ class Pipeline:
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
         return estimate.max_tokens
 
-    def _spend_limit(self, job: Job, account: RequestAccount, route: DecoderRoute) -> float | None:
+    async def _spend_limit(self, job: Job, account: RequestAccount, route: DecoderRoute,
+                           reserved: Reserved) -> float | None:
         """The decoder seconds the request's reservation still pays for, as the limit its decoder enforces, when its
         spend is bounded (a budgeted tenant, or the request's own cost ceiling): so its charge stays within what it
-        reserved however slow the decoder runs. Computed last, after any wait for this gateway's lease; a request
-        whose wait used up its reservation is refused (503), charged for what it used."""
-        if account.hold.decision is None and job.max_cost_eur is None:
+        reserved however slow the decoder runs. Computed last, after any wait for this gateway's lease. When it would
+        not pay for the prompt at recent prompts' pace (stages before the decoder that ran slow, a loaded decoder), the
+        reservation is topped up first, as far as the budget pays (``spend_limit.starting_top_up``). A request whose
+        reservation is used up and whose budget cannot pay more is refused (503), charged for what it used."""
+        hold = account.hold
+        if hold.decision is None and job.max_cost_eur is None:
             return None
-        seconds = decoder_seconds_left(account.hold.reserved, account.times_so_far(DecoderUse(0.0), running=True),
-                                       route.ledger.rates)
-        if seconds is not None and seconds <= 0:
-            raise LynxError(503, f"This request's reservation ({account.hold.reserved:.4g} EUR) was used up before "
-                            "its decoder could start (the gateway waited for budget); retry after 1 s.",
-                            SPEND_LIMIT_REACHED, "server_overloaded", headers={"Retry-After": "1"})
+        rates = route.ledger.rates
+        seconds = decoder_seconds_left(hold.reserved, account.times_so_far(DecoderUse(0.0), running=True), rates)
+        if seconds is None:
+            return None
+        if (wanted := starting_top_up(seconds, reserved, self.prompt_paces)) > 0:
+            await hold.top_up(wanted * rates.per_second(STAGE_TIER["decode"]), cost_ceiling(job, hold))
+            # Read again: a lease renewal the top-up waited for used gateway time too.
+            seconds = decoder_seconds_left(hold.reserved, account.times_so_far(DecoderUse(0.0), running=True), rates)
+        if seconds <= 0:
+            raise LynxError(503, f"This request's reservation ({hold.reserved:.4g} EUR) was used up before its "
+                            "decoder could start (the gateway waited for budget), and its budget cannot pay more; "
+                            "retry after 1 s.", SPEND_LIMIT_REACHED, "server_overloaded", headers={"Retry-After": "1"})
         return seconds
 
     def deadline_error(self, waited_seconds: float = 0.0) -> LynxError:
@@ -366,7 +389,7 @@ class Generation:
     """A decoder stream in progress, read by its own task; iterate ``text()``, then read the settlement."""
 
     def __init__(self, pipeline: Pipeline, job: Job, account: RequestAccount, passages: list[RetrievedPassage],
-                 request: GenerateRequest, route: DecoderRoute) -> None:
+                 request: GenerateRequest, route: DecoderRoute, priced: Reserved) -> None:
         self.pipeline = pipeline
         self.route = route
         self.job = job
@@ -386,6 +409,9 @@ class Generation:
         self.instance: str | None = None  # the decoder instance that holds the sequence (its cancel goes there)
         self._in_flight = False  # counted in flight on ``instance``
         self._helpers: set[asyncio.Task] = set()
+        self.priced = priced  # what the reservation was priced at, per stage (lynx.gateway.spend_limit)
+        self.spend_limit_seconds = request.spend_limit_seconds  # the decoder's limit, as raised so far
+        self._topping_up = False  # a top-up is under way
 
     @property
     def trace_id(self) -> str:
@@ -537,10 +563,43 @@ class Generation:
                 exemplar = {"trace_id": self.trace_id} if self.trace_id else None
                 self.pipeline.metrics.time_to_first_token.labels(self.model).observe(
                     self.job.clock.elapsed(), exemplar)
+            if self.completion_tokens == 0 and self.priced.prefill_seconds > 0:
+                self.pipeline.prompt_paces.append(event.prefill_seconds / self.priced.prefill_seconds)
             self.completion_tokens += len(event.ids)
             self._first.set()
         if event.text and not self.abandoned:
             self.deltas.put_nowait(event.text)
+        self._maybe_top_up()
+
+    def _maybe_top_up(self) -> None:
+        """Tops the reservation up and raises the decoder's limit when the rest of the answer would not fit what the
+        limit leaves (lynx.gateway.spend_limit); one top-up at a time."""
+        if (self.spend_limit_seconds is None or self._topping_up or self.abandoned or self.started is None
+                or not self.started.spend_limit_url):
+            return
+        seconds = top_up_seconds(Progress(self.consumed[0], self.consumed[1], self.completion_tokens,
+                                          self.request.max_tokens, self.spend_limit_seconds), self.priced)
+        if seconds > 0:
+            self._topping_up = True
+            self._spawn(self._top_up(seconds))
+
+    async def _top_up(self, seconds: float) -> None:
+        try:
+            per_second = self.route.ledger.rates.per_second(STAGE_TIER["decode"])
+            granted = await self.account.hold.top_up(seconds * per_second, cost_ceiling(self.job, self.account.hold))
+            if granted <= 0 or self.finished is not None or self.settlement is not None:
+                return  # an answer that has ended needs no raise: its settlement releases what was granted
+            self.spend_limit_seconds += granted / per_second
+            self.account.span.add_event("lynx.budget.top_up", {"lynx.budget.top_up_eur": granted,
+                                                               "lynx.budget.spend_limit_seconds":
+                                                                   self.spend_limit_seconds})
+            decoders = self.route.decoders
+            await post_json(decoders.client, "decoder", decoders.url(self.instance, self.started.spend_limit_url),
+                            SpendLimitRaise(spend_limit_seconds=self.spend_limit_seconds), SpendLimitRaised)
+        except LynxError as error:  # the decoder then ends the answer at its earlier limit; the charge is unchanged
+            log.warning("spend_limit_raise_failed", extra={"fields": {"error": error.message}})
+        finally:
+            self._topping_up = False
 
     def account_use(self) -> DecoderUse:
         """What the decoder consumed: its final report, or the last figures it sent before it went silent."""

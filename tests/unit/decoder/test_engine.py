@@ -203,6 +203,29 @@ def test_a_sequence_ends_before_the_decode_step_that_would_take_it_past_its_spen
     assert free.reason == "length" and len(free_ids) == 40
 
 
+def test_a_spend_limit_raised_while_the_sequence_runs_lets_it_run_on_to_max_tokens():
+    """The same slow steps and limit as above, but the caller's reservation grew after the first token: the limit
+    is raised (never lowered: a late, smaller raise changes nothing) and the sequence ends at max_tokens."""
+    async def scenario():
+        model = FakeModel(step_seconds=0.01)
+        engine = make_engine(model, step_cost=StepCostModel(0.001, 0.0, 0.0))
+        try:
+            limited = engine.submit(request(1, 60, spend_limit_seconds=0.2))
+            first = await asyncio.wait_for(limited.events.get(), 10)
+            raised = engine.raise_spend_limit(limited.id, 10.0), engine.raise_spend_limit(limited.id, 0.1)
+            ids, finish = await finish_of(limited)
+            unlimited = engine.submit(request(2, 2))
+            return (first, raised, ids, finish, engine.raise_spend_limit(unlimited.id, 1.0),
+                    engine.raise_spend_limit(limited.id, 20.0))
+        finally:
+            engine.stop()
+    first, raised, ids, finish, unlimited, after_end = run(scenario())
+    assert raised == (10.0, 10.0)
+    assert finish.reason == "length" and len(first.token_ids) + len(ids) == 60
+    assert finish.timings.prefill_seconds + finish.timings.decode_seconds > 0.2  # past the limit it started with
+    assert unlimited is None and after_end is None  # no limit to raise; a sequence that has ended
+
+
 def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_stops_after_the_chunk_that_shows_it():
     """The engine's first prefill has no pace to forecast from; its first chunk shows ten chunks will not fit the
     limit, and the first token would come only with the last: the prompt is not continued for no answer."""

@@ -29,6 +29,7 @@ from lynx.gateway.orchestrator import (
     refused_by_client, retrieval_query, stopping_error, with_passages,
 )
 from lynx.gateway.settings import GatewaySettings
+from lynx.gateway.spend_limit import Reserved
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
 from lynx_budget.local import write_atomically
@@ -204,7 +205,7 @@ def test_a_budgeted_request_s_decoder_may_spend_what_its_reservation_leaves_and_
     with account.job.clock.stage("gateway"):
         asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
         time.sleep(0.02)
-        limit = pipeline._spend_limit(account.job, account, pipeline.standard)
+        limit = asyncio.run(pipeline._spend_limit(account.job, account, pipeline.standard, priced(40, 64)))
     assert 0 < limit < SOLO.prefill_seconds(40) + SOLO.decode_seconds(40, 64)
     cost = account.settle("completed", DecoderUse(wall_seconds=limit, decode_seconds=limit), 64, "spend_limit").cost
     unused_tail = GATEWAY_TAIL_SECONDS * RATES.per_second("gateway")  # the gateway's time it left for building the call
@@ -214,17 +215,36 @@ def test_a_budgeted_request_s_decoder_may_spend_what_its_reservation_leaves_and_
 def test_a_request_nothing_bounds_gets_no_limit_and_one_with_its_own_ceiling_does(budgets):
     pipeline, walk_in = open_request(budgets, 40, 64, tenant="walk-in")  # no budget, unknown tenants served
     asyncio.run(pipeline._reserve(walk_in.job, walk_in, pipeline.standard, 2048))
-    assert walk_in.hold.decision is None and pipeline._spend_limit(walk_in.job, walk_in, pipeline.standard) is None
+    assert walk_in.hold.decision is None
+    assert asyncio.run(pipeline._spend_limit(walk_in.job, walk_in, pipeline.standard, priced(40, 64))) is None
     pipeline, ceiling = open_request(budgets, 40, 64, max_cost_eur=1.0, tenant="walk-in")
     asyncio.run(pipeline._reserve(ceiling.job, ceiling, pipeline.standard, 2048))
-    assert pipeline._spend_limit(ceiling.job, ceiling, pipeline.standard) > 0
+    assert asyncio.run(pipeline._spend_limit(ceiling.job, ceiling, pipeline.standard, priced(40, 64))) > 0
 
 
-def test_a_request_whose_wait_used_up_its_reservation_is_refused_before_the_decoder(budgets):
+def priced(prompt_tokens: int, max_tokens: int) -> Reserved:
+    return Reserved.of(SOLO, prompt_tokens, max_tokens)
+
+
+def test_a_request_whose_wait_used_up_its_reservation_is_topped_up_while_its_budget_pays(budgets):
+    """An hour of gateway time before the decoder (more than a 1-token answer reserved): the tenant has 1 EUR left,
+    so the reservation grows by what the decoder's worst case needs, and the decoder gets that whole worst case."""
     pipeline, account = open_request(budgets, 1, 1)
     asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
-    account.job.clock.seconds["gateway"] += 3600.0  # an hour of gateway time: more than a 1-token answer reserved
+    before = account.hold.reserved
+    account.job.clock.seconds["gateway"] += 3600.0
+    limit = asyncio.run(pipeline._spend_limit(account.job, account, pipeline.standard, priced(1, 1)))
+    assert limit == pytest.approx(SOLO.prefill_seconds(1), rel=1e-3)
+    assert account.hold.reserved > before + 3600 * RATES.per_second("gateway") * 0.99
+    assert budgets.reserved["acme"] == pytest.approx(account.hold.reserved)
+
+
+def test_a_request_whose_wait_used_up_its_reservation_is_refused_when_its_budget_cannot_pay_more(budgets):
+    pipeline, account = open_request(budgets, 1, 1, max_cost_eur=0.001)  # its own ceiling: less than that hour
+    asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
+    account.job.clock.seconds["gateway"] += 3600.0
     with pytest.raises(LynxError) as refused:
-        pipeline._spend_limit(account.job, account, pipeline.standard)
+        asyncio.run(pipeline._spend_limit(account.job, account, pipeline.standard, priced(1, 1)))
     assert (refused.value.status, refused.value.code) == (503, SPEND_LIMIT_REACHED)
     assert refused.value.headers == {"Retry-After": "1"}
+    assert account.hold.reserved == pytest.approx(0.001)  # topped up to its ceiling, no further
