@@ -49,6 +49,10 @@ class StreamStarted(BaseModel):
     cancel_url: str = Field(description="Where to POST to stop this sequence: the instance that holds it.")
     spend_limit_url: str = Field(default="", description="Where to POST a ``SpendLimitRaise`` for this sequence (the "
                                  "instance that holds it); empty from a decoder that cannot raise limits.")
+    prompt_seconds: float | None = Field(default=None, description="Its whole prompt's prefill at the decoder's "
+                                         "recent pace (null: no prefill measured yet).")
+    step_seconds: float | None = Field(default=None, description="One decode step of its row alone at the decoder's "
+                                       "slowest recent pace (null: no step measured yet).")
 
 
 class TokenDelta(BaseModel):

@@ -51,7 +51,7 @@ from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
 from lynx.decoder.spending import (
     NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, Recent, RowSpend, StepPace, past_limit, prompt_forecast,
-    rows_past_limit,
+    rows_past_limit, solo_forecast,
 )
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
@@ -345,6 +345,11 @@ class BatchingEngine:
             sequence.spend_limit_seconds = max(sequence.spend_limit_seconds, limit_seconds)
             return sequence.spend_limit_seconds
 
+    def recent_pace(self, prompt_tokens: int) -> tuple[float | None, float | None]:
+        """A new sequence's prompt and one decode step of it alone at the engine's recent pace
+        (``spending.solo_forecast``), for the caller to size its spend limit by."""
+        return solo_forecast(list(self._prompt_pace.paces), list(self._pace.paces), prompt_tokens, self.step_cost)
+
     def detach(self, sequence: Sequence) -> None:
         """Its reader is gone: stop it, and log what it consumed since nobody will charge it."""
         sequence.detached = True
@@ -372,9 +377,16 @@ class BatchingEngine:
         row."""
         model, pool, pad = self.model, self._pool, self.model.pad_token_id
         tokens = max(1, min(self.prefill_token_budget, WARM_UP_TOKENS, (self.max_context - 1) // 2))
+        started = time.perf_counter()
         model.prefill_rows(pool, 0, [[pad] * tokens])
+        prefilled = time.perf_counter()
         token = int(model.extend_row(pool, 0, tokens, [pad] * tokens).argmax())
+        extended = time.perf_counter()
         model.decode_rows(pool, [token], [2 * tokens])
+        # The first paces spend limits are forecast at, until real calls replace them: the machine's speed as the
+        # engine starts (first calls run slower, so these err on the side of a larger forecast).
+        self._prompt_pace.add(PromptPace((prefilled - started) / tokens))
+        self._pace.add(StepPace(time.perf_counter() - extended, self.step_cost.predict([2 * tokens])))
         short = max(1, tokens // pool.rows)
         firsts = model.prefill_rows(pool, 0, [[pad] * short] * pool.rows).argmax(axis=-1).tolist()
         model.decode_rows(pool, firsts, [short] * pool.rows)

@@ -76,7 +76,9 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
     except WaitExceedsDeadline as refused:
         raise wait_exceeds_deadline_error(refused, engine) from None
     here = f"{state.settings.advertised_url()}/v1/generate/{sequence.id}"
-    started = StreamStarted(sequence_id=sequence.id, cancel_url=f"{here}/cancel", spend_limit_url=f"{here}/spend_limit")
+    prompt_seconds, step_seconds = engine.recent_pace(len(body.input_ids))
+    started = StreamStarted(sequence_id=sequence.id, cancel_url=f"{here}/cancel", spend_limit_url=f"{here}/spend_limit",
+                            prompt_seconds=prompt_seconds, step_seconds=step_seconds)
     progress = {"finished": False}
 
     def on_end(_: StreamEnd) -> None:

@@ -120,6 +120,17 @@ def prompt_forecast(paces: Recent[PromptPace], prompt_left: int, next_call_token
     return max(paces.forecast(next_call_tokens), paces.typical(prompt_left))
 
 
+def solo_forecast(prompt_paces: list[PromptPace], step_paces: list[StepPace], prompt_tokens: int,
+                  model: StepCostModel) -> tuple[float | None, float | None]:
+    """What a new sequence should spend at the engine's recent pace, for its caller's limit: its whole prompt at the
+    recent calls' median pace (as the engine forecasts a whole prompt) and one decode step of its row alone at the
+    slowest recent pace (as the engine forecasts a step); None for either before any call of that kind. Takes copies
+    of the paces: the caller runs on another thread than the engine that adds them."""
+    prompt = statistics.median(p.forecast(prompt_tokens) for p in prompt_paces) if prompt_paces else None
+    step = max(p.forecast([prompt_tokens], model) for p in step_paces) if step_paces else None
+    return prompt, step
+
+
 def past_limit(spent_seconds: float, forecast_seconds: float, limit_seconds: float | None) -> bool:
     """Whether a call forecast to charge ``forecast_seconds`` more would take the sequence past its limit."""
     return limit_seconds is not None and spent_seconds + forecast_seconds > limit_seconds

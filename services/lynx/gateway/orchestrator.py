@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,7 +39,7 @@ from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Hold, affordable_estimate
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.spend_limit import RECENT_PROMPTS, Progress, Reserved, starting_top_up, top_up_seconds
+from lynx.gateway.spend_limit import DecoderPace, Progress, Reserved, starting_top_up, top_up_seconds
 from lynx.gateway.tenants import Tenant
 from lynx.gateway.upstream import (
     Upstreams, get_json, instance_broken, instance_stopping, post_json, unreachable, upstream_failure,
@@ -200,8 +199,6 @@ class Pipeline:
         self.metrics = generation_metrics()
         self.generations: set[Generation] = set()
         self.contexts: dict[str, int] = {}  # each decoder route's context, by model, once read
-        # How the last prompts' prefills ran against what they reserved (lynx.gateway.spend_limit.prompt_seconds).
-        self.prompt_paces: deque[float] = deque(maxlen=RECENT_PROMPTS)
         for stage, budget in settings.stage_budgets_seconds.items():
             self.metrics.stage_budget.labels(stage).set(budget)
 
@@ -315,10 +312,10 @@ class Pipeline:
                            reserved: Reserved) -> float | None:
         """The decoder seconds the request's reservation still pays for, as the limit its decoder enforces, when its
         spend is bounded (a budgeted tenant, or the request's own cost ceiling): so its charge stays within what it
-        reserved however slow the decoder runs. Computed last, after any wait for this gateway's lease. When it would
-        not pay for the prompt at recent prompts' pace (stages before the decoder that ran slow, a loaded decoder), the
-        reservation is topped up first, as far as the budget pays (``spend_limit.starting_top_up``). A request whose
-        reservation is used up and whose budget cannot pay more is refused (503), charged for what it used."""
+        reserved however slow the decoder runs. Computed last, after any wait for this gateway's lease. When the stages
+        before the decoder ran slower than estimated and left less than the decoder's worst case, the reservation is
+        topped up first, as far as the budget pays (``spend_limit.starting_top_up``). A request whose reservation is
+        used up and whose budget cannot pay more is refused (503), charged for what it used."""
         hold = account.hold
         if hold.decision is None and job.max_cost_eur is None:
             return None
@@ -326,7 +323,7 @@ class Pipeline:
         seconds = decoder_seconds_left(hold.reserved, account.times_so_far(DecoderUse(0.0), running=True), rates)
         if seconds is None:
             return None
-        if (wanted := starting_top_up(seconds, reserved, self.prompt_paces)) > 0:
+        if (wanted := starting_top_up(seconds, reserved, DecoderPace.unknown())) > 0:
             await hold.top_up(wanted * rates.per_second(STAGE_TIER["decode"]), cost_ceiling(job, hold))
             # Read again: a lease renewal the top-up waited for used gateway time too.
             seconds = decoder_seconds_left(hold.reserved, account.times_so_far(DecoderUse(0.0), running=True), rates)
@@ -545,6 +542,9 @@ class Generation:
                 self.started = event
                 if self.abandoned:
                     self._spawn(self._cancel_upstream())
+                elif self.spend_limit_seconds is not None:  # the decoder's pace, before the prompt is prefilled
+                    pace = DecoderPace(event.prompt_seconds, event.step_seconds)
+                    self._maybe_top_up(starting_top_up(self.spend_limit_seconds, self.priced, pace))
             elif isinstance(event, TokenDelta):
                 self._on_delta(event)
             else:
@@ -563,25 +563,23 @@ class Generation:
                 exemplar = {"trace_id": self.trace_id} if self.trace_id else None
                 self.pipeline.metrics.time_to_first_token.labels(self.model).observe(
                     self.job.clock.elapsed(), exemplar)
-            if self.completion_tokens == 0 and self.priced.prefill_seconds > 0:
-                self.pipeline.prompt_paces.append(event.prefill_seconds / self.priced.prefill_seconds)
             self.completion_tokens += len(event.ids)
             self._first.set()
         if event.text and not self.abandoned:
             self.deltas.put_nowait(event.text)
-        self._maybe_top_up()
+        if self.spend_limit_seconds is not None:
+            self._maybe_top_up(top_up_seconds(Progress(self.consumed[0], self.consumed[1], self.completion_tokens,
+                                                       self.request.max_tokens, self.spend_limit_seconds),
+                                              self.priced))
 
-    def _maybe_top_up(self) -> None:
-        """Tops the reservation up and raises the decoder's limit when the rest of the answer would not fit what the
-        limit leaves (lynx.gateway.spend_limit); one top-up at a time."""
-        if (self.spend_limit_seconds is None or self._topping_up or self.abandoned or self.started is None
-                or not self.started.spend_limit_url):
+    def _maybe_top_up(self, seconds: float) -> None:
+        """Tops the reservation up by ``seconds`` of the decoder and raises the decoder's limit by what it got
+        (lynx.gateway.spend_limit); one top-up at a time."""
+        if (seconds <= 0 or self.spend_limit_seconds is None or self._topping_up or self.abandoned
+                or self.started is None or not self.started.spend_limit_url):
             return
-        seconds = top_up_seconds(Progress(self.consumed[0], self.consumed[1], self.completion_tokens,
-                                          self.request.max_tokens, self.spend_limit_seconds), self.priced)
-        if seconds > 0:
-            self._topping_up = True
-            self._spawn(self._top_up(seconds))
+        self._topping_up = True
+        self._spawn(self._top_up(seconds))
 
     async def _top_up(self, seconds: float) -> None:
         try:

@@ -14,10 +14,10 @@ need be) and raises the decoder's limit by what it got:
 - it asks for enough that the limit leaves ``RAISE_TO`` x that rest, so that a slow answer tops up once or twice, not
   at every token, and the raise reaches the decoder long before the limit could bind.
 
-Before the first token there is no delta to watch: a long prompt is prefilled in chunks, and the decoder stops one
-whose rest no longer fits. So the limit a request starts with pays for its prompt at the slowest pace recent prompts
-ran at against what they reserved (``prompt_seconds``, the gateway's ``RECENT_PROMPTS`` last), topped up before the
-decoder is called when the reservation leaves less.
+Before the first token there is no delta to watch, and the decoder checks the first decode step right after the
+prefill. So as the decoder takes the sequence it says how fast it has recently run (``DecoderPace``: the prompt and a
+solo step at its recent pace), and the gateway tops the limit up at once to pay for the prompt and every step at that
+pace when slower than reserved (``starting_top_up``), while the prompt is prefilled.
 
 Only what the budget cannot pay is never granted: then the limit stays, and the decoder ends the answer there
 (finish_reason length, ``lynx.budget.spend_limit_reached``). Every second the decoder used is charged either way.
@@ -25,7 +25,6 @@ Only what the budget cannot pay is never granted: then the limit stays, and the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lynx.accounting.pricing import SoloDecoder
@@ -35,8 +34,6 @@ from lynx.accounting.pricing import SoloDecoder
 DUE_BELOW = 2.0
 # A top-up raises the limit until it leaves this many times the rest that made it due.
 RAISE_TO = 2.0
-# How many recent prompts' prefill paces a gateway remembers (each the prefill's seconds over what it reserved).
-RECENT_PROMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -55,21 +52,27 @@ class Reserved:
                    steps)
 
 
-def prompt_seconds(reserved: Reserved, recent_prompt_paces: Iterable[float]) -> float:
-    """What a request's limit should pay for its prompt: its reserved prefill, at the slowest recent prompt's pace
-    against what that one reserved when slower."""
-    return reserved.prefill_seconds * max([1.0, *recent_prompt_paces])
+@dataclass(frozen=True)
+class DecoderPace:
+    """What the decoder said, as it took the sequence, its recent pace forecasts for it (``StreamStarted``)."""
+
+    prompt_seconds: float | None  # its whole prompt
+    step_seconds: float | None  # one decode step of its row alone
+
+    @classmethod
+    def unknown(cls) -> DecoderPace:
+        return cls(None, None)
 
 
-def starting_top_up(limit_seconds: float, reserved: Reserved, recent_prompt_paces: Iterable[float]) -> float:
-    """Before the decoder is called: the seconds to add to a limit that would not pay for the prompt at recent
-    prompts' pace (0: none), so that it then pays for that and every decode step as reserved. The stages before the
-    decoder ran slower than estimated (a wait for the lease, a loaded tokenizer) can leave such a limit; so can a
-    loaded decoder, whose prompts run slower than reserved."""
-    prompt = prompt_seconds(reserved, recent_prompt_paces)
-    if limit_seconds >= prompt:
-        return 0.0
-    return prompt + reserved.steps * reserved.step_seconds - limit_seconds
+def starting_top_up(limit_seconds: float, reserved: Reserved, pace: DecoderPace) -> float:
+    """The seconds to add to a sequence's limit before it runs (0: none), so that it pays for its prompt and every
+    decode step, each at the reserved figure or at the decoder's recent pace when slower. A limit can start short of
+    that when the stages before the decoder ran slower than estimated (a wait for the lease, a loaded tokenizer), or
+    when the decoder runs slower than reserved: then its first decode step would be forecast past the limit right
+    after the prefill, before any delta could bring a top-up."""
+    prompt = max(reserved.prefill_seconds, pace.prompt_seconds or 0.0)
+    step = max(reserved.step_seconds, pace.step_seconds or 0.0)
+    return max(prompt + reserved.steps * step - limit_seconds, 0.0)
 
 
 @dataclass(frozen=True)

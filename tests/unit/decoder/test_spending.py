@@ -7,7 +7,7 @@ import pytest
 from lynx.accounting.shares import StepCostModel, step_shares
 from lynx.decoder.spending import (
     NO_PACE_YET, NO_PROMPT_PACE_YET, RECENT_CALLS, PromptPace, Recent, RowSpend, StepPace, past_limit,
-    prompt_forecast, rows_past_limit,
+    prompt_forecast, rows_past_limit, solo_forecast,
 )
 
 MODEL = StepCostModel(fixed_seconds=0.004, per_row_seconds=0.001, per_context_token_seconds=1e-5)
@@ -81,3 +81,12 @@ def test_a_prompt_must_fit_its_next_call_at_the_slowest_pace_and_all_it_has_left
     assert prompt_forecast(paces, 600, 128) == pytest.approx(600 * 0.002)  # the whole prompt, at the median
     assert prompt_forecast(paces, 150, 128) == pytest.approx(128 * 0.008)  # its next call, at the slowest
     assert prompt_forecast(Recent(NO_PROMPT_PACE_YET), 600, 128) == 0.0
+
+
+def test_a_new_sequence_s_forecast_for_its_caller_is_its_prompt_at_the_median_pace_and_a_solo_step_at_the_slowest():
+    assert solo_forecast([], [], 40, MODEL) == (None, None)  # nothing measured yet: the caller keeps its estimate
+    prompts = [PromptPace(0.001), PromptPace(0.004), PromptPace(0.002)]
+    steps = [StepPace(elapsed=0.01, predicted=0.01), StepPace(elapsed=0.05, predicted=0.01)]
+    prompt, step = solo_forecast(prompts, steps, 40, MODEL)
+    assert prompt == pytest.approx(0.002 * 40)
+    assert step == pytest.approx(5 * MODEL.predict([40]))

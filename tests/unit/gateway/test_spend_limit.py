@@ -8,7 +8,7 @@ import pytest
 from lynx.accounting.pricing import SoloDecoder
 from lynx.accounting.shares import StepCostModel
 from lynx.gateway.spend_limit import (
-    DUE_BELOW, RAISE_TO, Progress, Reserved, prompt_seconds, rest_seconds, seconds_per_token, starting_top_up,
+    DUE_BELOW, RAISE_TO, DecoderPace, Progress, Reserved, rest_seconds, seconds_per_token, starting_top_up,
     top_up_seconds,
 )
 
@@ -63,13 +63,12 @@ def test_no_top_up_before_the_first_token_or_after_the_last():
     assert top_up_seconds(progress(64, decode=5.0, limit=5.0), RESERVED) == 0
 
 
-def test_a_starting_limit_pays_for_the_prompt_at_the_slowest_recent_prompt_s_pace():
-    assert prompt_seconds(RESERVED, []) == RESERVED.prefill_seconds
-    assert prompt_seconds(RESERVED, [0.3, 0.5]) == RESERVED.prefill_seconds  # prompts ran faster than reserved
-    assert prompt_seconds(RESERVED, [0.3, 4.0, 2.0]) == pytest.approx(4 * RESERVED.prefill_seconds)
+def test_a_starting_limit_pays_for_the_prompt_and_every_step_at_the_decoder_s_recent_pace_when_slower():
     whole = RESERVED.prefill_seconds + RESERVED.steps * RESERVED.step_seconds
-    assert starting_top_up(whole, RESERVED, [0.5]) == 0
-    # Prompts run 4x slower than reserved: a limit short of the prompt at that pace gets it and every step reserved.
-    assert starting_top_up(0.3, RESERVED, [4.0]) == pytest.approx(0.4 + RESERVED.steps * RESERVED.step_seconds - 0.3)
-    # A limit the stages before the decoder used up (negative) is topped up the same way.
-    assert starting_top_up(-0.2, RESERVED, []) == pytest.approx(whole + 0.2)
+    assert starting_top_up(whole, RESERVED, DecoderPace.unknown()) == 0
+    assert starting_top_up(whole, RESERVED, DecoderPace(prompt_seconds=0.05, step_seconds=0.005)) == 0  # faster
+    # The decoder's recent pace: the prompt in 0.4 s and 40 ms a step, four times what was reserved.
+    slow = DecoderPace(prompt_seconds=0.4, step_seconds=0.04)
+    assert starting_top_up(whole, RESERVED, slow) == pytest.approx(0.4 + RESERVED.steps * 0.04 - whole)
+    # A limit the stages before the decoder used up (negative) gets all that is reserved for the decoder.
+    assert starting_top_up(-0.2, RESERVED, DecoderPace.unknown()) == pytest.approx(whole + 0.2)
