@@ -81,7 +81,7 @@ class GenerationFields(BaseModel):
     lynx_max_cost_eur: float | None = Field(
         default=None, gt=0, description="lynx: the most this request may cost; the answer stops there (finish_reason "
                                         "length), its max_tokens lowered to what the ceiling affords at worst case, "
-                                        "its decoder stopped where its reservation runs out.")
+                                        "its decoder stopped where the ceiling runs out.")
 
     @field_validator("stop")
     @classmethod
@@ -186,8 +186,9 @@ class BudgetUse(BaseModel):
     notice: str | None = Field(description="In Warning, a sentence a client can show its user (how much of today's "
                                            "budget is used, what is left, when it resets); null otherwise.")
     spend_limit_reached: bool = Field(
-        default=False, description="The answer was cut (finish_reason length) at what its reservation pays for: the "
-        "decoder ran slower than the worst case reserved (a loaded machine). It is charged what it used.")
+        default=False, description="The answer was cut (finish_reason length) where its tenant's budget or its cost "
+        "ceiling could pay no more (its reservation is topped up while the answer runs slower than reserved). It is "
+        "charged what it used.")
 
 
 class PassageUse(BaseModel):
