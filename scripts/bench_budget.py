@@ -66,6 +66,7 @@ class Sent:
     reserved: float | None
     headers_after: float  # seconds to the response's status line: admission, reservation and the first token
     cut: bool = False  # the decoder ended the answer where its reservation ran out (lynx.budget.spend_limit_reached)
+    request_id: str = ""
 
 
 @dataclass
@@ -155,6 +156,7 @@ async def drive(bed: Bed, key: str, args: argparse.Namespace) -> tuple[list[Sent
                 budget = final["lynx"]["budget"]
                 record.cost, record.reserved = final["lynx"]["cost"]["total"], budget["reserved_eur"]
                 record.cut = budget.get("spend_limit_reached", False)
+                record.request_id = final["lynx"].get("request_id", "")
             else:
                 record.cost = (json.loads(text).get("lynx") or {}).get("cost", {}).get("total", 0.0)
             sent.append(record)
@@ -204,6 +206,17 @@ def charges(bed: Bed) -> list[tuple[float, float]]:
     return sorted(found)
 
 
+def short_of_money(bed: Bed) -> set[str]:
+    """The requests a top-up of whose reservation the budget (or their ceiling) could not pay in full, from each
+    gateway's own log: an answer of theirs that was cut, was cut for want of money; any other, by load."""
+    found = set()
+    for gateway in bed.gateways:
+        for line in gateway.log.read_text().splitlines():
+            if line.startswith("{") and '"budget_top_up_short"' in line:
+                found.add(json.loads(line).get("request_id", ""))
+    return found
+
+
 def counter(url: str, name: str, labels: dict[str, str]) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
@@ -233,6 +246,7 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
     # What a request refused at its reservation held until then: the cheapest request's worst case (leases).
     held = worst_case_cost(NOTHING_YET, 1, 1, solo_decoder(GatewaySettings()), CostSettings())
     refused_beyond = sum(max(s.cost - held, 0.0) for s in refused_charged)
+    cut, short = {s.request_id for s in admitted if s.cut}, short_of_money(bed)
     waits = [s.headers_after for s in admitted]
     driving_seconds = max(s.ended for s in sent) - sent[0].started
     renewals = sum(counter(g.url, "lynx_gateway_lease_renewals_total", {}) for g in bed.gateways) if args.leases else 0
@@ -271,8 +285,9 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| spent when the first 429 came | {spent_at_first_429 / args.cap:.0%} of the cap (in-flight worst cases no "
         "longer fit) |",
         f"| worst real cost / reservation (served answers) | {ratio:.2f} |",
-        f"| served answers cut where their reservation ran out (spend limit) / charged beyond their reservation, "
-        f"summed | {sum(s.cut for s in admitted)} / {beyond:.3g} EUR |",
+        f"| served answers cut at their spend limit: for want of money (a top-up the budget could not pay in full) "
+        f"/ with money left (load) / charged beyond their reservation, summed | {len(cut & short)} / "
+        f"{len(cut - short)} / {beyond:.3g} EUR |",
         f"| refused at reservation: most charged / what each held from admission ({held:.3g} EUR); charged beyond "
         f"it, summed | {max((s.cost for s in refused_charged), default=0.0):.3g} EUR / {refused_beyond:.3g} EUR |",
         f"| served answers: time to the status line p50 / p99 (admission, reservation, first token) | "

@@ -584,7 +584,11 @@ class Generation:
     async def _top_up(self, seconds: float) -> None:
         try:
             per_second = self.route.ledger.rates.per_second(STAGE_TIER["decode"])
-            granted = await self.account.hold.top_up(seconds * per_second, cost_ceiling(self.job, self.account.hold))
+            asked = seconds * per_second
+            granted = await self.account.hold.top_up(asked, cost_ceiling(self.job, self.account.hold))
+            if granted < asked:  # the budget or the ceiling pays no more: the limit may now bind, for want of money
+                log.info("budget_top_up_short", extra={"fields": {
+                    "tenant": self.job.tenant.id, "asked_eur": asked, "granted_eur": granted}})
             if granted <= 0 or self.finished is not None or self.settlement is not None:
                 return  # an answer that has ended needs no raise: its settlement releases what was granted
             self.spend_limit_seconds += granted / per_second
