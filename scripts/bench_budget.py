@@ -154,7 +154,8 @@ async def drive(bed: Bed, key: str, args: argparse.Namespace) -> tuple[list[Sent
                 final = next(json.loads(line[6:]) for line in reversed(text.splitlines())
                              if line.startswith("data: {") and '"lynx"' in line)
                 budget = final["lynx"]["budget"]
-                record.cost, record.reserved = final["lynx"]["cost"]["total"], budget["reserved_eur"]
+                record.cost = final["lynx"]["cost"]["total"]
+                record.reserved = budget["reserved_eur"] + budget.get("topped_up_eur", 0.0)  # all it may spend
                 record.cut = budget.get("spend_limit_reached", False)
                 record.request_id = final["lynx"].get("request_id", "")
             else:

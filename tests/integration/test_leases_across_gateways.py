@@ -131,7 +131,7 @@ def beyond_worst_case(response: httpx.Response) -> float:
     if response.status_code != 200:
         return cost_told(response)
     lynx = response.json()["lynx"]
-    return max(lynx["cost"]["total"] - lynx["budget"]["reserved_eur"], 0.0)
+    return max(lynx["cost"]["total"] - lynx["budget"]["reserved_eur"] - lynx["budget"]["topped_up_eur"], 0.0)
 
 
 def test_a_tenant_is_driven_to_blocked_through_three_gateways_and_every_cent_is_counted(bed: LeaseBed):
@@ -487,7 +487,8 @@ def test_a_decoder_ten_times_slower_than_reserved_does_not_cut_an_answer_its_ten
     # reserved in the end, and the tenant's counter holds exactly what the client was told.
     started_with = starting_limit_seconds(paid["usage"]["prompt_tokens"], LONG["max_tokens"])
     assert decoder_seconds(paid) > 3 * started_with, (decoder_seconds(paid), started_with)
-    assert paid["lynx"]["cost"]["total"] <= paid["lynx"]["budget"]["reserved_eur"], paid["lynx"]
+    budget = paid["lynx"]["budget"]
+    assert budget["topped_up_eur"] > 0 and paid["lynx"]["cost"]["total"] <= budget["reserved_eur"] + budget["topped_up_eur"]
     counter = metric_value(httpx.get(f"{slow_gateway.url}/metrics", timeout=10).text, "lynx_tenant_cost_eur_total",
                            {"tenant": "slow"})
     assert counter == pytest.approx(paid["lynx"]["cost"]["total"], rel=1e-9)
@@ -513,7 +514,8 @@ def test_an_answer_is_ended_where_its_own_cost_ceiling_runs_out_and_charged_exac
     assert lynx["budget"]["max_tokens"] == LONG["max_tokens"]  # the ceiling affords all of them at worst case
     assert choice["finish_reason"] == "length" and lynx["budget"]["spend_limit_reached"] is True, answer
     assert 0 < answer["usage"]["completion_tokens"] < LONG["max_tokens"], answer["usage"]
-    assert lynx["budget"]["reserved_eur"] == pytest.approx(ceiling, rel=1e-9)  # topped up to the ceiling exactly
+    topped_up = lynx["budget"]["reserved_eur"] + lynx["budget"]["topped_up_eur"]
+    assert topped_up == pytest.approx(ceiling, rel=1e-9)  # topped up to the ceiling exactly
     assert lynx["cost"]["total"] <= ceiling + ONE_CALL_SECONDS * rates.per_second("decoder"), lynx
     assert lynx["cost"]["total"] > ceiling / 2, lynx  # it spent past its estimate: the top-ups paid for that
     counters = metric_value(httpx.get(f"{slow_gateway.url}/metrics", timeout=10).text, "lynx_tenant_cost_eur_total",

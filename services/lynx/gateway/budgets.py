@@ -259,7 +259,9 @@ class Hold:
         self.budgets = budgets
         self.tenant = tenant
         self.decision = decision  # as admitted: its per-request cap and routing apply to the whole request
-        self.reserved: float | None = None
+        self.reserved: float | None = None  # the worst case, then with the top-ups: what its settlement releases
+        self.worst_case: float | None = None  # what it reserved before it ran
+        self.topped_up = 0.0  # what it added while it ran (``top_up``)
         self.settled = False
         self.leased: float | None = None  # what the request holds in the lease: the cheapest request's worst case,
         # then its own
@@ -293,7 +295,7 @@ class Hold:
         if self.lease is not None:
             await self.budgets.leases.admit(self.lease, request.eur, request.describe(), replacing=self.leased)
             self.leased = request.eur
-        self.reserved = request.eur
+        self.reserved = self.worst_case = request.eur
         self.budgets.reserve(self.tenant, request.eur)
 
     async def top_up(self, eur: float, ceiling_eur: float | None) -> float:
@@ -314,6 +316,7 @@ class Hold:
         else:
             granted = self.budgets.affordable(self.tenant, eur)
         self.reserved += granted
+        self.topped_up += granted
         self.budgets.extend(self.tenant, granted)
         return granted
 

@@ -181,6 +181,9 @@ class Cost(BaseModel):
 
 class BudgetUse(BaseModel):
     reserved_eur: float = Field(description="The worst case the request reserved against its tenant's budget.")
+    topped_up_eur: float = Field(default=0.0, description="What the reservation grew by while the answer ran slower "
+                                 "than its worst case (from the same budget): it may be charged up to reserved_eur + "
+                                 "topped_up_eur.")
     max_tokens: int = Field(description="What the request ran with, after any cost ceiling.")
     state: UsageState = Field(description="The tenant's budget state as the answer ends ('unbudgeted': none).")
     notice: str | None = Field(description="In Warning, a sentence a client can show its user (how much of today's "
