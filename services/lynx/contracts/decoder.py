@@ -61,6 +61,10 @@ class TokenDelta(BaseModel):
     text: str
     prefill_seconds: float = Field(description="Prefill seconds attributed to the sequence so far.")
     decode_seconds: float = Field(description="Decode seconds attributed to the sequence so far.")
+    limit_wanted_seconds: float | None = Field(
+        default=None, description="Set while a long prompt waits between two chunks for its caller to raise its spend "
+        "limit: the limit it needs to finish (its prompt left and max_tokens, at the decoder's recent pace). Without "
+        "a raise in time it ends with reason 'spend_limit'.")
 
 
 class Usage(BaseModel):

@@ -50,8 +50,8 @@ from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
 from lynx.decoder.spending import (
-    NO_PACE_YET, NO_PROMPT_PACE_YET, PromptPace, Recent, RowSpend, StepPace, past_limit, prompt_forecast,
-    rows_past_limit, solo_forecast,
+    NO_PACE_YET, NO_PROMPT_PACE_YET, RAISE_WAIT_SECONDS, PromptPace, Recent, RowSpend, StepPace, limit_wanted,
+    past_limit, prompt_forecast, rows_past_limit, solo_forecast,
 )
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
@@ -61,6 +61,7 @@ from lynx.tokenization.detok import IncrementalDetokenizer
 log = logging.getLogger("lynx.decoder.engine")
 SHUTDOWN_MESSAGE = "the decoder is shutting down"
 WARM_UP_TOKENS = 128  # the longest prompt work the warm-up runs (at most the step's prefill budget)
+HELD_POLL_SECONDS = 0.05  # while only prompts held for a raise are left: how often their wait is checked
 
 
 class QueueFull(Exception):
@@ -101,6 +102,7 @@ class Delta:
     text: str
     prefill_seconds: float
     decode_seconds: float
+    limit_wanted_seconds: float | None = None  # held between two prompt chunks for a raise (spending.limit_wanted)
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class Sequence:
     # The most prefill + decode seconds it may be charged now: the request's, raised when its caller's reservation
     # grows (``BatchingEngine.raise_spend_limit``); None: no limit.
     spend_limit_seconds: float | None = None
+    held_since: float | None = None  # perf_counter when its prompt was held for a raise of its limit; None: not held
 
     @property
     def spent_seconds(self) -> float:
@@ -343,6 +346,7 @@ class BatchingEngine:
             if sequence is None or sequence.spend_limit_seconds is None:
                 return None
             sequence.spend_limit_seconds = max(sequence.spend_limit_seconds, limit_seconds)
+            self._wake.notify()  # a prompt held for this raise goes on
             return sequence.spend_limit_seconds
 
     def recent_pace(self, prompt_tokens: int) -> tuple[float | None, float | None]:
@@ -415,6 +419,11 @@ class BatchingEngine:
                 self._prefill_step()
                 if self._running:
                     self._decode_step()
+                elif self._only_held():
+                    with self._wake:
+                        self.clock.start_waiting()
+                        self._wake.wait(HELD_POLL_SECONDS)
+                        self.clock.stop_waiting()
             except Exception as error:  # never leave waiting clients hanging on a dead engine
                 log.exception("engine_step_failed")
                 self._fail_all(f"{type(error).__name__}: {error}")
@@ -458,8 +467,10 @@ class BatchingEngine:
             fresh = self._short_unstarted()
             if fresh:
                 self._prefill_whole(fresh)
-            elif self._continues_within_limit(self._prefilling[0]):
-                self._prefill_chunk(self._prefilling[0])
+            elif self._continues_within_limit(first := self._prefilling[0]):
+                self._prefill_chunk(first)
+            elif first.held_since is not None:
+                break  # its caller may raise its limit; the running sequences go on meanwhile
             if not self.static_batching:
                 break
         self._publish_occupancy()
@@ -473,10 +484,25 @@ class BatchingEngine:
                                    min(sequence.prompt_left, self.prefill_token_budget))
         if sequence.prefilled == 0 or not past_limit(sequence.spent_seconds, forecast,
                                                      sequence.spend_limit_seconds):
+            sequence.held_since = None
             return True
+        if sequence.held_since is None:  # its caller is asked for a raise (a delta without tokens), and it waits
+            sequence.held_since = time.perf_counter()
+            _, step = self.recent_pace(len(sequence.request.prompt_ids))
+            step = step if step is not None else self.step_cost.predict([len(sequence.request.prompt_ids)])
+            self._outbox.post(sequence, Delta([], "", sequence.prefill_seconds, sequence.decode_seconds, limit_wanted(
+                sequence.spent_seconds, forecast, sequence.request.max_tokens - 1, step)))
+            return False
+        if time.perf_counter() - sequence.held_since < RAISE_WAIT_SECONDS:
+            return False
         self._prefilling.remove(sequence)
         self._finish(sequence, "spend_limit")
         return False
+
+    def _only_held(self) -> bool:
+        """Nothing to run but prompts held for a raise of their limit: the engine waits (idle, not charged)."""
+        return not self._running and bool(self._prefilling) and all(
+            s.held_since is not None for s in self._prefilling)
 
     def _short_unstarted(self) -> list[Sequence]:
         """Prompts not yet started that fit the budget whole, oldest first, as many as fit together."""

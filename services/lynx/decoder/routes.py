@@ -117,6 +117,7 @@ async def stream_events(sequence: Sequence, started: StreamStarted, tracer: trac
                 lines.append(finished_event(event))
             else:
                 lines.append(TokenDelta(ids=event.token_ids, text=event.text, prefill_seconds=event.prefill_seconds,
+                                        limit_wanted_seconds=event.limit_wanted_seconds,
                                         decode_seconds=event.decode_seconds))
         yield encode_events(lines)
 

@@ -131,6 +131,17 @@ def solo_forecast(prompt_paces: list[PromptPace], step_paces: list[StepPace], pr
     return prompt, step
 
 
+# How long a long prompt whose rest no longer fits its limit waits between two chunks for its caller to raise it (the
+# caller tops its reservation up from its budget: a lease renewal at worst), before it ends for want of money.
+RAISE_WAIT_SECONDS = 2.0
+
+
+def limit_wanted(spent_seconds: float, prompt_seconds_left: float, steps: int, step_seconds: float) -> float:
+    """The limit a sequence held for a raise asks its caller for: what it spent, its prompt left and its decode
+    steps, at the engine's recent pace."""
+    return spent_seconds + prompt_seconds_left + steps * step_seconds
+
+
 def past_limit(spent_seconds: float, forecast_seconds: float, limit_seconds: float | None) -> bool:
     """Whether a call forecast to charge ``forecast_seconds`` more would take the sequence past its limit."""
     return limit_seconds is not None and spent_seconds + forecast_seconds > limit_seconds

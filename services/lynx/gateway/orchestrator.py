@@ -409,6 +409,7 @@ class Generation:
         self.priced = priced  # what the reservation was priced at, per stage (lynx.gateway.spend_limit)
         self.spend_limit_seconds = request.spend_limit_seconds  # the decoder's limit, as raised so far
         self._topping_up = False  # a top-up is under way
+        self._limit_wanted = 0.0  # what the decoder asked for, holding a long prompt for a raise
 
     @property
     def trace_id(self) -> str:
@@ -568,9 +569,11 @@ class Generation:
         if event.text and not self.abandoned:
             self.deltas.put_nowait(event.text)
         if self.spend_limit_seconds is not None:
-            self._maybe_top_up(top_up_seconds(Progress(self.consumed[0], self.consumed[1], self.completion_tokens,
-                                                       self.request.max_tokens, self.spend_limit_seconds),
-                                              self.priced))
+            self._limit_wanted = max(self._limit_wanted, event.limit_wanted_seconds or 0.0)
+            self._maybe_top_up(max(
+                top_up_seconds(Progress(self.consumed[0], self.consumed[1], self.completion_tokens,
+                                        self.request.max_tokens, self.spend_limit_seconds), self.priced),
+                self._limit_wanted - self.spend_limit_seconds))
 
     def _maybe_top_up(self, seconds: float) -> None:
         """Tops the reservation up by ``seconds`` of the decoder and raises the decoder's limit by what it got
@@ -582,6 +585,7 @@ class Generation:
         self._spawn(self._top_up(seconds))
 
     async def _top_up(self, seconds: float) -> None:
+        again = False
         try:
             per_second = self.route.ledger.rates.per_second(STAGE_TIER["decode"])
             asked = seconds * per_second
@@ -591,6 +595,7 @@ class Generation:
                     "tenant": self.job.tenant.id, "asked_eur": asked, "granted_eur": granted}})
             if granted <= 0 or self.finished is not None or self.settlement is not None:
                 return  # an answer that has ended needs no raise: its settlement releases what was granted
+            again = granted >= asked  # the budget paid all: a want that came in meanwhile may be paid too
             self.spend_limit_seconds += granted / per_second
             self.account.span.add_event("lynx.budget.top_up", {"lynx.budget.top_up_eur": granted,
                                                                "lynx.budget.spend_limit_seconds":
@@ -600,8 +605,11 @@ class Generation:
                             SpendLimitRaise(spend_limit_seconds=self.spend_limit_seconds), SpendLimitRaised)
         except LynxError as error:  # the decoder then ends the answer at its earlier limit; the charge is unchanged
             log.warning("spend_limit_raise_failed", extra={"fields": {"error": error.message}})
+            again = False
         finally:
             self._topping_up = False
+        if again:  # a long prompt held for a raise while this one was under way
+            self._maybe_top_up(self._limit_wanted - self.spend_limit_seconds)
 
     def account_use(self) -> DecoderUse:
         """What the decoder consumed: its final report, or the last figures it sent before it went silent."""

@@ -13,6 +13,7 @@ from lynx.accounting.shares import StepCostModel
 from lynx.decoder.admission import PRIOR_MARGIN
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
+from lynx.decoder.spending import RAISE_WAIT_SECONDS
 from lynx.tokenization.detok import IncrementalDetokenizer
 
 from .fake_model import FakeModel
@@ -226,22 +227,46 @@ def test_a_spend_limit_raised_while_the_sequence_runs_lets_it_run_on_to_max_toke
     assert unlimited is None and after_end is None  # no limit to raise; a sequence that has ended
 
 
-def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_stops_after_the_chunk_that_shows_it():
+def long_prompt(engine: BatchingEngine, limit: float) -> Sequence:
+    return engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3, spend_limit_seconds=limit))
+
+
+def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_asks_for_a_raise_then_stops_without_one():
     """The engine's first prefill has no pace to forecast from; its first chunk shows ten chunks will not fit the
-    limit, and the first token would come only with the last: the prompt is not continued for no answer."""
+    limit, and the first token would come only with the last: the prompt waits, asking its caller for the limit it
+    needs (a delta without tokens), and without a raise within RAISE_WAIT_SECONDS it is not continued, for no
+    answer; the wait is not charged."""
     async def scenario():
         model = FakeModel(prefill_seconds=0.02)
         engine = make_engine(model, budget=10)
         try:
-            sequence = engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3,
-                                                       spend_limit_seconds=0.1))
+            sequence = long_prompt(engine, 0.1)
+            asked = await asyncio.wait_for(sequence.events.get(), 10)
+            return asked, await finish_of(sequence), model.calls
+        finally:
+            engine.stop()
+    asked, (ids, finish), calls = run(scenario())
+    assert asked.token_ids == [] and asked.limit_wanted_seconds > 10 * 0.02  # ten chunks at 0.02 s, and more
+    assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
+    assert prompt_calls(calls) == 1, calls
+    assert finish.timings.resident_seconds >= RAISE_WAIT_SECONDS
+    assert 0.02 <= finish.timings.prefill_seconds <= 0.1 and finish.timings.decode_seconds == 0
+
+
+def test_a_long_prompt_held_for_a_raise_goes_on_once_its_caller_raises_its_limit():
+    async def scenario():
+        model = FakeModel(prefill_seconds=0.02)
+        engine = make_engine(model, budget=10)
+        try:
+            sequence = long_prompt(engine, 0.1)
+            asked = await asyncio.wait_for(sequence.events.get(), 10)
+            engine.raise_spend_limit(sequence.id, asked.limit_wanted_seconds)
             return await finish_of(sequence), model.calls
         finally:
             engine.stop()
     (ids, finish), calls = run(scenario())
-    assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
-    assert prompt_calls(calls) == 1, calls
-    assert 0.02 <= finish.timings.prefill_seconds <= 0.1 and finish.timings.decode_seconds == 0
+    assert finish.reason == "length" and len(ids) == 3 and prompt_calls(calls) == 10, calls
+    assert finish.timings.resident_seconds < RAISE_WAIT_SECONDS
 
 
 def test_a_prompt_s_first_call_is_not_forecast_and_its_first_token_ends_the_answer_at_the_limit():

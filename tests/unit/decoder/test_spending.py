@@ -7,7 +7,7 @@ import pytest
 from lynx.accounting.shares import StepCostModel, step_shares
 from lynx.decoder.spending import (
     NO_PACE_YET, NO_PROMPT_PACE_YET, RECENT_CALLS, PromptPace, Recent, RowSpend, StepPace, past_limit,
-    prompt_forecast, rows_past_limit, solo_forecast,
+    limit_wanted, prompt_forecast, rows_past_limit, solo_forecast,
 )
 
 MODEL = StepCostModel(fixed_seconds=0.004, per_row_seconds=0.001, per_context_token_seconds=1e-5)
@@ -90,3 +90,7 @@ def test_a_new_sequence_s_forecast_for_its_caller_is_its_prompt_at_the_median_pa
     prompt, step = solo_forecast(prompts, steps, 40, MODEL)
     assert prompt == pytest.approx(0.002 * 40)
     assert step == pytest.approx(5 * MODEL.predict([40]))
+
+
+def test_a_held_prompt_asks_for_what_it_spent_its_prompt_left_and_every_decode_step():
+    assert limit_wanted(0.3, prompt_seconds_left=1.2, steps=63, step_seconds=0.01) == pytest.approx(0.3 + 1.2 + 0.63)
