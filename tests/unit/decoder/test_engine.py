@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from lynx.accounting.shares import StepCostModel
 from lynx.decoder.admission import PRIOR_MARGIN
-from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
+from lynx.decoder.engine import BatchingEngine, Delta, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
 from lynx.decoder.spending import RAISE_WAIT_SECONDS
 from lynx.tokenization.detok import IncrementalDetokenizer
@@ -227,8 +227,22 @@ def test_a_spend_limit_raised_while_the_sequence_runs_lets_it_run_on_to_max_toke
     assert unlimited is None and after_end is None  # no limit to raise; a sequence that has ended
 
 
-def long_prompt(engine: BatchingEngine, limit: float) -> Sequence:
-    return engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3, spend_limit_seconds=limit))
+def held_long_prompt(raised: bool) -> tuple[Delta, tuple[list[int], Finish], list]:
+    """A 100-token prompt in chunks of 10 at 0.02 s each, a limit of 0.1 s: what it asks for once held after its first
+    chunk, how it ends (its caller raising the limit to what it asked for, or not) and the model's calls."""
+    async def scenario():
+        model = FakeModel(prefill_seconds=0.02)
+        engine = make_engine(model, budget=10)
+        try:
+            sequence = engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3,
+                                                       spend_limit_seconds=0.1))
+            asked = await asyncio.wait_for(sequence.events.get(), 10)
+            if raised:
+                engine.raise_spend_limit(sequence.id, asked.limit_wanted_seconds)
+            return asked, await finish_of(sequence), model.calls
+        finally:
+            engine.stop()
+    return run(scenario())
 
 
 def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_asks_for_a_raise_then_stops_without_one():
@@ -236,16 +250,7 @@ def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_asks_for_a
     limit, and the first token would come only with the last: the prompt waits, asking its caller for the limit it
     needs (a delta without tokens), and without a raise within RAISE_WAIT_SECONDS it is not continued, for no
     answer; the wait is not charged."""
-    async def scenario():
-        model = FakeModel(prefill_seconds=0.02)
-        engine = make_engine(model, budget=10)
-        try:
-            sequence = long_prompt(engine, 0.1)
-            asked = await asyncio.wait_for(sequence.events.get(), 10)
-            return asked, await finish_of(sequence), model.calls
-        finally:
-            engine.stop()
-    asked, (ids, finish), calls = run(scenario())
+    asked, (ids, finish), calls = held_long_prompt(raised=False)
     assert asked.token_ids == [] and asked.limit_wanted_seconds > 10 * 0.02  # ten chunks at 0.02 s, and more
     assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
     assert prompt_calls(calls) == 1, calls
@@ -254,17 +259,7 @@ def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_asks_for_a
 
 
 def test_a_long_prompt_held_for_a_raise_goes_on_once_its_caller_raises_its_limit():
-    async def scenario():
-        model = FakeModel(prefill_seconds=0.02)
-        engine = make_engine(model, budget=10)
-        try:
-            sequence = long_prompt(engine, 0.1)
-            asked = await asyncio.wait_for(sequence.events.get(), 10)
-            engine.raise_spend_limit(sequence.id, asked.limit_wanted_seconds)
-            return await finish_of(sequence), model.calls
-        finally:
-            engine.stop()
-    (ids, finish), calls = run(scenario())
+    _, (ids, finish), calls = held_long_prompt(raised=True)
     assert finish.reason == "length" and len(ids) == 3 and prompt_calls(calls) == 10, calls
     assert finish.timings.resident_seconds < RAISE_WAIT_SECONDS
 
