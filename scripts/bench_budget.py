@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections import Counter
 import os
 import statistics
 import tempfile
@@ -67,6 +68,7 @@ class Sent:
     headers_after: float  # seconds to the response's status line: admission, reservation and the first token
     cut: bool = False  # the decoder ended the answer where its reservation ran out (lynx.budget.spend_limit_reached)
     request_id: str = ""
+    code: str = ""  # a refusal's error code
 
 
 @dataclass
@@ -159,7 +161,9 @@ async def drive(bed: Bed, key: str, args: argparse.Namespace) -> tuple[list[Sent
                 record.cut = budget.get("spend_limit_reached", False)
                 record.request_id = final["lynx"].get("request_id", "")
             else:
-                record.cost = (json.loads(text).get("lynx") or {}).get("cost", {}).get("total", 0.0)
+                body = json.loads(text)
+                record.cost = (body.get("lynx") or {}).get("cost", {}).get("total", 0.0)
+                record.code = (body.get("error") or {}).get("code") or ""  # e.g. spend_limit_reached
             sent.append(record)
             if response.status_code == 429:  # a client told the budget is spent waits before it asks again
                 await asyncio.sleep(args.backoff_seconds)
@@ -276,7 +280,9 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         "| figure | value |", "| --- | --- |",
         f"| requests sent while driving | {len(sent)}: {len(admitted)} served, {len(refused_charged)} refused at "
         f"reservation (charged for retrieval + tokenization), {len(refused_free)} refused at admission, "
-        f"{len(other)} other |",
+        f"{len(other)} other{' (' if other else ''}"
+        f"{', '.join(f'{n} {code}' for code, n in Counter(f'{s.status} {s.code}' for s in other).items())}"
+        f"{')' if other else ''} |",
         f"| gateway refusals by reason | {', '.join(f'{r} {n:.0f}' for r, n in reasons.items() if n)} |",
         f"| spend at the end (the gateways' counters) | {spent:.6g} EUR for a cap of {args.cap:g} EUR |",
         f"| overshoot | {max(spent - args.cap, 0):.3g} EUR ({max(spent - args.cap, 0) / args.cap:.2%} of the cap) |",
@@ -289,8 +295,9 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| served answers cut at their spend limit: for want of money (a top-up the budget could not pay in full) "
         f"/ with money left (load) / charged beyond their reservation, summed | {len(cut & short)} / "
         f"{len(cut - short)} / {beyond:.3g} EUR |",
-        f"| refused at reservation: most charged / what each held from admission ({held:.3g} EUR); charged beyond "
-        f"it, summed | {max((s.cost for s in refused_charged), default=0.0):.3g} EUR / {refused_beyond:.3g} EUR |",
+        f"| refused at reservation: most charged / what each held from admission (at least {held:.3g} EUR, more "
+        f"after costlier refusals); charged beyond that least, summed | "
+        f"{max((s.cost for s in refused_charged), default=0.0):.3g} EUR / {refused_beyond:.3g} EUR |",
         f"| served answers: time to the status line p50 / p99 (admission, reservation, first token) | "
         f"{statistics.median(waits) * 1000:.0f} / {percentile(waits, 99) * 1000:.0f} ms |",
         f"| lease renewals | {renewals:.0f} ({renewals / driving_seconds:.1f}/s over {driving_seconds:.0f} s of "
