@@ -277,16 +277,14 @@ class Hold:
         return self.decision is not None and self.decision.state == "Warning" and self.decision.cheaper_near_cap
 
     async def enter(self) -> None:
-        """With leases, before any upstream call: holds the cheapest request's worst case in the lease (or what recent
-        requests refused before their reservation cost, when more: ``LeaseKeeper.admission_hold_eur``), which pays for
+        """With leases, before any upstream call: holds the cheapest request's worst case in the lease, which pays for
         the stages the request uses before its own reservation; refuses (429, for nothing) when the lease cannot pay
-        even that. So a refusal after tokenization is charged within the lease, not beyond it."""
+        even that. So a refusal after tokenization is charged within the lease, never beyond it."""
         if self.lease is not None:
             leases = self.budgets.leases
-            hold = leases.admission_hold_eur
-            await leases.admit(self.lease, hold, "what every request holds from admission: the cheapest request, or "
-                               "what recent refusals before their reservation cost")
-            self.leased = hold
+            await leases.admit(self.lease, leases.smallest_request_eur,
+                               "what every request holds from admission: the cheapest request")
+            self.leased = leases.smallest_request_eur
 
     async def reserve(self, request: Estimate) -> None:
         """Holds the request's worst case, or refuses it (429) when that does not fit what is left (with leases:
@@ -330,5 +328,3 @@ class Hold:
         self.budgets.release(self.tenant, self.reserved, charged_eur)
         if self.lease is not None:
             self.budgets.leases.settle(self.lease, self.leased, charged_eur)
-            if self.reserved is None and self.leased is not None and charged_eur is not None:
-                self.budgets.leases.unreserved_charges.append(charged_eur)  # what only the admission hold paid for

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 import os
 import socket
 import time
@@ -48,9 +47,6 @@ RENEW_WHEN_LEFT = 0.5
 RENEWALS_PER_ADMISSION = 2
 # Until the first grant says how long leases last, the ticker's period.
 FIRST_TICK_SECONDS = 5.0
-# How many recent charges of requests that never reserved their own worst case size the hold every request makes at
-# admission (``LeaseKeeper.admission_hold_eur``).
-RECENT_UNRESERVED = 32
 
 
 def gateway_id() -> str:
@@ -148,9 +144,6 @@ class LeaseKeeper:
         self.token_file = token_file
         self._token: str | None = None  # read at the first renewal, again after the controller refuses it
         self.smallest_request_eur = smallest_request_eur
-        # What requests refused (or failed) before their own reservation were charged: the stages before it, a wait
-        # for a renewal included, which only the admission hold pays for.
-        self.unreserved_charges: deque[float] = deque(maxlen=RECENT_UNRESERVED)
         self.chunk_requests = chunk_requests
         self.most_of_cap = most_of_cap
         self.gateway = gateway_id()
@@ -221,14 +214,6 @@ class LeaseKeeper:
         self._show(lease)
         if lease.headroom(self.clock()) < 2 * lease.largest_worst_case_eur:
             self._in_background(lease, lambda: self.renew(lease, self._chunk(lease, 0.0)))
-
-    @property
-    def admission_hold_eur(self) -> float:
-        """What a request holds in the lease from admission until its own reservation: the cheapest request's worst
-        case, or what recent requests that never got to reserve were charged when more (on a loaded machine the
-        stages before a reservation, and a wait for a renewal, cost several times that worst case: held for less, a
-        request refused at its reservation is charged beyond the lease, and the cap passed by that much)."""
-        return max([self.smallest_request_eur, *self.unreserved_charges])
 
     def settle(self, lease: TenantLease, reserved_eur: float | None, charged_eur: float | None) -> None:
         """A request of the tenant-day settled: its reservation goes, its charge counts (even one never reserved:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from lynx.contracts.leases import LeaseGrant, UnreachableAllowance
-from lynx.gateway.leases import RECENT_UNRESERVED, UNREACHABLE, LeaseKeeper, TenantLease
+from lynx.gateway.leases import UNREACHABLE, LeaseKeeper, TenantLease
 from lynx.service.errors import LynxError
 
 DAY = datetime(2026, 12, 7, tzinfo=UTC)
@@ -129,14 +129,4 @@ def test_a_running_request_s_top_up_takes_what_the_lease_has_room_for_after_one_
     assert asyncio.run(top_up(0.1)) == 0 and lease.reserved_eur == pytest.approx(1.0) and lease.in_flight == 1
     keeper.settle(lease, 1.0, 0.9)
     assert (lease.reserved_eur, lease.charged_eur) == (0.0, 0.9)
-    asyncio.run(keeper.aclose())
-
-
-def test_the_admission_hold_is_the_cheapest_request_or_what_recent_requests_refused_before_reserving_cost(tmp_path):
-    keeper = LeaseKeeper("http://127.0.0.1:9", tmp_path / "no-token", 0.001, 4, 0.5, 1.0)
-    assert keeper.admission_hold_eur == 0.001
-    keeper.unreserved_charges.extend([0.0005, 0.004, 0.002])  # a refusal that waited for a renewal cost 0.004
-    assert keeper.admission_hold_eur == 0.004
-    keeper.unreserved_charges.extend([0.0001] * RECENT_UNRESERVED)  # it ages out
-    assert keeper.admission_hold_eur == 0.001
     asyncio.run(keeper.aclose())
