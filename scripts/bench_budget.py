@@ -295,8 +295,8 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| served answers cut at their spend limit: for want of money (a top-up the budget could not pay in full) "
         f"/ with money left (load) / charged beyond their reservation, summed | {len(cut & short)} / "
         f"{len(cut - short)} / {beyond:.3g} EUR |",
-        f"| refused at reservation: most charged / what each held from admission (at least {held:.3g} EUR, more "
-        f"after costlier refusals); charged beyond that least, summed | "
+        f"| refused at reservation: most charged / what each held from admission ({held:.3g} EUR); charged beyond "
+        f"it, summed | "
         f"{max((s.cost for s in refused_charged), default=0.0):.3g} EUR / {refused_beyond:.3g} EUR |",
         f"| served answers: time to the status line p50 / p99 (admission, reservation, first token) | "
         f"{statistics.median(waits) * 1000:.0f} / {percentile(waits, 99) * 1000:.0f} ms |",
