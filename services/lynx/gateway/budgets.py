@@ -327,4 +327,5 @@ class Hold:
         self.settled = True
         self.budgets.release(self.tenant, self.reserved, charged_eur)
         if self.lease is not None:
-            self.budgets.leases.settle(self.lease, self.leased, charged_eur)
+            self.budgets.leases.settle(self.lease, self.leased, charged_eur,
+                                       unreserved=self.leased is not None and self.reserved is None)

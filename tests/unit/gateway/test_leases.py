@@ -130,3 +130,24 @@ def test_a_running_request_s_top_up_takes_what_the_lease_has_room_for_after_one_
     keeper.settle(lease, 1.0, 0.9)
     assert (lease.reserved_eur, lease.charged_eur) == (0.0, 0.9)
     asyncio.run(keeper.aclose())
+
+
+def test_a_top_up_leaves_room_for_the_requests_admitted_but_not_yet_reserved_at_what_such_requests_cost(tmp_path):
+    """Refusals before their reservation were charged up to 0.051 EUR, of which only 0.001 was held: two requests
+    admitted and not yet reserved keep 2 x 0.05 EUR of the lease's room from a running request's top-up."""
+    keeper = LeaseKeeper("http://127.0.0.1:9", tmp_path / "no-token", 0.001, 4, 0.5, 1.0, clock=lambda: 100.0)
+    lease = keeper.lease("acme", DAY, 1.0)
+    lease.request("g", 1.0, 100.0, SENT_AT, 0.0)
+    assert lease.accept(grant(lease, 1.0), 100.0)
+    asyncio.run(keeper.admit(lease, 0.001, "a refused one"))
+    keeper.settle(lease, 0.001, 0.051, unreserved=True)
+    running = [asyncio.run(keeper.admit(lease, 0.001, f"request {n}")) for n in range(3)]
+    asyncio.run(keeper.admit(lease, 0.5, "the running one", replacing=0.001))
+    assert (len(running), lease.unreserved, lease.in_flight) == (3, 2, 3)
+    room = 1.0 - lease.keep_eur  # 1 - 0.051 charged - 0.502 held
+
+    async def top_up() -> float:
+        return keeper.take(lease, 1.0)
+
+    assert asyncio.run(top_up()) == pytest.approx(room - 2 * 0.05)
+    asyncio.run(keeper.aclose())
