@@ -19,6 +19,12 @@ consecutive calls differ by several times, and a forecast from the last call alo
 about half the time. The whole prompt's is the median: its many chunks average out, and the slowest pace, often that
 of a short prompt's call (whose fixed part weighs on few tokens), would turn away long prompts that fit.
 
+The caller may raise a sequence's limit while it runs (``BatchingEngine.raise_spend_limit``: its reservation grew).
+A long prompt whose rest no longer fits is not ended at once: it waits between two chunks, idle and not charged, for
+up to ``RAISE_WAIT_SECONDS``, having asked its caller for the limit it needs (``limit_wanted``, in a delta without
+tokens); a new sequence's ``StreamStarted`` carries the engine's recent pace (``solo_forecast``), so that the caller can
+raise a short limit before the first decode step is checked, right after the prefill.
+
 What can still pass the limit is one call that ran slower than its forecast: the sequence's share of that call beyond
 the forecast (docs/COSTS.md states the bound). A prompt's first call has no forecast (the reservation's prefill
 estimate pays for it): a pace measured on other prompts' calls turned away the cheapest requests, whose one-token

@@ -21,10 +21,12 @@ changes; the gateway never asks Prometheus. Per request:
 Spend leases. With LYNX_GATEWAY_BUDGET_CONTROLLER_URL set (``lynx up`` sets it), steps 1 and 2 are the lease's
 instead: admission holds the cheapest request's worst case in what the budget controller granted this gateway for
 the tenant-day (``lynx.gateway.leases``; it pays for the stages before the reservation), and the reservation swaps it
-for the request's own worst case. The controller keeps confirmed + outstanding <= cap across every gateway, and the
-decoder stops a request where its reservation runs out (lynx.decoder.spending), so spend passes the cap only by one
-model call's share per request beyond its forecast and by stages before a refused reservation beyond what the request
-held, at any number of gateways (docs/COSTS.md, "Spend leases across gateways").
+for the request's own worst case; a request that runs slower than that worst case tops its reservation up from the
+lease while it runs (``Hold.top_up``, lynx.gateway.spend_limit). The controller keeps confirmed + outstanding <= cap
+across every gateway, and the decoder stops a request where its reservation (with its top-ups) runs out
+(lynx.decoder.spending), so spend passes the cap only by one model call's share per request beyond its forecast and by
+stages before a refused reservation beyond what the request held, at any number of gateways (docs/COSTS.md, "Spend
+leases across gateways").
 
 Without leases, one gateway: every charge after spend_as_of is subtracted and every admitted request holds its
 worst case, so spend passes the cap only by what was in flight when the budget ran out and not covered by a
