@@ -9,6 +9,9 @@ Here, per tenant-day:
 - A request whose worst case fits the lease is admitted at once: it never waits on the controller. One that does not
   fit waits for one renewal (asking for what it needs plus a few more requests' worth) and is refused (429) when
   the grant still leaves no room, or (503) when the controller cannot be reached and the lease is spent.
+- A request in flight whose answer runs slower than its worst case tops its reservation up (``make_room``, then
+  ``take``): it waits for one renewal at most and is granted what fits, never refused, less the room kept for the
+  requests admitted and not yet reserved.
 - ``LeaseKeeper.tick`` renews in the background: before a lease in use runs out, and to give back the headroom of
   a lease nobody uses (want 0), so idle gateways do not sit on budget other gateways need.
 - A tenant whose budget opts into an ``UnreachableAllowance`` may spend that much beyond the lease while the
