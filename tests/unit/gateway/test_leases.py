@@ -107,3 +107,47 @@ def test_a_refusal_for_want_of_a_lease_is_counted_and_logged_with_the_tenant_and
     assert [(e["tenant"], e["reason"], e["phase"], e["status"]) for e in events] == [
         ("lessee", "controller_unreachable", "admission", 503), ("lessee", "controller_unreachable", "reservation", 503)]
     assert refused_count() == before + 2
+
+
+def test_a_running_request_s_top_up_takes_what_the_lease_has_room_for_after_one_renewal(tmp_path):
+    """The lease has 0.3 EUR of room; the renewal for more fails (no token): a top-up of 0.5 gets the 0.3, is never
+    refused, and the books count it as reserved; the next one gets nothing."""
+    keeper = LeaseKeeper("http://127.0.0.1:9", tmp_path / "no-token", 0.001, 4, 0.5, 1.0, clock=lambda: 100.0)
+    lease = keeper.lease("acme", DAY, 1.0)
+    lease.request("g", 1.0, 100.0, SENT_AT, 0.0)
+    assert lease.accept(grant(lease, 1.0), 100.0)
+    asyncio.run(keeper.admit(lease, 0.7, "a request"))
+
+    async def top_up(eur: float) -> float:
+        await keeper.make_room(lease, eur)
+        return keeper.take(lease, eur)
+
+    assert asyncio.run(top_up(0.2)) == pytest.approx(0.2)  # fits: no renewal
+    assert lease.unreachable is None
+    assert asyncio.run(top_up(0.5)) == pytest.approx(0.1)  # what is left after the renewal that failed
+    assert lease.unreachable is not None and lease.waiting_eur == 0
+    assert asyncio.run(top_up(0.1)) == 0 and lease.reserved_eur == pytest.approx(1.0) and lease.in_flight == 1
+    keeper.settle(lease, 1.0, 0.9)
+    assert (lease.reserved_eur, lease.charged_eur) == (0.0, 0.9)
+    asyncio.run(keeper.aclose())
+
+
+def test_a_top_up_leaves_room_for_the_requests_admitted_but_not_yet_reserved_at_what_such_requests_cost(tmp_path):
+    """Refusals before their reservation were charged up to 0.051 EUR, of which only 0.001 was held: two requests
+    admitted and not yet reserved keep 2 x 0.05 EUR of the lease's room from a running request's top-up."""
+    keeper = LeaseKeeper("http://127.0.0.1:9", tmp_path / "no-token", 0.001, 4, 0.5, 1.0, clock=lambda: 100.0)
+    lease = keeper.lease("acme", DAY, 1.0)
+    lease.request("g", 1.0, 100.0, SENT_AT, 0.0)
+    assert lease.accept(grant(lease, 1.0), 100.0)
+    asyncio.run(keeper.admit(lease, 0.001, "a refused one"))
+    keeper.settle(lease, 0.001, 0.051, unreserved=True)
+    running = [asyncio.run(keeper.admit(lease, 0.001, f"request {n}")) for n in range(3)]
+    asyncio.run(keeper.admit(lease, 0.5, "the running one", replacing=0.001))
+    assert (len(running), lease.unreserved, lease.in_flight) == (3, 2, 3)
+    room = 1.0 - lease.keep_eur  # 1 - 0.051 charged - 0.502 held
+
+    async def top_up() -> float:
+        return keeper.take(lease, 1.0)
+
+    assert asyncio.run(top_up()) == pytest.approx(room - 2 * 0.05)
+    asyncio.run(keeper.aclose())
