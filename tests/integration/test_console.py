@@ -273,9 +273,24 @@ def test_signing_out_ends_the_session_in_the_browser_and_needs_its_csrf_token(be
         page = admin.get("/console/")
         assert admin.post("/console/signout", data={"csrf": "forged"}).status_code == 403
         assert admin.get("/console/").status_code == 200  # still signed in
+        kept = admin.cookies["lynx_console_session"]
         out = admin.post("/console/signout", data={"csrf": csrf_of(page.text)})
         assert out.status_code == 303 and "lynx_console_session" not in admin.cookies
         assert admin.get("/console/", follow_redirects=False).headers["location"] == "/console/signin"
+    # A copy of the cookie kept from before (it is still signed and unexpired) opens nothing either.
+    with httpx.Client(base_url=bed.loop.url, timeout=60, cookies={"lynx_console_session": kept}) as replay:
+        assert replay.get("/console/", follow_redirects=False).headers["location"] == "/console/signin"
+
+
+def test_a_tenants_session_ends_when_its_key_is_replaced(bed: ConsoleBed):
+    registry = TenantRegistry(Path(bed.cli_env["LYNX_GATEWAY_TENANTS_FILE"]))
+    with bed.signed_in(bed.keys["spare"]) as owner:
+        assert owner.get("/console/tenants/spare").status_code == 200
+        bed.keys["spare"] = registry.add("spare")  # a new key: the old one stops working everywhere
+        wait_for(lambda: owner.get("/console/tenants/spare", follow_redirects=False).headers.get("location")
+                 == "/console/signin", 10, "the old key's session ended", interval=0.5)
+    with bed.signed_in(bed.keys["spare"]) as owner:
+        assert owner.get("/console/tenants/spare").status_code == 200
 
 
 def test_failed_signins_are_counted_and_limited_per_client(bed: ConsoleBed):

@@ -8,14 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from lynx.accounting.tenants import TenantRegistry
+from lynx.accounting.tenants import TenantRegistry, hash_key
 from lynx.service.files import shared_token
 from lynx.telemetry.prometheus_api import PrometheusClient
-from lynx_budget.console.sessions import ADMIN_SUBJECT, Session, new_session, session_key
+from lynx_budget.console.sessions import ADMIN_SUBJECT, Session, SignedOut, new_session, session_key
 from lynx_budget.console.settings import ConsoleSettings
 from lynx_budget.console.signins import FailedSignins, failed_signins
 from lynx_budget.console.sources import ConsoleSources
 from lynx_budget.store import BudgetStore
+
+
+# Hex digits of a key's SHA-256 a tenant's session carries (64 bits: the cookie is readable, the key is not derivable).
+KEY_FINGERPRINT_LENGTH = 16
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Console:
     admin_token: str
     signins: FailedSignins
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    signed_out: SignedOut = field(default_factory=SignedOut)
 
     @classmethod
     def open(cls, settings: ConsoleSettings, prometheus: PrometheusClient, store: Callable[[], BudgetStore]
@@ -49,4 +54,12 @@ class Console:
         if hmac.compare_digest(token.encode(), self.admin_token.encode()):
             return new_session("admin", ADMIN_SUBJECT, now, lifetime)
         tenant = self.tenants.authenticate(token) if token else None
-        return new_session("tenant", tenant.id, now, lifetime) if tenant else None
+        if tenant is None:
+            return None
+        return new_session("tenant", tenant.id, now, lifetime, hash_key(token)[:KEY_FINGERPRINT_LENGTH])
+
+    def still_valid(self, session: Session) -> bool:
+        """A verified session not signed out, and a tenant owner's only while its key is still the tenant's."""
+        if self.signed_out.holds(session, self.now().timestamp()):
+            return False
+        return session.role == "admin" or self.tenants.holds_key(session.subject, session.key_fingerprint)

@@ -56,7 +56,9 @@ def signed_in(request: Request) -> tuple[Console, Session] | Response:
     if console is None:
         return refused(request, 404, "No console", NOT_SERVED)
     session = verify(request.cookies.get(SESSION_COOKIE), console.key, console.now().timestamp())
-    return (console, session) if session else RedirectResponse("/console/signin", 303)
+    if session is None or not console.still_valid(session):
+        return RedirectResponse("/console/signin", 303)
+    return console, session
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -115,6 +117,7 @@ def console_router() -> APIRouter:
         console, session = signed
         if not csrf_valid(session.nonce, console.key, (await form_of(request)).get("csrf")):
             return refused(request, 403, "Refused", "The form's CSRF token is missing or wrong.", session)
+        console.signed_out.add(session)  # the cookie, were it kept, opens nothing any more
         response = RedirectResponse("/console/signin", 303)
         response.delete_cookie(SESSION_COOKIE, path="/console")
         return response

@@ -30,6 +30,9 @@ class Session:
     subject: str  # "admin", or the tenant id of a tenant owner
     expires_at: float  # unix seconds
     nonce: str
+    # A tenant owner's: the first characters of the SHA-256 of the key it signed in with, so that a replaced or
+    # removed key ends its sessions (the admin's end when the admin token changes: it is their key).
+    key_fingerprint: str = ""
 
     @staticmethod
     def fresh_nonce() -> str:
@@ -44,8 +47,8 @@ def session_key(admin_token: str) -> bytes:
     return hmac.new(admin_token.encode(), b"lynx-console-session", hashlib.sha256).digest()
 
 
-def new_session(role: Role, subject: str, now: float, lifetime_seconds: float) -> Session:
-    return Session(role, subject, now + lifetime_seconds, Session.fresh_nonce())
+def new_session(role: Role, subject: str, now: float, lifetime_seconds: float, key_fingerprint: str = "") -> Session:
+    return Session(role, subject, now + lifetime_seconds, Session.fresh_nonce(), key_fingerprint)
 
 
 def _mac(key: bytes, message: bytes) -> str:
@@ -67,7 +70,7 @@ def verify(cookie: str | None, key: bytes, now: float) -> Session | None:
     try:
         data = json.loads(base64.urlsafe_b64decode(payload.encode()))
         session = Session(role=data["role"], subject=data["subject"], expires_at=float(data["expires_at"]),
-                          nonce=data["nonce"])
+                          nonce=data["nonce"], key_fingerprint=str(data.get("key_fingerprint", "")))
     except (binascii.Error, ValueError, KeyError, TypeError):
         return None
     if session.role not in ("admin", "tenant") or now >= session.expires_at:
@@ -82,3 +85,19 @@ def csrf_token(nonce: str, key: bytes) -> str:
 
 def csrf_valid(nonce: str, key: bytes, token: str | None) -> bool:
     return bool(nonce) and bool(token) and hmac.compare_digest(token.encode(), csrf_token(nonce, key).encode())
+
+
+class SignedOut:
+    """The sessions signed out before they expire (a cookie stays valid until then, however the browser deletes it):
+    their nonces, each kept until its session would have expired. In the process' memory: one controller replica
+    serves the console, and a restart forgets them (the admin token's rotation ends every session)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def add(self, session: Session) -> None:
+        self._until[session.nonce] = session.expires_at
+
+    def holds(self, session: Session, now: float) -> bool:
+        self._until = {nonce: until for nonce, until in self._until.items() if until > now}
+        return session.nonce in self._until

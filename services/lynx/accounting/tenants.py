@@ -76,6 +76,11 @@ class TenantRegistry:
                 return tenant
         return None
 
+    def holds_key(self, tenant_id: str, fingerprint: str) -> bool:
+        """Whether ``tenant_id`` still has a key whose hash starts with ``fingerprint`` (a non-empty prefix)."""
+        return bool(fingerprint) and any(
+            known.startswith(fingerprint) and tenant.id == tenant_id for known, tenant in self._by_hash().items())
+
     def known_ids(self) -> set[str]:
         return {t.id for t in self._by_hash().values()}
 

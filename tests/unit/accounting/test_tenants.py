@@ -88,3 +88,13 @@ def test_adding_to_a_broken_file_is_refused_and_leaves_it_as_it_is(tmp_path):
     with pytest.raises(ValueError, match=r"tenants.json is not a tenants file .*: fix it or remove it"):
         TenantRegistry(path).add("acme")
     assert path.read_text() == "{not json"
+
+
+def test_a_keys_fingerprint_is_held_by_its_tenant_until_the_key_is_replaced(tmp_path):
+    registry = TenantRegistry(tmp_path / "tenants.json")
+    key = registry.add("acme")
+    fingerprint = hash_key(key)[:16]
+    assert registry.holds_key("acme", fingerprint)
+    assert not registry.holds_key("globex", fingerprint) and not registry.holds_key("acme", "")
+    registry.add("acme")
+    assert not registry.holds_key("acme", fingerprint)

@@ -39,3 +39,17 @@ def test_a_csrf_token_fits_its_own_session_only():
     assert not csrf_valid(one.nonce, session_key("another-token"), token)
     assert not csrf_valid(one.nonce, KEY, None) and not csrf_valid(one.nonce, KEY, "")
     assert not csrf_valid("", KEY, csrf_token("", KEY))  # no sign-in cookie: no valid token either
+
+
+def test_a_signed_out_session_is_held_until_it_would_have_expired():
+    from lynx_budget.console.sessions import SignedOut
+    session, other = new_session("admin", "admin", NOW, 60), new_session("admin", "admin", NOW, 60)
+    signed_out = SignedOut()
+    signed_out.add(session)
+    assert signed_out.holds(session, NOW + 1) and not signed_out.holds(other, NOW + 1)
+    assert not signed_out.holds(session, NOW + 61)  # expired: verify() refuses it anyway, and it is forgotten
+
+
+def test_a_tenant_session_carries_its_keys_fingerprint_through_the_cookie():
+    cookie = sign(new_session("tenant", "acme", NOW, 3600, "0123456789abcdef"), KEY)
+    assert verify(cookie, KEY, NOW + 1).key_fingerprint == "0123456789abcdef"
