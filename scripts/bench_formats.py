@@ -24,14 +24,16 @@ from lynx.tools.models.cache import SERVICES_DIR
 LLAMA_MATCHING_FORMAT = ("--token-embedding-type", "q4_0", "--output-tensor-type", "q4_0", "Q4_0")
 # One line per tensor: "[  12/ 272]   blk.0.attn_q.weight - [  576,   576,   1,   1], type =   q4_1, converting to
 # q4_0 .. size = ..." (or "size = ..." straight after the type when the tensor is kept as it is).
-TENSOR_LINE = re.compile(r"\]\s+(?P<name>\S+) - \[(?P<dims>[^\]]*)\], type =\s+(?P<type>\w+),\s+"
+TENSOR_LINE = re.compile(r"\]\s+(?P<name>\S+)\s+-\s+\[(?P<dims>[^\]]*)\], type =\s+(?P<type>\w+),\s+"
                          r"(?:converting to (?P<new>\w+))?")
-GROUP_OF_TENSOR = (("token_embd.", "embedding"), ("output.", "output"), ("attn_norm", None), ("ffn_norm", None),
-                   ("output_norm", None), ("attn_", "attention"), ("ffn_", "MLP"))
+GROUP_OF_TENSOR = (("attn_norm", None), ("ffn_norm", None), ("output_norm", None), ("attn_", "attention"),
+                   ("ffn_", "MLP"), ("token_embd.", "embedding"))
 
 
 def tensor_group(name: str) -> str | None:
     """The weight group of a GGUF tensor (``blk.3.attn_q.weight``...); None for the norms (f32 vectors)."""
+    if name == "output.weight":  # not blk.N.attn_output.weight, which is attention's
+        return "output"
     for marker, group in GROUP_OF_TENSOR:
         if marker in name:
             return group

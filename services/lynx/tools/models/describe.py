@@ -48,8 +48,9 @@ def describe(model_path: str) -> dict[str, dict[str, int]]:
     for node in graph.node:
         if node.op_type in QUANTIZED_OPS:
             attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            groups.setdefault(weight_group(node.name), Counter())[node_format(node.op_type, attributes, list(node.input),
-                                                                              scale_types.get(node.input[2], "?"))] += 1
+            scales = scale_types.get(node.input[2], "?") if len(node.input) > 2 else "?"
+            formats = groups.setdefault(weight_group(node.name), Counter())
+            formats[node_format(node.op_type, attributes, list(node.input), scales)] += 1
     return {group: dict(formats) for group, formats in groups.items()}
 
 
