@@ -47,6 +47,9 @@ def add_logits_positions(model_path: Path) -> None:
     data.unlink(missing_ok=True)  # save_model appends to an existing file
     onnx.save_model(model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
+    # onnx writes the weights file owner-only (0600): the images' services run as another user than the build's.
+    for written in (model_path, data):
+        written.chmod(0o644)
 
 
 if __name__ == "__main__":
