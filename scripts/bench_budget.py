@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections import Counter
 import os
 import statistics
 import tempfile
@@ -34,10 +33,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from lynx.accounting.pricing import NOTHING_YET, CostSettings, worst_case_cost
 from lynx.contracts.budgets import BudgetDecisions, BudgetSpec
-from lynx.gateway.app import solo_decoder
-from lynx.gateway.settings import GatewaySettings
 from lynx.accounting.tenants import TenantRegistry
 from lynx.tools.load.report import percentile
 from lynx.tools.models.cache import build
@@ -66,9 +62,6 @@ class Sent:
     cost: float  # what the ledger charged (0 when refused before the pipeline)
     reserved: float | None
     headers_after: float  # seconds to the response's status line: admission, reservation and the first token
-    cut: bool = False  # the decoder ended the answer where its reservation ran out (lynx.budget.spend_limit_reached)
-    request_id: str = ""
-    code: str = ""  # a refusal's error code
 
 
 @dataclass
@@ -155,15 +148,9 @@ async def drive(bed: Bed, key: str, args: argparse.Namespace) -> tuple[list[Sent
             if response.status_code == 200:
                 final = next(json.loads(line[6:]) for line in reversed(text.splitlines())
                              if line.startswith("data: {") and '"lynx"' in line)
-                budget = final["lynx"]["budget"]
-                record.cost = final["lynx"]["cost"]["total"]
-                record.reserved = budget["reserved_eur"] + budget.get("topped_up_eur", 0.0)  # all it may spend
-                record.cut = budget.get("spend_limit_reached", False)
-                record.request_id = final["lynx"].get("request_id", "")
+                record.cost, record.reserved = final["lynx"]["cost"]["total"], final["lynx"]["budget"]["reserved_eur"]
             else:
-                body = json.loads(text)
-                record.cost = (body.get("lynx") or {}).get("cost", {}).get("total", 0.0)
-                record.code = (body.get("error") or {}).get("code") or ""  # e.g. spend_limit_reached
+                record.cost = (json.loads(text).get("lynx") or {}).get("cost", {}).get("total", 0.0)
             sent.append(record)
             if response.status_code == 429:  # a client told the budget is spent waits before it asks again
                 await asyncio.sleep(args.backoff_seconds)
@@ -211,17 +198,6 @@ def charges(bed: Bed) -> list[tuple[float, float]]:
     return sorted(found)
 
 
-def short_of_money(bed: Bed) -> set[str]:
-    """The requests a top-up of whose reservation the budget (or their ceiling) could not pay in full, from each
-    gateway's own log: an answer of theirs that was cut, was cut for want of money; any other, by load."""
-    found = set()
-    for gateway in bed.gateways:
-        for line in gateway.log.read_text().splitlines():
-            if line.startswith("{") and '"budget_top_up_short"' in line:
-                found.add(json.loads(line).get("request_id", ""))
-    return found
-
-
 def counter(url: str, name: str, labels: dict[str, str]) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
@@ -247,11 +223,6 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
                       for g in bed.gateways)
                for r in ("insufficient", "no_lease_room", "controller_unreachable", "rebuilding", "blocked")}
     ratio = max(s.cost / s.reserved for s in admitted if s.reserved)
-    beyond = sum(max(s.cost - s.reserved, 0.0) for s in admitted if s.reserved is not None)
-    # What a request refused at its reservation held until then: the cheapest request's worst case (leases).
-    held = worst_case_cost(NOTHING_YET, 1, 1, solo_decoder(GatewaySettings()), CostSettings())
-    refused_beyond = sum(max(s.cost - held, 0.0) for s in refused_charged)
-    cut, short = {s.request_id for s in admitted if s.cut}, short_of_money(bed)
     waits = [s.headers_after for s in admitted]
     driving_seconds = max(s.ended for s in sent) - sent[0].started
     renewals = sum(counter(g.url, "lynx_gateway_lease_renewals_total", {}) for g in bed.gateways) if args.leases else 0
@@ -280,9 +251,7 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         "| figure | value |", "| --- | --- |",
         f"| requests sent while driving | {len(sent)}: {len(admitted)} served, {len(refused_charged)} refused at "
         f"reservation (charged for retrieval + tokenization), {len(refused_free)} refused at admission, "
-        f"{len(other)} other{' (' if other else ''}"
-        f"{', '.join(f'{n} {code}' for code, n in Counter(f'{s.status} {s.code}' for s in other).items())}"
-        f"{')' if other else ''} |",
+        f"{len(other)} other |",
         f"| gateway refusals by reason | {', '.join(f'{r} {n:.0f}' for r, n in reasons.items() if n)} |",
         f"| spend at the end (the gateways' counters) | {spent:.6g} EUR for a cap of {args.cap:g} EUR |",
         f"| overshoot | {max(spent - args.cap, 0):.3g} EUR ({max(spent - args.cap, 0) / args.cap:.2%} of the cap) |",
@@ -292,12 +261,6 @@ def report(bed: Bed, args: argparse.Namespace, sent: list[Sent], published: dict
         f"| spent when the first 429 came | {spent_at_first_429 / args.cap:.0%} of the cap (in-flight worst cases no "
         "longer fit) |",
         f"| worst real cost / reservation (served answers) | {ratio:.2f} |",
-        f"| served answers cut at their spend limit: for want of money (a top-up the budget could not pay in full) "
-        f"/ with money left (load) / charged beyond their reservation, summed | {len(cut & short)} / "
-        f"{len(cut - short)} / {beyond:.3g} EUR |",
-        f"| refused at reservation: most charged / what each held from admission ({held:.3g} EUR); charged beyond "
-        f"it, summed | "
-        f"{max((s.cost for s in refused_charged), default=0.0):.3g} EUR / {refused_beyond:.3g} EUR |",
         f"| served answers: time to the status line p50 / p99 (admission, reservation, first token) | "
         f"{statistics.median(waits) * 1000:.0f} / {percentile(waits, 99) * 1000:.0f} ms |",
         f"| lease renewals | {renewals:.0f} ({renewals / driving_seconds:.1f}/s over {driving_seconds:.0f} s of "

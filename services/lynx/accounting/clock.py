@@ -41,7 +41,6 @@ class StageClock:
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self._interrupted = 0.0  # untimed seconds of the gaps closed so far that were interrupted
         self._open = 0
-        self._running: list[tuple[str, float]] = []  # the open timers: stage and start
         self._gap = (self.started, interruptions())  # when the current gap began, and the token then
 
     @contextmanager
@@ -58,8 +57,6 @@ class StageClock:
         if self._open == 0:
             self._interrupted += self._gap_interrupted(started)
         self._open += 1
-        timer = (name, started)
-        self._running.append(timer)
         stopped = False
 
         def stop() -> None:
@@ -68,16 +65,10 @@ class StageClock:
                 stopped = True
                 now = time.perf_counter()
                 self.seconds[name] += now - started
-                self._running.remove(timer)
                 self._open -= 1
                 if self._open == 0:
                     self._gap = (now, interruptions())
         return stop
-
-    def seconds_so_far(self, name: str) -> float:
-        """The stage's seconds, including those of its timers still running (``seconds`` counts stopped ones)."""
-        now = time.perf_counter()
-        return self.seconds[name] + sum(now - started for stage, started in self._running if stage == name)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -18,9 +18,6 @@ STAGES = ("tokenize", "retrieve", "prefill", "decode", "other")
 STAGE_TIER = {"tokenize": "tokenizer", "retrieve": "retriever", "prefill": "decoder", "decode": "decoder",
               "other": "gateway"}
 SECONDS_PER_HOUR = 3600.0
-# The gateway's own time a request may still use between its decoder spend limit's computation and the decoder's call
-# (building the call: microseconds in practice); the limit leaves it out of what the decoder may spend.
-GATEWAY_TAIL_SECONDS = 0.01
 
 
 class CostSettings(BaseSettings):
@@ -117,8 +114,7 @@ class SoloDecoder:
     Alone, a sequence pays every decode step's fixed part in full (no other row shares it): the most
     the step split charges a row of its context. ``margin`` (>= 1) covers what the coefficients do
     not: a decoder slower than measured (CPU contention) and the share of joining a batch that a
-    prefill carries. The estimate alone is no bound (a loaded machine runs slower than any margin);
-    ``decoder_seconds_left`` turns the reservation made from it into one the decoder enforces.
+    prefill carries. It is an estimate, not a bound: docs/BENCHMARKS.md measures how it held.
     """
 
     prefill_seconds_per_token: float
@@ -147,19 +143,6 @@ def worst_case_cost(so_far: RequestTimes, prompt_tokens: int, max_tokens: int, s
     decoder = DecoderUse(wall_seconds=0.0, prefill_seconds=solo.prefill_seconds(prompt_tokens),
                          decode_seconds=solo.decode_seconds(prompt_tokens, max_tokens))
     return attribute_costs(replace(so_far, decoder=decoder), rates).total
-
-
-def decoder_seconds_left(reserved_eur: float, so_far: RequestTimes, rates: CostSettings) -> float | None:
-    """The prefill + decode seconds a request's reservation still pays for once it has used ``so_far`` (its decoder
-    not yet called) and GATEWAY_TAIL_SECONDS more of the gateway: the limit its decoder sequence is given, so that
-    what it is charged stays within what it reserved (docs/COSTS.md, "A reservation is a bound"). None: the decoder's
-    time is free, nothing to limit. At most 0 when the stages so far used up the reservation (a slow lease renewal)."""
-    per_second = rates.per_second(STAGE_TIER["decode"])
-    if per_second == 0:
-        return None
-    used = attribute_costs(replace(so_far, decoder=DecoderUse(0.0)), rates).total
-    tail = GATEWAY_TAIL_SECONDS * rates.per_second(STAGE_TIER["other"])
-    return (reserved_eur - used - tail) / per_second
 
 
 def cost_span_attributes(cost: CostBreakdown) -> dict[str, float | str]:

@@ -16,8 +16,7 @@ from lynx.contracts.limits import (
     MAX_CONTEXT_TOKENS, MAX_DEADLINE_SECONDS, MAX_STOP_SEQUENCES, MAX_TEMPERATURE, MAX_TENANT_ID_CHARACTERS,
 )
 
-# spend_limit: the sequence reached the engine seconds its caller's reservation pays for (spend_limit_seconds).
-FinishReason = Literal["stop", "length", "spend_limit", "deadline", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "deadline", "cancelled", "error"]
 # The decoder's refusals of new work (503 with Retry-After), which the gateway passes on to the client as they are.
 QUEUE_FULL = "queue_full"  # every slot and queue place is taken
 QUEUE_WAIT_EXCEEDS_DEADLINE = "queue_wait_exceeds_deadline"  # it would wait for a slot and not finish in time
@@ -33,10 +32,6 @@ class GenerateRequest(BaseModel):
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description="Wall-clock budget from arrival; ends with reason "
         "'deadline'. A request that would wait for a slot and not finish within it is refused at once "
         "(queue_wait_exceeds_deadline).")
-    spend_limit_seconds: float | None = Field(
-        default=None, gt=0, description="The most prefill + decode seconds the sequence may be charged (what the "
-        "caller's reservation pays for): it ends, with reason 'spend_limit', before a model call forecast to take it "
-        "past them (lynx.decoder.spending). None: no limit.")
     seed: int | None = None
     ignore_eos: bool = Field(default=False, description="Generate max_tokens even past end-of-sequence (benchmarks).")
     tenant: str = Field(default="", max_length=MAX_TENANT_ID_CHARACTERS,
@@ -47,12 +42,6 @@ class StreamStarted(BaseModel):
     type: Literal["started"] = "started"
     sequence_id: str
     cancel_url: str = Field(description="Where to POST to stop this sequence: the instance that holds it.")
-    spend_limit_url: str = Field(default="", description="Where to POST a ``SpendLimitRaise`` for this sequence (the "
-                                 "instance that holds it); empty from a decoder that cannot raise limits.")
-    prompt_seconds: float | None = Field(default=None, description="Its whole prompt's prefill at the decoder's "
-                                         "recent pace (null: no prefill measured yet).")
-    step_seconds: float | None = Field(default=None, description="One decode step of its row alone at the decoder's "
-                                       "slowest recent pace (null: no step measured yet).")
 
 
 class TokenDelta(BaseModel):
@@ -61,10 +50,6 @@ class TokenDelta(BaseModel):
     text: str
     prefill_seconds: float = Field(description="Prefill seconds attributed to the sequence so far.")
     decode_seconds: float = Field(description="Decode seconds attributed to the sequence so far.")
-    limit_wanted_seconds: float | None = Field(
-        default=None, description="Set while a long prompt waits between two chunks for its caller to raise its spend "
-        "limit: the limit it needs to finish (its prompt left and max_tokens, at the decoder's recent pace). Without "
-        "a raise in time it ends with reason 'spend_limit'.")
 
 
 class Usage(BaseModel):
@@ -118,17 +103,6 @@ class DecoderLoad(BaseModel):
 
     sequences: int = Field(ge=0, description="Sequences held: running, prefilling or waiting for a slot.")
     kv_slots: int = Field(ge=1, description="Sequences decoded at once.")
-
-
-class SpendLimitRaise(BaseModel):
-    """The caller's reservation grew: the sequence may now be charged up to this many prefill + decode seconds."""
-
-    spend_limit_seconds: float = Field(gt=0)
-
-
-class SpendLimitRaised(BaseModel):
-    spend_limit_seconds: float | None = Field(description="The sequence's limit now; null when the decoder holds no "
-                                              "such sequence (it has finished) or it has no limit.")
 
 
 class CancelResponse(BaseModel):

@@ -10,6 +10,3 @@ class FaultPlan(BaseModel):
     error_rate: float = Field(default=0.0, ge=0, le=1, description="Share of API requests answered with 500.")
     step_error_rate: float = Field(default=0.0, ge=0, le=1,
                                    description="Decoder only: share of engine steps that raise.")
-    step_delay_seconds: float = Field(
-        default=0.0, ge=0, le=1, description="Decoder only: added to each model call (prefill or decode) and charged "
-        "with it, as a decoder slowed by a loaded machine would be.")

@@ -16,15 +16,12 @@ and writes in place: the running sequences hold its first rows, in order; a batc
 is prefilled into the rows after them, a long prompt's chunks into the last row; a sequence that
 ends leaves a gap that the last running row moves into. Nothing else is copied between steps.
 
-Spend limits: a sequence given one (the engine seconds its caller's reservation pays for) ends, finish reason
-``spend_limit``, before a model call forecast to take it past it (``spending.py``).
-
 Accounting: one clock cuts the engine thread's time into contiguous laps. A lap that ends
 with prompt work is charged to the sequences of that call (by their share of its tokens), a lap
 that ends with a decode step is split between the rows of that step (``lynx.accounting.shares``), and every
 other lap (waiting for work) is idle; so attributed + idle = the thread's wall time. Every
 sequence the engine accepts ends with exactly one ``Finish`` carrying what it consumed, however
-it ends (stop, length, spend_limit, deadline, cancelled, error), so no path leaves a consumed second uncharged.
+it ends (stop, length, deadline, cancelled, error), so no path leaves a consumed second uncharged.
 What a step produces reaches the requests' event loops at the end of the iteration, in one
 hand-over per loop (``outbox.py``).
 """
@@ -49,10 +46,6 @@ from lynx.decoder.admission import Backlog, Refusal, admission_refusal, prior_se
 from lynx.decoder.model import DecoderModel
 from lynx.decoder.outbox import Outbox
 from lynx.decoder.sampling import SamplingParams, sample
-from lynx.decoder.spending import (
-    NO_PACE_YET, NO_PROMPT_PACE_YET, RAISE_WAIT_SECONDS, PromptPace, Recent, RowSpend, StepPace, limit_wanted,
-    past_limit, prompt_forecast, rows_past_limit, solo_forecast,
-)
 from lynx.decoder.stopping import StopMatcher
 from lynx.service.faults import FaultState
 from lynx.telemetry.metrics import engine_metrics
@@ -61,7 +54,6 @@ from lynx.tokenization.detok import IncrementalDetokenizer
 log = logging.getLogger("lynx.decoder.engine")
 SHUTDOWN_MESSAGE = "the decoder is shutting down"
 WARM_UP_TOKENS = 128  # the longest prompt work the warm-up runs (at most the step's prefill budget)
-HELD_POLL_SECONDS = 0.05  # while only prompts held for a raise are left: how often their wait is checked
 
 
 class QueueFull(Exception):
@@ -87,7 +79,6 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() value after which generation ends
-    spend_limit_seconds: float | None = None  # the most prefill + decode seconds it may be charged (spending.py)
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: always generate max_tokens
     tenant: str = ""
@@ -102,7 +93,6 @@ class Delta:
     text: str
     prefill_seconds: float
     decode_seconds: float
-    limit_wanted_seconds: float | None = None  # held between two prompt chunks for a raise (spending.limit_wanted)
 
 
 @dataclass(frozen=True)
@@ -123,7 +113,7 @@ class Timings:
 
 @dataclass(frozen=True)
 class Finish:
-    reason: str  # stop | length | spend_limit | deadline | cancelled | error
+    reason: str  # stop | length | deadline | cancelled | error
     prompt_tokens: int
     completion_tokens: int
     timings: Timings
@@ -154,21 +144,12 @@ class Sequence:
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
     prefilled: int = 0  # prompt tokens in its cache so far
-    # The most prefill + decode seconds it may be charged now: the request's, raised when its caller's reservation
-    # grows (``BatchingEngine.raise_spend_limit``); None: no limit.
-    spend_limit_seconds: float | None = None
-    held_since: float | None = None  # perf_counter when its prompt was held for a raise of its limit; None: not held
-
-    @property
-    def spent_seconds(self) -> float:
-        return self.prefill_seconds + self.decode_seconds
 
     @property
     def prompt_left(self) -> int:
         return len(self.request.prompt_ids) - self.prefilled
 
     def __post_init__(self) -> None:
-        self.spend_limit_seconds = self.request.spend_limit_seconds
         self.stopper = StopMatcher(list(self.request.stop))
         self.rng = np.random.default_rng(self.request.seed)
 
@@ -257,8 +238,6 @@ class BatchingEngine:
         self.seconds_per_sequence: float | None = None  # measured slot time (admission.py); None until measured
         self.faults = FaultState()  # the app replaces it with the one its /admin/faults route sets
         self.clock = EngineClock()
-        self._pace = Recent(NO_PACE_YET)  # how recent decode steps ran against the step cost model (spending.py)
-        self._prompt_pace = Recent(NO_PROMPT_PACE_YET)  # and recent prefill calls
         self._fault_rng = random.Random()
         self._waiting: deque[Sequence] = deque()
         self._prefilling: list[Sequence] = []  # in a slot, prompt not yet whole in the cache
@@ -337,23 +316,6 @@ class BatchingEngine:
         self.cancel(sequence)
         return True
 
-    def raise_spend_limit(self, sequence_id: str, limit_seconds: float) -> float | None:
-        """The caller's reservation grew: the sequence may be charged up to ``limit_seconds`` (a limit is only ever
-        raised: an older, smaller one arriving late changes nothing). Its limit now, or None when no such sequence is
-        held (it has already finished) or it has no limit."""
-        with self._wake:
-            sequence = self._by_id.get(sequence_id)
-            if sequence is None or sequence.spend_limit_seconds is None:
-                return None
-            sequence.spend_limit_seconds = max(sequence.spend_limit_seconds, limit_seconds)
-            self._wake.notify()  # a prompt held for this raise goes on
-            return sequence.spend_limit_seconds
-
-    def recent_pace(self, prompt_tokens: int) -> tuple[float | None, float | None]:
-        """A new sequence's prompt and one decode step of it alone at the engine's recent pace
-        (``spending.solo_forecast``), for the caller to size its spend limit by."""
-        return solo_forecast(list(self._prompt_pace.paces), list(self._pace.paces), prompt_tokens, self.step_cost)
-
     def detach(self, sequence: Sequence) -> None:
         """Its reader is gone: stop it, and log what it consumed since nobody will charge it."""
         sequence.detached = True
@@ -381,16 +343,9 @@ class BatchingEngine:
         row."""
         model, pool, pad = self.model, self._pool, self.model.pad_token_id
         tokens = max(1, min(self.prefill_token_budget, WARM_UP_TOKENS, (self.max_context - 1) // 2))
-        started = time.perf_counter()
         model.prefill_rows(pool, 0, [[pad] * tokens])
-        prefilled = time.perf_counter()
         token = int(model.extend_row(pool, 0, tokens, [pad] * tokens).argmax())
-        extended = time.perf_counter()
         model.decode_rows(pool, [token], [2 * tokens])
-        # The first paces spend limits are forecast at, until real calls replace them: the machine's speed as the
-        # engine starts (first calls run slower, so these err on the side of a larger forecast).
-        self._prompt_pace.add(PromptPace((prefilled - started) / tokens))
-        self._pace.add(StepPace(time.perf_counter() - extended, self.step_cost.predict([2 * tokens])))
         short = max(1, tokens // pool.rows)
         firsts = model.prefill_rows(pool, 0, [[pad] * short] * pool.rows).argmax(axis=-1).tolist()
         model.decode_rows(pool, firsts, [short] * pool.rows)
@@ -419,11 +374,6 @@ class BatchingEngine:
                 self._prefill_step()
                 if self._running:
                     self._decode_step()
-                elif self._only_held():
-                    with self._wake:
-                        self.clock.start_waiting()
-                        self._wake.wait(HELD_POLL_SECONDS)
-                        self.clock.stop_waiting()
             except Exception as error:  # never leave waiting clients hanging on a dead engine
                 log.exception("engine_step_failed")
                 self._fail_all(f"{type(error).__name__}: {error}")
@@ -467,42 +417,11 @@ class BatchingEngine:
             fresh = self._short_unstarted()
             if fresh:
                 self._prefill_whole(fresh)
-            elif self._continues_within_limit(first := self._prefilling[0]):
-                self._prefill_chunk(first)
-            elif first.held_since is not None:
-                break  # its caller may raise its limit; the running sequences go on meanwhile
+            else:
+                self._prefill_chunk(self._prefilling[0])
             if not self.static_batching:
                 break
         self._publish_occupancy()
-
-    def _continues_within_limit(self, sequence: Sequence) -> bool:
-        """Whether a long prompt's next chunk, and the whole prompt it has left, fit its spend limit at recent prefill
-        calls' pace (``spending.prompt_forecast``); if not, it ends now, before more of it is spent for no answer. A
-        prompt's first call is not forecast: the reservation's prefill estimate pays for it, and a pace measured on
-        other prompts would turn away short ones that fit."""
-        forecast = prompt_forecast(self._prompt_pace, sequence.prompt_left,
-                                   min(sequence.prompt_left, self.prefill_token_budget))
-        if sequence.prefilled == 0 or not past_limit(sequence.spent_seconds, forecast,
-                                                     sequence.spend_limit_seconds):
-            sequence.held_since = None
-            return True
-        if sequence.held_since is None:  # its caller is asked for a raise (a delta without tokens), and it waits
-            sequence.held_since = time.perf_counter()
-            _, step = self.recent_pace(len(sequence.request.prompt_ids))
-            step = step if step is not None else self.step_cost.predict([len(sequence.request.prompt_ids)])
-            self._outbox.post(sequence, Delta([], "", sequence.prefill_seconds, sequence.decode_seconds, limit_wanted(
-                sequence.spent_seconds, forecast, sequence.request.max_tokens - 1, step)))
-            return False
-        if time.perf_counter() - sequence.held_since < RAISE_WAIT_SECONDS:
-            return False
-        self._prefilling.remove(sequence)
-        self._finish(sequence, "spend_limit")
-        return False
-
-    def _only_held(self) -> bool:
-        """Nothing to run but prompts held for a raise of their limit: the engine waits (idle, not charged)."""
-        return not self._running and bool(self._prefilling) and all(
-            s.held_since is not None for s in self._prefilling)
 
     def _short_unstarted(self) -> list[Sequence]:
         """Prompts not yet started that fit the budget whole, oldest first, as many as fit together."""
@@ -522,7 +441,7 @@ class BatchingEngine:
         logits = self.model.prefill_rows(self._pool, len(self._running), [s.request.prompt_ids for s in sequences])
         for sequence in sequences:
             sequence.prefilled = len(sequence.request.prompt_ids)
-        self._start_generating(sequences, logits, sum(len(s.request.prompt_ids) for s in sequences))
+        self._start_generating(sequences, logits)
 
     def _prefill_chunk(self, sequence: Sequence) -> None:
         """The next chunk of one long prompt, in the pool's last row (no other sequence uses it while this one holds a
@@ -539,17 +458,15 @@ class BatchingEngine:
             logits = self.model.extend_row(self._pool, staging, start, chunk)
         sequence.prefilled += len(chunk)
         if sequence.prompt_left:
-            elapsed = self._busy_lap("prefill")
-            self._prompt_pace.add(PromptPace(elapsed / len(chunk)))
-            sequence.prefill_seconds += elapsed
+            sequence.prefill_seconds += self._busy_lap("prefill")
             return
         self._pool.move(staging, len(self._running), sequence.prefilled)
-        self._start_generating([sequence], logits[None, :], len(chunk))
+        self._start_generating([sequence], logits[None, :])
 
-    def _start_generating(self, sequences: list[Sequence], logits: np.ndarray, call_tokens: int) -> None:
+    def _start_generating(self, sequences: list[Sequence], logits: np.ndarray) -> None:
         """Sequences whose prompts are whole in the rows after the running ones (in this order): their first tokens;
         they join the running batch, and those that end at once leave it again. The lap, call and join included, is
-        charged by each one's share of the prompt tokens; its pace is that of the call's ``call_tokens``."""
+        charged by each one's share of the prompt tokens."""
         ended: list[tuple[Sequence, str, str | None]] = []
         for sequence, (token, error) in zip(sequences, choose_tokens(sequences, logits), strict=True):
             sequence.length = len(sequence.request.prompt_ids)
@@ -562,7 +479,6 @@ class BatchingEngine:
         if ended:
             self._keep_running_except({id(s) for s, _, _ in ended})
         elapsed = self._busy_lap("prefill")
-        self._prompt_pace.add(PromptPace(elapsed / call_tokens))
         tokens = sum(len(s.request.prompt_ids) for s in sequences)
         for sequence in sequences:
             sequence.prefill_seconds += elapsed * len(sequence.request.prompt_ids) / tokens
@@ -570,25 +486,8 @@ class BatchingEngine:
         for sequence, reason, error in ended:
             self._finish(sequence, reason, error)
 
-    def _end_past_limit(self) -> None:
-        """End, before the decode step, the running sequences it would take past their spend limit."""
-        running = self._running
-        if all(s.spend_limit_seconds is None for s in running):
-            return
-        leaving = rows_past_limit([RowSpend(s.length, s.spent_seconds, s.spend_limit_seconds) for s in running],
-                                  self.step_cost, self._pace)
-        if leaving:
-            ended = [running[row] for row in leaving]
-            self._keep_running_except({id(s) for s in ended})
-            for sequence in ended:
-                self._finish(sequence, "spend_limit")
-            self._publish_occupancy()
-
     def _decode_step(self) -> None:
-        self._end_past_limit()
         running = self._running
-        if not running:
-            return
         lengths = [s.length for s in running]
         self._in_call = ("decode", running)
         self._maybe_inject_fault()
@@ -600,7 +499,6 @@ class BatchingEngine:
             if reason is not None:
                 finished.append((sequence, reason, error))
         elapsed = self._busy_lap("decode")
-        self._pace.add(StepPace(elapsed, self.step_cost.predict(lengths)))
         for sequence, share in zip(running, step_shares(elapsed, lengths, self.step_cost), strict=True):
             sequence.decode_seconds += share
             sequence.decode_steps += 1
@@ -709,9 +607,6 @@ class BatchingEngine:
         self._publish_occupancy()
 
     def _maybe_inject_fault(self) -> None:
-        """Runs inside each model call's lap: a step delay is charged like a slower machine's (CPU contention)."""
-        if self.faults.plan.step_delay_seconds:
-            time.sleep(self.faults.plan.step_delay_seconds)
         rate = self.faults.plan.step_error_rate
         if rate and self._fault_rng.random() < rate:
             raise InjectedFault("injected step failure (fault plan)")

@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from lynx.contracts.decoder import (
     QUEUE_FULL, QUEUE_WAIT_EXCEEDS_DEADLINE, CancelResponse, DecoderInfo, DecoderLoad, DecoderTimings, GenerateRequest,
-    SpendLimitRaise, SpendLimitRaised, StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
+    StreamFinished, StreamStarted, TokenDelta, Usage, encode_events,
 )
 from lynx.contracts.limits import context_error
 from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
@@ -66,8 +66,8 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
         sequence = engine.submit(GenerationRequest(
             prompt_ids=body.input_ids, max_tokens=body.max_tokens,
             sampling=SamplingParams(body.temperature, body.top_p), stop=tuple(body.stop),
-            deadline=deadline, spend_limit_seconds=body.spend_limit_seconds, seed=body.seed,
-            ignore_eos=body.ignore_eos, tenant=body.tenant, request_id=request_id_var.get()))
+            deadline=deadline, seed=body.seed, ignore_eos=body.ignore_eos, tenant=body.tenant,
+            request_id=request_id_var.get()))
     except QueueFull:
         retry = str(state.settings.retry_after_seconds)
         raise LynxError(503, f"The decoder's {engine.slots} slots and {engine.queue_capacity} queue places are "
@@ -75,10 +75,8 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
                         headers={"Retry-After": retry}) from None
     except WaitExceedsDeadline as refused:
         raise wait_exceeds_deadline_error(refused, engine) from None
-    here = f"{state.settings.advertised_url()}/v1/generate/{sequence.id}"
-    prompt_seconds, step_seconds = engine.recent_pace(len(body.input_ids))
-    started = StreamStarted(sequence_id=sequence.id, cancel_url=f"{here}/cancel", spend_limit_url=f"{here}/spend_limit",
-                            prompt_seconds=prompt_seconds, step_seconds=step_seconds)
+    started = StreamStarted(sequence_id=sequence.id,
+                            cancel_url=f"{state.settings.advertised_url()}/v1/generate/{sequence.id}/cancel")
     progress = {"finished": False}
 
     def on_end(_: StreamEnd) -> None:
@@ -92,13 +90,6 @@ async def generate(body: GenerateRequest, request: Request) -> ObservedStream:
 async def cancel(sequence_id: str, request: Request) -> CancelResponse:
     """Stop a sequence at the next step; its stream still ends with a ``finished`` event."""
     return CancelResponse(cancelled=request.app.state.engine.cancel_by_id(sequence_id))
-
-
-@router.post("/generate/{sequence_id}/spend_limit")
-async def raise_spend_limit(sequence_id: str, body: SpendLimitRaise, request: Request) -> SpendLimitRaised:
-    """Raise a sequence's spend limit (its caller's reservation grew); it applies from the next model call."""
-    engine: BatchingEngine = request.app.state.engine
-    return SpendLimitRaised(spend_limit_seconds=engine.raise_spend_limit(sequence_id, body.spend_limit_seconds))
 
 
 async def stream_events(sequence: Sequence, started: StreamStarted, tracer: trace.Tracer,
@@ -117,7 +108,6 @@ async def stream_events(sequence: Sequence, started: StreamStarted, tracer: trac
                 lines.append(finished_event(event))
             else:
                 lines.append(TokenDelta(ids=event.token_ids, text=event.text, prefill_seconds=event.prefill_seconds,
-                                        limit_wanted_seconds=event.limit_wanted_seconds,
                                         decode_seconds=event.decode_seconds))
         yield encode_events(lines)
 

@@ -21,12 +21,9 @@ changes; the gateway never asks Prometheus. Per request:
 Spend leases. With LYNX_GATEWAY_BUDGET_CONTROLLER_URL set (``lynx up`` sets it), steps 1 and 2 are the lease's
 instead: admission holds the cheapest request's worst case in what the budget controller granted this gateway for
 the tenant-day (``lynx.gateway.leases``; it pays for the stages before the reservation), and the reservation swaps it
-for the request's own worst case; a request that runs slower than that worst case tops its reservation up from the
-lease while it runs (``Hold.top_up``, lynx.gateway.spend_limit). The controller keeps confirmed + outstanding <= cap
-across every gateway, and the decoder stops a request where its reservation (with its top-ups) runs out
-(lynx.decoder.spending), so spend passes the cap only by one model call's share per request beyond its forecast and by
-stages before a refused reservation beyond what the request held, at any number of gateways (docs/COSTS.md, "Spend
-leases across gateways").
+for the request's own worst case. The controller keeps confirmed + outstanding <= cap across every gateway, so spend
+passes the cap only by charges beyond their worst case, at any number of gateways (docs/COSTS.md, "Spend leases
+across gateways").
 
 Without leases, one gateway: every charge after spend_as_of is subtracted and every admitted request holds its
 worst case, so spend passes the cap only by what was in flight when the budget ran out and not covered by a
@@ -196,16 +193,6 @@ class Budgets:
         self.holds[tenant] += 1
         self.metrics.reserved.labels(tenant).set(self.reserved[tenant])
 
-    def affordable(self, tenant: str, eur: float) -> float:
-        """Without leases: how much of ``eur`` more the tenant can still pay for now (a running request's top-up)."""
-        decision = self.decision(tenant)
-        return eur if decision is None else min(eur, max(self.available(tenant, decision), 0.0))
-
-    def extend(self, tenant: str, amount: float) -> None:
-        """A request in flight reserves ``amount`` more (its top-up); its settlement releases it with the rest."""
-        self.reserved[tenant] += amount
-        self.metrics.reserved.labels(tenant).set(self.reserved[tenant])
-
     def release(self, tenant: str, reserved: float | None, charged: float | None) -> None:
         """A request settled: its reservation (if it made one) goes, its charge (if it was charged) counts."""
         if reserved is not None:
@@ -261,9 +248,7 @@ class Hold:
         self.budgets = budgets
         self.tenant = tenant
         self.decision = decision  # as admitted: its per-request cap and routing apply to the whole request
-        self.reserved: float | None = None  # the worst case, then with the top-ups: what its settlement releases
-        self.worst_case: float | None = None  # what it reserved before it ran
-        self.topped_up = 0.0  # what it added while it ran (``top_up``)
+        self.reserved: float | None = None
         self.settled = False
         self.leased: float | None = None  # what the request holds in the lease: the cheapest request's worst case,
         # then its own
@@ -297,30 +282,8 @@ class Hold:
         if self.lease is not None:
             await self.budgets.leases.admit(self.lease, request.eur, request.describe(), replacing=self.leased)
             self.leased = request.eur
-        self.reserved = self.worst_case = request.eur
+        self.reserved = request.eur
         self.budgets.reserve(self.tenant, request.eur)
-
-    async def top_up(self, eur: float, ceiling_eur: float | None) -> float:
-        """Adds up to ``eur`` to the reservation of a request in flight, as much as the budget pays (with leases: the
-        lease, renewed once if need be) and its cost ceiling allows; returns what it added (0: no more money). Never
-        refuses: the answer runs on within what it holds (``lynx.gateway.spend_limit``)."""
-        if ceiling_eur is not None and self.reserved is not None:
-            eur = min(eur, ceiling_eur - self.reserved)
-        if self.settled or self.reserved is None or eur <= 0:
-            return 0.0
-        leases = self.budgets.leases
-        if self.lease is not None:
-            await leases.make_room(self.lease, eur)
-            if self.settled:  # it ended while the lease renewed: nothing left to pay for
-                return 0.0
-            granted = leases.take(self.lease, eur)
-            self.leased = (self.leased or 0.0) + granted
-        else:
-            granted = self.budgets.affordable(self.tenant, eur)
-        self.reserved += granted
-        self.topped_up += granted
-        self.budgets.extend(self.tenant, granted)
-        return granted
 
     def settle(self, charged_eur: float | None) -> None:
         """The ledger charged the request (``None``: charging failed): release the reservation, remember the charge."""
@@ -329,5 +292,4 @@ class Hold:
         self.settled = True
         self.budgets.release(self.tenant, self.reserved, charged_eur)
         if self.lease is not None:
-            self.budgets.leases.settle(self.lease, self.leased, charged_eur,
-                                       unreserved=self.leased is not None and self.reserved is None)
+            self.budgets.leases.settle(self.lease, self.leased, charged_eur)

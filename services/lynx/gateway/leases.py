@@ -9,9 +9,6 @@ Here, per tenant-day:
 - A request whose worst case fits the lease is admitted at once: it never waits on the controller. One that does not
   fit waits for one renewal (asking for what it needs plus a few more requests' worth) and is refused (429) when
   the grant still leaves no room, or (503) when the controller cannot be reached and the lease is spent.
-- A request in flight whose answer runs slower than its worst case tops its reservation up (``make_room``, then
-  ``take``): it waits for one renewal at most and is granted what fits, never refused, less the room kept for the
-  requests admitted and not yet reserved.
 - ``LeaseKeeper.tick`` renews in the background: before a lease in use runs out, and to give back the headroom of
   a lease nobody uses (want 0), so idle gateways do not sit on budget other gateways need.
 - A tenant whose budget opts into an ``UnreachableAllowance`` may spend that much beyond the lease while the
@@ -24,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 import os
 import socket
 import time
@@ -51,8 +47,6 @@ RENEW_WHEN_LEFT = 0.5
 RENEWALS_PER_ADMISSION = 2
 # Until the first grant says how long leases last, the ticker's period.
 FIRST_TICK_SECONDS = 5.0
-# How many recent charges of requests that never reserved their own worst case a gateway remembers (``take``).
-RECENT_UNRESERVED = 32
 
 
 def gateway_id() -> str:
@@ -70,7 +64,6 @@ class TenantLease:
     charged_eur: float = 0.0
     reserved_eur: float = 0.0
     in_flight: int = 0
-    unreserved: int = 0  # of those, admitted but not yet reserved their own worst case (the stages before it run)
     sequence: int = 0
     lease_id: str | None = None
     ceiling_eur: float = 0.0
@@ -151,9 +144,6 @@ class LeaseKeeper:
         self.token_file = token_file
         self._token: str | None = None  # read at the first renewal, again after the controller refuses it
         self.smallest_request_eur = smallest_request_eur
-        # What requests refused (or failed) before their own reservation were charged: the stages before it, a wait
-        # for a renewal included, of which only the cheapest request's worst case was held.
-        self.unreserved_charges: deque[float] = deque(maxlen=RECENT_UNRESERVED)
         self.chunk_requests = chunk_requests
         self.most_of_cap = most_of_cap
         self.gateway = gateway_id()
@@ -198,49 +188,14 @@ class LeaseKeeper:
         lease.reserved_eur += eur - earlier
         if replacing is None:
             lease.in_flight += 1
-            lease.unreserved += 1
             lease.admitted_since_renewal += 1
-        else:
-            lease.unreserved -= 1
-        self._keep_ahead(lease)
-
-    async def make_room(self, lease: TenantLease, eur: float) -> None:
-        """Before a running request's top-up of ``eur``: renews once if it does not fit (``take`` then grants what
-        fits; a top-up is never refused, only granted less)."""
-        if lease.fits(eur, self.clock()):
-            return
-        lease.waiting_eur += eur
-        try:
-            await self.renew(lease, self._chunk(lease, eur))
-        finally:
-            lease.waiting_eur -= eur
-
-    def take(self, lease: TenantLease, eur: float) -> float:
-        """Reserves as much of ``eur`` as the lease has room for, for a request already in flight; returns it. The
-        room left for the requests admitted but not yet reserved is kept: each holds only the cheapest request's worst
-        case, while on a loaded machine the stages before its reservation cost up to what recent ones like it were
-        charged; a top-up that took that room would leave their charges beyond the lease, past the cap."""
-        beyond_hold = max([0.0, *self.unreserved_charges]) - self.smallest_request_eur
-        kept = lease.unreserved * max(beyond_hold, 0.0)
-        granted = max(min(eur, lease.headroom(self.clock()) - kept), 0.0)
-        lease.reserved_eur += granted
-        self._keep_ahead(lease)
-        return granted
-
-    def _keep_ahead(self, lease: TenantLease) -> None:
-        """Renews in the background while the lease still has room for a couple of the largest requests."""
         self._show(lease)
         if lease.headroom(self.clock()) < 2 * lease.largest_worst_case_eur:
             self._in_background(lease, lambda: self.renew(lease, self._chunk(lease, 0.0)))
 
-    def settle(self, lease: TenantLease, reserved_eur: float | None, charged_eur: float | None,
-               unreserved: bool = False) -> None:
+    def settle(self, lease: TenantLease, reserved_eur: float | None, charged_eur: float | None) -> None:
         """A request of the tenant-day settled: its reservation goes, its charge counts (even one never reserved:
-        the stages used before a refusal). ``unreserved``: it was admitted but never reserved its own worst case."""
-        if unreserved:
-            lease.unreserved -= 1
-            if charged_eur is not None:
-                self.unreserved_charges.append(charged_eur)
+        the stages used before a refusal)."""
         if reserved_eur is not None:
             lease.in_flight -= 1
             lease.reserved_eur = lease.reserved_eur - reserved_eur if lease.in_flight else 0.0

@@ -25,12 +25,9 @@ from pydantic import ValidationError
 
 from lynx.accounting.clock import StageClock
 from lynx.accounting.ledger import Charge, Ledger, Settlement
-from lynx.accounting.pricing import (
-    NO_CALL, STAGE_TIER, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, decoder_seconds_left,
-)
+from lynx.accounting.pricing import NO_CALL, DecoderUse, RemoteCall, RequestTimes, SoloDecoder
 from lynx.contracts.decoder import (
-    DecoderInfo, GenerateRequest, SpendLimitRaise, SpendLimitRaised, StreamFinished, StreamStarted, TokenDelta,
-    parse_event,
+    DecoderInfo, GenerateRequest, StreamFinished, StreamStarted, TokenDelta, parse_event,
 )
 from lynx.contracts.limits import MAX_CONTEXT_TOKENS, MAX_PROMPT_CHARACTERS, MAX_QUERY_CHARACTERS, context_error
 from lynx.contracts.retriever import RetrievedPassage, RetrieveRequest, RetrieveResponse
@@ -39,7 +36,6 @@ from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Hold, affordable_estimate
 from lynx.gateway.decoder_pool import DecoderPool
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.spend_limit import DecoderPace, Progress, Reserved, starting_top_up, top_up_seconds
 from lynx.accounting.tenants import Tenant
 from lynx.gateway.upstream import (
     Upstreams, get_json, instance_broken, instance_stopping, post_json, unreachable, upstream_failure,
@@ -57,7 +53,6 @@ CONTEXT_INSTRUCTION = (
 CANCEL_GRACE_SECONDS = 5.0
 END = object()
 DEADLINE_EXCEEDED = "deadline_exceeded"
-SPEND_LIMIT_REACHED = "spend_limit_reached"
 
 
 @dataclass(frozen=True)
@@ -76,11 +71,6 @@ class Job:
     retrieval_top_k: int = 0
     max_cost_eur: float | None = None  # the request's own cost ceiling (lynx_max_cost_eur)
     clock: StageClock = field(default_factory=StageClock)
-
-
-def cost_ceiling(job: Job, hold: Hold) -> float | None:
-    """The most the request may cost: its own ceiling or its tenant's per-request cap, the lower; None: neither."""
-    return min((c for c in (job.max_cost_eur, hold.per_request_cap_eur) if c is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -129,8 +119,6 @@ def outcome_of(abandoned: str | None, failure: LynxError | None, finished: Strea
         return abandoned
     if failure is not None or finished is None:
         return "failed"
-    if finished.finish_reason == "spend_limit" and finished.usage.completion_tokens == 0:
-        return "failed"  # its prompt used up the reservation: the client gets an error, not an answer
     return {"deadline": "deadline", "error": "failed", "cancelled": "failed"}.get(finished.finish_reason, "completed")
 
 
@@ -154,13 +142,10 @@ class RequestAccount:
         self.times: RequestTimes | None = None
         self.outcome: str | None = None
 
-    def times_so_far(self, decoder: DecoderUse, *, running: bool = False) -> RequestTimes:
-        """The request's times as its clock reads them now, with what the decoder used (nothing, before it runs);
-        ``running``: the gateway's seconds include those of its timer still running (what the request has used by
-        now), else only its stopped timers (what the identity check compares)."""
+    def times_so_far(self, decoder: DecoderUse) -> RequestTimes:
+        """The request's times as its clock reads them now, with what the decoder used (nothing, before it runs)."""
         clock = self.job.clock
-        gateway_seconds = clock.seconds_so_far("gateway") if running else clock.seconds["gateway"]
-        return RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=gateway_seconds,
+        return RequestTimes(wall_seconds=clock.elapsed(), gateway_seconds=clock.seconds["gateway"],
                             tokenize=self.tokenize, retrieve=self.retrieve, decoder=decoder,
                             interrupted_seconds=clock.interrupted_seconds())
 
@@ -283,12 +268,10 @@ class Pipeline:
             if remaining <= 0:
                 raise self.deadline_error()
             max_tokens = await self._reserve(job, account, route, context_tokens)
-            reserved = Reserved.of(self.solo, account.prompt_tokens, max_tokens)
             request = GenerateRequest(
                 input_ids=answer.ids, max_tokens=max_tokens, temperature=job.temperature, top_p=job.top_p,
-                stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id,
-                spend_limit_seconds=await self._spend_limit(job, account, route, reserved))
-            generation = Generation(self, job, account, passages, request, route, reserved)
+                stop=job.stop, seed=job.seed, deadline_seconds=remaining, tenant=job.tenant.id)
+            generation = Generation(self, job, account, passages, request, route)
         # The decoder's timer starts once the gateway's has stopped: timers that overlap, even by the moment the
         # process is descheduled between two lines, count that moment twice (stage_counted_twice).
         generation.start()
@@ -297,41 +280,16 @@ class Pipeline:
     async def _reserve(self, job: Job, account: RequestAccount, route: DecoderRoute, context_tokens: int) -> int:
         """Reserves the request's worst case (429 when it does not fit); returns the max_tokens its cost ceiling allows.
         A prompt that cannot fit the decoder's context with those max_tokens is refused first (400), unreserved."""
-        ceiling = cost_ceiling(job, account.hold)
-        estimate = affordable_estimate(ceiling, account.times_so_far(DecoderUse(0.0)),
+        ceilings = [c for c in (job.max_cost_eur, account.hold.per_request_cap_eur) if c is not None]
+        estimate = affordable_estimate(min(ceilings, default=None), account.times_so_far(DecoderUse(0.0)),
                                        account.prompt_tokens, job.max_tokens, self.solo, route.ledger.rates)
-        if ceiling is not None:
+        if ceilings:
             account.span.set_attribute("lynx.budget.max_tokens", estimate.max_tokens)
         if error := context_error(account.prompt_tokens, estimate.max_tokens, context_tokens):
             raise LynxError(400, error, CONTEXT_LENGTH_EXCEEDED, param="messages" if job.messages else "prompt")
         await account.hold.reserve(estimate)
         account.span.set_attribute("lynx.budget.reserved_eur", estimate.eur)
         return estimate.max_tokens
-
-    async def _spend_limit(self, job: Job, account: RequestAccount, route: DecoderRoute,
-                           reserved: Reserved) -> float | None:
-        """The decoder seconds the request's reservation still pays for, as the limit its decoder enforces, when its
-        spend is bounded (a budgeted tenant, or the request's own cost ceiling): so its charge stays within what it
-        reserved however slow the decoder runs. Computed last, after any wait for this gateway's lease. When the stages
-        before the decoder ran slower than estimated and left less than the decoder's worst case, the reservation is
-        topped up first, as far as the budget pays (``spend_limit.starting_top_up``). A request whose reservation is
-        used up and whose budget cannot pay more is refused (503), charged for what it used."""
-        hold = account.hold
-        if hold.decision is None and job.max_cost_eur is None:
-            return None
-        rates = route.ledger.rates
-        seconds = decoder_seconds_left(hold.reserved, account.times_so_far(DecoderUse(0.0), running=True), rates)
-        if seconds is None:
-            return None
-        if (wanted := starting_top_up(seconds, reserved, DecoderPace.unknown())) > 0:
-            await hold.top_up(wanted * rates.per_second(STAGE_TIER["decode"]), cost_ceiling(job, hold))
-            # Read again: a lease renewal the top-up waited for used gateway time too.
-            seconds = decoder_seconds_left(hold.reserved, account.times_so_far(DecoderUse(0.0), running=True), rates)
-        if seconds <= 0:
-            raise LynxError(503, f"This request's reservation ({hold.reserved:.4g} EUR) was used up before its "
-                            "decoder could start (the gateway waited for budget), and its budget cannot pay more; "
-                            "retry after 1 s.", SPEND_LIMIT_REACHED, "server_overloaded", headers={"Retry-After": "1"})
-        return seconds
 
     def deadline_error(self, waited_seconds: float = 0.0) -> LynxError:
         return deadline_error(self.settings.request_deadline_seconds, waited_seconds)
@@ -386,7 +344,7 @@ class Generation:
     """A decoder stream in progress, read by its own task; iterate ``text()``, then read the settlement."""
 
     def __init__(self, pipeline: Pipeline, job: Job, account: RequestAccount, passages: list[RetrievedPassage],
-                 request: GenerateRequest, route: DecoderRoute, priced: Reserved) -> None:
+                 request: GenerateRequest, route: DecoderRoute) -> None:
         self.pipeline = pipeline
         self.route = route
         self.job = job
@@ -406,10 +364,6 @@ class Generation:
         self.instance: str | None = None  # the decoder instance that holds the sequence (its cancel goes there)
         self._in_flight = False  # counted in flight on ``instance``
         self._helpers: set[asyncio.Task] = set()
-        self.priced = priced  # what the reservation was priced at, per stage (lynx.gateway.spend_limit)
-        self.spend_limit_seconds = request.spend_limit_seconds  # the decoder's limit, as raised so far
-        self._topping_up = False  # a top-up is under way
-        self._limit_wanted = 0.0  # what the decoder asked for, holding a long prompt for a raise
 
     @property
     def trace_id(self) -> str:
@@ -425,17 +379,9 @@ class Generation:
 
     @property
     def finish_reason(self) -> str:
-        """What the client is told: stop, length (max_tokens, or the spend limit: ``spend_limit_reached``) or
-        deadline."""
+        """What the client is told: stop, length or deadline."""
         reason = self.finished.finish_reason if self.finished else "stop"
-        if reason == "spend_limit":
-            return "length"
         return reason if reason in ("stop", "length", "deadline") else "stop"
-
-    @property
-    def spend_limit_reached(self) -> bool:
-        """The decoder ended the answer where the request's reservation ran out (lynx.decoder.spending)."""
-        return self.finished is not None and self.finished.finish_reason == "spend_limit"
 
     def timings(self) -> dict[str, float]:
         """The settled request's seconds, as charged (for the response's ``lynx.timings``)."""
@@ -543,9 +489,6 @@ class Generation:
                 self.started = event
                 if self.abandoned:
                     self._spawn(self._cancel_upstream())
-                elif self.spend_limit_seconds is not None:  # the decoder's pace, before the prompt is prefilled
-                    pace = DecoderPace(event.prompt_seconds, event.step_seconds)
-                    self._maybe_top_up(starting_top_up(self.spend_limit_seconds, self.priced, pace))
             elif isinstance(event, TokenDelta):
                 self._on_delta(event)
             else:
@@ -568,48 +511,6 @@ class Generation:
             self._first.set()
         if event.text and not self.abandoned:
             self.deltas.put_nowait(event.text)
-        if self.spend_limit_seconds is not None:
-            self._limit_wanted = max(self._limit_wanted, event.limit_wanted_seconds or 0.0)
-            self._maybe_top_up(max(
-                top_up_seconds(Progress(self.consumed[0], self.consumed[1], self.completion_tokens,
-                                        self.request.max_tokens, self.spend_limit_seconds), self.priced),
-                self._limit_wanted - self.spend_limit_seconds))
-
-    def _maybe_top_up(self, seconds: float) -> None:
-        """Tops the reservation up by ``seconds`` of the decoder and raises the decoder's limit by what it got
-        (lynx.gateway.spend_limit); one top-up at a time."""
-        if (seconds <= 0 or self.spend_limit_seconds is None or self._topping_up or self.abandoned
-                or self.started is None or not self.started.spend_limit_url):
-            return
-        self._topping_up = True
-        self._spawn(self._top_up(seconds))
-
-    async def _top_up(self, seconds: float) -> None:
-        again = False
-        try:
-            per_second = self.route.ledger.rates.per_second(STAGE_TIER["decode"])
-            asked = seconds * per_second
-            granted = await self.account.hold.top_up(asked, cost_ceiling(self.job, self.account.hold))
-            if granted < asked:  # the budget or the ceiling pays no more: the limit may now bind, for want of money
-                log.info("budget_top_up_short", extra={"fields": {
-                    "tenant": self.job.tenant.id, "asked_eur": asked, "granted_eur": granted}})
-            if granted <= 0 or self.finished is not None or self.settlement is not None:
-                return  # an answer that has ended needs no raise: its settlement releases what was granted
-            again = granted >= asked  # the budget paid all: a want that came in meanwhile may be paid too
-            self.spend_limit_seconds += granted / per_second
-            self.account.span.add_event("lynx.budget.top_up", {"lynx.budget.top_up_eur": granted,
-                                                               "lynx.budget.spend_limit_seconds":
-                                                                   self.spend_limit_seconds})
-            decoders = self.route.decoders
-            await post_json(decoders.client, "decoder", decoders.url(self.instance, self.started.spend_limit_url),
-                            SpendLimitRaise(spend_limit_seconds=self.spend_limit_seconds), SpendLimitRaised)
-        except LynxError as error:  # the decoder then ends the answer at its earlier limit; the charge is unchanged
-            log.warning("spend_limit_raise_failed", extra={"fields": {"error": error.message}})
-            again = False
-        finally:
-            self._topping_up = False
-        if again:  # a long prompt held for a raise while this one was under way
-            self._maybe_top_up(self._limit_wanted - self.spend_limit_seconds)
 
     def account_use(self) -> DecoderUse:
         """What the decoder consumed: its final report, or the last figures it sent before it went silent."""
@@ -636,10 +537,6 @@ class Generation:
     def _ended_without_tokens(self) -> LynxError:
         if self.finished is not None and self.finished.finish_reason == "deadline":
             return self.pipeline.deadline_error(self.finished.timings.queue_seconds)
-        if self.spend_limit_reached:
-            return LynxError(503, "The decoder ran slower than this request's worst case allowed: its prompt could not "
-                             "be prefilled within what the request reserved; retry after 1 s, or send a shorter "
-                             "prompt.", SPEND_LIMIT_REACHED, "server_overloaded", headers={"Retry-After": "1"})
         return LynxError(502, "The decoder ended the request before its first token.", "upstream_error",
                          "server_error")
 

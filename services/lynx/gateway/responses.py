@@ -41,7 +41,7 @@ def usage(generation: Generation) -> dict:
 
 def lynx_field(generation: Generation, request_id: str, budget: BudgetStanding | None) -> dict:
     """lynx's additions: the trace id, the cost by stage, timings, the budget, and which passages were used."""
-    settlement, hold = generation.settlement, generation.account.hold
+    settlement = generation.settlement
     return {
         "trace_id": generation.trace_id,
         "request_id": request_id,
@@ -49,12 +49,9 @@ def lynx_field(generation: Generation, request_id: str, budget: BudgetStanding |
         "cost_identity_ok": settlement.identity_ok,
         "outcome": generation.account.outcome,
         "timings": generation.timings(),
-        # What the request reserved against its tenant's budget and what that grew by while it ran, the max_tokens it
-        # ran with (a cost ceiling lowers it), whether it was cut where its budget paid no more, the budget's state as
-        # the answer ends and, in Warning, the notice a client shows.
-        "budget": {"reserved_eur": hold.worst_case, "topped_up_eur": hold.topped_up,
-                   "max_tokens": generation.request.max_tokens,
-                   "spend_limit_reached": generation.spend_limit_reached,
+        # What the request reserved against its tenant's budget, the max_tokens it ran with (a cost ceiling lowers it),
+        # the budget's state as the answer ends and, in Warning, the notice a client shows.
+        "budget": {"reserved_eur": generation.account.hold.reserved, "max_tokens": generation.request.max_tokens,
                    "state": budget.state if budget else "unbudgeted",
                    "notice": notice(generation.job.tenant.id, budget)},
         "passages": [{"id": p.id, "source": p.source, "score": p.score} for p in generation.passages],

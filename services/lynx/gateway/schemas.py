@@ -80,8 +80,7 @@ class GenerationFields(BaseModel):
     seed: int | None = None
     lynx_max_cost_eur: float | None = Field(
         default=None, gt=0, description="lynx: the most this request may cost; the answer stops there (finish_reason "
-                                        "length), its max_tokens lowered to what the ceiling affords at worst case, "
-                                        "its decoder stopped where the ceiling runs out.")
+                                        "length), its max_tokens lowered to what the ceiling affords at worst case.")
 
     @field_validator("stop")
     @classmethod
@@ -181,17 +180,10 @@ class Cost(BaseModel):
 
 class BudgetUse(BaseModel):
     reserved_eur: float = Field(description="The worst case the request reserved against its tenant's budget.")
-    topped_up_eur: float = Field(default=0.0, description="What the reservation grew by while the answer ran slower "
-                                 "than its worst case (from the same budget): it may be charged up to reserved_eur + "
-                                 "topped_up_eur.")
     max_tokens: int = Field(description="What the request ran with, after any cost ceiling.")
     state: UsageState = Field(description="The tenant's budget state as the answer ends ('unbudgeted': none).")
     notice: str | None = Field(description="In Warning, a sentence a client can show its user (how much of today's "
                                            "budget is used, what is left, when it resets); null otherwise.")
-    spend_limit_reached: bool = Field(
-        default=False, description="The answer was cut (finish_reason length) where its tenant's budget or its cost "
-        "ceiling could pay no more (its reservation is topped up while the answer runs slower than reserved). It is "
-        "charged what it used.")
 
 
 class PassageUse(BaseModel):

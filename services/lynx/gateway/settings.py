@@ -71,9 +71,8 @@ class GatewaySettings(ServiceSettings):
     budget_estimate_margin: float = Field(
         default=3.0, ge=1,
         description="Multiplies the decoder seconds of the worst-case estimate: slack for a decoder slower than "
-                    "its measured coefficients (CPU contention, a short prompt's share of joining a batch). A "
-                    "budgeted answer slower than that gets its reservation topped up from its budget, and is cut "
-                    "only where the budget pays no more (docs/COSTS.md, \"A reservation is a bound\").")
+                    "its measured coefficients (CPU contention, a short prompt's share of joining a batch). "
+                    "docs/BENCHMARKS.md measures how far real costs came from their reservation.")
     cheaper_decoder_url: str | None = Field(
         default=None, description="A cheaper decoder configuration, for tenants in Warning whose budget asks for "
                                   "it (cheaper_near_cap): its instances, written as LYNX_GATEWAY_DECODER_URLS. "

@@ -11,9 +11,8 @@ from prometheus_client import REGISTRY
 
 from lynx.accounting.shares import StepCostModel
 from lynx.decoder.admission import PRIOR_MARGIN
-from lynx.decoder.engine import BatchingEngine, Delta, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
+from lynx.decoder.engine import BatchingEngine, Finish, GenerationRequest, QueueFull, Sequence, WaitExceedsDeadline
 from lynx.decoder.sampling import SamplingParams
-from lynx.decoder.spending import RAISE_WAIT_SECONDS
 from lynx.tokenization.detok import IncrementalDetokenizer
 
 from .fake_model import FakeModel
@@ -162,10 +161,6 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_running_streams_decode
     assert long_finish.prompt_tokens == 25 and long_finish.timings.prefill_seconds >= 3 * model.prefill_seconds
 
 
-def prompt_calls(calls: list[tuple[str, int]]) -> int:
-    return sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
-
-
 def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_had():
     async def scenario():
         model = FakeModel(prefill_seconds=0.05)
@@ -179,108 +174,10 @@ def test_a_sequence_cancelled_between_its_chunks_ends_charged_for_the_chunks_it_
         finally:
             engine.stop()
     (ids, finish), calls = run(scenario())
-    chunks = prompt_calls(calls)
+    chunks = sum(1 for kind, _ in calls if kind in ("prefill", "extend"))
     assert ids == [] and finish.reason == "cancelled" and finish.completion_tokens == 0
     assert 2 <= chunks < 10  # stopped between chunks, not after the whole prompt
     assert finish.timings.prefill_seconds >= (chunks - 1) * 0.05
-
-
-def test_a_sequence_ends_before_the_decode_step_that_would_take_it_past_its_spend_limit():
-    """Steps run ten times slower than the step cost model says (a loaded machine): the limited sequence ends where
-    its limit runs out, charged within it and one step; its neighbour without a limit runs to max_tokens."""
-    async def scenario():
-        model = FakeModel(step_seconds=0.01)
-        engine = make_engine(model, step_cost=StepCostModel(0.001, 0.0, 0.0))
-        try:
-            limited = engine.submit(request(1, 1000, spend_limit_seconds=0.2))
-            free = engine.submit(request(2, 40))
-            return await finish_of(limited), await finish_of(free), model.step_seconds
-        finally:
-            engine.stop()
-    (ids, limited), (free_ids, free), step = run(scenario())
-    spent = limited.timings.prefill_seconds + limited.timings.decode_seconds
-    assert limited.reason == "spend_limit" and 0 < len(ids) == limited.completion_tokens < 1000
-    assert 0.1 < spent <= 0.2 + step, spent  # the stated margin: one call beyond its forecast
-    assert free.reason == "length" and len(free_ids) == 40
-
-
-def test_a_spend_limit_raised_while_the_sequence_runs_lets_it_run_on_to_max_tokens():
-    """The same slow steps and limit as above, but the caller's reservation grew after the first token: the limit
-    is raised (never lowered: a late, smaller raise changes nothing) and the sequence ends at max_tokens."""
-    async def scenario():
-        model = FakeModel(step_seconds=0.01)
-        engine = make_engine(model, step_cost=StepCostModel(0.001, 0.0, 0.0))
-        try:
-            limited = engine.submit(request(1, 60, spend_limit_seconds=0.2))
-            first = await asyncio.wait_for(limited.events.get(), 10)
-            raised = engine.raise_spend_limit(limited.id, 10.0), engine.raise_spend_limit(limited.id, 0.1)
-            ids, finish = await finish_of(limited)
-            unlimited = engine.submit(request(2, 2))
-            return (first, raised, ids, finish, engine.raise_spend_limit(unlimited.id, 1.0),
-                    engine.raise_spend_limit(limited.id, 20.0))
-        finally:
-            engine.stop()
-    first, raised, ids, finish, unlimited, after_end = run(scenario())
-    assert raised == (10.0, 10.0)
-    assert finish.reason == "length" and len(first.token_ids) + len(ids) == 60
-    assert finish.timings.prefill_seconds + finish.timings.decode_seconds > 0.2  # past the limit it started with
-    assert unlimited is None and after_end is None  # no limit to raise; a sequence that has ended
-
-
-def held_long_prompt(raised: bool) -> tuple[Delta, tuple[list[int], Finish], list]:
-    """A 100-token prompt in chunks of 10 at 0.02 s each, a limit of 0.1 s: what it asks for once held after its first
-    chunk, how it ends (its caller raising the limit to what it asked for, or not) and the model's calls."""
-    async def scenario():
-        model = FakeModel(prefill_seconds=0.02)
-        engine = make_engine(model, budget=10)
-        try:
-            sequence = engine.submit(GenerationRequest(prompt_ids=list(range(1, 101)), max_tokens=3,
-                                                       spend_limit_seconds=0.1))
-            asked = await asyncio.wait_for(sequence.events.get(), 10)
-            if raised:
-                engine.raise_spend_limit(sequence.id, asked.limit_wanted_seconds)
-            return asked, await finish_of(sequence), model.calls
-        finally:
-            engine.stop()
-    return run(scenario())
-
-
-def test_a_long_prompt_that_cannot_be_finished_within_its_spend_limit_asks_for_a_raise_then_stops_without_one():
-    """The engine's first prefill has no pace to forecast from; its first chunk shows ten chunks will not fit the
-    limit, and the first token would come only with the last: the prompt waits, asking its caller for the limit it
-    needs (a delta without tokens), and without a raise within RAISE_WAIT_SECONDS it is not continued, for no
-    answer; the wait is not charged."""
-    asked, (ids, finish), calls = held_long_prompt(raised=False)
-    assert asked.token_ids == [] and asked.limit_wanted_seconds > 10 * 0.02  # ten chunks at 0.02 s, and more
-    assert ids == [] and finish.reason == "spend_limit" and finish.completion_tokens == 0
-    assert prompt_calls(calls) == 1, calls
-    assert finish.timings.resident_seconds >= RAISE_WAIT_SECONDS
-    assert 0.02 <= finish.timings.prefill_seconds <= 0.1 and finish.timings.decode_seconds == 0
-
-
-def test_a_long_prompt_held_for_a_raise_goes_on_once_its_caller_raises_its_limit():
-    _, (ids, finish), calls = held_long_prompt(raised=True)
-    assert finish.reason == "length" and len(ids) == 3 and prompt_calls(calls) == 10, calls
-    assert finish.timings.resident_seconds < RAISE_WAIT_SECONDS
-
-
-def test_a_prompt_s_first_call_is_not_forecast_and_its_first_token_ends_the_answer_at_the_limit():
-    """Recent prefills ran far slower than this sequence's limit allows: its prompt is prefilled anyway (the
-    reservation's prefill estimate pays for a first call), and the answer ends with the first token, before a decode
-    step."""
-    async def scenario():
-        model = FakeModel(prefill_seconds=0.05)
-        engine = make_engine(model)
-        try:
-            await finish_of(engine.submit(request(1, 2, prompt_length=8)))  # sets the pace: ~0.05 s for 8 tokens
-            calls = len(model.calls)
-            limited = engine.submit(request(2, 5, prompt_length=8, spend_limit_seconds=0.01))
-            return await finish_of(limited), model.calls[calls:]
-        finally:
-            engine.stop()
-    (ids, finish), calls = run(scenario())
-    assert ids == [3] and finish.reason == "spend_limit" and calls == [("prefill", 1)]
-    assert finish.timings.prefill_seconds >= 0.05 and finish.timings.decode_seconds == 0
 
 
 def test_continuous_batching_admits_a_newcomer_as_soon_as_a_slot_frees_static_waits_for_the_batch():

@@ -216,27 +216,6 @@ def test_a_settled_hold_is_released_once(budgets, tmp_path):
     assert budgets.available("acme", budgets.decision("acme")) == pytest.approx(0.5)
 
 
-def test_a_top_up_takes_what_the_budget_still_pays_and_settles_with_the_reservation(budgets, tmp_path):
-    publish(tmp_path / "decisions.json", decision(remaining_eur=0.6))
-    hold, other = budgets.admit("acme"), budgets.admit("acme")
-    asyncio.run(hold.reserve(estimate(0.3)))
-    asyncio.run(other.reserve(estimate(0.2)))
-    assert asyncio.run(hold.top_up(0.05, None)) == pytest.approx(0.05)
-    assert asyncio.run(hold.top_up(0.5, None)) == pytest.approx(0.05)  # what is left of the 0.6, no more
-    assert asyncio.run(hold.top_up(0.1, None)) == 0 and hold.reserved == pytest.approx(0.4)
-    assert budgets.available("acme", budgets.decision("acme")) == pytest.approx(0.0)
-    hold.settle(0.38)
-    assert budgets.available("acme", budgets.decision("acme")) == pytest.approx(0.6 - 0.38 - 0.2)
-    assert asyncio.run(hold.top_up(0.01, None)) == 0  # settled: nothing to top up
-
-
-def test_a_top_up_stays_within_the_request_s_cost_ceiling(budgets, tmp_path):
-    publish(tmp_path / "decisions.json", decision(remaining_eur=0.6))
-    hold = budgets.admit("acme")
-    asyncio.run(hold.reserve(estimate(0.3)))
-    assert asyncio.run(hold.top_up(0.2, 0.35)) == pytest.approx(0.05) and hold.reserved == pytest.approx(0.35)
-
-
 def test_recent_charges_merge_when_full_without_losing_any():
     charges = RecentCharges(capacity=4)
     for second in range(10):

@@ -13,8 +13,7 @@ from prometheus_client import REGISTRY
 from lynx.accounting.identity import identity_violations, reasons
 from lynx.accounting.ledger import Ledger
 from lynx.accounting.pricing import (
-    GATEWAY_TAIL_SECONDS, NOTHING_YET, NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder,
-    worst_case_cost,
+    NOTHING_YET, NO_CALL, CostSettings, DecoderUse, RemoteCall, RequestTimes, SoloDecoder, worst_case_cost,
 )
 from lynx.accounting.shares import StepCostSettings
 from lynx.contracts.budgets import BudgetDecisions, TenantDecision
@@ -25,11 +24,10 @@ from lynx.contracts.tokenizer import ChatMessage
 from lynx.service.errors import CONTEXT_LENGTH_EXCEEDED, LynxError
 from lynx.gateway.budgets import Budgets
 from lynx.gateway.orchestrator import (
-    SPEND_LIMIT_REACHED, Job, Pipeline, RequestAccount, deadline_error, describe, failed_call, outcome_of,
-    refused_by_client, retrieval_query, stopping_error, with_passages,
+    Job, Pipeline, RequestAccount, deadline_error, describe, failed_call, outcome_of, refused_by_client,
+    retrieval_query, stopping_error, with_passages,
 )
 from lynx.gateway.settings import GatewaySettings
-from lynx.gateway.spend_limit import Reserved
 from lynx.accounting.tenants import Tenant
 from lynx.gateway.upstream import Upstreams
 from lynx_budget.local import write_atomically
@@ -77,15 +75,13 @@ def test_the_query_is_the_last_user_message():
 
 
 def test_outcomes_follow_how_the_request_ended():
-    def finished(reason: str, tokens: int = 1) -> StreamFinished:
-        return StreamFinished(finish_reason=reason, usage=Usage(prompt_tokens=1, completion_tokens=tokens),
+    def finished(reason: str) -> StreamFinished:
+        return StreamFinished(finish_reason=reason, usage=Usage(prompt_tokens=1, completion_tokens=1),
                               timings=DecoderTimings(queue_seconds=0, prefill_seconds=0, decode_seconds=0,
                                                      decode_steps=0, resident_seconds=0, engine_busy_seconds=0))
     assert outcome_of(None, None, finished("stop")) == "completed"
     assert outcome_of(None, None, finished("length")) == "completed"
     assert outcome_of(None, None, finished("deadline")) == "deadline"
-    assert outcome_of(None, None, finished("spend_limit")) == "completed"  # an answer, cut where its reservation ends
-    assert outcome_of(None, None, finished("spend_limit", tokens=0)) == "failed"  # no answer: the client gets a 503
     assert outcome_of(None, None, finished("error")) == "failed"
     assert outcome_of(None, None, None) == "failed"
     assert outcome_of(None, LynxError(502, "m", "c"), finished("stop")) == "failed"
@@ -132,12 +128,12 @@ def budgets(tmp_path) -> Budgets:
 
 
 def open_request(budgets: Budgets, prompt_tokens: int, max_tokens: int, max_cost_eur: float | None = None,
-                 tenant: str = "acme") -> tuple[Pipeline, RequestAccount]:
+                 ) -> tuple[Pipeline, RequestAccount]:
     tracer = TracerProvider().get_tracer("test")
     pipeline = Pipeline(GatewaySettings(), Upstreams(None, None, None), Ledger(RATES), tracer, SOLO)
-    job = Job(tenant=Tenant(tenant), operation="chat", max_tokens=max_tokens, temperature=0.0, top_p=1.0, stop=[],
+    job = Job(tenant=Tenant("acme"), operation="chat", max_tokens=max_tokens, temperature=0.0, top_p=1.0, stop=[],
               seed=None, messages=[message("user", "q")], max_cost_eur=max_cost_eur)
-    account = RequestAccount(pipeline.standard.ledger, "m", job, tracer.start_span("request"), budgets.admit(tenant))
+    account = RequestAccount(pipeline.standard.ledger, "m", job, tracer.start_span("request"), budgets.admit("acme"))
     account.tokenize, account.prompt_tokens = RemoteCall(0.001, 0.002), prompt_tokens
     return pipeline, account
 
@@ -196,55 +192,3 @@ def test_the_charge_counts_the_times_the_reservation_saw_and_what_came_after(bud
     assert settlement.cost.total == pytest.approx(worst_case_cost(charged, 40, 1, SOLO, RATES)
                                                   - worst_case_cost(NOTHING_YET, 40, 1, SOLO, RATES))
     assert account.settle("failed", DecoderUse(1.0), 0, None) is settlement  # one entry, whatever comes later
-
-
-def test_a_budgeted_request_s_decoder_may_spend_what_its_reservation_leaves_and_no_more(budgets):
-    """Reserved, then a wait in the gateway (for a lease, say): the limit leaves out the wait, so a decoder that spends
-    the whole limit costs the request what it reserved, not more."""
-    pipeline, account = open_request(budgets, 40, 64)
-    with account.job.clock.stage("gateway"):
-        asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
-        time.sleep(0.02)
-        limit = asyncio.run(pipeline._spend_limit(account.job, account, pipeline.standard, priced(40, 64)))
-    assert 0 < limit < SOLO.prefill_seconds(40) + SOLO.decode_seconds(40, 64)
-    cost = account.settle("completed", DecoderUse(wall_seconds=limit, decode_seconds=limit), 64, "spend_limit").cost
-    unused_tail = GATEWAY_TAIL_SECONDS * RATES.per_second("gateway")  # the gateway's time it left for building the call
-    assert account.hold.reserved - unused_tail * 1.01 <= cost.total <= account.hold.reserved
-
-
-def test_a_request_nothing_bounds_gets_no_limit_and_one_with_its_own_ceiling_does(budgets):
-    pipeline, walk_in = open_request(budgets, 40, 64, tenant="walk-in")  # no budget, unknown tenants served
-    asyncio.run(pipeline._reserve(walk_in.job, walk_in, pipeline.standard, 2048))
-    assert walk_in.hold.decision is None
-    assert asyncio.run(pipeline._spend_limit(walk_in.job, walk_in, pipeline.standard, priced(40, 64))) is None
-    pipeline, ceiling = open_request(budgets, 40, 64, max_cost_eur=1.0, tenant="walk-in")
-    asyncio.run(pipeline._reserve(ceiling.job, ceiling, pipeline.standard, 2048))
-    assert asyncio.run(pipeline._spend_limit(ceiling.job, ceiling, pipeline.standard, priced(40, 64))) > 0
-
-
-def priced(prompt_tokens: int, max_tokens: int) -> Reserved:
-    return Reserved.of(SOLO, prompt_tokens, max_tokens)
-
-
-def test_a_request_whose_wait_used_up_its_reservation_is_topped_up_while_its_budget_pays(budgets):
-    """An hour of gateway time before the decoder (more than a 1-token answer reserved): the tenant has 1 EUR left,
-    so the reservation grows by what the decoder's worst case needs, and the decoder gets that whole worst case."""
-    pipeline, account = open_request(budgets, 1, 1)
-    asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
-    before = account.hold.reserved
-    account.job.clock.seconds["gateway"] += 3600.0
-    limit = asyncio.run(pipeline._spend_limit(account.job, account, pipeline.standard, priced(1, 1)))
-    assert limit == pytest.approx(SOLO.prefill_seconds(1), rel=1e-3)
-    assert account.hold.reserved > before + 3600 * RATES.per_second("gateway") * 0.99
-    assert budgets.reserved["acme"] == pytest.approx(account.hold.reserved)
-
-
-def test_a_request_whose_wait_used_up_its_reservation_is_refused_when_its_budget_cannot_pay_more(budgets):
-    pipeline, account = open_request(budgets, 1, 1, max_cost_eur=0.001)  # its own ceiling: less than that hour
-    asyncio.run(pipeline._reserve(account.job, account, pipeline.standard, 2048))
-    account.job.clock.seconds["gateway"] += 3600.0
-    with pytest.raises(LynxError) as refused:
-        asyncio.run(pipeline._spend_limit(account.job, account, pipeline.standard, priced(1, 1)))
-    assert (refused.value.status, refused.value.code) == (503, SPEND_LIMIT_REACHED)
-    assert refused.value.headers == {"Retry-After": "1"}
-    assert account.hold.reserved == pytest.approx(0.001)  # topped up to its ceiling, no further
