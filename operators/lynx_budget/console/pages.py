@@ -18,11 +18,10 @@ from lynx_budget.console.data import (
     traced_share, waterfall,
 )
 from lynx_budget.console.sessions import Session
-from lynx_budget.console.sources import Unreadable
+from lynx_budget.console.sources import TREND_DAYS, Unreadable
 from lynx_budget.policy import in_force, raise_problem
 
 T = TypeVar("T")
-TREND_DAYS = (7, 30)
 
 
 def attempt(read: Callable[[], T], problems: list[str], default: T) -> T:

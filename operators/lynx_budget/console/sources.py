@@ -11,13 +11,14 @@ import httpx
 
 from lynx.accounting.spend import COUNTER, CREATED, window_seconds
 from lynx.telemetry.tracestore import StoredSpan, TraceStoreClient
-from lynx.accounting.usage import SETTLED_AFTER, SpendHistory, day_pieces, utc_midnight
+from lynx.accounting.usage import SettledDays, SpendHistory, day_pieces, utc_midnight
 from lynx.telemetry.metrics import COMPLETION_ENDPOINTS
 from lynx.telemetry.prometheus_api import PrometheusClient, PrometheusError, label_value
 from lynx_budget.console.data import Filters, RequestSummary, charged_requests, spend_by_label
 from lynx_budget.console.settings import ConsoleSettings
 
 DAY = timedelta(days=1)
+TREND_DAYS = (7, 30)  # the overview's trends: EUR and tokens per day over these many days
 TOKENS = ("lynx_tokens_total", "lynx_tokens_created")
 SERVED = ("lynx_request_total", "lynx_request_created")
 TRACED = ("lynx_traced_requests_total", "lynx_traced_requests_created")
@@ -38,7 +39,7 @@ class ConsoleSources:
     prometheus: PrometheusClient
     traces: TraceStoreClient
     usage: SpendHistory
-    settled: dict[tuple[str, datetime], float] = field(default_factory=dict)  # past whole days, unfiltered
+    settled: SettledDays = field(default_factory=SettledDays)  # each counter's whole days, unfiltered
 
     @classmethod
     def open(cls, settings: ConsoleSettings, prometheus: PrometheusClient) -> ConsoleSources:
@@ -63,10 +64,10 @@ class ConsoleSources:
         controller reads a day's spend (raw samples, ``data.spend_by_label``). A day that ended a while ago no longer
         changes: it is remembered (as the usage report remembers them)."""
         points = []
-        for start, end in day_pieces(utc_midnight(now) - (days - 1) * DAY, now):
-            key = (counter[0], start)
-            if filters == Filters() and key in self.settled:
-                points.append((start, self.settled[key]))
+        first = utc_midnight(now) - (days - 1) * DAY
+        for start, end in day_pieces(first, now):
+            if filters == Filters() and (settled := self.settled.get(counter[0], start)) is not None:
+                points.append((start, settled))
                 continue
             names = f'__name__=~"{"|".join(counter)}"'
             selector = "{" + ",".join(part for part in (names, matchers(filters)) if part) + "}"
@@ -75,9 +76,10 @@ class ConsoleSources:
             except PrometheusError as error:
                 raise Unreadable(f"Prometheus at {self.prometheus.url} could not be read: {error}") from None
             value = sum(spend_by_label(rows, "tenant", start, end, counter).values())
-            if filters == Filters() and now - end >= SETTLED_AFTER:  # filtered figures are not kept: unbounded
-                self.settled[key] = value
+            if filters == Filters():  # filtered figures are not kept: unbounded
+                self.settled.keep(counter[0], start, value, now)
             points.append((start, value))
+        self.settled.forget_before(utc_midnight(now) - max(TREND_DAYS) * DAY)  # no trend reaches back further
         return points
 
     def eur_daily(self, filters: Filters, days: int, now: datetime) -> list[tuple[datetime, float]]:

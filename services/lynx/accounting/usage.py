@@ -50,12 +50,33 @@ def usage_report(tenant: str, decision: TenantDecision | None, today: float, tod
                        day_started_at=day[0], resets_at=day[1], cap_eur=cap, remaining_eur=remaining, **windows)
 
 
+class SettledDays:
+    """Figures of whole UTC days that ended more than ``SETTLED_AFTER`` ago (their last samples scraped): they no
+    longer change, so each is read once and remembered, by what it counts (a tenant, a counter) and the day's start,
+    until ``forget_before`` drops the days no window reaches any more."""
+
+    def __init__(self) -> None:
+        self._figures: dict[tuple[str, datetime], float] = {}
+
+    def get(self, what: str, day_start: datetime) -> float | None:
+        return self._figures.get((what, day_start))
+
+    def keep(self, what: str, day_start: datetime, value: float, now: datetime) -> None:
+        """Remember ``value`` when its day is whole and settled at ``now``; otherwise nothing."""
+        if day_start == utc_midnight(day_start) and now - (day_start + DAY) >= SETTLED_AFTER:
+            self._figures[what, day_start] = value
+
+    def forget_before(self, moment: datetime) -> None:
+        for key in [key for key in list(self._figures) if key[1] < moment]:  # list(): other threads add days
+            del self._figures[key]
+
+
 class SpendHistory:
     """Reads tenants' spend from Prometheus for the usage report; remembers the settled whole UTC days."""
 
     def __init__(self, prometheus: PrometheusClient) -> None:
         self.prometheus = prometheus
-        self.settled: dict[tuple[str, datetime], float] = {}  # (tenant, UTC day's start) -> that whole day's spend
+        self.settled = SettledDays()  # each tenant's whole days' spend
 
     def report(self, tenant: str, decision: TenantDecision | None, now: datetime) -> TenantUsage:
         """Blocking (Prometheus' client is synchronous): run it in a thread. Raises the 503 when Prometheus cannot be
@@ -70,21 +91,17 @@ class SpendHistory:
             raise LynxError(503, f"Usage cannot be read now: the spend figures come from Prometheus at "
                             f"{self.prometheus.url}, which could not be read ({error}). Retry shortly.",
                             USAGE_UNAVAILABLE, "server_error", headers={"Retry-After": "10"}) from None
-        self._forget_before(now - max(WINDOWS.values()) - DAY)
+        self.settled.forget_before(now - max(WINDOWS.values()) - DAY)
         return usage_report(tenant, decision, today.spent_eur, today.as_of, windows, day)
 
     def _piece(self, tenant: str, piece: tuple[datetime, datetime], now: datetime,
                read: dict[tuple[datetime, datetime], float]) -> float:
         start, end = piece
-        whole = start == utc_midnight(start) and end - start == DAY
-        if whole and (tenant, start) in self.settled:
-            return self.settled[tenant, start]
+        whole = end - start == DAY
+        if whole and (settled := self.settled.get(tenant, start)) is not None:
+            return settled
         if piece not in read:
             read[piece] = read_spend(self.prometheus, tenant, start, end).spent_eur
-            if whole and now - end >= SETTLED_AFTER:
-                self.settled[tenant, start] = read[piece]
+            if whole:
+                self.settled.keep(tenant, start, read[piece], now)
         return read[piece]
-
-    def _forget_before(self, moment: datetime) -> None:
-        for key in [key for key in list(self.settled) if key[1] < moment]:  # list(): other threads add days
-            del self.settled[key]

@@ -51,3 +51,19 @@ def test_an_unreachable_prometheus_is_a_503_that_names_it():
     refusal = raised.value
     assert refusal.status == 503 and refusal.code == "usage_unavailable" and refusal.type == "server_error"
     assert url in refusal.message and "Unreachable" in refusal.message and refusal.headers["Retry-After"]
+
+
+def test_settled_days_keep_only_whole_days_ended_a_while_ago_until_forgotten():
+    from datetime import UTC, datetime, timedelta
+
+    from lynx.accounting.usage import SETTLED_AFTER, SettledDays
+    day = datetime(2026, 12, 1, tzinfo=UTC)
+    settled = SettledDays()
+    settled.keep("acme", day, 1.5, day + timedelta(days=1))  # just ended: its last samples may not be scraped yet
+    assert settled.get("acme", day) is None
+    settled.keep("acme", day, 1.5, day + timedelta(days=1) + SETTLED_AFTER)
+    settled.keep("acme", day + timedelta(hours=1), 9.0, day + timedelta(days=3))  # not a UTC day
+    assert settled.get("acme", day) == 1.5 and settled.get("globex", day) is None
+    assert settled.get("acme", day + timedelta(hours=1)) is None
+    settled.forget_before(day + timedelta(days=1))
+    assert settled.get("acme", day) is None
